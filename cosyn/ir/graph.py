@@ -1,0 +1,77 @@
+"""The integer dataflow graph and its golden executor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from cosyn.ir.nodes import Node, Quantize
+
+__all__ = ["Graph"]
+
+
+@dataclass(eq=False)
+class Graph:
+    """Nodes in topological order; the first is the `Quantize` input, the last the output.
+
+    The output integers dequantize as float32(y) * output scale (+ `output_bias`, a
+    float bias the model adds after its last accumulation, if any).
+    """
+
+    nodes: list[Node]
+    output_bias: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if not self.nodes or not isinstance(self.nodes[0], Quantize):
+            raise ValueError("A graph starts with its Quantize input node")
+        self._by_name = {n.name: n for n in self.nodes}
+
+    def __getitem__(self, name: str) -> Node:
+        return self._by_name[name]
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def input(self) -> Quantize:
+        return self.nodes[0]  # type: ignore[return-value]
+
+    @property
+    def output(self) -> Node:
+        return self.nodes[-1]
+
+    def run_int(self, xi: np.ndarray) -> np.ndarray:
+        """Golden model: integer input (batch first) to integer output, in int64."""
+        xi = np.asarray(xi)
+        if xi.shape[1:] != self.input.shape:
+            raise ValueError(
+                f"Input shape must be (batch, {', '.join(map(str, self.input.shape))}), "
+                f"not {xi.shape}"
+            )
+        values: dict[str, np.ndarray] = {}
+        for node in self.nodes:
+            args = [values[i] for i in node.inputs] or [xi.astype(np.int64)]
+            values[node.name] = node.eval(*args)
+        return values[self.output.name]
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """The model's input quantizer: float32 in, integers out."""
+        return self.input.quantize(np.asarray(x, dtype=np.float32))
+
+    def dequantize(self, yi: np.ndarray) -> np.ndarray:
+        """Integers of the output node to the model's float32 output."""
+        y = yi.astype(np.float32) * self.output.scale
+        return y if self.output_bias is None else y + self.output_bias
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Float32 in, float32 out: equal to the model's own output."""
+        return self.dequantize(self.run_int(self.quantize(x)))
+
+    @property
+    def macs(self) -> int:
+        return sum(n.macs for n in self.nodes)
