@@ -1,0 +1,29 @@
+"""The integer dataflow graph: nodes, the golden executor, and the lowerings into it."""
+
+from cosyn.ir.graph import Graph
+from cosyn.ir.lower import lower
+from cosyn.ir.nodes import (
+    Add,
+    Conv2d,
+    Dense,
+    Flatten,
+    IntType,
+    Node,
+    Quantize,
+    Shift,
+    Threshold,
+)
+
+__all__ = [
+    "Add",
+    "Conv2d",
+    "Dense",
+    "Flatten",
+    "Graph",
+    "IntType",
+    "Node",
+    "Quantize",
+    "Shift",
+    "Threshold",
+    "lower",
+]

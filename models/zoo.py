@@ -1,0 +1,82 @@
+"""The model zoo: small Brevitas models with power-of-two quantizers."""
+
+from __future__ import annotations
+
+import brevitas.nn as qnn
+from cosyn.models.quant import Int32Bias, Uint8ActPow2, weight_quant
+from torch import nn
+
+__all__ = ["cnn", "mlp"]
+
+
+def _act(act_bits: int) -> nn.Module:
+    return qnn.QuantReLU(act_quant=Uint8ActPow2, bit_width=act_bits, return_quant_tensor=True)
+
+
+def _input(act_bits: int) -> nn.Module:
+    return qnn.QuantIdentity(act_quant=Uint8ActPow2, bit_width=act_bits, return_quant_tensor=True)
+
+
+def _linear(i: int, o: int, weight_bits: int, last: bool = False) -> nn.Module:
+    return qnn.QuantLinear(
+        i,
+        o,
+        bias=True,
+        weight_quant=weight_quant(weight_bits),
+        bias_quant=Int32Bias,
+        return_quant_tensor=not last,
+    )
+
+
+def mlp(
+    in_features: int = 64,
+    hidden: tuple[int, ...] = (64, 32),
+    classes: int = 10,
+    weight_bits: int = 4,
+    act_bits: int = 8,
+) -> nn.Sequential:
+    """Quantized MLP: input quantizer, then QuantLinear + QuantReLU per hidden layer.
+
+    The last QuantLinear returns float logits (exact: every scale is a power of two).
+    """
+    layers: list[nn.Module] = [_input(act_bits)]
+    for i, o in zip((in_features, *hidden), hidden, strict=False):
+        layers += [_linear(i, o, weight_bits), _act(act_bits)]
+    layers.append(_linear(hidden[-1] if hidden else in_features, classes, weight_bits, True))
+    return nn.Sequential(*layers)
+
+
+def cnn(
+    channels: tuple[int, int] = (8, 16),
+    classes: int = 10,
+    weight_bits: int = 4,
+    act_bits: int = 8,
+    size: int = 8,
+) -> nn.Sequential:
+    """Quantized CNN for 1 x size x size images: two 3x3 convolutions (the second with
+    stride 2), each followed by QuantReLU, then a QuantLinear classifier."""
+    c1, c2 = channels
+
+    def conv(i: int, o: int, stride: int) -> nn.Module:
+        return qnn.QuantConv2d(
+            i,
+            o,
+            3,
+            stride=stride,
+            padding=1,
+            bias=True,
+            weight_quant=weight_quant(weight_bits),
+            bias_quant=Int32Bias,
+            return_quant_tensor=True,
+        )
+
+    out = (size + 1) // 2
+    return nn.Sequential(
+        _input(act_bits),
+        conv(1, c1, 1),
+        _act(act_bits),
+        conv(c1, c2, 2),
+        _act(act_bits),
+        nn.Flatten(),
+        _linear(c2 * out * out, classes, weight_bits, True),
+    )
