@@ -1,7 +1,7 @@
 """The integer dataflow graph: nodes, the golden executor, and the lowerings into it."""
 
 from cosyn.ir.graph import Graph
-from cosyn.ir.lower import lower
+from cosyn.ir.lowering import lower
 from cosyn.ir.nodes import (
     Add,
     Conv2d,

@@ -127,7 +127,7 @@ class Conv2d(Node):
     kind: ClassVar[str] = "conv2d"
 
     def eval(self, x: np.ndarray) -> np.ndarray:
-        n, c, h, w = x.shape
+        n, c = x.shape[:2]
         o, _, kh, kw = self.weight.shape
         ph, pw = self.padding
         sh, sw = self.stride
@@ -169,10 +169,8 @@ class Shift(Node):
         k = _channel(self.shift, nd)
         left = np.left_shift(x, np.maximum(-k, 0))
         r = np.maximum(k, 0)
-        if self.rounding == "floor":
-            q = np.right_shift(left, r)
-        else:
-            q = shift_round_half_even(left, r)
+        floor = self.rounding == "floor"
+        q = np.right_shift(left, r) if floor else shift_round_half_even(left, r)
         return np.clip(q, _channel(self.lo, nd), _channel(self.hi, nd))
 
 

@@ -134,7 +134,11 @@ class _Builder:
         lo, hi = self.ranges[v.node]
 
         def f(a: np.ndarray) -> np.ndarray:
-            x = torch.from_numpy(a).to(torch.float32).reshape(a.shape + (1,) * (len(shape) - 1))
+            x = (
+                torch.from_numpy(np.ascontiguousarray(a))
+                .to(torch.float32)
+                .reshape(a.shape + (1,) * (len(shape) - 1))
+            )
             out = quant(_apply(v, x))
             return torch.round(out.value / out.scale).reshape(a.shape).to(torch.int64).numpy()
 
@@ -245,12 +249,10 @@ class _Builder:
             return self.add2(n)
         if t in (F.relu, torch.relu) or (n.op == "call_method" and t == "relu"):
             return _extend(self.arg(n), torch.relu, n.name)
-        if t == torch.flatten or (n.op == "call_method" and t in ("flatten", "view", "reshape")):
-            if (
-                len(self.shape(n)) == 1
-                and _float(self.values[n]).shape[0] == (_float(self.values[n.args[0]]).shape[0])
-            ):
-                return self.flatten(n, self.arg(n), n.name)
+        flat = t == torch.flatten or (n.op == "call_method" and t in ("flatten", "view", "reshape"))
+        batch = _float(self.values[n.args[0]]).shape[0]
+        if flat and len(self.shape(n)) == 1 and _float(self.values[n]).shape[0] == batch:
+            return self.flatten(n, self.arg(n), n.name)
         raise UnsupportedLayerError(
             f"{n.name} ({n.op} {getattr(t, '__name__', t)}): cosyn cannot lower this "
             f"operation; supported: {SUPPORTED}"
@@ -268,8 +270,10 @@ class _Builder:
         w = qw.int().to(torch.int64).numpy()
         s_acc = (v.scale * qw.scale.reshape(-1)).to(torch.float32).detach()
         bias = self.bias(n, m)
-        b_int = torch.round(bias / s_acc) if bias is not None else None
-        exact = b_int is not None and torch.equal(b_int * s_acc, bias)
+        if bias is None:
+            bias = torch.zeros(w.shape[0])
+        b_int = torch.round(bias / s_acc)
+        exact = torch.equal(b_int * s_acc, bias)  # an integer at the accumulator's scale
         b = b_int.to(torch.int64).numpy() if exact else np.zeros(w.shape[0], np.int64)
         shape = self.shape(n)
         lo_x, hi_x = self.ranges[v.node]

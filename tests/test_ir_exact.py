@@ -1,0 +1,118 @@
+"""The golden model equals the Brevitas model bit for bit (np.array_equal on float32)."""
+
+from __future__ import annotations
+
+import brevitas.nn as qnn
+import numpy as np
+import pytest
+import torch
+from brevitas.quant.fixed_point import (
+    Int8ActPerTensorFixedPoint,
+    Int8WeightPerChannelFixedPoint,
+    Uint8ActPerTensorFixedPoint,
+)
+from cosyn.models import data, fit, zoo
+from cosyn.models.train import predict
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import cnns, inputs, mlps
+from torch import nn
+
+import cosyn
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def assert_exact(model: nn.Module, x: torch.Tensor) -> cosyn.ir.Graph:
+    g = cosyn.lower(model, x[:2])
+    want = predict(model, x).numpy()
+    got = g.run(x.numpy())
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    return g
+
+
+@pytest.mark.parametrize(("factory", "image"), [(zoo.mlp, False), (zoo.cnn, True)])
+def test_zoo_trained_on_digits_is_exact_on_the_test_set(factory, image):
+    d = data.digits(image=image)
+    model = factory()
+    assert fit(model, d, epochs=3, quiet=True) > 50
+    g = assert_exact(model, d.x_test)
+    assert {n.kind for n in g} >= {"quantize", "dense", "shift"}
+
+
+@SETTINGS
+@given(st.data())
+def test_power_of_two_mlps_with_batchnorm_are_exact(data_):
+    model = data_.draw(mlps("pow2"))
+    assert_exact(model, data_.draw(inputs((model[1].in_features,))))
+
+
+@SETTINGS
+@given(st.data())
+def test_non_power_of_two_scales_use_thresholds_and_are_exact(data_):
+    model = data_.draw(mlps("short", batchnorm=True))
+    g = assert_exact(model, data_.draw(inputs((model[1].in_features,))))
+    assert "threshold" in {n.kind for n in g}
+
+
+@SETTINGS
+@given(st.data())
+def test_cnns_are_exact(data_):
+    model = data_.draw(cnns())
+    assert_exact(model, data_.draw(inputs((model[1].in_channels, 8, 8))))
+
+
+class UserNet(nn.Module):
+    """A model cosyn did not define: per-channel weights, hard tanh, a residual add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)
+        self.conv = qnn.QuantConv2d(
+            1,
+            4,
+            3,
+            padding=1,
+            weight_quant=Int8WeightPerChannelFixedPoint,
+            return_quant_tensor=True,
+        )
+        self.bn = nn.BatchNorm2d(4)
+        self.act = qnn.QuantHardTanh(
+            act_quant=Int8ActPerTensorFixedPoint,
+            max_val=1.0,
+            min_val=-1.0,
+            return_quant_tensor=True,
+        )
+        self.conv2 = qnn.QuantConv2d(
+            4,
+            4,
+            1,
+            weight_quant=Int8WeightPerChannelFixedPoint,
+            bias=False,
+            return_quant_tensor=True,
+        )
+        self.act2 = qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, return_quant_tensor=True)
+        self.res = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)
+        self.fc = qnn.QuantLinear(
+            4 * 8 * 8, 3, bias=True, weight_quant=Int8WeightPerChannelFixedPoint
+        )
+
+    def forward(self, x):
+        a = self.act(self.bn(self.conv(self.inp(x))))
+        b = self.res(self.act2(self.conv2(a)))
+        return self.fc(torch.flatten(self.res(a) + b, 1))
+
+
+def test_user_model_with_standard_brevitas_quantizers_is_exact():
+    torch.manual_seed(1)
+    model = UserNet()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.weight.uniform_(-2, 2)
+    model.train()
+    for _ in range(3):
+        model(torch.randn(16, 1, 8, 8))
+    x = torch.randn(200, 1, 8, 8)
+    g = assert_exact(model, x)
+    assert {"add", "flatten", "threshold", "conv2d"} <= {n.kind for n in g}
