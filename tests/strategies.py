@@ -18,8 +18,9 @@ from torch import nn
 
 
 def _const(base: type, scale: float) -> type:
-    """`base` with a constant scale: a non-power-of-two scale with a 3-bit mantissa, so the
-    model's float32 accumulation is exact and the graph must match it bit for bit."""
+    """`base` with a constant scale: a non-power-of-two scale with a 2- or 3-bit mantissa.
+    With integer biases (Int32Bias) the model's float32 accumulation of up to 12 products
+    then stays below 2**24 units and is exact, so the graph must match it bit for bit."""
     return type(
         f"{base.__name__}Const",
         (base,),
@@ -29,7 +30,7 @@ def _const(base: type, scale: float) -> type:
 
 @st.composite
 def short_scales(draw) -> dict:
-    s = st.builds(lambda m, e: m * 2.0**-e, st.sampled_from([3, 5, 7]), st.integers(3, 7))
+    s = st.builds(lambda m, e: m * 2.0**-e, st.sampled_from([3, 5]), st.integers(3, 7))
     return {
         "act": _const(Int8ActPerTensorFloat, draw(s)),
         "uact": _const(Uint8ActPerTensorFloat, draw(s)),
@@ -77,7 +78,6 @@ def mlps(draw, scales: str = "pow2", batchnorm: bool | None = None) -> nn.Module
     (Brevitas' default learned float scales).
     """
     q = {"pow2": POW2, "float": FLOAT}.get(scales) or draw(short_scales())
-    pow2 = scales == "pow2"
     width = draw(st.integers(1, 12))
     layers = [draw(quant_act(q, signed=draw(st.booleans())))]
     for _ in range(draw(st.integers(1, 3))):
@@ -90,7 +90,7 @@ def mlps(draw, scales: str = "pow2", batchnorm: bool | None = None) -> nn.Module
                 bias=bias,
                 weight_quant=q["weight"],
                 weight_bit_width=draw(st.integers(2, 8)),
-                bias_quant=Int32Bias if bias and pow2 else None,
+                bias_quant=Int32Bias if bias and scales != "float" else None,
                 return_quant_tensor=True,
             )
         )

@@ -439,5 +439,11 @@ def lower(model: nn.Module, example_input: torch.Tensor) -> Graph:
         ) from e
     rec = _Recorder(gm)
     with torch.no_grad():
-        rec.run(example_input.to(torch.float32))
+        try:
+            rec.run(example_input.to(torch.float32))
+        except Exception as e:
+            raise UnsupportedLayerError(
+                f"{type(model).__name__}: the model fails on the example input "
+                f"({str(e).splitlines()[0]}); check that it runs in Brevitas first"
+            ) from e
         return _Builder(gm, rec.values).run()

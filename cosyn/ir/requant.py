@@ -53,8 +53,10 @@ def threshold_bank(f: IntMap, lo: np.ndarray, hi: np.ndarray) -> Bank:
 
 
 def _check(f: IntMap, bank: Bank, lo: np.ndarray, hi: np.ndarray) -> None:
-    """Each threshold and the integer below it must give what the bank says."""
-    for probe in (bank.t.T, bank.t.T - 1):
+    """Each threshold, the integer below it, and 257 points across the range must give what
+    the bank says: a map that is not monotone fails here."""
+    spread = lo + (hi - lo) * np.arange(257)[:, None] // 256
+    for probe in (bank.t.T, bank.t.T - 1, spread):
         x = np.clip(probe, lo, hi)
         levels = bank.base + bank.sign * (x[..., None] >= bank.t[None]).sum(-1)
         if not np.array_equal(f(x), levels):

@@ -1,0 +1,49 @@
+"""What cosyn writes for people: the graph table, and output folders that appear whole."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from cosyn.ir import Graph
+
+__all__ = ["atomic_dir", "graph_table"]
+
+
+def graph_table(g: Graph) -> str:
+    """A Markdown table: node, kind, inputs, shape, input and output bit widths, accumulator
+    width, MACs per sample."""
+    rows = [
+        "| node | kind | inputs | shape | in | out | accumulator | MACs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n in g:
+        ins = " ".join(str(g[i].dtype) for i in n.inputs) or "f32"
+        acc = str(n.dtype) if n.kind in ("dense", "conv2d") else ""
+        out = "" if acc else str(n.dtype)
+        shape = "x".join(map(str, n.shape))
+        rows.append(
+            f"| {n.name} | {n.kind} | {', '.join(n.inputs)} | {shape} | {ins} | {out} "
+            f"| {acc} | {n.macs} |"
+        )
+    rows.append(f"\nTotal MACs per sample: {g.macs}\n")
+    return "\n".join(rows)
+
+
+@contextlib.contextmanager
+def atomic_dir(out: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `out`; on success it replaces `out`, else vanishes."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)

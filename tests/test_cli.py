@@ -1,0 +1,97 @@
+"""The command line and the errors a user can cause."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import brevitas.nn as qnn
+import pytest
+import torch
+from cosyn.models.quant import Int32Bias
+from torch import nn
+
+import cosyn
+from cosyn.errors import UnsupportedLayerError
+
+
+def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from cosyn.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+    )
+
+
+def test_help_lists_the_verbs():
+    out = cli("--help").stdout
+    for verb in ("demo", "train", "build"):
+        assert verb in out
+
+
+def test_train_then_build_from_checkpoint(tmp_path):
+    ckpt = tmp_path / "cnn.pt"
+    r = cli("train", "cosyn.models.zoo:cnn", "--out", str(ckpt), "--epochs", "1")
+    assert r.returncode == 0, r.stderr
+    r = cli(
+        "build", "cosyn.models.zoo:cnn", "--checkpoint", str(ckpt), "--out", str(tmp_path / "b")
+    )
+    assert r.returncode == 0, r.stderr
+    table = (tmp_path / "b" / "graph.md").read_text()
+    assert "conv2d" in table and "flatten" in table
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["build", "no_such_pkg:mlp"], "no_such_pkg:mlp: cannot import"),
+        (["build", "cosyn.models.zoo"], "package.module:factory"),
+        (["build", "cosyn.models.zoo:mlp", "--checkpoint", "missing.pt"], "missing.pt: checkpoint"),
+        (["build", "cosyn.models.zoo:mlp", "--input-shape", "8,x"], "input shape"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(tmp_path, args, message):
+    r = cli(*args, "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert r.returncode == 2
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_malformed_checkpoint_names_the_file(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    r = cli("build", "cosyn.models.zoo:mlp", "--checkpoint", str(bad), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "bad.pt: not a state_dict" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def _net(*middle: nn.Module) -> nn.Sequential:
+    return nn.Sequential(
+        qnn.QuantIdentity(return_quant_tensor=True), qnn.QuantLinear(4, 4, bias=False), *middle
+    )
+
+
+def test_unsupported_layer_names_path_type_and_what_is_supported():
+    model = _net(nn.GELU(), qnn.QuantIdentity())
+    with pytest.raises(UnsupportedLayerError, match=r"2 \(GELU\).*supported: QuantIdentity"):
+        cosyn.lower(model, torch.zeros(1, 4))
+
+
+def test_unquantized_input_to_a_layer_is_refused():
+    model = _net(nn.ReLU(), qnn.QuantLinear(4, 2, bias=False))
+    with pytest.raises(UnsupportedLayerError, match=r"3 \(QuantLinear\).*not quantized"):
+        cosyn.lower(model, torch.zeros(1, 4))
+
+
+def test_float_operations_after_the_last_quantized_layer_are_refused():
+    with pytest.raises(UnsupportedLayerError, match="model output passes through float"):
+        cosyn.lower(_net(nn.ReLU()), torch.zeros(1, 4))
+
+
+def test_a_model_that_does_not_run_is_reported():
+    model = nn.Sequential(
+        qnn.QuantIdentity(), qnn.QuantLinear(4, 4, bias=True, bias_quant=Int32Bias)
+    )
+    with pytest.raises(UnsupportedLayerError, match="fails on the example input"):
+        cosyn.lower(model, torch.zeros(1, 4))
