@@ -1,0 +1,1 @@
+"""Open synthesis flow: yosys + nextpnr for ECP5 and iCE40 boards (not yet built)."""

@@ -1,0 +1,1 @@
+"""hw/hls/__init__.py (not yet built)."""

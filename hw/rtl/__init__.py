@@ -1,0 +1,1 @@
+"""hw/rtl/__init__.py (not yet built)."""

@@ -1,0 +1,1 @@
+"""Performance model: cycles and resources per node (not yet built)."""

@@ -1,0 +1,1 @@
+"""Scheduling: parallelism under a budget, length-aware sequences (not yet built)."""

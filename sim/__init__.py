@@ -1,0 +1,1 @@
+"""sim/__init__.py (not yet built)."""
