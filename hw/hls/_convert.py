@@ -1,0 +1,309 @@
+"""The integer graph as an hls4ml layer list, every precision taken from the graph.
+
+hls4ml lays tensors out channels last; the graph is channels first. A 3-D tensor
+(C, H, W) is (H, W, C) in hls4ml, and a flattened one keeps hls4ml's order: `perm`
+maps each hls4ml position to the graph's flat index, and the Dense that consumes it
+reads its weight columns in that order (free in hardware). Nodes are converted by
+`CONVERTERS[node.kind]`; a kind without one raises an UnsupportedLayerError.
+
+Accumulators get the graph's accumulator type. A partial sum may leave its range
+(the range bounds the full sum), but ap_int wraps modulo 2**bits, so the full sum,
+which is in range, comes out exact.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cosyn.errors import BitWidthError, UnsupportedLayerError
+from cosyn.ir import nodes as N
+from cosyn.ir.graph import Graph
+from cosyn.ir.nodes import IntType, int_type_for_range
+
+__all__ = ["CONVERTERS", "Converted", "Tensor", "ap_type", "convert"]
+
+_EXACT_DOUBLE = 53  # C simulation moves values through double: integers up to 2**53 are exact
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A graph value as hls4ml holds it: shape, channel count, flat permutation, type."""
+
+    shape: tuple[int, ...]
+    n_chan: int
+    perm: np.ndarray | None
+    dtype: IntType
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass
+class Converted:
+    """One hls4ml layer: its layer-list entry, its precisions, and the value it makes."""
+
+    layer: dict[str, Any]
+    precision: dict[str, str]
+    out: Tensor
+
+
+Converter = Callable[[N.Node, str, list[Tensor], list[str]], Converted]
+
+
+def ap_type(t: IntType) -> str:
+    return f"ap_{'' if t.signed else 'u'}int<{t.bits}>"
+
+
+def _int_type(a: np.ndarray) -> IntType:
+    a = np.asarray(a, dtype=np.int64)
+    return int_type_for_range(a.min(), a.max()) if a.size else IntType(1, False)
+
+
+def _check_exact(name: str, *arrays: np.ndarray) -> None:
+    for a in arrays:
+        if a.size and np.abs(a).max() >= 2**_EXACT_DOUBLE:
+            raise BitWidthError(
+                f"{name}: a constant needs more than {_EXACT_DOUBLE} bits, which hls4ml's "
+                "weight files cannot carry exactly; reduce the bit widths of this layer"
+            )
+
+
+def _per_channel(a: np.ndarray, t: Tensor, name: str) -> np.ndarray:
+    """Per-channel (or per-tensor) rows of the graph, one row per hls4ml channel."""
+    a = np.asarray(a, dtype=np.int64)
+    a = a.reshape(-1, 1) if a.ndim <= 1 else a.reshape(a.shape[0], -1)
+    graph_chan = t.n_chan if t.perm is None else t.size
+    if a.shape[0] not in (1, graph_chan):
+        raise UnsupportedLayerError(f"{name}: {a.shape[0]} per-channel values for {graph_chan}")
+    a = np.broadcast_to(a, (graph_chan, a.shape[1]))
+    return a[t.perm] if t.perm is not None else a
+
+
+def _dense(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
+    assert isinstance(node, N.Dense)
+    (x,) = ins
+    if len(x.shape) != 1:
+        raise UnsupportedLayerError(f"{node.name}: a dense layer needs a flat input")
+    w = node.weight if x.perm is None else node.weight[:, x.perm]
+    wt, bt = _weight_type(w), _int_type(node.bias)
+    _check_exact(node.name, node.bias)
+    layer = dict(
+        class_name="Dense",
+        name=name,
+        inputs=srcs,
+        n_in=w.shape[1],
+        n_out=w.shape[0],
+        weight_data=w.T.copy(),
+        bias_data=node.bias.copy(),
+    )
+    prec = dict(
+        weight=ap_type(wt), bias=ap_type(bt), accum=ap_type(node.dtype), result=ap_type(node.dtype)
+    )
+    return Converted(layer, prec, Tensor(node.shape, node.shape[0], None, node.dtype))
+
+
+def _weight_type(w: np.ndarray) -> IntType:
+    """The weights' type; ap_int<2> is widened, as hls4ml treats it as ternary {-1, 0, 1}."""
+    t = _int_type(w)
+    return IntType(3, True) if t == IntType(2, True) and w.min() < -1 else t
+
+
+def _conv2d(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
+    assert isinstance(node, N.Conv2d)
+    (x,) = ins
+    o, c, kh, kw = node.weight.shape
+    if len(x.shape) != 3 or x.perm is not None:
+        raise UnsupportedLayerError(f"{node.name}: a convolution needs a (C, H, W) input")
+    (ph, pw), (sh, sw) = node.padding, node.stride
+    _, oh, ow = node.shape
+    layer = dict(
+        class_name="Conv2D",
+        name=name,
+        inputs=srcs,
+        data_format="channels_last",
+        in_height=x.shape[0],
+        in_width=x.shape[1],
+        n_chan=c,
+        n_filt=o,
+        filt_height=kh,
+        filt_width=kw,
+        stride_height=sh,
+        stride_width=sw,
+        pad_top=ph,
+        pad_bottom=ph,
+        pad_left=pw,
+        pad_right=pw,
+        out_height=oh,
+        out_width=ow,
+        dilation=1,
+        weight_data=node.weight.transpose(2, 3, 1, 0).copy(),
+        bias_data=node.bias.copy(),
+    )
+    _check_exact(node.name, node.bias)
+    prec = dict(
+        weight=ap_type(_weight_type(node.weight)),
+        bias=ap_type(_int_type(node.bias)),
+        accum=ap_type(node.dtype),
+        result=ap_type(node.dtype),
+    )
+    return Converted(layer, prec, Tensor((oh, ow, o), o, None, node.dtype))
+
+
+def _out(node: N.Node, x: Tensor) -> Tensor:
+    return Tensor(x.shape, x.n_chan, x.perm, node.dtype)
+
+
+def _n_chan(x: Tensor) -> int:
+    return x.size if x.perm is not None else x.n_chan
+
+
+def _shift(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
+    assert isinstance(node, N.Shift)
+    (x,) = ins
+    k, lo, hi = (_per_channel(a, x, node.name)[:, 0] for a in (node.shift, node.lo, node.hi))
+    clip = int_type_for_range(min(lo.min(), hi.min()), max(lo.max(), hi.max()))
+    work = x.dtype.bits + int(np.maximum(-k, 0).max()) + 2
+    layer = dict(
+        class_name="CosynShift",
+        name=name,
+        inputs=srcs,
+        n_in=x.size,
+        n_chan=_n_chan(x),
+        half_even=node.rounding == "half_even",
+        work_bits=work,
+        shift_data=k,
+        lo_data=lo,
+        hi_data=hi,
+    )
+    if node.rounding not in ("half_even", "floor"):
+        raise UnsupportedLayerError(f"{node.name}: rounding {node.rounding!r} has no HLS layer")
+    prec = dict(
+        shift=ap_type(_int_type(k)), lo=ap_type(clip), hi=ap_type(clip), result=ap_type(node.dtype)
+    )
+    return Converted(layer, prec, _out(node, x))
+
+
+def _threshold(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
+    assert isinstance(node, N.Threshold)
+    (x,) = ins
+    t = _per_channel(node.thresholds, x, node.name)
+    if t.shape[1] == 0:  # no step: a constant, kept as one threshold no input reaches
+        t = np.full((t.shape[0], 1), x.dtype.hi + 1, np.int64)
+    base, sign = (_per_channel(a, x, node.name)[:, 0] for a in (node.base, node.sign))
+    _check_exact(node.name, t, base)
+    work = max(_int_type(base).bits, node.dtype.bits, (t.shape[1]).bit_length() + 1) + 2
+    layer = dict(
+        class_name="CosynThreshold",
+        name=name,
+        inputs=srcs,
+        n_in=x.size,
+        n_chan=_n_chan(x),
+        n_thr=t.shape[1],
+        work_bits=work,
+        thr_data=t.reshape(-1),
+        base_data=base,
+        sign_data=sign,
+    )
+    prec = dict(
+        thr=ap_type(_int_type(t)),
+        base=ap_type(_int_type(base)),
+        sign=ap_type(IntType(2, True)),
+        result=ap_type(node.dtype),
+    )
+    return Converted(layer, prec, _out(node, x))
+
+
+def _add(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
+    assert isinstance(node, N.Add)
+    a, b = ins
+    same = (a.perm is None) == (b.perm is None) and (
+        a.perm is None or np.array_equal(a.perm, b.perm)
+    )
+    if a.shape != b.shape or not same:
+        raise UnsupportedLayerError(f"{node.name}: an add needs two inputs of one layout")
+    s1, s2 = node.shifts
+    work = max(a.dtype.bits + s1, b.dtype.bits + s2) + 2
+    layer = dict(
+        class_name="CosynAdd",
+        name=name,
+        inputs=srcs,
+        n_in=a.size,
+        shift1=s1,
+        shift2=s2,
+        work_bits=work,
+    )
+    return Converted(layer, dict(result=ap_type(node.dtype)), _out(node, a))
+
+
+def _flatten(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
+    (x,) = ins
+    if len(x.shape) == 3:  # hls4ml position (h, w, c) holds graph index (c, h, w)
+        h, w, c = x.shape
+        perm = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+    else:
+        perm = x.perm
+    layer = dict(class_name="Reshape", name=name, inputs=srcs, target_shape=[x.size])
+    out = Tensor((x.size,), x.size, perm, node.dtype)
+    return Converted(layer, dict(result=ap_type(node.dtype)), out)
+
+
+CONVERTERS: dict[str, Converter] = {
+    "dense": _dense,
+    "conv2d": _conv2d,
+    "shift": _shift,
+    "threshold": _threshold,
+    "add": _add,
+    "flatten": _flatten,
+}
+
+
+def hls_name(name: str) -> str:
+    """A C identifier hls4ml accepts (it reserves `input`)."""
+    s = re.sub(r"\W", "_", name)
+    return f"n_{s}" if not s[:1].isalpha() or s.lower() == "input" else s
+
+
+def input_tensor(q: N.Quantize) -> Tensor:
+    shape = q.shape if len(q.shape) != 3 else (q.shape[1], q.shape[2], q.shape[0])
+    return Tensor(tuple(shape), shape[-1], None, q.dtype)
+
+
+def convert(g: Graph) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]], Tensor]:
+    """The hls4ml layer list, per-layer precisions, and the output tensor of `g`."""
+    if len(g.input.shape) not in (1, 3):
+        raise UnsupportedLayerError(f"{g.input.name}: inputs must be (N,) or (C, H, W)")
+    names = {n.name: hls_name(n.name) for n in g}
+    if len(set(names.values())) != len(names):
+        raise UnsupportedLayerError("node names collide once made C identifiers; rename them")
+    if g.input.dtype.bits > _EXACT_DOUBLE:
+        raise BitWidthError(f"{g.input.name}: inputs wider than {_EXACT_DOUBLE} bits")
+    x = input_tensor(g.input)
+    layers = [dict(class_name="InputLayer", name=names[g.input.name], input_shape=list(x.shape))]
+    precision = {names[g.input.name]: dict(result=ap_type(g.input.dtype))}
+    values = {g.input.name: x}
+    for node in g.nodes[1:]:
+        conv = CONVERTERS.get(node.kind)
+        if conv is None:
+            raise UnsupportedLayerError(
+                f"{node.name} ({type(node).__name__}): the HLS backend has no layer for "
+                f"node kind {node.kind!r}; supported: {', '.join(sorted(CONVERTERS))}"
+            )
+        c = conv(
+            node,
+            names[node.name],
+            [values[i] for i in node.inputs],
+            [names[i] for i in node.inputs],
+        )
+        layers.append(c.layer)
+        precision[names[node.name]] = c.precision
+        values[node.name] = c.out
+    out = values[g.output.name]
+    if out.dtype.bits > _EXACT_DOUBLE:
+        raise BitWidthError(f"{g.output.name}: outputs wider than {_EXACT_DOUBLE} bits")
+    return layers, precision, out
