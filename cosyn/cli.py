@@ -15,13 +15,17 @@ from torch import nn
 
 from cosyn.config import DEFAULT_MODEL, load_model, parse_shape
 from cosyn.errors import CosynError, ModelFileError
+from cosyn.hw import hls
 from cosyn.ir import Graph, lower
 from cosyn.models import data, fit, zoo
 from cosyn.models.train import predict
 from cosyn.report import atomic_dir, graph_table
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="cosyn: hardware/model co-design for FPGAs."
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    no_args_is_help=True,
+    help="cosyn: hardware/model co-design for FPGAs.",
 )
 console = Console()
 
@@ -59,8 +63,15 @@ def demo(
     )
     with atomic_dir(out) as tmp:
         (tmp / "graph.md").write_text(graph_table(g))
-    console.print(f"wrote {out / 'graph.md'}")
-    if bad:
+        t0 = time.perf_counter()
+        h = hls.generate(g, tmp / "hls")
+        hls_bad = int(np.count_nonzero(h.predict(d.x_test.numpy()) != g.run(d.x_test.numpy())))
+        console.print(
+            f"HLS C simulation vs golden model on {len(d.x_test)} test vectors: "
+            f"{hls_bad} mismatching outputs ({time.perf_counter() - t0:.1f} s)"
+        )
+    console.print(f"wrote {out / 'graph.md'} and the hls4ml project {out / 'hls'}")
+    if bad or hls_bad:
         raise typer.Exit(1)
 
 
@@ -89,8 +100,13 @@ def build(
     input_shape: Annotated[
         str | None, typer.Option(help="shape of one sample, e.g. 64 or 1,8,8 (default: digits)")
     ] = None,
+    backend: Annotated[str, typer.Option(help="hardware to write: hls")] = "hls",
+    board: Annotated[str | None, typer.Option(help="board preset, e.g. pynq-z2")] = None,
+    part: Annotated[str | None, typer.Option(help="FPGA part (default xc7z020clg400-1)")] = None,
 ) -> None:
-    """Lower a model to the integer graph and write its description."""
+    """Lower a model to the integer graph; write its description and the hardware project."""
+    if backend != "hls":
+        raise CosynError(f"backend {backend!r}: the known backends are: hls")
     if model.endswith(".onnx"):
         raise ModelFileError(f"{model}: QONNX input is not available yet; name a factory")
     net = load_model(model, checkpoint)
@@ -98,24 +114,17 @@ def build(
     g = lower(net, torch.zeros((1, *shape)))
     with atomic_dir(out) as tmp:
         (tmp / "graph.md").write_text(graph_table(g))
+        hls.generate(g, tmp / "hls", part=part, board=board)
     console.print(
-        f"lowered {model}: {len(g)} nodes, {g.macs} MACs per sample; wrote {out / 'graph.md'}"
+        f"lowered {model}: {len(g)} nodes, {g.macs} MACs per sample; wrote {out / 'graph.md'} "
+        f"and the hls4ml project {out / 'hls'}"
     )
 
 
 def main() -> None:
     """Entry point: a CosynError becomes one line on stderr and exit status 2."""
     try:
-        app(standalone_mode=False)
+        app()
     except CosynError as e:
         print(f"cosyn: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except Exception as e:
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(2)
-        raise

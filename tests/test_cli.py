@@ -40,6 +40,7 @@ def test_train_then_build_from_checkpoint(tmp_path):
     assert r.returncode == 0, r.stderr
     table = (tmp_path / "b" / "graph.md").read_text()
     assert "conv2d" in table and "flatten" in table
+    assert "xc7z020clg400-1" in (tmp_path / "b" / "hls" / "README.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -49,6 +50,8 @@ def test_train_then_build_from_checkpoint(tmp_path):
         (["build", "cosyn.models.zoo"], "package.module:factory"),
         (["build", "cosyn.models.zoo:mlp", "--checkpoint", "missing.pt"], "missing.pt: checkpoint"),
         (["build", "cosyn.models.zoo:mlp", "--input-shape", "8,x"], "input shape"),
+        (["build", "cosyn.models.zoo:mlp", "--board", "no-such-board"], "no-such-board"),
+        (["build", "cosyn.models.zoo:mlp", "--backend", "vhdl"], "known backends are: hls"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path, args, message):
