@@ -1,1 +1,1 @@
-"""sim/__init__.py (not yet built)."""
+"""cocotb testbenches and the simulation runner (issue 4)."""

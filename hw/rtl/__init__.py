@@ -1,1 +1,1 @@
-"""hw/rtl/__init__.py (not yet built)."""
+"""RTL backend: Amaranth components per node kind and the streaming pipeline (issue 4)."""
