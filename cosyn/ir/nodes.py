@@ -21,6 +21,7 @@ __all__ = [
     "Flatten",
     "IntType",
     "Node",
+    "Poly",
     "Quantize",
     "Shift",
     "Threshold",
@@ -212,6 +213,37 @@ class Add(Node):
 
     def eval(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.left_shift(a, self.shifts[0]) + np.left_shift(b, self.shifts[1])
+
+
+@dataclass(eq=False)
+class Poly(Node):
+    """Polynomial activation by Horner's rule, exactly in integers, per channel.
+
+    `coeffs[c]` holds (c_d, ..., c_1, c_0), highest degree first: h = c_d, then
+    h = h * x + c_k for k = d-1 .. 0. Nothing rounds; the result is the exact
+    integer polynomial at `scale`, and a requantize node follows it. `stages[k]` is
+    the type of h after Horner step k + 1 (the last equals dtype): each multiplier
+    and adder in hardware is sized from it.
+    """
+
+    coeffs: np.ndarray = field(default_factory=lambda: np.zeros((1, 1), np.int64))
+    stages: tuple[IntType, ...] = ()
+    kind: ClassVar[str] = "poly"
+
+    @property
+    def degree(self) -> int:
+        return self.coeffs.shape[1] - 1
+
+    def eval(self, x: np.ndarray) -> np.ndarray:
+        nd = x.ndim - 1
+        h = np.broadcast_to(_channel(self.coeffs[:, 0], nd), x.shape)
+        for k in range(1, self.degree + 1):
+            h = h * x + _channel(self.coeffs[:, k], nd)
+        return h
+
+    @property
+    def macs(self) -> int:
+        return self.degree * int(np.prod(self.shape))
 
 
 @dataclass(eq=False)
