@@ -1,0 +1,313 @@
+"""The frontend-independent half of lowering: traced values, float chains, requantization.
+
+Both frontends (torch.fx in lowering.py, QONNX in qonnx.py) walk a model and keep,
+for each value, a `_Val`: the integer node that produces it, the float32 scale that
+dequantizes it, and any float operations (a float bias, a batch norm, a ReLU) still
+to be applied before the next quantizer. A quantizer (any callable returning a
+Brevitas QuantTensor) closes that chain into a requantize node: the map from
+integers to integers is found against the model's own float32 arithmetic (see
+requant.py), so it is exact. A frontend subclasses `Builder` and says, through
+`shape(n)`, what shape its value `n` has.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from brevitas.quant_tensor import QuantTensor
+
+from cosyn.errors import UnsupportedLayerError
+from cosyn.ir import nodes as N
+from cosyn.ir.graph import Graph
+from cosyn.ir.requant import as_shift, float_thresholds, threshold_bank
+
+__all__ = ["Builder", "Conv", "_Input", "_Val"]
+
+
+@dataclass
+class _Val:
+    """A traced value: float32(ints of `node`) * scale (+ bias), then `chain`."""
+
+    node: str
+    scale: torch.Tensor
+    bias: torch.Tensor | None = None
+    chain: list[Callable[[torch.Tensor], torch.Tensor]] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """True where the value is exactly ints * scale."""
+        return self.bias is None and not self.chain
+
+
+@dataclass
+class _Input:
+    """The model's float input, with any float operations before its first quantizer."""
+
+    chain: list[Callable[[torch.Tensor], torch.Tensor]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Conv:
+    """Geometry of a 2-D convolution (groups=1, dilation=1, zero padding)."""
+
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+
+
+class Builder:
+    """Collects integer nodes and closes float chains; `shape(n)` is the frontend's."""
+
+    def __init__(self, values: dict) -> None:
+        self.values = values
+        self.nodes: list[N.Node] = []
+        self.ranges: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    # -- bookkeeping ------------------------------------------------------------------
+
+    def shape(self, n: object) -> tuple[int, ...]:
+        """Per-sample shape of the frontend's value `n`."""
+        raise NotImplementedError
+
+    def add(self, node: N.Node, lo: np.ndarray, hi: np.ndarray) -> N.Node:
+        self.nodes.append(node)
+        self.ranges[node.name] = (np.asarray(lo, np.int64), np.asarray(hi, np.int64))
+        return node
+
+    def fresh(self, name: str, kind: str) -> str:
+        """A unique identifier from a module path: `layers.0` becomes `layers_0`, `0` `dense_0`."""
+        taken = {n.name for n in self.nodes}
+        base = re.sub(r"\W", "_", name)
+        base = cand = base if base[:1].isalpha() else f"{kind}_{base}"
+        i = 1
+        while cand in taken:
+            cand, i = f"{base}_{i}", i + 1
+        return cand
+
+    def _val(self, node: N.Node, lo, hi, scale: torch.Tensor) -> _Val:
+        self.add(node, lo, hi)
+        return _Val(node.name, scale)
+
+    # -- closing a float chain into integers ----------------------------------------------
+
+    def quantize(self, v: _Val | _Input, quant: Callable, n: object, name: str) -> _Val:
+        """Apply a quantizer (a callable returning a QuantTensor) to `v`."""
+        shape = self.shape(n)
+        probe = quant(torch.zeros((1, *shape)))
+        if not isinstance(probe, QuantTensor):
+            raise UnsupportedLayerError(f"{name}: quantizer returned no QuantTensor")
+        if torch.any(probe.zero_point != 0):
+            raise UnsupportedLayerError(
+                f"{name}: zero points are not supported; use a symmetric quantizer"
+            )
+        dtype = N.IntType(int(probe.bit_width), bool(probe.signed))
+        if isinstance(v, _Input):
+            return self._input(v, quant, probe, dtype, shape, name)
+        scale = _per_channel(probe.scale, shape)
+        lo, hi = self.ranges[v.node]
+
+        def f(a: np.ndarray) -> np.ndarray:
+            x = (
+                torch.from_numpy(np.ascontiguousarray(a))
+                .to(torch.float32)
+                .reshape(a.shape + (1,) * (len(shape) - 1))
+            )
+            out = quant(_apply(v, x))
+            return torch.round(out.value / out.scale).reshape(a.shape).to(torch.int64).numpy()
+
+        try:
+            bank = threshold_bank(f, lo, hi)
+        except ValueError as e:
+            raise UnsupportedLayerError(f"{name}: {e}; cosyn lowers monotone activations") from e
+        ratio = _log2_ratio(scale, v.scale) if v.bias is None and not v.chain else None
+        params = as_shift(bank, ratio) if ratio is not None else None
+        common = dict(inputs=(v.node,), shape=shape, dtype=dtype)
+        if params is not None:
+            node = N.Shift(name=self.fresh(name, "shift"), **common, scale=scale.numpy(), **params)
+            return self._val(node, params["lo"], params["hi"], scale)
+        node = N.Threshold(
+            name=self.fresh(name, "threshold"),
+            **common,
+            scale=scale.numpy(),
+            thresholds=bank.t,
+            base=bank.base,
+            sign=bank.sign,
+        )
+        ends = bank.base + bank.sign * bank.steps
+        return self._val(node, np.minimum(bank.base, ends), np.maximum(bank.base, ends), scale)
+
+    def _input(self, v: _Input, quant, probe, dtype, shape, name) -> _Val:
+        if probe.scale.numel() != 1:
+            raise UnsupportedLayerError(f"{name}: the input quantizer must be per tensor")
+
+        def f(x: np.ndarray) -> np.ndarray:
+            with np.errstate(all="ignore"):
+                y = torch.from_numpy(x.copy())
+                for op in v.chain:
+                    y = op(y)
+                out = quant(y)
+            return torch.round(out.value / out.scale).to(torch.int64).numpy()
+
+        t, base = float_thresholds(f)
+        scale = probe.scale.detach().reshape(())
+        node = N.Quantize(
+            name=self.fresh(name, "quantize"),
+            inputs=(),
+            shape=shape,
+            dtype=dtype,
+            scale=scale.numpy(),
+            thresholds=t,
+            base=base,
+        )
+        return self._val(node, np.full(1, base), np.full(1, base + t.size), scale)
+
+    # -- integer layers ---------------------------------------------------------------------
+
+    def clean(self, v: object, what: str) -> _Val:
+        if isinstance(v, _Input) or not isinstance(v, _Val) or not v.clean:
+            raise UnsupportedLayerError(
+                f"{what} receives a value that is not quantized; put a Brevitas quantizer "
+                "(QuantIdentity, QuantReLU) before it"
+            )
+        return v
+
+    def accumulate(
+        self,
+        v: _Val,
+        w: np.ndarray,
+        w_scale: torch.Tensor,
+        bias: torch.Tensor | None,
+        shape: tuple[int, ...],
+        name: str,
+        what: str,
+        conv: Conv | None = None,
+    ) -> _Val:
+        """A Dense (or, with `conv`, Conv2d) node of integer weights `w` at `w_scale` on the
+        clean value `v`. `bias` is the float bias as the model adds it: it becomes integers
+        where it is an exact integer at the accumulator's scale, a float bias otherwise."""
+        if v.scale.numel() != 1:
+            raise UnsupportedLayerError(f"{what}: its input must have one scale per tensor")
+        s_acc = (v.scale * w_scale.reshape(-1)).to(torch.float32).detach()
+        if bias is None:
+            bias = torch.zeros(w.shape[0])
+        b_int = torch.round(bias / s_acc)
+        exact = torch.equal(b_int * s_acc, bias)  # an integer at the accumulator's scale
+        b = b_int.to(torch.int64).numpy() if exact else np.zeros(w.shape[0], np.int64)
+        lo_x, hi_x = self.ranges[v.node]
+        lo_x, hi_x = int(lo_x.min()), int(hi_x.max())
+        axes = tuple(range(1, w.ndim))
+        lo = np.minimum(w * lo_x, w * hi_x).sum(axes) + b
+        hi = np.maximum(w * lo_x, w * hi_x).sum(axes) + b
+        scale = _per_channel(s_acc, shape)
+        common = dict(
+            inputs=(v.node,),
+            shape=shape,
+            dtype=N.int_type_for_range(lo.min(), hi.max()),
+            scale=scale.numpy(),
+            weight=w,
+            bias=b,
+        )
+        if conv is None:
+            node = N.Dense(name=self.fresh(name, "dense"), **common)
+        else:
+            node = N.Conv2d(
+                name=self.fresh(name, "conv2d"), **common, stride=conv.stride, padding=conv.padding
+            )
+        self.add(node, lo, hi)
+        return _Val(node.name, scale, None if exact else _per_channel(bias, shape))
+
+    def sum2(self, a: _Val, b: _Val, shape: tuple[int, ...], name: str) -> _Val:
+        """An Add node of two clean values whose scales differ by a power of two."""
+        sa, sb = a.scale, b.scale
+        if sa.numel() != 1 or sb.numel() != 1:
+            raise UnsupportedLayerError(f"{name} (add): inputs need one scale per tensor")
+        e = _log2_ratio(sa, sb)
+        if e is None:
+            raise UnsupportedLayerError(
+                f"{name} (add): input scales {sa.item()} and {sb.item()} differ by a factor "
+                "that is not a power of two; quantize both inputs with the same quantizer"
+            )
+        e = int(e.reshape(-1)[0])
+        shifts = (max(e, 0), max(-e, 0))
+        (la, ha), (lb, hb) = self.ranges[a.node], self.ranges[b.node]
+        lo = np.left_shift(la.min(), shifts[0]) + np.left_shift(lb.min(), shifts[1])
+        hi = np.left_shift(ha.max(), shifts[0]) + np.left_shift(hb.max(), shifts[1])
+        scale = torch.minimum(sa, sb).reshape(())
+        node = N.Add(
+            name=self.fresh(name, "add"),
+            inputs=(a.node, b.node),
+            shape=shape,
+            dtype=N.int_type_for_range(lo, hi),
+            scale=scale.numpy(),
+            shifts=shifts,
+        )
+        return self._val(node, np.full(1, lo), np.full(1, hi), scale)
+
+    def flatten(self, n: object, v: object, name: str) -> _Val:
+        v = self.clean(v, f"{name} (flatten)")
+        src = self.nodes[[x.name for x in self.nodes].index(v.node)]
+        if len(src.shape) == 1:
+            return v
+        per = int(np.prod(src.shape[1:]))
+        lo, hi = (np.repeat(np.broadcast_to(r, (src.shape[0],)), per) for r in self.ranges[v.node])
+        scale = torch.broadcast_to(v.scale, src.shape).reshape(-1)
+        scale = scale[:1].reshape(()) if torch.all(scale == scale[0]) else scale
+        node = N.Flatten(
+            name=self.fresh(name, "flatten"),
+            inputs=(v.node,),
+            shape=self.shape(n),
+            dtype=src.dtype,
+            scale=scale.numpy(),
+        )
+        return self._val(node, lo, hi, scale)
+
+    def finish(self, out: object) -> Graph:
+        if isinstance(out, _Input) or out is None:
+            raise UnsupportedLayerError("the model output does not depend on a quantized layer")
+        if out.chain:
+            raise UnsupportedLayerError(
+                "the model output passes through float operations after its last quantized "
+                "layer; end the model with a quantizer or a quantized layer"
+            )
+        bias = None if out.bias is None else out.bias.numpy()
+        return Graph(self.nodes, output_bias=bias)
+
+
+def _extend(v: object, op: Callable, what: str) -> object:
+    if isinstance(v, _Input):
+        return _Input([*v.chain, op])
+    if not isinstance(v, _Val):
+        raise UnsupportedLayerError(f"{what}: input is not a tensor")
+    return _Val(v.node, v.scale, v.bias, [*v.chain, op])
+
+
+def _apply(v: _Val, acc: torch.Tensor) -> torch.Tensor:
+    """The model's float arithmetic from integers to the quantizer input."""
+    y = (
+        acc * v.scale
+        if v.scale.dim() == 0
+        else acc * v.scale.reshape((1, *v.scale.shape[:1]) + (1,) * (acc.dim() - 2))
+    )
+    if v.bias is not None:
+        y = y + v.bias.reshape((1, -1) + (1,) * (acc.dim() - 2))
+    for op in v.chain:
+        y = op(y)
+    return y
+
+
+def _per_channel(s: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A scale as () per tensor, or (C,) / (C, 1, 1) per channel for a sample of `shape`."""
+    s = s.detach().to(torch.float32).reshape(-1)
+    if s.numel() == 1:
+        return s.reshape(())
+    return s.reshape((-1,) + (1,) * (len(shape) - 1))
+
+
+def _log2_ratio(num: torch.Tensor, den: torch.Tensor) -> np.ndarray | None:
+    """Per-channel integer log2(num / den), or None where a ratio is not a power of two."""
+    r = (num.double() / den.double()).reshape(-1).numpy()
+    k = np.round(np.log2(r)).astype(np.int64)
+    return k if np.all(np.ldexp(1.0, k) == r) else None
