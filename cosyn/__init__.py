@@ -2,8 +2,8 @@
 
 from cosyn import errors, ir
 from cosyn.errors import CosynError
-from cosyn.hw import hls
+from cosyn.hw import hls, rtl
 from cosyn.ir import lower
 
-__all__ = ["CosynError", "errors", "hls", "ir", "lower"]
+__all__ = ["CosynError", "errors", "hls", "ir", "lower", "rtl"]
 __version__ = "0.1.0"

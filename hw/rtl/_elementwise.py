@@ -1,0 +1,128 @@
+"""A stall-together pipeline for elementwise blocks, and per-channel parameters by phase.
+
+An elementwise block maps each input element to one output element through a few
+registered stages. Its per-channel constants follow the stream: position j of the
+stream belongs to channel `ctx.channel()[j]`, and the constants repeat with the
+shortest period that divides the sample (C in HWC order, 1 when they are the same
+for all channels), so a phase counter modulo that period selects them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from amaranth.hdl import Array, Const, Module, Signal, Value, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from cosyn.hw.rtl._base import Ctx, element_stream
+
+from cosyn.ir.nodes import IntType, Node, int_type_for_range
+
+__all__ = ["Elementwise", "PhaseTable"]
+
+Stage = Callable[[Module, dict[str, Value], "PhaseTable"], dict[str, Value]]
+
+
+class PhaseTable:
+    """Per-channel constants laid out by stream phase; `get(name, phase)` selects one.
+
+    `cols` maps a name to a (channels or 1, ...) array. Each constant is a Python int
+    when it is the same at every phase, else an Array lookup by the phase signal.
+    """
+
+    def __init__(self, ctx: Ctx, cols: dict[str, np.ndarray]) -> None:
+        chan = ctx.channel()
+        per_pos = {k: _rows(v)[chan % len(_rows(v))] for k, v in cols.items()}
+        flat = np.concatenate([v for v in per_pos.values()], axis=1) if per_pos else None
+        self.period = _period(flat) if flat is not None else 1
+        self.cols = {k: v[: self.period] for k, v in per_pos.items()}
+
+    def const(self, name: str, j: int = 0) -> int | None:
+        """The constant's value when it does not depend on the phase, else None."""
+        col = self.cols[name][:, j]
+        return int(col[0]) if np.all(col == col[0]) else None
+
+    def get(self, name: str, phase: Value, j: int = 0) -> Value | int:
+        c = self.const(name, j)
+        if c is not None:
+            return c
+        col = self.cols[name][:, j]
+        t = int_type_for_range(col.min(), col.max())
+        shape = signed(t.bits) if t.signed else t.bits
+        return Array(Const(int(v), shape) for v in col)[phase]
+
+    def width(self, name: str) -> int:
+        return self.cols[name].shape[1]
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.int64)
+    return a.reshape(-1, 1) if a.ndim <= 1 else a.reshape(a.shape[0], -1)
+
+
+def _period(flat: np.ndarray) -> int:
+    n = len(flat)
+    for p in range(1, n + 1):
+        if n % p == 0 and np.array_equal(flat, np.tile(flat[:p], (n // p, 1))):
+            return p
+    return n
+
+
+class Elementwise(wiring.Component):
+    """Base of the one-in, one-out elementwise blocks: `stages` registered steps.
+
+    Members: `i` (In, element stream of the input type), `o` (Out, element stream of
+    `node.dtype`). Every stage advances together unless the output holds a result
+    its consumer does not take. Each stage is a function (m, values, table) -> new
+    values; the input is value "x" with its "phase", the output value "y".
+
+    Timing: latency = number of stages; interval = elements per sample.
+    """
+
+    def __init__(self, node: Node, ctx: Ctx, table: PhaseTable, stages: list[Stage]) -> None:
+        self.node, self.ctx, self.table, self.stages = node, ctx, table, stages
+        self.latency = len(stages)
+        self.interval = ctx.elements
+        super().__init__(
+            {"i": In(element_stream(ctx.in_type)), "o": Out(element_stream(node.dtype))}
+        )
+
+    def timing(self, arrivals: np.ndarray) -> np.ndarray:
+        """Output cycles of one sample: every element `latency` cycles after it arrives."""
+        return np.asarray(arrivals, dtype=np.int64) + self.latency
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        stall = Signal()
+        m.d.comb += [stall.eq(self.o.valid & ~self.o.ready), self.i.ready.eq(~stall)]
+        vals: dict[str, Value] = {"x": self.i.payload, "phase": self._phase(m)}
+        valid: Value = self.i.valid
+        for k, stage in enumerate(self.stages):
+            new = stage(m, vals, self.table)
+            new.setdefault("phase", vals["phase"])
+            regs = {n: Signal(Value.cast(v).shape(), name=f"s{k}_{n}") for n, v in new.items()}
+            v_reg = Signal(name=f"s{k}_valid")
+            with m.If(~stall):
+                m.d.sync += [v_reg.eq(valid)] + [regs[n].eq(new[n]) for n in new]
+            vals, valid = regs, v_reg
+        m.d.comb += [self.o.valid.eq(valid), self.o.payload.eq(vals["y"])]
+        return m
+
+    def _phase(self, m: Module) -> Value:
+        """The stream phase of the input element: a counter modulo the table's period."""
+        if self.table.period == 1:
+            return Const(0, 1)
+        phase = Signal(range(self.table.period))
+        with m.If(self.i.valid & self.i.ready):
+            with m.If(phase == self.table.period - 1):
+                m.d.sync += phase.eq(0)
+            with m.Else():
+                m.d.sync += phase.eq(phase + 1)
+        return phase
+
+
+def work_type(*types: IntType, extra: int = 0) -> signed:
+    """A signed shape that holds every value of `types`, with `extra` bits to spare."""
+    bits = max(t.bits + (0 if t.signed else 1) for t in types)
+    return signed(bits + extra)

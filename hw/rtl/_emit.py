@@ -1,0 +1,93 @@
+"""`generate`: the graph as `top.v` (module `cosyn_top`) and `manifest.json`, and nothing else."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from amaranth.back import verilog
+from cosyn.hw.rtl import _dense, _requant  # noqa: F401  (register the blocks)
+from cosyn.hw.rtl._pipeline import Stream
+from cosyn.hw.rtl._top import Top, tdata_width
+
+from cosyn.ir.graph import Graph
+from cosyn.report import atomic_dir
+
+__all__ = ["Design", "generate", "manifest", "verilog_text"]
+
+TOP = "cosyn_top"
+_UNUSED = "UNUSEDSIGNAL"
+
+
+@dataclass
+class Design:
+    """A generated design: the folder with top.v and manifest.json, the manifest, the graph."""
+
+    path: Path
+    manifest: dict[str, Any]
+    graph: Graph
+
+
+def _port(s: Stream) -> dict[str, Any]:
+    return {
+        "shape": list(s.shape),
+        "order": s.order,
+        "bits": s.dtype.bits,
+        "signed": s.dtype.signed,
+        "tdata_width": tdata_width(s.dtype),
+        "elements": math.prod(s.shape),
+    }
+
+
+def manifest(top: Top) -> dict[str, Any]:
+    """What the simulator and the user need: ports, per-node parallelism and timing."""
+    p = top.plan
+    return {
+        "top": TOP,
+        "input": _port(p.source),
+        "output": _port(p.sink),
+        "nodes": [s.record() for s in p.stages],
+        "latency": p.latency,
+        "interval": p.interval,
+        "macs": p.graph.macs,
+        "multipliers": sum(s.parallelism for s in p.stages if s.node.kind in ("dense", "conv2d")),
+    }
+
+
+def verilog_text(top: Top) -> str:
+    """The Verilog of `top`: module `cosyn_top`, clock `clk`, synchronous reset `rst`."""
+    ports = [getattr(top, n) for n in top.signature.members]
+    text = verilog.convert(top, name=TOP, ports=ports, emit_src=False, strip_internal_attrs=True)
+    return _lint_notes(text)
+
+
+def _lint_notes(text: str) -> str:
+    """Mark the top inputs the design does not read, by name, for Verilator's -Wall: tlast
+    (the design counts elements) and the tdata bits above the element's width."""
+    out = []
+    for line in text.splitlines():
+        if line.strip().startswith("input") and ("s_axis_tlast" in line or "s_axis_tdata" in line):
+            out += [f"  /* verilator lint_off {_UNUSED} */", line]
+            out.append(f"  /* verilator lint_on {_UNUSED} */")
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def generate(g: Graph, out_dir: str | Path, parallelism: int | dict | None = None) -> Design:
+    """Write `out_dir`/top.v and `out_dir`/manifest.json for `g` and return the Design.
+
+    `parallelism`: None (the default rule, `default_parallelism`), an int for every
+    dense/conv node, or a dict node name -> int. The folder appears whole or not at all.
+    """
+    top = Top(g, parallelism)
+    text = verilog_text(top)
+    man = manifest(top)
+    out = Path(out_dir)
+    with atomic_dir(out) as tmp:
+        (tmp / "top.v").write_text(text)
+        (tmp / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
+    return Design(out, man, g)

@@ -1,0 +1,194 @@
+"""The graph as a dataflow pipeline of blocks: streams, stream orders, parallelism, timing.
+
+`plan(g, parallelism)` walks the graph in order and builds one block per node with
+`COMPONENTS[node.kind](node, ctx)`. The graph input (Quantize) is the top-level input
+stream; a flatten is free (it relabels the stream's order, see `_base`); a value read
+by two nodes goes through the registered "fork". Sample 0's timing is composed
+from each block's `timing` with the input at full rate: the pipeline is empty then,
+so nothing stalls it, and the first output's cycle is the design's latency. The
+interval is the slowest stage's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from cosyn.hw.rtl._base import COMPONENTS, Ctx, resolve_parallelism, stream_index
+
+from cosyn.errors import UnsupportedLayerError
+from cosyn.ir.graph import Graph
+from cosyn.ir.nodes import IntType, Node
+
+__all__ = ["Plan", "Stage", "Stream", "default_parallelism", "plan"]
+
+MULTIPLIER_KINDS = ("dense", "conv2d")
+DEFAULT_CAP = 64
+
+
+def default_parallelism(node: Node) -> int:
+    """The default rule: one multiplier per output up to 64 outputs, else 64 (rounded up
+    to a divisor of the outputs by `resolve_parallelism`)."""
+    return min(int(node.shape[0]), DEFAULT_CAP)
+
+
+@dataclass
+class Stream:
+    """A value in flight: its producer's port, type, graph shape, order and timing."""
+
+    port: Any
+    dtype: IntType
+    shape: tuple[int, ...]
+    order: str
+    perm: np.ndarray | None
+    times: np.ndarray  # transfer cycle of each element of sample 0
+
+    @property
+    def elements(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass
+class Stage:
+    """One node's block and what the manifest says of it."""
+
+    node: Node
+    block: Any
+    parallelism: int
+    requested: int | None
+    note: str
+    inputs: list[Stream]
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "name": self.node.name,
+            "kind": self.node.kind,
+            "parallelism": self.parallelism,
+            "requested_parallelism": self.requested,
+            "note": self.note,
+            "latency": int(self.block.latency),
+            "interval": int(self.block.interval),
+        }
+
+
+@dataclass
+class Plan:
+    """The blocks in order, the input and output streams, and the design's timing."""
+
+    graph: Graph
+    source: Stream
+    stages: list[Stage] = field(default_factory=list)
+    sink: Stream | None = None
+
+    @property
+    def latency(self) -> int:
+        assert self.sink is not None
+        return int(self.sink.times[0] - self.source.times[0])
+
+    @property
+    def interval(self) -> int:
+        assert self.sink is not None
+        slowest = max((int(s.block.interval) for s in self.stages), default=1)
+        return max(slowest, self.source.elements, self.sink.elements)
+
+
+def _requested(node: Node, parallelism: int | dict | None) -> int | None:
+    if isinstance(parallelism, dict):
+        return parallelism.get(node.name)
+    return parallelism
+
+
+def _order(shape: tuple[int, ...]) -> str:
+    return "hwc" if len(shape) == 3 else "flat"
+
+
+def _check_kinds(g: Graph) -> None:
+    for node in g.nodes[1:]:
+        if node.kind != "flatten" and node.kind not in COMPONENTS:
+            raise UnsupportedLayerError(
+                f"{node.name} ({type(node).__name__}): the RTL backend has no block for node "
+                f"kind {node.kind!r}; supported: {', '.join(sorted(COMPONENTS))}"
+            )
+
+
+def plan(g: Graph, parallelism: int | dict | None = None, source_port: Any = None) -> Plan:
+    """Build every block of `g` and compose sample 0's timing (see the module docstring)."""
+    _check_kinds(g)
+    if isinstance(parallelism, dict):
+        unknown = sorted(set(parallelism) - {n.name for n in g})
+        if unknown:
+            raise UnsupportedLayerError(f"{unknown[0]}: no such node in the graph; check the name")
+    q = g.input
+    if len(q.shape) not in (1, 3):
+        raise UnsupportedLayerError(f"{q.name}: inputs must be (N,) or (C, H, W)")
+    n_in = math.prod(q.shape)
+    src = Stream(source_port, q.dtype, q.shape, _order(q.shape), None, np.arange(n_in))
+    p = Plan(g, src)
+    readers = {n.name: sum(n.name in m.inputs for m in g) for n in g}
+    values = {q.name: _fanout(p, src, readers[q.name], q.name)}
+    for node in g.nodes[1:]:
+        ins = [values[i].pop() for i in node.inputs]
+        if node.kind == "flatten":
+            out = _flatten(node, ins[0])
+        else:
+            out = _stage(p, node, ins, parallelism)
+        values[node.name] = _fanout(p, out, readers[node.name], node.name)
+    p.sink = values[g.output.name][0] if values[g.output.name] else out
+    return p
+
+
+def _flatten(node: Node, x: Stream) -> Stream:
+    """Flatten relabels the stream: same elements, same order, now a flat vector."""
+    perm = stream_index(x.shape, x.order, x.perm)
+    return Stream(x.port, node.dtype, node.shape, "flat", perm, x.times)
+
+
+def _stage(p: Plan, node: Node, ins: list[Stream], parallelism) -> Stream:
+    req = _requested(node, parallelism)
+    par, note = 1, ""
+    if node.kind in MULTIPLIER_KINDS:
+        par, note = resolve_parallelism(node, req, default_parallelism(node))
+    x = ins[0]
+    ctx = Ctx(
+        tuple(s.dtype for s in ins),
+        tuple(s.shape for s in ins),
+        x.order,
+        x.perm,
+        par,
+    )
+    block = COMPONENTS[node.kind](node, ctx)
+    req = req if node.kind in MULTIPLIER_KINDS else None
+    p.stages.append(Stage(node, block, par, req, note, ins))
+    times = np.asarray(block.timing(*[s.times for s in ins]), dtype=np.int64)
+    keep_perm = x.perm if len(node.shape) == 1 and node.kind not in MULTIPLIER_KINDS else None
+    order = _order(node.shape)
+    return Stream(block.o, node.dtype, node.shape, order, keep_perm, times)
+
+
+def _fanout(p: Plan, s: Stream, readers: int, name: str) -> list[Stream]:
+    """The streams that `readers` consumers take, through a fork when there are two or more."""
+    if readers <= 1:
+        return [s]
+    fork = COMPONENTS.get("fork")
+    if fork is None:
+        raise UnsupportedLayerError(f"{name}: a value read by {readers} nodes needs a fork block")
+    ctx = Ctx((s.dtype,), (s.shape,), s.order, s.perm, readers)
+    block = fork(s, ctx)
+    p.stages.append(Stage(_ForkNode(name), block, 1, None, "", [s]))
+    outs = block.timing(s.times)
+    pairs = zip(block.outputs, outs, strict=True)
+    return [Stream(o, s.dtype, s.shape, s.order, s.perm, np.asarray(t)) for o, t in pairs][::-1]
+
+
+@dataclass(eq=False)
+class _ForkNode:
+    """A manifest stand-in for a fork inserted after node `of`."""
+
+    of: str
+    kind: str = "fork"
+
+    @property
+    def name(self) -> str:
+        return f"{self.of}.fork"

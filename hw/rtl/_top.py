@@ -1,0 +1,87 @@
+"""The top level: the pipeline behind AXI4-Stream-named ports."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+from cosyn.hw.rtl._base import element_shape
+from cosyn.hw.rtl._pipeline import Plan, plan
+
+from cosyn.ir.graph import Graph
+from cosyn.ir.nodes import IntType
+
+__all__ = ["Top", "tdata_width"]
+
+
+def tdata_width(t: IntType) -> int:
+    """AXI4-Stream tdata width of one element: its bits rounded up to a multiple of 8."""
+    return -(-t.bits // 8) * 8
+
+
+class Top(wiring.Component):
+    """The whole graph as one streaming block: one element per AXI4-Stream transfer.
+
+    Members: `s_axis_tdata` (In, the input element, sign-extended if signed; the bits
+    above the element's width are not read), `s_axis_tvalid` (In), `s_axis_tready`
+    (Out), `s_axis_tlast` (In, not needed: the design counts elements), `m_axis_tdata`
+    (Out, the output element, sign-extended if signed), `m_axis_tvalid` (Out),
+    `m_axis_tready` (In), `m_axis_tlast` (Out, high on the last element of a sample).
+
+    Timing: `plan.latency` and `plan.interval`, derived from the blocks' own timing.
+    """
+
+    def __init__(self, g: Graph, parallelism: int | dict | None = None) -> None:
+        self._MustUse__silence = True  # a top level; plan errors may leave it unbuilt
+        self.source = stream.Signature(element_shape(g.input.dtype)).create()
+        self.plan: Plan = plan(g, parallelism, self.source)
+        t_in, t_out = g.input.dtype, self.plan.sink.dtype
+        self.in_type, self.out_type = t_in, t_out
+        super().__init__(
+            {
+                "s_axis_tdata": In(tdata_width(t_in)),
+                "s_axis_tvalid": In(1),
+                "s_axis_tready": Out(1),
+                "s_axis_tlast": In(1),
+                "m_axis_tdata": Out(tdata_width(t_out)),
+                "m_axis_tvalid": Out(1),
+                "m_axis_tready": In(1),
+                "m_axis_tlast": Out(1),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        for k, stage in enumerate(self.plan.stages):
+            m.submodules[f"n{k}_{_ident(stage.node.name)}"] = stage.block
+            names = ["i"] if len(stage.inputs) == 1 else ["a", "b"]
+            for name, s in zip(names, stage.inputs, strict=True):
+                wiring.connect(m, s.port, getattr(stage.block, name))
+        src, sink = self.source, self.plan.sink.port
+        m.d.comb += [
+            src.payload.eq(self.s_axis_tdata[: self.in_type.bits]),
+            src.valid.eq(self.s_axis_tvalid),
+            self.s_axis_tready.eq(src.ready),
+            self.m_axis_tdata.eq(sink.payload),
+            self.m_axis_tvalid.eq(sink.valid),
+            sink.ready.eq(self.m_axis_tready),
+        ]
+        self._last(m, sink)
+        return m
+
+    def _last(self, m: Module, sink) -> None:
+        """tlast: a count of output transfers, high on the sample's last element."""
+        n = self.plan.sink.elements
+        if n == 1:
+            m.d.comb += self.m_axis_tlast.eq(1)
+            return
+        count = Signal(range(n))
+        m.d.comb += self.m_axis_tlast.eq(count == n - 1)
+        with m.If(sink.valid & self.m_axis_tready):
+            m.d.sync += count.eq(count + 1)
+            with m.If(count == n - 1):
+                m.d.sync += count.eq(0)
+
+
+def _ident(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)
