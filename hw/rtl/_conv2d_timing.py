@@ -1,0 +1,202 @@
+"""The conv2d block's geometry and its cycle-exact schedule (a model of its control).
+
+`ConvSchedule.run` steps the same registers and conditions as `Conv2dBlock`, cycle by
+cycle, without the data: given the cycle each input element is offered, it returns the
+cycle each is taken and the cycle each output leaves (output always ready). The block's
+`latency`, `interval` and `timing()` come from it; tests hold it to the simulation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cosyn.ir.nodes import Conv2d
+
+__all__ = ["ConvGeometry", "ConvSchedule"]
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Sizes of one conv2d block: input (c, h, w), kernel, stride, padding, output, P."""
+
+    c: int
+    h: int
+    w: int
+    o: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    oh: int
+    ow: int
+    p: int
+
+    @classmethod
+    def of(cls, node: Conv2d, in_shape: tuple[int, ...], p: int) -> ConvGeometry:
+        o, c, kh, kw = node.weight.shape
+        if in_shape[0] != c or o % p:
+            raise ValueError(
+                f"{node.name}: input {tuple(in_shape)} or parallelism {p!r} does not fit "
+                f"weight {node.weight.shape} (P must divide {o})"
+            )
+        geo = cls(c, in_shape[1], in_shape[2], o, kh, kw, *node.stride, *node.padding,
+                  node.shape[1], node.shape[2], p)  # fmt: skip
+        if geo.y_end < 0:
+            raise ValueError(f"{node.name}: every window lies in the padding")
+        return geo
+
+    @property
+    def groups(self) -> int:
+        """Groups of P output channels per pixel."""
+        return self.o // self.p
+
+    @property
+    def terms(self) -> int:
+        """Multiply-accumulates per output channel: one window."""
+        return self.kh * self.kw * self.c
+
+    @property
+    def y_end(self) -> int:
+        """The last input row any window reads; rows below it are dropped."""
+        return min((self.oh - 1) * self.sh - self.ph + self.kh - 1, self.h - 1)
+
+    @property
+    def h_used(self) -> int:
+        """Rows per frame written to the line buffer."""
+        return self.y_end + 1
+
+    @property
+    def rows(self) -> int:
+        """Rows of the line buffer."""
+        return min(self.kh, self.h_used)
+
+    @property
+    def frame_in(self) -> int:
+        return self.c * self.h * self.w
+
+    @property
+    def frame_out(self) -> int:
+        return self.o * self.oh * self.ow
+
+    def need(self, y_top: int, x_left: int) -> int:
+        """Index in the frame of the last input element the window at (y_top, x_left) reads."""
+        row = min(y_top + self.kh - 1, self.h - 1)
+        col = min(x_left + self.kw - 1, self.w - 1)
+        return (row * self.w + col) * self.c + self.c - 1
+
+
+class ConvSchedule:
+    """Cycle model of `Conv2dBlock`'s control: input transfers and output cycles."""
+
+    frames_for_interval = 4
+
+    def __init__(self, geo: ConvGeometry) -> None:
+        self.geo = geo
+
+    def latency_interval(self) -> tuple[int, int]:
+        """Latency (first input to first output) and steady-state cycles per sample."""
+        g = self.geo
+        n = self.frames_for_interval
+        taken, out = self.run(np.zeros(n * g.frame_in, dtype=np.int64))
+        firsts = out[:: g.frame_out]
+        return int(out[0] - taken[0]), int(firsts[-1] - firsts[-2])
+
+    def run(self, arrivals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(cycle each input is taken, cycle each output leaves) for whole samples.
+
+        Input k is offered from cycle max(arrivals[k], taken[k-1] + 1); the output is
+        always ready; the block starts idle.
+        """
+        g = self.geo
+        arrivals = np.asarray(arrivals, dtype=np.int64)
+        if len(arrivals) % g.frame_in:
+            raise ValueError(f"Arrivals must be whole samples of {g.frame_in}, not {len(arrivals)}")
+        st = _State(g, arrivals)
+        while st.n_out < len(st.out):
+            st.cycle()
+        return st.taken, st.out
+
+
+class _State:
+    """The block's registers, and one clock cycle of its control (mirrors the RTL)."""
+
+    def __init__(self, g: ConvGeometry, arrivals: np.ndarray) -> None:
+        self.g, self.arr = g, arrivals
+        self.taken = np.zeros(len(arrivals), dtype=np.int64)
+        self.out = np.zeros(len(arrivals) // g.frame_in * g.frame_out, dtype=np.int64)
+        self.t = self.k = self.n_out = 0
+        self.wy = self.wcol = self.wcount = self.fw = 0  # writer
+        self.fc = self.oy = self.ox = self.gi = self.ky = self.kx = self.c = 0  # compute
+        self.y_top, self.x_left = -g.ph, -g.pw
+        self.v1 = self.last1 = False
+        self.left = 0  # results in the output register
+
+    def cycle(self) -> None:
+        g = self.g
+        ahead = self.fw != self.fc
+        lo = min(max(self.y_top, 0), g.h_used)
+        drop = self.wy > g.y_end
+        ready = drop or (g.h_used + self.wy if ahead else self.wy) < lo + g.rows
+        take = self.k < len(self.arr) and self.arr[self.k] <= self.t and ready
+        go = self._go(ahead)
+        if self.left:
+            self.out[self.n_out] = self.t
+            self.n_out += 1
+            self.left -= 1
+        if self.v1 and self.last1:
+            self.left = g.p
+        if take:
+            self._write()
+        self.v1, self.last1 = go, go and self._last_term()
+        if go:
+            self._advance()
+        self.t += 1
+
+    def _last_term(self) -> bool:
+        g = self.g
+        return self.ky == g.kh - 1 and self.kx == g.kw - 1 and self.c == g.c - 1
+
+    def _go(self, ahead: bool) -> bool:
+        g = self.g
+        start = self.ky == 0 and self.kx == 0 and self.c == 0 and self.gi == 0
+        last_pixel = self.oy == g.oh - 1 and self.ox == g.ow - 1
+        avail = ahead or (not last_pixel and self.wcount > g.need(self.y_top, self.x_left))
+        free = not (self.v1 and self.last1) and self.left <= 1
+        return (not start or avail) and (not self._last_term() or free)
+
+    def _write(self) -> None:
+        g = self.g
+        self.taken[self.k] = self.t
+        self.k += 1
+        self.wcount += 1
+        self.wcol += 1
+        if self.wcol == g.w * g.c:
+            self.wcol = 0
+            self.wy += 1
+            if self.wy == g.h:
+                self.wy = self.wcount = 0
+                self.fw ^= 1
+
+    def _advance(self) -> None:
+        """Step the window term, then the group, the pixel, the row and the frame."""
+        g = self.g
+        for name, n in (("c", g.c), ("kx", g.kw), ("ky", g.kh), ("gi", g.groups)):
+            setattr(self, name, getattr(self, name) + 1)
+            if getattr(self, name) < n:
+                return
+            setattr(self, name, 0)
+        self.ox += 1
+        self.x_left += g.sw
+        if self.ox < g.ow:
+            return
+        self.ox, self.x_left = 0, -g.pw
+        self.oy += 1
+        self.y_top += g.sh
+        if self.oy < g.oh:
+            return
+        self.oy, self.y_top = 0, -g.ph
+        self.fc ^= 1
