@@ -24,6 +24,12 @@ def _pack(rows: np.ndarray, bits: int) -> list[int]:
     return [sum((int(v) & mask) << (bits * j) for j, v in enumerate(row)) for row in rows]
 
 
+def _field(word, j: int, t: IntType):
+    """Element j of a packed ROM word, as a value of type t."""
+    v = word[j * t.bits : (j + 1) * t.bits]
+    return v.as_signed() if t.signed else v
+
+
 class DenseBlock(wiring.Component):
     """acc[o] = bias[o] + sum_i weight[o, i] * x[i], in the node's accumulator type.
 
@@ -76,8 +82,8 @@ class DenseBlock(wiring.Component):
             shape=unsigned(bt.bits * self.p), depth=self.groups, init=_pack(brows, bt.bits)
         )
         wr, br = wmem.read_port(), bmem.read_port()
-        ws = [wr.data[j * wt.bits : (j + 1) * wt.bits].as_signed() for j in range(self.p)]
-        bs = [br.data[j * bt.bits : (j + 1) * bt.bits].as_signed() for j in range(self.p)]
+        ws = [_field(wr.data, j, wt) for j in range(self.p)]
+        bs = [_field(br.data, j, bt) for j in range(self.p)]
         return wr, br, ws, bs
 
     def elaborate(self, platform) -> Module:

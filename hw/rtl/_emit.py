@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from amaranth.back import verilog
-from cosyn.hw.rtl import _dense, _requant  # noqa: F401  (register the blocks)
 from cosyn.hw.rtl._pipeline import Stream
 from cosyn.hw.rtl._top import Top, tdata_width
 

@@ -1,0 +1,216 @@
+"""Each RTL block in the Amaranth simulator: bit-exact with its node's `eval` on edge and
+random values, nothing lost under back-pressure and gaps, and its timing as it reports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cosyn.hw.rtl import COMPONENTS, Ctx
+from cosyn.hw.rtl._base import resolve_parallelism, stream_index
+from cosyn.hw.rtl._tb import Port, run_streams
+
+from cosyn.errors import CosynError
+from cosyn.ir.nodes import Dense, IntType, Poly, Shift, Threshold, int_type_for_range
+
+ONE = np.ones(1, np.float32)
+
+
+def _edges(t: IntType, shape: tuple[int, ...], rng, n: int = 6) -> np.ndarray:
+    """All-max, all-min, alternating, then random samples of type t."""
+    x = rng.integers(t.lo, t.hi + 1, (n, *shape))
+    x[0], x[1] = t.hi, t.lo
+    x[2].flat[::2] = t.hi
+    x[2].flat[1::2] = t.lo
+    return x
+
+
+def _run(node, ctx: Ctx, x: np.ndarray, gaps=0.0, stalls=0.0, seed=0):
+    """Stream samples x (graph layout) through the node's block; outputs in graph layout,
+    plus the block and the input/output cycles."""
+    block = COMPONENTS[node.kind](node, ctx)
+    order = ctx.index()
+    flat = x.reshape(len(x), -1)[:, order]
+    out_n = int(np.prod(node.shape))
+    run = run_streams(
+        block,
+        {"i": (Port.of(block.i), flat.reshape(-1).tolist())},
+        Port.of(block.o),
+        len(x) * out_n,
+        gaps=gaps,
+        stalls=stalls,
+        seed=seed,
+    )
+    y = np.asarray(run.values).reshape(len(x), out_n)
+    out_order = order if len(node.shape) == len(ctx.in_shape) and node.kind != "dense" else None
+    if out_order is not None:
+        y = y[:, np.argsort(out_order)]
+    ins = np.asarray(run.in_cycles["i"]).reshape(len(x), -1)
+    return (
+        y.reshape(len(x), *node.shape),
+        block,
+        ins,
+        np.asarray(run.out_cycles).reshape(len(x), -1),
+    )
+
+
+def _dense(rng, n: int, o: int, wbits: int = 4) -> Dense:
+    w = rng.integers(-(1 << (wbits - 1)), 1 << (wbits - 1), (o, n))
+    w[0] = -(1 << (wbits - 1))  # the extreme weight on a whole row
+    b = rng.integers(-500, 500, o)
+    acc = int_type_for_range(-(1 << 20), 1 << 20)
+    return Dense("d", ("x",), (o,), acc, ONE, weight=w, bias=b)
+
+
+@pytest.mark.parametrize(
+    ("n", "o", "p", "t"),
+    [
+        (5, 6, 2, IntType(8, False)),
+        (3, 8, 8, IntType(6, True)),
+        (7, 4, 1, IntType(8, True)),
+        (1, 3, 3, IntType(4, False)),
+        (6, 1, 1, IntType(8, False)),
+    ],
+)
+def test_dense_exact_and_timed(n, o, p, t) -> None:
+    rng = np.random.default_rng(n * 10 + o)
+    node = _dense(rng, n, o)
+    x = _edges(t, (n,), rng)
+    y, block, ins, outs = _run(node, Ctx((t,), ((n,),), parallelism=p), x)
+    assert np.array_equal(y, node.eval(x))
+    assert outs[0, 0] - ins[0, 0] == block.latency
+    assert np.array_equal(outs[0], block.timing(ins[0]))
+    assert np.diff(outs[:, 0])[-1] == block.interval == -(-o // p) * max(n, p)
+
+
+def test_dense_gaps_follow_timing_and_back_pressure_loses_nothing() -> None:
+    rng = np.random.default_rng(7)
+    node, t = _dense(rng, 9, 6), IntType(8, False)
+    x = _edges(t, (9,), rng, n=5)
+    ctx = Ctx((t,), ((9,),), parallelism=3)
+    y, block, ins, outs = _run(node, ctx, x[:1], gaps=0.5, seed=1)
+    assert np.array_equal(outs[0], block.timing(ins[0]))
+    y, *_ = _run(node, ctx, x, gaps=0.3, stalls=0.6, seed=2)
+    assert np.array_equal(y, node.eval(x))
+
+
+def test_dense_reads_a_flattened_stream_in_stream_order() -> None:
+    rng = np.random.default_rng(3)
+    node, t = _dense(rng, 2 * 3 * 2, 4), IntType(5, True)
+    perm = stream_index((2, 3, 2), "hwc")
+    ctx = Ctx((t,), ((12,),), "flat", perm, 2)
+    x = _edges(t, (12,), rng)
+    y, *_ = _run(node, ctx, x)
+    assert np.array_equal(y, node.eval(x))
+
+
+def _shift(c: int, rounding: str, rng, in_t: IntType) -> Shift:
+    k = rng.integers(-2, 5, c)
+    k[0] = 3
+    lo, hi = rng.integers(-20, 1, c), rng.integers(10, 100, c)
+    out = int_type_for_range(lo.min(), hi.max())
+    return Shift("s", ("x",), (c,), out, ONE, shift=k, rounding=rounding, lo=lo, hi=hi)
+
+
+@pytest.mark.parametrize("rounding", ["half_even", "floor"])
+@pytest.mark.parametrize("t", [IntType(10, True), IntType(8, False)])
+def test_shift_rounds_ties_and_clips_per_channel(rounding, t) -> None:
+    rng = np.random.default_rng(1)
+    c = 8
+    node = _shift(c, rounding, rng, t)
+    x = _edges(t, (c,), rng, n=10)
+    r = np.maximum(node.shift, 0)
+    ties = (np.arange(c) - 4) * (1 << r) + np.where(r > 0, 1 << np.maximum(r - 1, 0), 0)
+    x[3] = np.clip(ties, t.lo, t.hi)  # exact halves: even and odd quotients
+    x[4] = np.clip(ties + (1 << r), t.lo, t.hi)
+    y, *_ = _run(node, Ctx((t,), ((c,),)), x, gaps=0.2, stalls=0.3)
+    assert np.array_equal(y, node.eval(x))
+
+
+def test_shift_per_tensor_on_hwc_stream() -> None:
+    rng = np.random.default_rng(2)
+    t, shape = IntType(12, True), (3, 2, 4)
+    k = np.array([1, 4, -1])
+    node = Shift(
+        "s",
+        ("x",),
+        shape,
+        IntType(8, True),
+        ONE,
+        shift=k,
+        rounding="half_even",
+        lo=np.array([-128, 0, -5]),
+        hi=np.array([127, 100, 5]),
+    )
+    x = _edges(t, shape, rng)
+    y, block, ins, outs = _run(node, Ctx((t,), (shape,), "hwc"), x)
+    assert np.array_equal(y, node.eval(x))
+    assert np.array_equal(outs, ins + block.latency) and block.latency == 1
+
+
+def test_threshold_bank_per_channel_both_signs() -> None:
+    rng = np.random.default_rng(4)
+    c, t = 5, IntType(9, True)
+    thr = np.sort(rng.integers(-300, 300, (c, 6)), axis=1)
+    thr[1, 3:] = 1000  # unused entries: above the input range
+    node = Threshold(
+        "t",
+        ("x",),
+        (c,),
+        IntType(5, True),
+        ONE,
+        thresholds=thr,
+        base=np.array([0, -3, 2, 7, -8]),
+        sign=np.array([1, 1, -1, -1, 1]),
+    )
+    x = _edges(t, (c,), rng, n=12)
+    x[3] = thr[:, 2]
+    x[4] = thr[:, 2] - 1  # at and just below a threshold
+    y, *_ = _run(node, Ctx((t,), ((c,),)), x, gaps=0.3, stalls=0.3)
+    assert np.array_equal(y, node.eval(x))
+
+
+def _poly(coeffs: np.ndarray, t: IntType, shape: tuple[int, ...]) -> Poly:
+    """A Poly node with its stage types bounded by interval arithmetic over t's range."""
+    stages, lo, hi = [], coeffs[:, 0].copy(), coeffs[:, 0].copy()
+    for k in range(1, coeffs.shape[1]):
+        ends = np.stack([lo * t.lo, lo * t.hi, hi * t.lo, hi * t.hi])
+        lo, hi = ends.min(0) + coeffs[:, k], ends.max(0) + coeffs[:, k]
+        stages.append(int_type_for_range(lo.min(), hi.max()))
+    out = stages[-1] if stages else int_type_for_range(lo.min(), hi.max())
+    return Poly("p", ("x",), shape, out, ONE, coeffs=coeffs, stages=tuple(stages))
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 3])
+def test_poly_horner_pipelined(degree) -> None:
+    rng = np.random.default_rng(degree)
+    c, t = 4, IntType(6, True)
+    coeffs = rng.integers(-9, 10, (c, degree + 1))
+    node = _poly(coeffs, t, (c,))
+    x = _edges(t, (c,), rng, n=8)
+    y, block, ins, outs = _run(node, Ctx((t,), ((c,),)), x, gaps=0.2, stalls=0.2)
+    assert np.array_equal(y, node.eval(x))
+    y, block, ins, outs = _run(node, Ctx((t,), ((c,),)), x)
+    assert block.latency == max(degree, 1) and np.array_equal(outs, ins + block.latency)
+    assert np.diff(outs[:, 0])[-1] == block.interval == c
+
+
+def test_poly_one_result_per_cycle_on_hwc() -> None:
+    rng = np.random.default_rng(9)
+    t, shape = IntType(4, False), (2, 3, 3)
+    node = _poly(rng.integers(-5, 6, (2, 3)), t, shape)
+    x = _edges(t, shape, rng)
+    y, _, _, outs = _run(node, Ctx((t,), (shape,), "hwc"), x)
+    assert np.array_equal(y, node.eval(x))
+    assert np.array_equal(np.diff(outs.reshape(-1)), np.ones(outs.size - 1))
+
+
+def test_parallelism_rounds_up_with_a_note_and_rejects_the_impossible() -> None:
+    node = _dense(np.random.default_rng(0), 4, 12)
+    assert resolve_parallelism(node, 5, 12) == (
+        6,
+        "parallelism 5 does not divide 12 outputs; rounded up to 6",
+    )
+    assert resolve_parallelism(node, None, 12) == (12, "")
+    for bad in (0, -1, 13, 2.0, True):
+        with pytest.raises(CosynError, match=r"^d: parallelism must be an integer from 1 to 12"):
+            resolve_parallelism(node, bad, 12)
