@@ -14,6 +14,7 @@ from cosyn.ir.nodes import (
     Shift,
     Threshold,
 )
+from cosyn.ir.qonnx import from_qonnx
 
 __all__ = [
     "Add",
@@ -27,5 +28,6 @@ __all__ = [
     "Quantize",
     "Shift",
     "Threshold",
+    "from_qonnx",
     "lower",
 ]

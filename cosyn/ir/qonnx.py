@@ -1,0 +1,373 @@
+"""Read the integer graph from a QONNX file, as Brevitas' `export_qonnx` writes it.
+
+The nodes are walked in the file's (topological) order with the same builder as
+`cosyn.lower`: a `Quant` on a constant gives integer weights, a `Quant` on a
+value closes its float chain (bias, BatchNormalization, Relu, Clip, Mul/Div by a
+constant) into a requantize node found by bisection against torch float32
+implementations of the operators (qonnx_ops.py), Gemm/MatMul/Conv become
+Dense/Conv2d, Add of two values an Add node, Flatten/Reshape to (batch, -1) a
+Flatten. The file is replayed once on a zero input of its declared shape, which
+gives every value's shape.
+
+    g = from_qonnx("m.onnx")   # g.run(x) equals the exported Brevitas model's output
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import NodeProto, numpy_helper
+
+from cosyn.errors import CosynError, ModelFileError, UnsupportedLayerError
+from cosyn.ir.builder import Builder, Conv, _extend, _Input, _per_channel, _Val
+from cosyn.ir.graph import Graph
+from cosyn.ir.qonnx_ops import (
+    SUPPORTED_OPS,
+    ClipOp,
+    attrs,
+    batch_norm,
+    clip,
+    conv_geometry,
+    evaluate,
+    quant_op,
+)
+from cosyn.ir.qonnx_ops import QuantOp as QuantOp
+
+__all__ = ["from_qonnx", "input_shape"]
+
+_REFUSED = {
+    "BipolarQuant": "Brevitas exports every 1-bit quantizer as BipolarQuant (values -scale, "
+    "+scale), also unsigned ones that compute 0 or scale, so the file does not say what the "
+    "model computes; use 2 or more bits, or lower the Brevitas model with cosyn.lower",
+    "Trunc": "truncation (QuantAvgPool, accumulator truncation) is not supported",
+    "QuantizeLinear": "this is a QCDQ export; export the model with "
+    "brevitas.export.export_qonnx instead",
+    "DequantizeLinear": "this is a QCDQ export; export the model with "
+    "brevitas.export.export_qonnx instead",
+}
+
+
+@dataclass
+class _Const:
+    """A constant tensor; `quant` and `raw` are set where it is a Quant of the constant `raw`."""
+
+    value: torch.Tensor
+    quant: QuantOp | None = None
+    raw: torch.Tensor | None = None
+
+
+def from_qonnx(path: str | os.PathLike) -> Graph:
+    """The integer graph of the QONNX file at `path` (one float input, one output)."""
+    path = Path(path)
+    model = _load(path)
+    with torch.no_grad():
+        return _QonnxBuilder(path, model).run()
+
+
+def input_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """Per-sample shape of the file's input, as declared in the file."""
+    path = Path(path)
+    return _input(path, _load(path).graph)[1]
+
+
+def _load(path: Path) -> onnx.ModelProto:
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file; give the path of a QONNX .onnx file")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # protobuf raises DecodeError, RuntimeWarning, ...
+        raise ModelFileError(
+            f"{path}: not a readable ONNX file ({_first_line(e)}); export the model with "
+            "brevitas.export.export_qonnx"
+        ) from e
+    if not model.graph.node or len(model.graph.output) != 1:
+        raise ModelFileError(
+            f"{path}: the ONNX graph needs nodes and exactly one output, it has "
+            f"{len(model.graph.node)} nodes and {len(model.graph.output)} outputs"
+        )
+    return model
+
+
+def _input(path: Path, graph: onnx.GraphProto) -> tuple[str, tuple[int, ...]]:
+    """Name and per-sample shape of the one graph input that is not an initializer."""
+    inits = {i.name for i in graph.initializer}
+    ins = [i for i in graph.input if i.name not in inits]
+    if len(ins) != 1:
+        raise ModelFileError(
+            f"{path}: the graph needs exactly one input, it has {[i.name for i in ins]}"
+        )
+    t = ins[0].type.tensor_type
+    dims = [d.dim_value for d in t.shape.dim[1:]]
+    if t.elem_type != onnx.TensorProto.FLOAT or len(t.shape.dim) < 2 or min(dims) <= 0:
+        raise ModelFileError(
+            f"{path}: input {ins[0].name!r} must be float32 of a fixed shape (batch, ...); "
+            "export with a concrete example input"
+        )
+    return ins[0].name, tuple(dims)
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
+class _QonnxBuilder(Builder):
+    """The QONNX frontend: values are ONNX tensor names; `values` holds their replay."""
+
+    def __init__(self, path: Path, model: onnx.ModelProto) -> None:
+        super().__init__({})
+        self.path = path
+        self.graph = model.graph
+        self.vals: dict[str, object] = {}
+
+    def shape(self, n: str) -> tuple[int, ...]:
+        return tuple(self.values[n].shape[1:])
+
+    def run(self) -> Graph:
+        for init in self.graph.initializer:
+            self._const(init.name, numpy_helper.to_array(init))
+        name, shape = _input(self.path, self.graph)
+        self.values[name], self.vals[name] = torch.zeros((1, *shape)), _Input()
+        for node in self.graph.node:
+            self.step(node)
+        out = self.graph.output[0].name
+        if out not in self.vals:
+            raise ModelFileError(f"{self.path}: no node produces the graph output {out!r}")
+        try:
+            return self.finish(self.vals[out])
+        except UnsupportedLayerError as e:
+            raise UnsupportedLayerError(f"{self.path}: output {out!r}: {e}") from e
+
+    def _const(self, name: str, a: np.ndarray) -> None:
+        self.values[name] = t = torch.from_numpy(np.array(a))
+        self.vals[name] = _Const(t)
+
+    # -- one node ---------------------------------------------------------------------------
+
+    def step(self, node: NodeProto) -> None:
+        label = node.name or node.output[0]
+        where = f"{self.path}: node {label!r} ({node.op_type})"
+        ident = re.sub(r"^node_+", "", label).strip("_") or node.op_type.lower()
+        try:
+            self.replay(node)
+            self.vals[node.output[0]] = self.lower(node, ident)
+        except CosynError as e:
+            msg = re.sub(rf"^{re.escape(ident)}( \(\w+\))?:? ?", "", str(e))
+            raise type(e)(f"{where}: {msg}") from e
+
+    def replay(self, node: NodeProto) -> None:
+        """Compute the node's float output on the zero input (its shape, and a check)."""
+        if node.op_type in _REFUSED:
+            raise UnsupportedLayerError(_REFUSED[node.op_type])
+        if node.op_type == "Constant":
+            self._const(node.output[0], _constant(node))
+            return
+        missing = [i for i in node.input if i and i not in self.values]
+        if missing:
+            raise ModelFileError(
+                f"input {missing[0]!r} is produced by no earlier node; the file is truncated "
+                "or not in topological order"
+            )
+        ins = [self.values[i] if i else None for i in node.input]
+        try:
+            self.values[node.output[0]] = evaluate(node, ins)
+        except KeyError as e:
+            raise UnsupportedLayerError(
+                f"cosyn cannot lower this operation; supported: {SUPPORTED_OPS}"
+            ) from e
+        except CosynError:
+            raise
+        except Exception as e:
+            raise ModelFileError(f"the node fails on its inputs ({_first_line(e)})") from e
+
+    def lower(self, node: NodeProto, ident: str) -> object:
+        """The builder value of the node's output."""
+        out = node.output[0]
+        if node.op_type == "Constant":
+            return self.vals[out]
+        args = [self.vals[i] if i else None for i in node.input]
+        if node.op_type != "Quant" and all(a is None or isinstance(a, _Const) for a in args):
+            return _Const(self.values[out])  # constant folding, e.g. a reshaped weight
+        return getattr(self, f"op_{node.op_type.lower()}")(node, args, out, ident)
+
+    # -- operators --------------------------------------------------------------------------
+
+    def op_quant(self, node, args, out, ident) -> object:
+        x, *params = args
+        if not all(isinstance(p, _Const) for p in params) or len(params) != 3:
+            raise UnsupportedLayerError(
+                "scale, zero point and bit width must be constants (a runtime-computed scale "
+                "cannot be lowered)"
+            )
+        q = quant_op(node, *(p.value for p in params))
+        if isinstance(x, _Const):
+            return _Const(self.values[out], q, x.value)
+        if isinstance(x, _Val) and x.bias is None:
+            x, q = _fuse(x, q)
+        return self.quantize(x, q, out, ident)
+
+    def op_gemm(self, node, args, out, ident) -> object:
+        a = attrs(node)
+        if a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or a.get("transA", 0):
+            raise UnsupportedLayerError("only alpha=1, beta=1 and transA=0 are supported")
+        w = self.weight(args[1], transpose=not a.get("transB", 0))
+        return self.dense(args[0], w, self.bias(args[2:], w[0].shape[0]), out, ident)
+
+    def op_matmul(self, node, args, out, ident) -> object:
+        return self.dense(args[0], self.weight(args[1], transpose=True), None, out, ident)
+
+    def op_conv(self, node, args, out, ident) -> object:
+        w, s_w = self.weight(args[1])
+        try:
+            stride, pad = conv_geometry(node, tuple(w.shape[2:]))
+        except ValueError as e:
+            raise UnsupportedLayerError(str(e)) from e
+        bias = self.bias(args[2:], w.shape[0])
+        v = self.clean(args[0], ident)
+        return self.accumulate(v, w, s_w, bias, self.shape(out), ident, ident, Conv(stride, pad))
+
+    def dense(self, x, w: tuple, bias, out: str, ident: str) -> _Val:
+        v = self.clean(x, ident)
+        return self.accumulate(v, w[0], w[1], bias, self.shape(out), ident, ident)
+
+    def weight(self, c: object, transpose: bool = False) -> tuple[np.ndarray, torch.Tensor]:
+        """Integer weights (out first) and their scale, from a Quant of a constant."""
+        if not isinstance(c, _Const) or c.quant is None:
+            raise UnsupportedLayerError(
+                "its weights are not the output of a Quant node; quantize them "
+                "(QuantLinear, QuantConv2d) before export"
+            )
+        q = c.quant
+        if torch.any(q.zero_point != 0):
+            raise UnsupportedLayerError("weight zero points are not supported")
+        w = q.int(c.raw).to(torch.int64)
+        scale = q.scale
+        if transpose:
+            w, scale = w.T, scale.T if scale.dim() == 2 else scale
+        return w.numpy(), scale
+
+    def bias(self, args: list, channels: int) -> torch.Tensor | None:
+        """The float bias the node adds (after its Quant, if any), one per channel."""
+        if not args or args[0] is None:
+            return None
+        if not isinstance(args[0], _Const) or args[0].value.numel() != channels:
+            raise UnsupportedLayerError("its bias must be a constant with one value per channel")
+        return args[0].value.reshape(-1).to(torch.float32)
+
+    def op_relu(self, node, args, out, ident) -> object:
+        return _extend(args[0], torch.relu, ident)
+
+    def op_clip(self, node, args, out, ident) -> object:
+        bounds = [None if b is None else self.constant(b).value for b in args[1:]]
+        return _extend(args[0], clip(node, *bounds), ident)
+
+    def op_batchnormalization(self, node, args, out, ident) -> object:
+        params = [self.constant(p).value.to(torch.float32) for p in args[1:5]]
+        try:
+            return _extend(args[0], batch_norm(node, *params), ident)
+        except ValueError as e:
+            raise UnsupportedLayerError(str(e)) from e
+
+    def op_add(self, node, args, out, ident) -> object:
+        a, b = args
+        if not isinstance(a, _Const) and not isinstance(b, _Const):
+            x, y = (self.clean(t, ident) for t in (a, b))
+            return self.sum2(x, y, self.shape(out), ident)
+        v, c = (b, a) if isinstance(a, _Const) else (a, b)
+        c = self.per_channel(v, c.value, out)
+        if isinstance(v, _Val) and v.clean:
+            return _Val(v.node, v.scale, _per_channel(c, self.shape(out)))
+        return _extend(v, _Binary(torch.add, c), ident)
+
+    def op_mul(self, node, args, out, ident) -> object:
+        a, b = args
+        v, c = (b, a) if isinstance(a, _Const) else (a, b)
+        self.constant(c)
+        return _extend(v, _Binary(torch.mul, self.per_channel(v, c.value, out)), ident)
+
+    def op_div(self, node, args, out, ident) -> object:
+        v, c = args
+        self.constant(c)
+        return _extend(v, _Binary(torch.div, self.per_channel(v, c.value, out)), ident)
+
+    def op_flatten(self, node, args, out, ident) -> object:
+        if attrs(node).get("axis", 1) != 1:
+            raise UnsupportedLayerError("only Flatten with axis=1 is supported")
+        return self.flatten(out, args[0], ident)
+
+    def op_reshape(self, node, args, out, ident) -> object:
+        src = self.values[node.input[0]]
+        if self.values[out].dim() != 2 or self.values[out].shape[0] != src.shape[0]:
+            raise UnsupportedLayerError("only a reshape to (batch, -1) is supported")
+        return self.flatten(out, args[0], ident)
+
+    def op_identity(self, node, args, out, ident) -> object:
+        return args[0]
+
+    op_dropout = op_identity
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def constant(self, c: object) -> _Const:
+        if not isinstance(c, _Const):
+            raise UnsupportedLayerError("only operations with a constant operand are supported")
+        return c
+
+    def per_channel(self, v: object, c: torch.Tensor, out: str) -> torch.Tensor:
+        """`c` as a scalar, or as (C,) / (C, 1, 1) for per-channel constants of a sample."""
+        shape = self.shape(out)
+        if c.numel() == 1:
+            return c.reshape(())
+        lead = c.reshape(c.shape[-len(shape) :]) if c.dim() > len(shape) else c
+        per = (shape[0],) + (1,) * (len(shape) - 1)
+        if isinstance(v, _Input) or c.dim() > len(shape) + 1 or tuple(lead.shape) != per:
+            raise UnsupportedLayerError(
+                "a constant operand must be one value, or one value per channel after the "
+                "first quantizer"
+            )
+        return lead
+
+
+@dataclass(frozen=True)
+class _Binary:
+    """`op(y, c)` with a constant c: an elementwise float operation of the model."""
+
+    op: object
+    c: torch.Tensor
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        return self.op(y, self.c)
+
+
+@dataclass(frozen=True)
+class _Fused:
+    """A quantizer with the activations before it (Relu, Clip), as Brevitas' QuantReLU
+    and QuantHardTanh apply them inside their act_quant."""
+
+    ops: tuple
+    quant: QuantOp
+
+    def __call__(self, y: torch.Tensor) -> object:
+        for op in self.ops:
+            y = op(y)
+        return self.quant(y)
+
+
+def _fuse(v: _Val, q: QuantOp) -> tuple[_Val, object]:
+    """Move a chain of only Relu/Clip into the quantizer, so that a power-of-two
+    requantization after them is still recognised as a shift (the bank is the same)."""
+    if not v.chain or not all(op is torch.relu or isinstance(op, ClipOp) for op in v.chain):
+        return v, q
+    return _Val(v.node, v.scale), _Fused(tuple(v.chain), q)
+
+
+def _constant(node: NodeProto) -> np.ndarray:
+    a = attrs(node)
+    if "value" not in a:
+        raise UnsupportedLayerError("only Constant nodes with a tensor `value` are supported")
+    return numpy_helper.to_array(a["value"])

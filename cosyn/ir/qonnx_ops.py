@@ -1,0 +1,233 @@
+"""Torch float32 implementations of the ONNX and QONNX operators cosyn reads.
+
+`QuantOp` is QONNX's `Quant` (scale, zero point, bit width, signed, narrow,
+rounding_mode) computed the way Brevitas' IntQuant computes it (x / scale + zero
+point, round, clamp, minus zero point, times scale), and returns a Brevitas
+QuantTensor, so the builder can close float chains with it exactly as it does with
+a Brevitas quantizer. `evaluate` replays one ONNX node in torch: the QONNX
+frontend runs the file once on a zero input, which gives every value's shape and
+checks that the file is consistent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from brevitas.quant_tensor import IntQuantTensor
+from onnx import NodeProto, helper
+
+__all__ = [
+    "ROUNDING",
+    "SUPPORTED_OPS",
+    "ClipOp",
+    "QuantOp",
+    "attrs",
+    "batch_norm",
+    "clip",
+    "conv_geometry",
+    "evaluate",
+    "quant_op",
+]
+
+
+def _away(f: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda y: torch.sign(y) * f(torch.abs(y))
+
+
+ROUNDING: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "ROUND": torch.round,  # half to even, as Brevitas' RoundSte and numpy's round
+    "HALF_EVEN": torch.round,
+    "FLOOR": torch.floor,
+    "CEIL": torch.ceil,
+    "DOWN": torch.trunc,
+    "ROUND_TO_ZERO": torch.trunc,
+    "UP": _away(torch.ceil),
+    "HALF_UP": _away(lambda a: torch.floor(a + 0.5)),
+    "HALF_DOWN": _away(lambda a: torch.ceil(a - 0.5)),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class QuantOp:
+    """QONNX `Quant`; calling it returns the dequantized value as an IntQuantTensor."""
+
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    bit_width: int
+    signed: bool
+    narrow: bool
+    rounding: str
+
+    @property
+    def lo(self) -> int:
+        if not self.signed:
+            return 0
+        return -(1 << (self.bit_width - 1)) + int(self.narrow)
+
+    @property
+    def hi(self) -> int:
+        if self.signed:
+            return (1 << (self.bit_width - 1)) - 1
+        return (1 << self.bit_width) - 1 - int(self.narrow)
+
+    def int(self, x: torch.Tensor) -> torch.Tensor:
+        """The integers (zero point included), as float32: what Brevitas' to_int gives."""
+        y = x / self.scale
+        y = y + self.zero_point
+        return torch.clamp(ROUNDING[self.rounding](y), self.lo, self.hi)
+
+    def __call__(self, x: torch.Tensor) -> IntQuantTensor:
+        y = (self.int(x) - self.zero_point) * self.scale
+        bw = torch.tensor(float(self.bit_width))
+        return IntQuantTensor(y, self.scale, self.zero_point, bw, self.signed, False)
+
+
+def attrs(node: NodeProto) -> dict:
+    """The node's attributes as Python values (strings decoded)."""
+    out = {}
+    for a in node.attribute:
+        v = helper.get_attribute_value(a)
+        out[a.name] = v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+@dataclass(frozen=True)
+class _BatchNorm:
+    """Inference batch norm, computed by the same kernel as torch's BatchNorm modules."""
+
+    mean: torch.Tensor
+    var: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
+    eps: float
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(y, self.mean, self.var, self.weight, self.bias, False, 0.0, self.eps)
+
+
+def batch_norm(node: NodeProto, weight, bias, mean, var) -> _BatchNorm:
+    a = attrs(node)
+    if a.get("training_mode", 0) or len(node.output) > 1:
+        raise ValueError("training-mode BatchNormalization is not supported; export in eval mode")
+    return _BatchNorm(mean, var, weight, bias, float(a.get("epsilon", 1e-5)))
+
+
+@dataclass(frozen=True)
+class ClipOp:
+    lo: float | None
+    hi: float | None
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(y, self.lo, self.hi)
+
+
+def clip(node: NodeProto, *bounds: torch.Tensor | None) -> ClipOp:
+    a = attrs(node)
+    lo = bounds[0] if len(bounds) > 0 else None
+    hi = bounds[1] if len(bounds) > 1 else None
+    lo = a.get("min") if lo is None else float(lo)
+    hi = a.get("max") if hi is None else float(hi)
+    return ClipOp(lo, hi)
+
+
+def conv_geometry(node: NodeProto, kernel: tuple[int, ...]) -> tuple[tuple, tuple]:
+    """(stride, padding) of a 2-D Conv node cosyn can lower; ValueError otherwise."""
+    a = attrs(node)
+    pads = tuple(a.get("pads", (0, 0, 0, 0)))
+    if (
+        len(kernel) != 2
+        or a.get("group", 1) != 1
+        or tuple(a.get("dilations", (1, 1))) != (1, 1)
+        or a.get("auto_pad", "NOTSET") != "NOTSET"
+        or len(pads) != 4
+        or pads[:2] != pads[2:]
+    ):
+        raise ValueError(
+            "only 2-D convolutions with group=1, dilation=1 and symmetric explicit "
+            "padding are supported"
+        )
+    return tuple(a.get("strides", (1, 1))), pads[:2]
+
+
+def _gemm(node: NodeProto, a, b, c=None) -> torch.Tensor:
+    at = attrs(node)
+    if at.get("transA", 0):
+        a = a.T
+    if at.get("transB", 0):
+        b = b.T
+    y = at.get("alpha", 1.0) * (a @ b)
+    return y if c is None else y + at.get("beta", 1.0) * c
+
+
+def _conv(node: NodeProto, x, w, b=None) -> torch.Tensor:
+    stride, pad = conv_geometry(node, tuple(w.shape[2:]))
+    return F.conv2d(x, w, b, stride, pad)
+
+
+def _quant(node: NodeProto, x, scale, zp, bw) -> torch.Tensor:
+    return quant_op(node, scale, zp, bw)(x).value
+
+
+def quant_op(node: NodeProto, scale, zp, bw) -> QuantOp:
+    """The QuantOp of a QONNX Quant node with constant scale, zero point and bit width."""
+    a = attrs(node)
+    bits = float(bw)
+    if bw.numel() != 1 or bits != int(bits) or not 1 <= bits <= 32:
+        raise ValueError(f"bit width {bw.tolist()} is not one integer from 1 to 32")
+    rounding = str(a.get("rounding_mode", "ROUND")).upper()
+    if rounding not in ROUNDING:
+        raise ValueError(f"rounding_mode {rounding!r} is unknown; expected one of {list(ROUNDING)}")
+    signed = bool(a.get("signed", 1))
+    if signed and bits == 1:
+        raise ValueError(
+            "a 1-bit signed Quant is bipolar in QONNX but {-1, 0} in Brevitas; "
+            "the file is ambiguous"
+        )
+    return QuantOp(
+        scale.to(torch.float32),
+        zp.to(torch.float32),
+        int(bits),
+        signed,
+        bool(a.get("narrow", 1)),
+        rounding,
+    )
+
+
+def _reshape(node: NodeProto, x, shape) -> torch.Tensor:
+    dims = [int(d) for d in shape.tolist()]
+    if not attrs(node).get("allowzero", 0):
+        dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
+    return x.reshape(dims)
+
+
+def _flatten(node: NodeProto, x) -> torch.Tensor:
+    axis = attrs(node).get("axis", 1)
+    return x.reshape(int(torch.tensor(x.shape[:axis]).prod()), -1)
+
+
+_OPS: dict[str, Callable] = {
+    "Quant": _quant,
+    "Gemm": _gemm,
+    "MatMul": lambda n, a, b: a @ b,
+    "Conv": _conv,
+    "Relu": lambda n, x: torch.relu(x),
+    "Clip": lambda n, x, *b: clip(n, *b)(x),
+    "BatchNormalization": lambda n, x, *p: batch_norm(n, *p)(x),
+    "Add": lambda n, a, b: a + b,
+    "Mul": lambda n, a, b: a * b,
+    "Div": lambda n, a, b: a / b,
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "Identity": lambda n, x: x,
+    "Dropout": lambda n, x, *rest: x,
+}
+
+SUPPORTED_OPS = ", ".join(_OPS)
+
+
+def evaluate(node: NodeProto, inputs: list[torch.Tensor | None]) -> torch.Tensor:
+    """Node's first output in torch float32; KeyError for an op cosyn does not read."""
+    return _OPS[node.op_type](node, *inputs)

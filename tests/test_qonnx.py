@@ -1,0 +1,187 @@
+"""cosyn.ir.from_qonnx: a QONNX file exported by Brevitas gives the graph cosyn.lower builds,
+and its golden model equals the Brevitas model bit for bit (np.array_equal on float32)."""
+
+from __future__ import annotations
+
+import brevitas.nn as qnn
+import numpy as np
+import onnx
+import pytest
+import torch
+from brevitas.export import export_qonnx
+from cosyn.models import data, fit, zoo
+from cosyn.models.quant import Int8ActPow2, Int8WeightPow2, Uint8ActPow2
+from cosyn.models.train import predict
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import cnns, inputs, mlps
+from test_ir_exact import UserNet
+from torch import nn
+
+import cosyn
+from cosyn.errors import ModelFileError, UnsupportedLayerError
+from cosyn.ir.qonnx import input_shape
+
+SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def export(model: nn.Module, shape: tuple[int, ...], path) -> str:
+    model.eval()
+    export_qonnx(model, input_t=torch.zeros(1, *shape), export_path=str(path))
+    return str(path)
+
+
+def assert_same_graph(a: cosyn.ir.Graph, b: cosyn.ir.Graph) -> None:
+    """Same node kinds, shapes, types, scales and integer parameters, in the same order."""
+    assert [n.kind for n in a] == [n.kind for n in b]
+    for x, y in zip(a, b, strict=True):
+        assert (x.shape, x.dtype) == (y.shape, y.dtype), x.name
+        np.testing.assert_array_equal(x.scale, y.scale)
+        for k in ("weight", "bias", "thresholds", "base", "sign", "shift", "lo", "hi", "stride"):
+            if hasattr(x, k):
+                np.testing.assert_array_equal(getattr(x, k), getattr(y, k), err_msg=x.name)
+    assert (a.output_bias is None) == (b.output_bias is None)
+    if a.output_bias is not None:
+        np.testing.assert_array_equal(a.output_bias, b.output_bias)
+
+
+def assert_exact(model: nn.Module, x: torch.Tensor, path) -> cosyn.ir.Graph:
+    g = cosyn.ir.from_qonnx(export(model, tuple(x.shape[1:]), path))
+    got = g.run(x.numpy())
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, predict(model, x).numpy())
+    assert_same_graph(g, cosyn.lower(model, x[:2]))
+    return g
+
+
+def one_bit(model: nn.Module) -> bool:
+    acts = (m for m in model.modules() if isinstance(m, qnn.QuantReLU | qnn.QuantIdentity))
+    return any(int(m.act_quant.bit_width()) == 1 for m in acts)
+
+
+@pytest.mark.parametrize(("factory", "image"), [(zoo.mlp, False), (zoo.cnn, True)])
+def test_zoo_trained_on_digits_reads_back_exact(factory, image, tmp_path):
+    d = data.digits(image=image)
+    model = factory()
+    assert fit(model, d, epochs=3, quiet=True) > 50
+    g = assert_exact(model, d.x_test, tmp_path / "m.onnx")
+    assert "shift" in {n.kind for n in g}
+    assert input_shape(tmp_path / "m.onnx") == tuple(d.x_test.shape[1:])
+
+
+@SETTINGS
+@given(st.data())
+def test_non_power_of_two_batchnorm_mlps_read_back_exact(tmp_path_factory, data_):
+    model = data_.draw(mlps("short", batchnorm=True))
+    path = tmp_path_factory.mktemp("q") / "m.onnx"
+    if one_bit(model):  # Brevitas writes 1-bit quantizers as BipolarQuant: refused, not misread
+        with pytest.raises(UnsupportedLayerError, match=r"m\.onnx: node .*BipolarQuant"):
+            cosyn.ir.from_qonnx(export(model, (model[1].in_features,), path))
+        return
+    g = assert_exact(model, data_.draw(inputs((model[1].in_features,))), path)
+    assert "threshold" in {n.kind for n in g}
+
+
+@SETTINGS
+@given(st.data())
+def test_power_of_two_mlps_read_back_exact(tmp_path_factory, data_):
+    model = data_.draw(mlps("pow2"))
+    path = tmp_path_factory.mktemp("q") / "m.onnx"
+    if one_bit(model):
+        with pytest.raises(UnsupportedLayerError, match="BipolarQuant"):
+            cosyn.ir.from_qonnx(export(model, (model[1].in_features,), path))
+        return
+    assert_exact(model, data_.draw(inputs((model[1].in_features,))), path)
+
+
+@SETTINGS
+@given(st.data())
+def test_cnns_read_back_exact(tmp_path_factory, data_):
+    model = data_.draw(cnns())
+    path = tmp_path_factory.mktemp("q") / "m.onnx"
+    if one_bit(model):
+        with pytest.raises(UnsupportedLayerError, match="BipolarQuant"):
+            cosyn.ir.from_qonnx(export(model, (model[1].in_channels, 8, 8), path))
+        return
+    assert_exact(model, data_.draw(inputs((model[1].in_channels, 8, 8))), path)
+
+
+def test_user_model_with_residual_add_and_per_channel_weights_reads_back_exact(tmp_path):
+    torch.manual_seed(1)
+    model = UserNet()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.weight.uniform_(-2, 2)
+    model.train()
+    for _ in range(3):
+        model(torch.randn(16, 1, 8, 8))
+    g = assert_exact(model, torch.randn(200, 1, 8, 8), tmp_path / "m.onnx")
+    assert {"add", "flatten", "threshold", "conv2d"} <= {n.kind for n in g}
+
+
+# -- files cosyn refuses, with one line naming the file and the node ------------------------
+
+
+def small_mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        qnn.QuantIdentity(act_quant=Int8ActPow2, return_quant_tensor=True),
+        qnn.QuantLinear(4, 3, bias=False, weight_quant=Int8WeightPow2, return_quant_tensor=True),
+        qnn.QuantReLU(act_quant=Uint8ActPow2, return_quant_tensor=True),
+    )
+
+
+def one_line(e: pytest.ExceptionInfo, *parts: str) -> None:
+    msg = str(e.value)
+    assert "\n" not in msg
+    for p in parts:
+        assert p in msg, msg
+
+
+@pytest.mark.parametrize("content", [b"", b"not an onnx file \x00\xff" * 9, None])
+def test_malformed_file_raises_model_file_error(tmp_path, content):
+    path = tmp_path / "bad.onnx"
+    if content is None:  # a real export cut in half
+        good = export(small_mlp(), (4,), tmp_path / "good.onnx")
+        content = open(good, "rb").read()[:200]
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError) as e:
+        cosyn.ir.from_qonnx(path)
+    one_line(e, "bad.onnx")
+
+
+def test_missing_file_raises_model_file_error(tmp_path):
+    with pytest.raises(ModelFileError) as e:
+        cosyn.ir.from_qonnx(tmp_path / "nowhere.onnx")
+    one_line(e, "nowhere.onnx", "no such file")
+
+
+def test_unsupported_op_names_file_and_node(tmp_path):
+    path = export(small_mlp(), (4,), tmp_path / "m.onnx")
+    model = onnx.load(path)
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    relu.op_type, relu.name = "Sigmoid", "my_sigmoid"
+    onnx.save(model, path)
+    with pytest.raises(UnsupportedLayerError) as e:
+        cosyn.ir.from_qonnx(path)
+    one_line(e, "m.onnx", "'my_sigmoid'", "Sigmoid", "supported: Quant")
+
+
+def test_float_weights_are_refused_with_the_gemm_named(tmp_path):
+    path = export(small_mlp(), (4,), tmp_path / "m.onnx")
+    model = onnx.load(path)
+    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
+    quant = next(n for n in model.graph.node if n.output[0] == gemm.input[1])
+    gemm.input[1] = quant.input[0]  # the float weight, bypassing its Quant
+    onnx.save(model, path)
+    with pytest.raises(UnsupportedLayerError) as e:
+        cosyn.ir.from_qonnx(path)
+    one_line(e, "m.onnx", f"'{gemm.name}' (Gemm)", "not the output of a Quant")
+
+
+def test_one_bit_relu_exported_as_bipolar_quant_is_refused(tmp_path):
+    model = small_mlp()
+    model[2] = qnn.QuantReLU(act_quant=Uint8ActPow2, bit_width=1, return_quant_tensor=True)
+    with pytest.raises(UnsupportedLayerError) as e:
+        cosyn.ir.from_qonnx(export(model, (4,), tmp_path / "m.onnx"))
+    one_line(e, "m.onnx", "(BipolarQuant)", "2 or more bits")
