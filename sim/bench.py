@@ -110,21 +110,32 @@ class Ready:
 
 @dataclass
 class Monitor:
-    """Output transfers (cycle, element, last) and AXI-Stream rule violations."""
+    """Output transfers (cycle, element, last) and protocol errors: an offered beat that
+    changed or vanished before it was taken, and X or Z on a handshake signal or on the
+    data of an offered beat (such an element is None, so it never matches)."""
 
     width: int
     signed: bool
-    beats: list[tuple[int, int, bool]] = field(default_factory=list)
+    beats: list[tuple[int, int | None, bool]] = field(default_factory=list)
     protocol_errors: int = 0
-    _held: tuple[int, int] | None = None
+    _held: tuple[int | None, int] | None = None
 
-    def sample(self, cycle: int, valid: int, ready: int, raw: int, last: int) -> bool:
+    def read(self, handle: Any, vector: bool = False) -> int | None:
+        """The value of a signal; None (and a protocol error) where any bit is X or Z."""
+        try:
+            return handle.value.to_unsigned() if vector else int(handle.value)
+        except ValueError:
+            self.protocol_errors += 1
+            return None
+
+    def sample(self, cycle: int, valid: int, ready: int, raw: int | None, last: int) -> bool:
         """One cycle's settled output signals; True when a beat is transferred."""
         if self._held is not None and (not valid or (raw, last) != self._held):
             self.protocol_errors += 1  # an offered beat changed or vanished before it was taken
         self._held = (raw, last) if valid and not ready else None
         if valid and ready:
-            self.beats.append((cycle, from_bits(raw, self.width, self.signed), bool(last)))
+            value = None if raw is None else from_bits(raw, self.width, self.signed)
+            self.beats.append((cycle, value, bool(last)))
         return bool(valid and ready)
 
 
@@ -181,11 +192,12 @@ class Scoreboard:
         self.duplicated += max(g - w, 0)
 
     def outputs(self) -> np.ndarray:
-        """Received samples (samples x elements); a short sample is padded with 0."""
+        """Received samples (samples x elements); missing and X/Z elements read 0."""
         n, per = self.expected.shape
         out = np.zeros((n, per), dtype=np.int64)
         for i, row in enumerate(self.rows[:n]):
-            out[i, : min(per, len(row))] = row[:per]
+            row = [0 if v is None else v for v in row[:per]]
+            out[i, : len(row)] = row
         return out
 
 
@@ -255,12 +267,13 @@ async def run_stream(
         wr.set(rdy)
         await ReadOnly()
         moved = False
-        if valid and int(s_ready.value):
+        if valid and monitor.read(s_ready):
             driver.taken(cycle)
             moved = True
-        mv = int(m_valid.value)
-        raw = m_data.value.to_unsigned() if mv else 0
-        if monitor.sample(cycle, mv, rdy, raw, int(m_last.value) if mv else 0):
+        mv = monitor.read(m_valid) or 0
+        raw = monitor.read(m_data, vector=True) if mv else 0
+        tlast = (monitor.read(m_last) or 0) if mv else 0
+        if monitor.sample(cycle, mv, rdy, raw, tlast):
             moved = True
             samples += monitor.beats[-1][2]
         idle = 0 if moved else idle + 1

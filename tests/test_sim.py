@@ -259,3 +259,27 @@ def test_standalone_testbench_runs_without_cosyn(tmp_path: Path, bug: int, code:
     assert "vectors checked  25" in p.stdout
     assert f"mismatches       {2 if bug else 0}" in p.stdout
     assert f"latency          {STAGES} cycles" in p.stdout
+
+
+class _Unknown:
+    """A signal handle whose value has X or Z bits."""
+
+    @property
+    def value(self) -> object:
+        class V:
+            def __int__(self) -> int:
+                raise ValueError("Cannot convert Logic('X') to int")
+
+            def to_unsigned(self) -> int:
+                raise ValueError("X")
+
+        return V()
+
+
+def test_monitor_counts_unknown_bits_and_never_matches_them() -> None:
+    mon = Monitor(width=8, signed=False)
+    assert mon.read(_Unknown()) is None and mon.read(_Unknown(), vector=True) is None
+    assert mon.protocol_errors == 2
+    mon.sample(0, 1, 1, None, 1)
+    board = Scoreboard(np.array([[0]])).check(mon.beats)
+    assert board.mismatches == 1 and board.outputs().tolist() == [[0]]
