@@ -53,8 +53,10 @@ class Conv2dBlock(wiring.Component):
     order), `o` (Out, element stream of `node.dtype`, the (O, OH, OW) output in HWC
     order). Zero padding and stride as in the node.
 
-    The input is written to a line buffer of R = min(KH, H) rows of W*C elements
-    (a ROM-free dual-port memory: rows rotate, row r of the stream in slot r mod R).
+    The input is written to a line buffer of R = min(KH + SH, H) rows of W*C elements
+    (a dual-port memory; rows rotate through the R slots): the KH rows a window
+    reads plus SH rows that stream in while the current output row computes, so
+    the multipliers rarely wait for a row.
     For each output pixel, once the input up to its window's last element has
     arrived, the window is read one element per cycle (zero outside the image) and
     broadcast to P multipliers that take P output channels' weights from one ROM row:

@@ -71,8 +71,8 @@ class ConvGeometry:
 
     @property
     def rows(self) -> int:
-        """Rows of the line buffer."""
-        return min(self.kh, self.h_used)
+        """Rows of the line buffer: a window's KH and the SH the next output row adds."""
+        return min(self.kh + self.sh, self.h_used)
 
     @property
     def frame_in(self) -> int:
@@ -117,7 +117,8 @@ class ConvSchedule:
             raise ValueError(f"Arrivals must be whole samples of {g.frame_in}, not {len(arrivals)}")
         st = _State(g, arrivals)
         while st.n_out < len(st.out):
-            st.cycle()
+            if not st.skip():
+                st.cycle()
         return st.taken, st.out
 
 
@@ -137,12 +138,8 @@ class _State:
 
     def cycle(self) -> None:
         g = self.g
-        ahead = self.fw != self.fc
-        lo = min(max(self.y_top, 0), g.h_used)
-        drop = self.wy > g.y_end
-        ready = drop or (g.h_used + self.wy if ahead else self.wy) < lo + g.rows
-        take = self.k < len(self.arr) and self.arr[self.k] <= self.t and ready
-        go = self._go(ahead)
+        take = self.k < len(self.arr) and self.arr[self.k] <= self.t and self._ready()
+        go = self._go(self.fw != self.fc)
         if self.left:
             self.out[self.n_out] = self.t
             self.n_out += 1
@@ -155,6 +152,36 @@ class _State:
         if go:
             self._advance()
         self.t += 1
+
+    def skip(self) -> bool:
+        """Jump over the middle of a window, where only the term counter and the output
+        register change (no input can be taken, no result is loaded)."""
+        g = self.g
+        term = (self.ky * g.kw + self.kx) * g.c + self.c
+        d = g.terms - 1 - term
+        if term == 0 or d <= 1 or (self.v1 and self.last1):
+            return False
+        if self.k < len(self.arr) and self._ready():
+            d = min(d, int(self.arr[self.k]) - self.t)
+            if d <= 1:
+                return False
+        n = min(self.left, d)
+        self.out[self.n_out : self.n_out + n] = np.arange(self.t, self.t + n)
+        self.n_out += n
+        self.left -= n
+        self.v1, self.last1 = True, False
+        term += d
+        self.ky, rest = divmod(term, g.kw * g.c)
+        self.kx, self.c = divmod(rest, g.c)
+        self.t += d
+        return True
+
+    def _ready(self) -> bool:
+        g = self.g
+        ahead = self.fw != self.fc
+        lo = min(max(self.y_top, 0), g.h_used)
+        row = g.h_used + self.wy if ahead else self.wy
+        return self.wy > g.y_end or row < lo + g.rows
 
     def _last_term(self) -> bool:
         g = self.g
