@@ -1,6 +1,23 @@
-"""Brevitas building blocks: quantizer presets, a model zoo, data sets and training."""
+"""Brevitas building blocks: quantizer presets, polynomial activations, a model zoo,
+data sets and training."""
 
 from cosyn.models import data, quant, zoo
+from cosyn.models.gate import GateAct, gate_cost, gates, harden
+from cosyn.models.poly import PolyAct, PolyActError
+from cosyn.models.replace import replace_relu
 from cosyn.models.train import accuracy, fit
 
-__all__ = ["accuracy", "data", "fit", "quant", "zoo"]
+__all__ = [
+    "GateAct",
+    "PolyAct",
+    "PolyActError",
+    "accuracy",
+    "data",
+    "fit",
+    "gate_cost",
+    "gates",
+    "harden",
+    "quant",
+    "replace_relu",
+    "zoo",
+]

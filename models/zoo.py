@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import brevitas.nn as qnn
+from cosyn.models.gate import GateAct
+from cosyn.models.poly import PolyAct, PolyActError
 from cosyn.models.quant import Int32Bias, Uint8ActPow2, weight_quant
 from torch import nn
 
-__all__ = ["cnn", "mlp"]
+__all__ = ["ACTS", "cnn", "mlp"]
+
+ACTS = ("relu", "poly", "gate")
 
 
-def _act(act_bits: int) -> nn.Module:
-    return qnn.QuantReLU(act_quant=Uint8ActPow2, bit_width=act_bits, return_quant_tensor=True)
+def _act(act_bits: int, act: str = "relu", channels: int | None = None) -> nn.Module:
+    """QuantReLU, a per-channel PolyAct (degree 2) or a GateAct between the two."""
+    if act == "relu":
+        return qnn.QuantReLU(act_quant=Uint8ActPow2, bit_width=act_bits, return_quant_tensor=True)
+    if act == "poly":
+        return PolyAct(channels, degree=2, act_bits=act_bits)
+    return GateAct(channels, degree=2, act_bits=act_bits)
+
+
+def _check_act(act: str) -> None:
+    if act not in ACTS:
+        raise PolyActError(f"act must be one of {', '.join(ACTS)}, not {act!r}")
 
 
 def _input(act_bits: int) -> nn.Module:
@@ -34,14 +48,17 @@ def mlp(
     classes: int = 10,
     weight_bits: int = 4,
     act_bits: int = 8,
+    act: str = "relu",
 ) -> nn.Sequential:
-    """Quantized MLP: input quantizer, then QuantLinear + QuantReLU per hidden layer.
+    """Quantized MLP: input quantizer, then QuantLinear + activation per hidden layer.
 
-    The last QuantLinear returns float logits (exact: every scale is a power of two).
+    `act` is "relu" (QuantReLU), "poly" (PolyAct) or "gate" (GateAct). The last
+    QuantLinear returns float logits (exact: every scale is a power of two).
     """
+    _check_act(act)
     layers: list[nn.Module] = [_input(act_bits)]
     for i, o in zip((in_features, *hidden), hidden, strict=False):
-        layers += [_linear(i, o, weight_bits), _act(act_bits)]
+        layers += [_linear(i, o, weight_bits), _act(act_bits, act, o)]
     layers.append(_linear(hidden[-1] if hidden else in_features, classes, weight_bits, True))
     return nn.Sequential(*layers)
 
@@ -52,9 +69,12 @@ def cnn(
     weight_bits: int = 4,
     act_bits: int = 8,
     size: int = 8,
+    act: str = "relu",
 ) -> nn.Sequential:
     """Quantized CNN for 1 x size x size images: two 3x3 convolutions (the second with
-    stride 2), each followed by QuantReLU, then a QuantLinear classifier."""
+    stride 2), each followed by an activation (`act` as for `mlp`), then a QuantLinear
+    classifier."""
+    _check_act(act)
     c1, c2 = channels
 
     def conv(i: int, o: int, stride: int) -> nn.Module:
@@ -74,9 +94,9 @@ def cnn(
     return nn.Sequential(
         _input(act_bits),
         conv(1, c1, 1),
-        _act(act_bits),
+        _act(act_bits, act, c1),
         conv(c1, c2, 2),
-        _act(act_bits),
+        _act(act_bits, act, c2),
         nn.Flatten(),
         _linear(c2 * out * out, classes, weight_bits, True),
     )
