@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amaranth.back import verilog
+from amaranth.back import rtlil
 from cosyn.hw.rtl._pipeline import Stream
 from cosyn.hw.rtl._top import Top, tdata_width
+from cosyn.hw.rtl._verilog import netlist_verilog
 
 from cosyn.ir.graph import Graph
 from cosyn.report import atomic_dir
@@ -18,7 +19,6 @@ from cosyn.report import atomic_dir
 __all__ = ["Design", "generate", "manifest", "verilog_text"]
 
 TOP = "cosyn_top"
-_UNUSED = "UNUSEDSIGNAL"
 
 
 @dataclass
@@ -57,23 +57,11 @@ def manifest(top: Top) -> dict[str, Any]:
 
 
 def verilog_text(top: Top) -> str:
-    """The Verilog of `top`: module `cosyn_top`, clock `clk`, synchronous reset `rst`."""
+    """The Verilog of `top`: module `cosyn_top`, clock `clk`, synchronous reset `rst`,
+    one flat module with explicit widths (see `_verilog`)."""
     ports = [getattr(top, n) for n in top.signature.members]
-    text = verilog.convert(top, name=TOP, ports=ports, emit_src=False, strip_internal_attrs=True)
-    return _lint_notes(text)
-
-
-def _lint_notes(text: str) -> str:
-    """Mark the top inputs the design does not read, by name, for Verilator's -Wall: tlast
-    (the design counts elements) and the tdata bits above the element's width."""
-    out = []
-    for line in text.splitlines():
-        if line.strip().startswith("input") and ("s_axis_tlast" in line or "s_axis_tdata" in line):
-            out += [f"  /* verilator lint_off {_UNUSED} */", line]
-            out.append(f"  /* verilator lint_on {_UNUSED} */")
-        else:
-            out.append(line)
-    return "\n".join(out) + "\n"
+    text = rtlil.convert(top, name=TOP, ports=ports, emit_src=False)
+    return netlist_verilog(text, TOP)
 
 
 def generate(g: Graph, out_dir: str | Path, parallelism: int | dict | None = None) -> Design:
