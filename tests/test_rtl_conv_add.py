@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
-from cosyn.hw.rtl._base import Ctx, resolve_parallelism
+from cosyn.hw.rtl._add import AddBlock, Fork, SkipFifo, deadlock_depth, skip_depth
+from cosyn.hw.rtl._base import Ctx, element_stream, resolve_parallelism
 from cosyn.hw.rtl._conv2d import Conv2dBlock
 from cosyn.hw.rtl._conv2d_timing import ConvGeometry, ConvSchedule
 
 from cosyn.errors import CosynError
-from cosyn.ir.nodes import Conv2d, IntType, int_type_for_range
+from cosyn.ir.nodes import Add, Conv2d, IntType, int_type_for_range
 
 
 def drive(dut, inputs: dict, n_out: int, *, stalls: float = 0.0, seed: int = 0, limit=400_000):
@@ -214,3 +218,159 @@ def test_conv_parallelism_rules() -> None:
             resolve_parallelism(node, bad, 1)
     with pytest.raises(ValueError, match="divide"):
         ConvGeometry.of(node, (2, 4, 4), 4)
+
+
+# ---------------------------------------------------------------------------------------
+# add, fork, and a residual: fork -> conv (main) / FIFO (skip) -> add
+
+
+def add_node(ta: IntType, tb: IntType, shifts, n: int) -> Add:
+    lo = (ta.lo << shifts[0]) + (tb.lo << shifts[1])
+    hi = (ta.hi << shifts[0]) + (tb.hi << shifts[1])
+    return Add(
+        "add_t", ("a", "b"), (n,), int_type_for_range(lo, hi), np.float32(1.0), shifts=shifts
+    )
+
+
+@pytest.mark.parametrize("shifts", [(0, 0), (3, 0), (0, 5)])
+def test_add_exact_and_timed(shifts) -> None:
+    ta, tb, n = IntType(9, True), IntType(8, False), 40
+    node = add_node(ta, tb, shifts, n)
+    dut = AddBlock(node, Ctx((ta, tb), ((n,), (n,))))
+    rng = np.random.default_rng(7)
+    a = np.concatenate([[ta.hi, ta.lo, ta.hi, ta.lo], rng.integers(ta.lo, ta.hi + 1, n - 4)])
+    b = np.concatenate([[tb.hi, tb.lo, tb.lo, tb.hi], rng.integers(tb.lo, tb.hi + 1, n - 4)])
+    ga, gb = gappy(n, rng), gappy(n, rng)
+    got, taken, out = drive(dut, {"a": (dut.a, a, ga), "b": (dut.b, b, gb)}, n)
+    assert np.array_equal(got, node.eval(a, b))
+    assert np.array_equal(taken["a"], taken["b"])
+    assert np.array_equal(out, dut.timing(ga, gb))
+    got, _, _ = drive(dut, {"a": (dut.a, a, ga), "b": (dut.b, b, gb)}, n, stalls=0.5, seed=8)
+    assert np.array_equal(got, node.eval(a, b))
+    zero = np.zeros(n, np.int64)
+    _, taken, out = drive(dut, {"a": (dut.a, a, zero), "b": (dut.b, b, zero)}, n)
+    assert out[0] - taken["a"][0] == dut.latency and out[-1] - out[0] + 1 == dut.interval
+
+
+class _Sinks(wiring.Component):
+    """A fork whose second output is throttled by its own input, `o1_ready`."""
+
+    def __init__(self, dtype: IntType) -> None:
+        self.fork = Fork(dtype)
+        es = element_stream(dtype)
+        super().__init__({"i": In(es), "o": Out(es), "o1_ready": In(1), "o1_seen": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fork = f = self.fork
+        wiring.connect(m, wiring.flipped(self.i), f.i)
+        wiring.connect(m, f.o0, wiring.flipped(self.o))
+        m.d.comb += [f.o1.ready.eq(self.o1_ready), self.o1_seen.eq(f.o1.valid & f.o1.ready)]
+        return m
+
+
+def test_fork_copies_under_backpressure() -> None:
+    """Both outputs see every element once, in order, with either output stalling."""
+    t, n = IntType(6, True), 60
+    rng = np.random.default_rng(9)
+    x = np.concatenate([[t.hi, t.lo], rng.integers(t.lo, t.hi + 1, n - 2)])
+    dut = _Sinks(t)
+    seen, values = [], []
+
+    async def bench(ctx) -> None:
+        k = 0
+        for _ in range(20 * n):
+            ctx.set(dut.i.valid, k < n)
+            ctx.set(dut.i.payload, int(x[min(k, n - 1)]))
+            ctx.set(dut.o.ready, bool(rng.random() < 0.6))
+            ctx.set(dut.o1_ready, bool(rng.random() < 0.5))
+            if ctx.get(dut.o1_seen):
+                seen.append(int(ctx.get(dut.fork.o1.payload)))
+            if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
+                values.append(int(ctx.get(dut.o.payload)))
+            if ctx.get(dut.i.valid) and ctx.get(dut.i.ready):
+                k += 1
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert values == list(x) and seen == list(x)
+    assert np.array_equal(dut.fork.timing(np.array([0, 0, 5, 5])), [1, 2, 6, 7])
+
+
+class Residual(wiring.Component):
+    """y = conv(x) + (x << shift): the fork feeds the conv and a skip FIFO of `depth`."""
+
+    def __init__(self, conv: Conv2d, add: Add, it: IntType, in_shape, depth: int) -> None:
+        self.conv = conv_block(conv, it, *in_shape, 2)
+        self.add = AddBlock(add, Ctx((conv.dtype, it), (conv.shape, in_shape), order="hwc"))
+        self.fork, self.skip = Fork(it), SkipFifo(it, depth)
+        super().__init__({"i": In(element_stream(it)), "o": Out(element_stream(add.dtype))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules += [self.conv, self.add, self.fork, self.skip]
+        wiring.connect(m, wiring.flipped(self.i), self.fork.i)
+        wiring.connect(m, self.fork.o0, self.conv.i)
+        wiring.connect(m, self.fork.o1, self.skip.i)
+        wiring.connect(m, self.conv.o, self.add.a)
+        wiring.connect(m, self.skip.o, self.add.b)
+        wiring.connect(m, self.add.o, wiring.flipped(self.o))
+        return m
+
+
+RES_SHAPE = (2, 5, 6)
+
+
+def residual(depth: str | int):
+    """A 3x3 same-size conv with a residual; its skip FIFO `skip_depth` ("skip"),
+    `deadlock_depth` ("floor") or an int deep."""
+    it = IntType(5, True)
+    conv = conv_node(*RES_SHAPE, 2, 3, 1, 1, it, seed=10)
+    add = add_node(conv.dtype, it, (0, 4), int(np.prod(RES_SHAPE)))
+    geo = ConvGeometry.of(conv, RES_SHAPE, 2)
+    taken, out = ConvSchedule(geo).run(np.ones(geo.frame_in, np.int64))
+    d = {"skip": skip_depth(taken, out), "floor": deadlock_depth(geo.needs())}.get(depth, depth)
+    return Residual(conv, add, it, RES_SHAPE, d), conv, add
+
+
+@pytest.mark.slow
+def test_residual_skip_fifo_depth() -> None:
+    """With `skip_depth` the residual is exact under gaps and back-pressure, and at full
+    rate takes and emits exactly when its conv does (the fork never waits)."""
+    dut, conv, add = residual("skip")
+    rng = np.random.default_rng(11)
+    x = np.stack([np.full(RES_SHAPE, 15), np.full(RES_SHAPE, -16)])
+    x = np.concatenate([x, rng.integers(-16, 16, (2, *RES_SHAPE))])
+    want = hwc(add.eval(conv.eval(x), x))
+    got, _, _ = drive(dut, {"i": (dut.i, hwc(x), gappy(x.size, rng))}, want.size, stalls=0.4)
+    assert np.array_equal(got, want)
+    n = int(np.prod(RES_SHAPE))
+    got, taken, out = drive(dut, {"i": (dut.i, hwc(x[:1]), np.zeros(n, np.int64))}, n)
+    # the fork offers element k to the conv a cycle after it takes it, and takes k+1 no
+    # earlier than the conv takes k: the conv's own back-pressure, never the FIFO's
+    conv_taken = dut.conv.transfers(np.ones(n, np.int64))
+    fork_taken = np.maximum.accumulate(np.r_[0, conv_taken[:-1]] - np.arange(n)) + np.arange(n)
+    assert np.array_equal(taken["i"], fork_taken)
+    assert np.array_equal(out, dut.add.timing(dut.conv.timing(fork_taken + 1), fork_taken + 1))
+
+
+@pytest.mark.slow
+def test_residual_deadlock_floor() -> None:
+    """`deadlock_depth` is exact: that deep the residual finishes, one less it stops."""
+    x = hwc(np.random.default_rng(12).integers(-16, 16, (1, *RES_SHAPE)))
+    zero = np.zeros(len(x), np.int64)
+    dut, conv, add = residual("floor")
+    got, _, _ = drive(dut, {"i": (dut.i, x, zero)}, len(x), stalls=0.3)
+    want = hwc(
+        add.eval(
+            conv.eval(x.reshape(1, 5, 6, 2).transpose(0, 3, 1, 2)),
+            x.reshape(1, 5, 6, 2).transpose(0, 3, 1, 2),
+        )
+    )
+    assert np.array_equal(got, want)
+    small, *_ = residual(dut.skip.depth - 1)
+    with pytest.raises(AssertionError, match="outputs in"):
+        drive(small, {"i": (small.i, x, zero)}, len(x), limit=3000)

@@ -89,6 +89,10 @@ class Conv2dBlock(wiring.Component):
         """Cycles the inputs offered at `arrivals` are taken (the block may stall them)."""
         return self.schedule.run(np.asarray(arrivals, dtype=np.int64))[0]
 
+    def needs(self) -> np.ndarray:
+        """Inputs of a sample taken before each output can leave (see `skip_depth`)."""
+        return self.geo.needs()
+
     def _roms(self, m: Module) -> tuple:
         g = self.geo
         w = self.node.weight.transpose(0, 2, 3, 1)  # (O, KH, KW, C): window order

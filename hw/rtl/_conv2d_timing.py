@@ -82,6 +82,15 @@ class ConvGeometry:
     def frame_out(self) -> int:
         return self.o * self.oh * self.ow
 
+    def needs(self) -> np.ndarray:
+        """Inputs of a sample the block must take before each output (HWC order) can
+        leave: its window's last element, and the whole sample for the last pixel."""
+        ys = np.arange(self.oh) * self.sh - self.ph
+        xs = np.arange(self.ow) * self.sw - self.pw
+        per_pixel = np.array([[self.need(y, x) + 1 for x in xs] for y in ys]).reshape(-1)
+        per_pixel[-1] = self.frame_in
+        return np.repeat(np.maximum(per_pixel, 0), self.o)
+
     def need(self, y_top: int, x_left: int) -> int:
         """Index in the frame of the last input element the window at (y_top, x_left) reads."""
         row = min(y_top + self.kh - 1, self.h - 1)
