@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from cosyn.hw.hls._layers import EXTENSIONS
 
 from cosyn.errors import BitWidthError, UnsupportedLayerError
 from cosyn.ir import nodes as N
@@ -241,6 +242,43 @@ def _add(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Convert
     return Converted(layer, dict(result=ap_type(node.dtype)), _out(node, a))
 
 
+def _poly(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
+    """Horner's rule, each step's value in the graph's type for it (`Poly.stages`)."""
+    if not isinstance(node, N.Poly):
+        raise UnsupportedLayerError(
+            f"{node.name} ({type(node).__name__}): a node of kind 'poly' must be a "
+            "cosyn.ir.nodes.Poly (coeffs and stages) for the HLS backend"
+        )
+    (x,) = ins
+    c = _per_channel(node.coeffs, x, node.name)
+    stages = _stage_types(node, c)
+    _check_exact(node.name, c)
+    layer = dict(
+        class_name="CosynPoly",
+        name=name,
+        inputs=srcs,
+        n_in=x.size,
+        n_chan=_n_chan(x),
+        degree=node.degree,
+        work_bits=max(t.bits for t in stages),
+        coeff_data=c.reshape(-1),
+        stage_types=[ap_type(t) for t in stages],
+    )
+    prec = dict(coeff=ap_type(_int_type(c)), result=ap_type(node.dtype))
+    return Converted(layer, prec, _out(node, x))
+
+
+def _stage_types(node: N.Poly, c: np.ndarray) -> list[IntType]:
+    """h's type before the first Horner step (the leading coefficients), then after each."""
+    if len(node.stages) != node.degree or (node.stages and node.stages[-1] != node.dtype):
+        raise BitWidthError(
+            f"{node.name}: a degree-{node.degree} polynomial needs {node.degree} Horner stage "
+            f"types, the last equal to its dtype {node.dtype}, not {tuple(map(str, node.stages))}"
+            "; lower the model again"
+        )
+    return [_int_type(c[:, 0]), *node.stages]
+
+
 def _flatten(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
     (x,) = ins
     if len(x.shape) == 3:  # hls4ml position (h, w, c) holds graph index (c, h, w)
@@ -259,6 +297,7 @@ CONVERTERS: dict[str, Converter] = {
     "shift": _shift,
     "threshold": _threshold,
     "add": _add,
+    "poly": _poly,
     "flatten": _flatten,
 }
 
@@ -274,7 +313,23 @@ def input_tensor(q: N.Quantize) -> Tensor:
     return Tensor(tuple(shape), shape[-1], None, q.dtype)
 
 
-def convert(g: Graph) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]], Tensor]:
+def _repack_flattens(layers: list[dict[str, Any]]) -> None:
+    """io_stream: a flatten read by a cosyn extension layer repacks its stream.
+
+    hls4ml leaves a flatten in place in io_stream (the stream keeps the packing of
+    the tensor before it, one pixel per read); its own layers gather such a stream,
+    but the extension layers read and write packs of one size. A Repack makes the
+    flattened stream's packs those of the extension layer's output.
+    """
+    readers = {i for layer in layers if layer["class_name"] in EXTENSIONS for i in layer["inputs"]}
+    for layer in layers:
+        if layer["class_name"] == "Reshape" and layer["name"] in readers:
+            layer["class_name"] = "Repack"
+
+
+def convert(
+    g: Graph, io_type: str = "io_parallel"
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]], Tensor]:
     """The hls4ml layer list, per-layer precisions, and the output tensor of `g`."""
     if len(g.input.shape) not in (1, 3):
         raise UnsupportedLayerError(f"{g.input.name}: inputs must be (N,) or (C, H, W)")
@@ -303,6 +358,8 @@ def convert(g: Graph) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]], 
         layers.append(c.layer)
         precision[names[node.name]] = c.precision
         values[node.name] = c.out
+    if io_type == "io_stream":
+        _repack_flattens(layers)
     out = values[g.output.name]
     if out.dtype.bits > _EXACT_DOUBLE:
         raise BitWidthError(f"{g.output.name}: outputs wider than {_EXACT_DOUBLE} bits")

@@ -3,7 +3,9 @@
 An extension is data: an `Extension` names the hls4ml layer class, the C++ function
 (in a header under hw/hls/templates/), the constant arrays it takes (written by
 hls4ml as weights, typed from the graph), the integer constants of its config struct
-and the typedefs that config declares. `register()` turns each into an hls4ml layer
+the typedefs that config declares, and its type lists (a member template per list,
+specialized once per entry, for a C++ function that needs one type per step).
+`register()` turns each into an hls4ml layer
 class with its config and function templates, via hls4ml's extension API
 (register_layer, Backend.register_template, Backend.register_source). A new node
 kind (a polynomial activation, say) adds one `Extension` to `EXTENSIONS`, one C++
@@ -35,6 +37,8 @@ class Extension:
     `consts` the config-struct constants (name -> C++ type), read from the layer's
     attributes; `types` the config typedefs (name -> weight whose type it is). Every
     extension has an integer `work_bits` attribute: the width of its signed work type.
+    `typelists` (member template name -> list attribute of C++ type names) become
+    `template <unsigned K> struct NAME;` in the config, with `NAME<K>::type` the K-th.
     """
 
     name: str
@@ -44,6 +48,7 @@ class Extension:
     weights: tuple[str, ...] = ()
     consts: dict[str, str] = field(default_factory=dict)
     types: dict[str, str] = field(default_factory=dict)
+    typelists: dict[str, str] = field(default_factory=dict)
     n_inputs: int = 1
 
 
@@ -76,6 +81,16 @@ EXTENSIONS: dict[str, Extension] = {
             consts={"shift1": "unsigned", "shift2": "unsigned"},
             n_inputs=2,
         ),
+        Extension(
+            name="CosynPoly",
+            function="cosyn_poly",
+            base_config="cosyn_poly_config",
+            header="cosyn_poly.h",
+            weights=("coeff",),
+            consts={"n_chan": "unsigned", "degree": "unsigned"},
+            types={"coeff_t": "coeff"},
+            typelists={"stage": "stage_types"},
+        ),
     )
 }
 
@@ -88,6 +103,7 @@ def _layer_class(ext: Extension) -> type[Layer]:
 
     attrs = [Attribute("n_in"), Attribute("work_bits")]
     attrs += [Attribute(c, value_type=bool if t == "bool" else int) for c, t in ext.consts.items()]
+    attrs += [Attribute(a, value_type=list) for a in ext.typelists.values()]
     return type(ext.name, (Layer,), {"_expected_attributes": attrs, "initialize": initialize})
 
 
@@ -104,7 +120,14 @@ def _config_template(ext: Extension, layer: type[Layer]) -> type[LayerConfigTemp
         lines.append(f"    typedef ap_int<{node.get_attr('work_bits')}> work_t;")
         for t, w in ext.types.items():
             lines.append(f"    typedef {node.get_weights(w).type.name} {t};")
-        return "\n".join([*lines, "};\n"])
+        after = []
+        for t, a in ext.typelists.items():
+            lines.append(f"    template <unsigned K> struct {t};")
+            after += [
+                f"template <> struct config{node.index}::{t}<{k}> {{ typedef {ty} type; }};"
+                for k, ty in enumerate(node.get_attr(a))
+            ]
+        return "\n".join([*lines, "};", *after]) + "\n"
 
     return type(
         f"{ext.name}Config", (LayerConfigTemplate,), {"__init__": __init__, "format": format}

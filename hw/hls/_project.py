@@ -115,7 +115,7 @@ def hls_config(
     """hls4ml's configuration and layer list for `g`: every precision from the graph."""
     import hls4ml
 
-    layers, precision, out = convert(g)
+    layers, precision, out = convert(g, io_type)
     config = hls4ml.backends.get_backend(backend).create_initial_config(
         part=part, clock_period=clock_ns, io_type=io_type
     )
