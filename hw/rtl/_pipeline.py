@@ -3,14 +3,17 @@
 `plan(g, parallelism)` walks the graph in order and builds one block per node with
 `COMPONENTS[node.kind](node, ctx)`. The graph input (Quantize) is the top-level input
 stream; a flatten is free (it relabels the stream's order, see `_base`); a value read
-by two nodes goes through the registered "fork". Sample 0's timing is composed
-from each block's `timing` with the input at full rate: the pipeline is empty then,
-so nothing stalls it, and the first output's cycle is the design's latency. The
-interval is the slowest stage's.
+by two nodes goes through `Fork`s. Sample 0's timing is composed from each block's
+`timing` with the input at full rate. Where a block would make its producer wait
+within sample 0 (a convolution whose line buffer is full, an add whose other input
+is late), a FIFO deep enough that it never does goes in front of that input, so no
+producer ever stalls in sample 0 and the composition is exact: the first output's
+cycle is the design's latency. The interval is the slowest stage's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +47,7 @@ class Stream:
     order: str
     perm: np.ndarray | None
     times: np.ndarray  # transfer cycle of each element of sample 0
+    holds: bool = False  # the top-level input: it keeps offering while it waits
 
     @property
     def elements(self) -> int:
@@ -124,9 +128,9 @@ def plan(g: Graph, parallelism: int | dict | None = None, source_port: Any = Non
     if len(q.shape) not in (1, 3):
         raise UnsupportedLayerError(f"{q.name}: inputs must be (N,) or (C, H, W)")
     n_in = math.prod(q.shape)
-    src = Stream(source_port, q.dtype, q.shape, _order(q.shape), None, np.arange(n_in))
+    src = Stream(source_port, q.dtype, q.shape, _order(q.shape), None, np.arange(n_in), True)
     p = Plan(g, src)
-    readers = {n.name: sum(n.name in m.inputs for m in g) for n in g}
+    readers = {n.name: sum(m.inputs.count(n.name) for m in g) for n in g}
     values = {q.name: _fanout(p, src, readers[q.name], q.name)}
     for node in g.nodes[1:]:
         ins = [values[i].pop() for i in node.inputs]
@@ -135,7 +139,7 @@ def plan(g: Graph, parallelism: int | dict | None = None, source_port: Any = Non
         else:
             out = _stage(p, node, ins, parallelism)
         values[node.name] = _fanout(p, out, readers[node.name], node.name)
-    p.sink = values[g.output.name][0] if values[g.output.name] else out
+    p.sink = values[g.output.name][0]
     return p
 
 
@@ -151,44 +155,77 @@ def _stage(p: Plan, node: Node, ins: list[Stream], parallelism) -> Stream:
     if node.kind in MULTIPLIER_KINDS:
         par, note = resolve_parallelism(node, req, default_parallelism(node))
     x = ins[0]
-    ctx = Ctx(
-        tuple(s.dtype for s in ins),
-        tuple(s.shape for s in ins),
-        x.order,
-        x.perm,
-        par,
-    )
+    ctx = Ctx(tuple(s.dtype for s in ins), tuple(s.shape for s in ins), x.order, x.perm, par)
     block = COMPONENTS[node.kind](node, ctx)
+    ins = _buffer_inputs(p, node, block, ins)
     req = req if node.kind in MULTIPLIER_KINDS else None
     p.stages.append(Stage(node, block, par, req, note, ins))
     times = np.asarray(block.timing(*[s.times for s in ins]), dtype=np.int64)
     keep_perm = x.perm if len(node.shape) == 1 and node.kind not in MULTIPLIER_KINDS else None
-    order = _order(node.shape)
-    return Stream(block.o, node.dtype, node.shape, order, keep_perm, times)
+    return Stream(block.o, node.dtype, node.shape, _order(node.shape), keep_perm, times)
+
+
+def _taken(block: Any, offers: list[np.ndarray]) -> list[np.ndarray]:
+    """When `block` takes each input element offered at `offers` (its output ready)."""
+    if hasattr(block, "transfers"):
+        return [np.asarray(block.transfers(*offers), dtype=np.int64)]
+    if len(offers) == 2:  # one element of each input together, one pair per cycle
+        ready = np.maximum(offers[0], offers[1])
+        k = np.arange(len(ready))
+        both = np.maximum.accumulate(ready - k) + k
+        return [both, both]
+    return offers
+
+
+def _buffer_inputs(p: Plan, node: Node, block: Any, ins: list[Stream]) -> list[Stream]:
+    """`ins`, with a FIFO in front of each input that `block` would keep waiting (not the
+    top-level input: the timing functions take the cycles it offers, and it holds)."""
+    offers = [s.times for s in ins]
+    buffered: set[int] = {j for j, s in enumerate(ins) if s.holds}
+    while True:
+        taken = _taken(block, offers)
+        late = {j for j in range(len(ins)) if j not in buffered and np.any(taken[j] != offers[j])}
+        if not late:
+            break
+        buffered |= late
+        offers = [o + 1 if j in late else o for j, o in enumerate(offers)]
+    need = {j for j in buffered if not ins[j].holds}
+    return [_fifo(p, node, j, s, taken[j]) if j in need else s for j, s in enumerate(ins)]
+
+
+def _fifo(p: Plan, node: Node, j: int, s: Stream, taken: np.ndarray) -> Stream:
+    """A FIFO between `s` and input j of `node`, deep enough that `s` never waits: the
+    most elements in it at once, elements arriving at `s.times` and leaving at `taken`."""
+    from cosyn.hw.rtl._add import SkipFifo
+
+    held = np.searchsorted(s.times, taken, side="right") - np.arange(len(taken))
+    depth = int(held.max()) + 1
+    block = SkipFifo(s.dtype, depth)
+    block.interval = s.elements
+    port = "i" if len(node.inputs) == 1 else "ab"[j]
+    name = f"{node.name}.{port}.fifo"
+    p.stages.append(Stage(_Aux(name, "fifo"), block, 1, None, f"depth {depth}", [s]))
+    return Stream(block.o, s.dtype, s.shape, s.order, s.perm, s.times + 1)
 
 
 def _fanout(p: Plan, s: Stream, readers: int, name: str) -> list[Stream]:
-    """The streams that `readers` consumers take, through a fork when there are two or more."""
+    """One stream per reader: through a chain of two-way forks when there are several."""
     if readers <= 1:
         return [s]
-    fork = COMPONENTS.get("fork")
-    if fork is None:
-        raise UnsupportedLayerError(f"{name}: a value read by {readers} nodes needs a fork block")
-    ctx = Ctx((s.dtype,), (s.shape,), s.order, s.perm, readers)
-    block = fork(s, ctx)
-    p.stages.append(Stage(_ForkNode(name), block, 1, None, "", [s]))
-    outs = block.timing(s.times)
-    pairs = zip(block.outputs, outs, strict=True)
-    return [Stream(o, s.dtype, s.shape, s.order, s.perm, np.asarray(t)) for o, t in pairs][::-1]
+    from cosyn.hw.rtl._add import Fork
+
+    fork = Fork(s.dtype)
+    fork.interval = s.elements
+    p.stages.append(Stage(_Aux(f"{name}.fork{readers - 1}", "fork"), fork, 1, None, "", [s]))
+    t = np.asarray(fork.timing(s.times), dtype=np.int64)
+    first = dataclasses.replace(s, port=fork.o0, times=t, holds=False)
+    rest = dataclasses.replace(s, port=fork.o1, times=t, holds=False)
+    return [*_fanout(p, rest, readers - 1, name), first]
 
 
 @dataclass(eq=False)
-class _ForkNode:
-    """A manifest stand-in for a fork inserted after node `of`."""
+class _Aux:
+    """A manifest entry for a block the pipeline adds: a FIFO or a fork."""
 
-    of: str
-    kind: str = "fork"
-
-    @property
-    def name(self) -> str:
-        return f"{self.of}.fork"
+    name: str
+    kind: str

@@ -70,8 +70,10 @@ def threshold_block(node: Threshold, ctx: Ctx) -> Elementwise:
         ph = v["phase"]
         base, sign = tab.get("base", ph), tab.get("sign", ph)
         c = v["c"]
-        y = base + c if isinstance(sign, int) and sign > 0 else (
-            base - c if isinstance(sign, int) else Mux(sign[-1], base - c, base + c)
+        y = (
+            base + c
+            if isinstance(sign, int) and sign > 0
+            else (base - c if isinstance(sign, int) else Mux(sign[-1], base - c, base + c))
         )
         return {"y": Value.cast(y)[: node.dtype.bits]}
 

@@ -12,6 +12,7 @@ in one `unused` wire: Verilator's documented convention for bits dropped on purp
 from __future__ import annotations
 
 import json
+import operator
 import re
 
 from amaranth._toolchain.yosys import find_yosys
@@ -21,6 +22,7 @@ __all__ = ["netlist_verilog"]
 _BINARY = {"$add": "+", "$sub": "-", "$mul": "*", "$and": "&", "$or": "|", "$xor": "^"}
 _COMPARE = {"$eq": "==", "$ne": "!=", "$lt": "<", "$le": "<=", "$gt": ">", "$ge": ">="}
 _UNARY = {"$not": "~", "$neg": "-", "$pos": ""}
+_ORDER = {"$lt": operator.lt, "$le": operator.le, "$gt": operator.gt, "$ge": operator.ge}
 _REDUCE = {"$reduce_or": "|", "$reduce_bool": "|", "$reduce_and": "&", "$reduce_xor": "^"}
 _SHIFT = {"$shl": "<<", "$sshl": "<<<", "$shr": ">>", "$sshr": ">>>", "$shiftx": ">>"}
 _OUTPUTS = {"Y", "Q", "RD_DATA"}
@@ -195,6 +197,9 @@ def _expr(w: _Writer, t: str, p: dict, con: dict) -> str:
     if t in _UNARY:
         return f"{_UNARY[t]}{a(yw)}"
     if t in _COMPARE:
+        fixed = _constant_compare(t, p, con)
+        if fixed is not None:  # a comparison its operands' range decides (Verilator CMPCONST)
+            return pad(f"1'b{fixed}")
         n = max(p["A_WIDTH"], p["B_WIDTH"])
         signed = p["A_SIGNED"] and p["B_SIGNED"]
         x, z = (f"$signed({a(n)})", f"$signed({b(n)})") if signed else (a(n), b(n))
@@ -214,6 +219,26 @@ def _expr(w: _Writer, t: str, p: dict, con: dict) -> str:
             e = f"{w.render([con['S'][i]])} ? {w.render(con['B'][i * yw : (i + 1) * yw])} : ({e})"
         return e
     raise NotImplementedError(t)
+
+
+def _constant_compare(t: str, p: dict, con: dict) -> int | None:
+    """The result of a comparison with a constant that is the same for every value of
+    the other operand, else None."""
+    const = [all(isinstance(b, str) for b in con[k]) for k in ("A", "B")]
+    if const[0] == const[1]:
+        return None
+    k, other = ("A", "B") if const[0] else ("B", "A")
+    bits, signed = con[k], p[f"{k}_SIGNED"] and p[f"{other}_SIGNED"]
+    c = int("".join(reversed([b if b == "1" else "0" for b in bits])) or "0", 2)
+    if signed and bits and bits[-1] == "1":
+        c -= 1 << len(bits)
+    w = len(con[other])
+    lo, hi = (-(1 << (w - 1)), (1 << (w - 1)) - 1) if signed else (0, (1 << w) - 1)
+    if t in ("$eq", "$ne"):
+        return None if lo <= c <= hi else int(t == "$ne")
+    f = _ORDER[t]
+    ends = [int(f(c, x) if k == "A" else f(x, c)) for x in (lo, hi)]
+    return ends[0] if ends[0] == ends[1] else None
 
 
 def _memory(w: _Writer, c: dict, lines: list[str], regs: list[str]) -> None:
