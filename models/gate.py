@@ -115,8 +115,8 @@ def gate_cost(model: nn.Module, weight: float = 1.0, costs: Costs | None = None)
 
 
 def harden(model: nn.Module) -> dict[str, str]:
-    """Harden every GateAct in `model`; returns the choice per layer name."""
-    return {name: g.harden() for name, g in gates(model).items()}
+    """Harden every GateAct of `model` not hardened yet; returns the choice per layer name."""
+    return {name: g.choice or g.harden() for name, g in gates(model).items()}
 
 
 def lower_gateact(builder, n: fx.Node, m: GateAct, v: object, name: str):
