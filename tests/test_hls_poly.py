@@ -2,7 +2,8 @@
 
 Graphs are built by hand around Poly nodes whose `stages` are found the way a
 lowering finds them: every input integer of the node's range, per channel, through
-Horner's rule, taking the range of h after each step.
+Horner's rule, taking the range of h after each step. The zoo's PolyAct models,
+lowered by cosyn, are checked on the whole digits test set.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cosyn.hw.hls import generate
+from cosyn.models import data, fit, zoo
+from cosyn.models.train import predict
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from test_hls import ONE, _Builder, vectors
 
+import cosyn
 from cosyn.errors import BitWidthError, CosynError
 from cosyn.ir import nodes as N
 from cosyn.ir.graph import Graph
@@ -229,3 +234,20 @@ def test_hypothesis_poly_graphs_csim_is_exact(
 ) -> None:
     xi = np.concatenate([every_input(g), vectors(g, 32, seed)])
     assert_csim_exact(g, tmp_path / f"p{seed}", "io_stream" if stream else "io_parallel", xi)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("factory", "io_type"), [(zoo.mlp, "io_stream"), (zoo.cnn, "io_parallel")])
+def test_zoo_polyact_csim_is_exact_on_digits(tmp_path: Path, factory, io_type: str) -> None:
+    """PolyAct models trained on digits: C simulation equals the model on the test set."""
+    d = data.digits(image=factory is zoo.cnn)
+    torch.manual_seed(0)
+    model = factory(act="poly")
+    fit(model, d, epochs=2, quiet=True)
+    g = cosyn.lower(model, d.x_test[:8])
+    assert sum(n.kind == "poly" for n in g) == 2
+    h = generate(g, tmp_path / "p", io_type=io_type)
+    xi = g.quantize(d.x_test.numpy())
+    assert xi.shape[0] == 360
+    assert np.array_equal(h.predict_int(xi), g.run_int(xi))
+    assert np.array_equal(h.predict(d.x_test.numpy()), predict(model, d.x_test).numpy())
