@@ -172,16 +172,21 @@ def run_testbench(
     rtl_dir: str | Path | None = None,
     simulator: str = "icarus",
     build_dir: str | Path | None = None,
+    vectors: int | None = None,
 ) -> SimResult:
     """Run a testbench folder written by `write_testbench` on the design in `rtl_dir`
-    (default: the folder recorded in tb.json) and return what it measured."""
+    (default: the folder recorded in tb.json), on its first `vectors` vectors (default:
+    all), and return what it measured. The build is kept in `build_dir` (default:
+    `tb_dir/sim_build/<simulator>`) and reused while top.v is unchanged."""
     tb_dir = Path(tb_dir)
+    if vectors is not None and vectors < 1:
+        raise SimulationError(f"{tb_dir}: the number of vectors must be 1 or more, not {vectors}")
     if not (tb_dir / "tb.json").is_file():
         raise SimulationError(f"{tb_dir}: no tb.json; write the testbench with `cosyn build`")
     cfg = json.loads((tb_dir / "tb.json").read_text())
     rtl = Path(rtl_dir) if rtl_dir is not None else tb_dir / cfg["rtl"]
     try:
-        r = runner.run(tb_dir, rtl, simulator, Path(build_dir) if build_dir else None)
+        r = runner.run(tb_dir, rtl, simulator, Path(build_dir) if build_dir else None, vectors)
     except runner.SimSetupError as e:
         raise SimulationError(str(e)) from e
     o = cfg["output"]

@@ -15,10 +15,10 @@ One coroutine clocks all of them (`run_stream`): on each falling edge the driver
 settled, so a transfer is `valid & ready` as the rising edge will see it. One loop
 per cycle, with no coroutine per part, is the fastest way to run cocotb.
 
-`stream_test` is the cocotb test: it reads the vectors and the settings from the
-folder named by COSYN_TB_DIR and writes `results.json` and `outputs.npz` to
-COSYN_RESULTS_DIR. It needs only cocotb, NumPy and the standard library, so the
-standalone `tb/` folder carries this file as it is.
+`stream_test` is the cocotb test: it reads the vectors (the first COSYN_TB_VECTORS of
+them, if set) and the settings from the folder named by COSYN_TB_DIR and writes
+`results.json` and `outputs.npz` to COSYN_RESULTS_DIR. It needs only cocotb, NumPy
+and the standard library, so the standalone `tb/` folder carries this file as it is.
 """
 
 from __future__ import annotations
@@ -327,7 +327,8 @@ async def stream_test(dut: Any) -> None:
     tb, out = Path(os.environ["COSYN_TB_DIR"]), Path(os.environ["COSYN_RESULTS_DIR"])
     cfg = json.loads((tb / "tb.json").read_text())
     vec = np.load(tb / "vectors.npz")
-    inputs, expected = vec["inputs"], vec["expected"]
+    limit = int(os.environ.get("COSYN_TB_VECTORS") or 0) or None  # the first N vectors only
+    inputs, expected = vec["inputs"][:limit], vec["expected"][:limit]
     Clock(dut.clk, 10, unit="ns").start()
     t_board, t_mon, timing = await run_phase(
         dut, cfg, *_timing_set(inputs, expected, cfg["timing_samples"]), False

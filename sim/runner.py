@@ -150,8 +150,15 @@ def build(rtl_dir: Path, simulator: str, build_dir: Path) -> Path:
     return build_dir
 
 
-def run(tb_dir: Path, rtl_dir: Path, simulator: str, build_dir: Path | None = None) -> dict:
-    """Build (or reuse) the design and run the testbench in `tb_dir` on it.
+def run(
+    tb_dir: Path,
+    rtl_dir: Path,
+    simulator: str,
+    build_dir: Path | None = None,
+    vectors: int | None = None,
+) -> dict:
+    """Build (or reuse) the design and run the testbench in `tb_dir` on it (on its first
+    `vectors` vectors if given, else on all).
 
     Returns the results dict (see `cosyn_bench.stream_test`) with the received
     outputs under "outputs" (samples x elements, stream order).
@@ -165,7 +172,11 @@ def run(tb_dir: Path, rtl_dir: Path, simulator: str, build_dir: Path | None = No
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     log = out / "sim.log"
-    env = {"COSYN_TB_DIR": str(tb_dir), "COSYN_RESULTS_DIR": str(out)}
+    env = {
+        "COSYN_TB_DIR": str(tb_dir),
+        "COSYN_RESULTS_DIR": str(out),
+        "COSYN_TB_VECTORS": str(vectors or ""),
+    }
     sys.path.insert(0, str(tb_dir))  # the runner passes sys.path on as PYTHONPATH
     try:
         get_runner(simulator).test(
@@ -217,7 +228,8 @@ def report(results: dict, simulator: str) -> str:
 
 
 def main(argv: list[str] | None = None, here: Path | None = None) -> int:
-    """`python tb/run.py [--sim icarus|verilator] [--rtl DIR]`: 0 when every output matches."""
+    """`python tb/run.py [--sim icarus|verilator] [--rtl DIR] [--vectors N]`: exit status 0
+    when every output matches, 1 when one does not, 2 when the simulation cannot run."""
     here = Path(here or Path(__file__).parent)
     cfg = json.loads((here / "tb.json").read_text())
     p = argparse.ArgumentParser(description="Run the cosyn testbench on the generated design.")
@@ -228,9 +240,10 @@ def main(argv: list[str] | None = None, here: Path | None = None) -> int:
         default=here / cfg["rtl"],
         help="folder with top.v (default: %(default)s)",
     )
+    p.add_argument("--vectors", type=int, default=None, help="check the first N vectors only")
     args = p.parse_args(argv)
     try:
-        results = run(here, args.rtl, args.sim)
+        results = run(here, args.rtl, args.sim, vectors=args.vectors)
     except SimSetupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

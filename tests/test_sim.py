@@ -137,6 +137,30 @@ def test_monitor_flags_a_beat_withdrawn_before_it_was_taken() -> None:
     assert mon.protocol_errors == 1
 
 
+class _Unknown:
+    """A signal handle whose value has X or Z bits."""
+
+    @property
+    def value(self) -> object:
+        class V:
+            def __int__(self) -> int:
+                raise ValueError("Cannot convert Logic('X') to int")
+
+            def to_unsigned(self) -> int:
+                raise ValueError("X")
+
+        return V()
+
+
+def test_monitor_counts_unknown_bits_and_never_matches_them() -> None:
+    mon = Monitor(width=8, signed=False)
+    assert mon.read(_Unknown()) is None and mon.read(_Unknown(), vector=True) is None
+    assert mon.protocol_errors == 2
+    mon.sample(0, 1, 1, None, 1)
+    board = Scoreboard(np.array([[0]])).check(mon.beats)
+    assert board.mismatches == 1 and board.outputs().tolist() == [[0]]
+
+
 def test_stream_order_is_hwc_for_images() -> None:
     a = np.arange(2 * 3 * 2 * 2).reshape(2, 3, 2, 2)
     s = to_stream(a, "hwc")
@@ -238,8 +262,12 @@ def test_verilator_matches_icarus(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("bug", "code"), [(0, 0), (1, 1)], ids=["pass", "fail"])
-def test_standalone_testbench_runs_without_cosyn(tmp_path: Path, bug: int, code: int) -> None:
+@pytest.mark.parametrize(
+    ("bug", "code", "n"), [(0, 0, 10), (1, 1, 25)], ids=["pass-first-10", "fail"]
+)
+def test_standalone_testbench_runs_without_cosyn(
+    tmp_path: Path, bug: int, code: int, n: int
+) -> None:
     d = make_design(tmp_path / "out" / "rtl", bug=bug)
     tb = write_testbench(d, tmp_path / "out" / "tb", vectors(d, 25))
     # a fresh interpreter that cannot import cosyn: only cocotb and NumPy
@@ -250,36 +278,52 @@ def test_standalone_testbench_runs_without_cosyn(tmp_path: Path, bug: int, code:
         "PYTHONNOUSERSITE": "1",
     }
     run = (
-        "import runpy, sys; sys.modules['cosyn'] = None; sys.argv = ['run.py', '--sim', 'icarus']; "
+        "import runpy, sys; sys.modules['cosyn'] = None; "
+        f"sys.argv = ['run.py', '--sim', 'icarus', '--vectors', '{n}']; "
         f"runpy.run_path({str(tb / 'run.py')!r}, run_name='__main__')"
     )
     p = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, env=env,
                        cwd=tmp_path, check=False)  # fmt: skip
     assert p.returncode == code, p.stdout + p.stderr
-    assert "vectors checked  25" in p.stdout
+    assert f"vectors checked  {n}" in p.stdout
     assert f"mismatches       {2 if bug else 0}" in p.stdout
     assert f"latency          {STAGES} cycles" in p.stdout
 
 
-class _Unknown:
-    """A signal handle whose value has X or Z bits."""
-
-    @property
-    def value(self) -> object:
-        class V:
-            def __int__(self) -> int:
-                raise ValueError("Cannot convert Logic('X') to int")
-
-            def to_unsigned(self) -> int:
-                raise ValueError("X")
-
-        return V()
+# --- generated designs of the default models (slow) ----------------------------------
 
 
-def test_monitor_counts_unknown_bits_and_never_matches_them() -> None:
-    mon = Monitor(width=8, signed=False)
-    assert mon.read(_Unknown()) is None and mon.read(_Unknown(), vector=True) is None
-    assert mon.protocol_errors == 2
-    mon.sample(0, 1, 1, None, 1)
-    board = Scoreboard(np.array([[0]])).check(mon.beats)
-    assert board.mismatches == 1 and board.outputs().tolist() == [[0]]
+@pytest.fixture(scope="module")
+def zoo_graphs() -> dict[str, tuple[Graph, np.ndarray]]:
+    """The default MLP and CNN (calibrated, untrained) lowered, with the digits test set
+    (the full set, 360 vectors) for each."""
+    import torch
+    from cosyn.models.data import digits
+    from cosyn.models.zoo import cnn, mlp
+
+    import cosyn
+
+    graphs = {}
+    for name, factory, image in (("mlp", mlp, False), ("cnn", cnn, True)):
+        data = digits(image=image)
+        torch.manual_seed(0)
+        model = factory().train()
+        with torch.no_grad():
+            model(data.x_train[:256])
+        graphs[name] = cosyn.lower(model.eval(), data.x_test[:8]), data.x_test.numpy()
+    return graphs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+@pytest.mark.parametrize("model", ["mlp"])
+def test_zoo_design_exact_over_digits(
+    zoo_graphs: dict, model: str, simulator: str, tmp_path: Path
+) -> None:
+    from cosyn.hw.rtl import generate
+
+    g, x = zoo_graphs[model]
+    d = generate(g, tmp_path / model)
+    r = simulate(d, x, simulator=simulator, backpressure=True)
+    assert r.protocol_errors == 0, f"X/Z on a handshake, or an offered beat changed: {r}"
+    _check_exact(r, d, g.quantize(x))
