@@ -3,17 +3,21 @@ and its golden model equals the Brevitas model bit for bit (np.array_equal on fl
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import brevitas.nn as qnn
 import numpy as np
 import onnx
 import pytest
 import torch
 from brevitas.export import export_qonnx
+from brevitas.quant import Int32Bias
 from cosyn.models import data, fit, zoo
 from cosyn.models.quant import Int8ActPow2, Int8WeightPow2, Uint8ActPow2
 from cosyn.models.train import predict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from qonnx.util.cleanup import cleanup
 from strategies import cnns, inputs, mlps
 from test_ir_exact import UserNet
 from torch import nn
@@ -23,11 +27,14 @@ from cosyn.errors import ModelFileError, UnsupportedLayerError
 from cosyn.ir.qonnx import input_shape
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+EXPORTERS = pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
 
 
-def export(model: nn.Module, shape: tuple[int, ...], path) -> str:
+def export(model: nn.Module, shape: tuple[int, ...], path, dynamo: bool = False) -> str:
+    """Brevitas' QONNX export; `dynamo` picks torch's default exporter (Reshape, slow) over
+    the TorchScript one (Flatten, constant QuantTensor outputs, fast)."""
     model.eval()
-    export_qonnx(model, input_t=torch.zeros(1, *shape), export_path=str(path))
+    export_qonnx(model, input_t=torch.zeros(1, *shape), export_path=str(path), dynamo=dynamo)
     return str(path)
 
 
@@ -45,12 +52,17 @@ def assert_same_graph(a: cosyn.ir.Graph, b: cosyn.ir.Graph) -> None:
         np.testing.assert_array_equal(a.output_bias, b.output_bias)
 
 
-def assert_exact(model: nn.Module, x: torch.Tensor, path) -> cosyn.ir.Graph:
-    g = cosyn.ir.from_qonnx(export(model, tuple(x.shape[1:]), path))
+def assert_exact(
+    model: nn.Module, x: torch.Tensor, path, dynamo: bool = False, same: bool = True
+) -> cosyn.ir.Graph:
+    """from_qonnx of the exported model equals the model on `x` (and, with `same`, is the
+    graph cosyn.lower builds)."""
+    g = cosyn.ir.from_qonnx(export(model, tuple(x.shape[1:]), path, dynamo))
     got = g.run(x.numpy())
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, predict(model, x).numpy())
-    assert_same_graph(g, cosyn.lower(model, x[:2]))
+    if same:
+        assert_same_graph(g, cosyn.lower(model, x[:2]))
     return g
 
 
@@ -63,8 +75,8 @@ def one_bit(model: nn.Module) -> bool:
 def test_zoo_trained_on_digits_reads_back_exact(factory, image, tmp_path):
     d = data.digits(image=image)
     model = factory()
-    assert fit(model, d, epochs=3, quiet=True) > 50
-    g = assert_exact(model, d.x_test, tmp_path / "m.onnx")
+    assert fit(model, d, epochs=2, quiet=True) > 50
+    g = assert_exact(model, d.x_test, tmp_path / "m.onnx", dynamo=True)
     assert "shift" in {n.kind for n in g}
     assert input_shape(tmp_path / "m.onnx") == tuple(d.x_test.shape[1:])
 
@@ -106,7 +118,8 @@ def test_cnns_read_back_exact(tmp_path_factory, data_):
     assert_exact(model, data_.draw(inputs((model[1].in_channels, 8, 8))), path)
 
 
-def test_user_model_with_residual_add_and_per_channel_weights_reads_back_exact(tmp_path):
+@EXPORTERS
+def test_user_model_with_residual_add_and_per_channel_weights_reads_back_exact(tmp_path, dynamo):
     torch.manual_seed(1)
     model = UserNet()
     with torch.no_grad():
@@ -115,8 +128,37 @@ def test_user_model_with_residual_add_and_per_channel_weights_reads_back_exact(t
     model.train()
     for _ in range(3):
         model(torch.randn(16, 1, 8, 8))
-    g = assert_exact(model, torch.randn(200, 1, 8, 8), tmp_path / "m.onnx")
+    x = torch.randn(200, 1, 8, 8)
+    g = assert_exact(model, x, tmp_path / "m.onnx", dynamo)
     assert {"add", "flatten", "threshold", "conv2d"} <= {n.kind for n in g}
+    cleanup(str(tmp_path / "m.onnx"), out_file=str(tmp_path / "clean.onnx"))  # reorders nodes
+    clean = cosyn.ir.from_qonnx(tmp_path / "clean.onnx")
+    assert sorted(n.kind for n in clean) == sorted(n.kind for n in g)
+    np.testing.assert_array_equal(clean.run(x.numpy()), g.run(x.numpy()))
+
+
+class FloatOpsNet(nn.Module):
+    """Float Mul before the input quantizer; Hardtanh (Clip), Mul and Div between layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = qnn.QuantIdentity(act_quant=Int8ActPow2, return_quant_tensor=True)
+        self.fc = qnn.QuantLinear(
+            6, 5, bias=True, weight_quant=Int8WeightPow2, bias_quant=Int32Bias
+        )
+        self.clip = nn.Hardtanh(-0.5, 0.75)
+        self.out = qnn.QuantIdentity(act_quant=Int8ActPow2, return_quant_tensor=True)
+
+    def forward(self, x):
+        return self.out(self.clip(self.fc(self.inp(x * 1.5))) * 0.3 / 1.7)
+
+
+@EXPORTERS
+def test_float_clip_mul_div_between_layers_read_back_exact(tmp_path, dynamo):
+    torch.manual_seed(0)
+    x = torch.randn(3000, 6) * 2
+    g = assert_exact(FloatOpsNet(), x, tmp_path / "m.onnx", dynamo, same=False)
+    assert [n.kind for n in g] == ["quantize", "dense", "threshold"]
 
 
 # -- files cosyn refuses, with one line naming the file and the node ------------------------
@@ -143,7 +185,7 @@ def test_malformed_file_raises_model_file_error(tmp_path, content):
     path = tmp_path / "bad.onnx"
     if content is None:  # a real export cut in half
         good = export(small_mlp(), (4,), tmp_path / "good.onnx")
-        content = open(good, "rb").read()[:200]
+        content = Path(good).read_bytes()[:200]
     path.write_bytes(content)
     with pytest.raises(ModelFileError) as e:
         cosyn.ir.from_qonnx(path)
@@ -167,16 +209,19 @@ def test_unsupported_op_names_file_and_node(tmp_path):
     one_line(e, "m.onnx", "'my_sigmoid'", "Sigmoid", "supported: Quant")
 
 
-def test_float_weights_are_refused_with_the_gemm_named(tmp_path):
-    path = export(small_mlp(), (4,), tmp_path / "m.onnx")
+@EXPORTERS
+def test_float_weights_are_refused_with_the_layer_named(tmp_path, dynamo):
+    path = export(small_mlp(), (4,), tmp_path / "m.onnx", dynamo)
     model = onnx.load(path)
-    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
-    quant = next(n for n in model.graph.node if n.output[0] == gemm.input[1])
-    gemm.input[1] = quant.input[0]  # the float weight, bypassing its Quant
+    weights = {i.name for i in model.graph.initializer if len(i.dims) == 2}
+    quant = next(n for n in model.graph.node if n.op_type == "Quant" and n.input[0] in weights)
+    quant.op_type, quant.domain = "Identity", ""  # the float weight, without its Quant
+    del quant.input[1:], quant.attribute[:]
     onnx.save(model, path)
+    layer = "(Gemm)" if dynamo else "(MatMul)"
     with pytest.raises(UnsupportedLayerError) as e:
         cosyn.ir.from_qonnx(path)
-    one_line(e, "m.onnx", f"'{gemm.name}' (Gemm)", "not the output of a Quant")
+    one_line(e, "m.onnx", layer, "not the output of a Quant")
 
 
 def test_one_bit_relu_exported_as_bipolar_quant_is_refused(tmp_path):
@@ -185,3 +230,16 @@ def test_one_bit_relu_exported_as_bipolar_quant_is_refused(tmp_path):
     with pytest.raises(UnsupportedLayerError) as e:
         cosyn.ir.from_qonnx(export(model, (4,), tmp_path / "m.onnx"))
     one_line(e, "m.onnx", "(BipolarQuant)", "2 or more bits")
+
+
+def test_quant_with_a_zero_point_is_refused(tmp_path):
+    path = export(small_mlp(), (4,), tmp_path / "m.onnx", dynamo=True)
+    model = onnx.load(path)
+    first = model.graph.node[0]
+    assert first.op_type == "Quant"
+    zp = next(i for i in model.graph.initializer if i.name == first.input[2])
+    zp.CopyFrom(onnx.numpy_helper.from_array(np.array(3.0, np.float32), zp.name))
+    onnx.save(model, path)
+    with pytest.raises(UnsupportedLayerError) as e:
+        cosyn.ir.from_qonnx(path)
+    one_line(e, "m.onnx", f"'{first.name}' (Quant)", "zero points are not supported")

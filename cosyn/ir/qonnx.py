@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from cosyn.ir.qonnx_ops import (
     conv_geometry,
     evaluate,
     quant_op,
+    transpose_perm,
 )
 from cosyn.ir.qonnx_ops import QuantOp as QuantOp
 
@@ -86,11 +87,8 @@ def _load(path: Path) -> onnx.ModelProto:
             f"{path}: not a readable ONNX file ({_first_line(e)}); export the model with "
             "brevitas.export.export_qonnx"
         ) from e
-    if not model.graph.node or len(model.graph.output) != 1:
-        raise ModelFileError(
-            f"{path}: the ONNX graph needs nodes and exactly one output, it has "
-            f"{len(model.graph.node)} nodes and {len(model.graph.output)} outputs"
-        )
+    if not model.graph.node or not model.graph.output:
+        raise ModelFileError(f"{path}: the ONNX graph has no nodes or no output")
     return model
 
 
@@ -135,13 +133,25 @@ class _QonnxBuilder(Builder):
         self.values[name], self.vals[name] = torch.zeros((1, *shape)), _Input()
         for node in self.graph.node:
             self.step(node)
-        out = self.graph.output[0].name
-        if out not in self.vals:
-            raise ModelFileError(f"{self.path}: no node produces the graph output {out!r}")
+        out = self.output()
         try:
             return self.finish(self.vals[out])
         except UnsupportedLayerError as e:
             raise UnsupportedLayerError(f"{self.path}: output {out!r}: {e}") from e
+
+    def output(self) -> str:
+        """The one output that is not a constant (the TorchScript exporter adds a returned
+        QuantTensor's scale, zero point and bit width as constant outputs)."""
+        names = [o.name for o in self.graph.output]
+        missing = [n for n in names if n not in self.vals]
+        if missing:
+            raise ModelFileError(f"{self.path}: no node produces the graph output {missing[0]!r}")
+        outs = [n for n in names if not isinstance(self.vals[n], _Const)]
+        if len(outs) != 1:
+            raise UnsupportedLayerError(
+                f"{self.path}: the graph needs exactly one computed output, it has {outs}"
+            )
+        return outs[0]
 
     def _const(self, name: str, a: np.ndarray) -> None:
         self.values[name] = t = torch.from_numpy(np.array(a))
@@ -191,6 +201,8 @@ class _QonnxBuilder(Builder):
         if node.op_type == "Constant":
             return self.vals[out]
         args = [self.vals[i] if i else None for i in node.input]
+        if node.op_type == "Transpose" and isinstance(args[0], _Const) and args[0].quant:
+            return _transposed(args[0], transpose_perm(node, args[0].raw.dim()))
         if node.op_type != "Quant" and all(a is None or isinstance(a, _Const) for a in args):
             return _Const(self.values[out])  # constant folding, e.g. a reshaped weight
         return getattr(self, f"op_{node.op_type.lower()}")(node, args, out, ident)
@@ -364,6 +376,16 @@ def _fuse(v: _Val, q: QuantOp) -> tuple[_Val, object]:
     if not v.chain or not all(op is torch.relu or isinstance(op, ClipOp) for op in v.chain):
         return v, q
     return _Val(v.node, v.scale), _Fused(tuple(v.chain), q)
+
+
+def _transposed(c: _Const, perm: tuple[int, ...]) -> _Const:
+    """A transposed quantized constant (weights the TorchScript exporter feeds to MatMul)."""
+
+    def t(a: torch.Tensor) -> torch.Tensor:
+        return a.permute(perm) if a.dim() == len(perm) else a
+
+    q = replace(c.quant, scale=t(c.quant.scale), zero_point=t(c.quant.zero_point))
+    return _Const(t(c.value), q, t(c.raw))
 
 
 def _constant(node: NodeProto) -> np.ndarray:

@@ -30,6 +30,7 @@ __all__ = [
     "conv_geometry",
     "evaluate",
     "quant_op",
+    "transpose_perm",
 ]
 
 
@@ -203,6 +204,11 @@ def _reshape(node: NodeProto, x, shape) -> torch.Tensor:
     return x.reshape(dims)
 
 
+def transpose_perm(node: NodeProto, ndim: int) -> tuple[int, ...]:
+    """The permutation of a Transpose node (reversed axes by default)."""
+    return tuple(attrs(node).get("perm", range(ndim - 1, -1, -1)))
+
+
 def _flatten(node: NodeProto, x) -> torch.Tensor:
     axis = attrs(node).get("axis", 1)
     return x.reshape(int(torch.tensor(x.shape[:axis]).prod()), -1)
@@ -221,6 +227,7 @@ _OPS: dict[str, Callable] = {
     "Div": lambda n, a, b: a / b,
     "Flatten": _flatten,
     "Reshape": _reshape,
+    "Transpose": lambda n, x: x.permute(transpose_perm(n, x.dim())),
     "Identity": lambda n, x: x,
     "Dropout": lambda n, x, *rest: x,
 }
