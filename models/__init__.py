@@ -4,7 +4,7 @@ data sets and training."""
 from cosyn.models import data, quant, zoo
 from cosyn.models.gate import GateAct, gate_cost, gates, harden
 from cosyn.models.poly import PolyAct, PolyActError
-from cosyn.models.replace import replace_relu
+from cosyn.models.replace import finetune_poly, replace_relu, search_gates
 from cosyn.models.train import accuracy, fit
 
 __all__ = [
@@ -13,11 +13,13 @@ __all__ = [
     "PolyActError",
     "accuracy",
     "data",
+    "finetune_poly",
     "fit",
     "gate_cost",
     "gates",
     "harden",
     "quant",
     "replace_relu",
+    "search_gates",
     "zoo",
 ]

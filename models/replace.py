@@ -7,16 +7,19 @@ them, so the converted model starts close to the original and is ready to fine-t
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import brevitas.nn as qnn
 import torch
 from brevitas.quant_tensor import QuantTensor
-from cosyn.models.gate import Costs, GateAct
+from cosyn.models.data import Dataset
+from cosyn.models.gate import Costs, GateAct, gate_cost, harden
 from cosyn.models.poly import PolyAct, PolyActError
+from cosyn.models.train import fit
 from torch import Tensor, nn
 
-__all__ = ["collect_inputs", "replace_relu"]
+__all__ = ["collect_inputs", "finetune_poly", "replace_relu", "search_gates"]
 
 
 def _targets(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
@@ -100,3 +103,41 @@ def replace_relu(
         parent, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent), attr, new)
     return model
+
+
+def finetune_poly(
+    model: nn.Module,
+    data: Dataset,
+    epochs: int = 20,
+    lr: float = 2e-3,
+    degree: int = 2,
+    seed: int = 0,
+    quiet: bool = True,
+) -> tuple[nn.Module, float]:
+    """A copy of the trained ReLU `model` with every QuantReLU a PolyAct fitted over the
+    training inputs, fine-tuned; returns (model, test accuracy in percent)."""
+    poly = replace_relu(copy.deepcopy(model), calib_data=data.x_train, degree=degree)
+    return poly, fit(poly, data, epochs=epochs, lr=lr, seed=seed, quiet=quiet)
+
+
+def search_gates(
+    model: nn.Module,
+    data: Dataset,
+    weight: float,
+    costs: Costs,
+    epochs: int = 15,
+    harden_epochs: int = 5,
+    lr: float = 2e-3,
+    seed: int = 0,
+    quiet: bool = True,
+) -> tuple[nn.Module, float, dict[str, str]]:
+    """Learn per layer ReLU or PolyAct: a copy of the trained ReLU `model` with GateActs,
+    trained with `weight` * expected cost added to the loss, hardened, fine-tuned.
+
+    Returns (model, test accuracy in percent, choice per layer).
+    """
+    gated = replace_relu(copy.deepcopy(model), calib_data=data.x_train, to="gate", costs=costs)
+    extra = lambda m: gate_cost(m, weight)  # noqa: E731
+    fit(gated, data, epochs=epochs, lr=lr, seed=seed, quiet=quiet, extra_loss=extra)
+    choices = harden(gated)
+    return gated, fit(gated, data, epochs=harden_epochs, lr=lr, seed=seed, quiet=quiet), choices
