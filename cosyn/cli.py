@@ -1,7 +1,8 @@
-"""The command line: `cosyn demo`, `cosyn train`, `cosyn build`."""
+"""The command line: `cosyn demo`, `cosyn train`, `cosyn build`, `cosyn sim`."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -11,13 +12,16 @@ import numpy as np
 import torch
 import typer
 from rich.console import Console
+from rich.table import Table
 from torch import nn
 
+from cosyn import sim as rtl_sim
 from cosyn.config import DEFAULT_MODEL, load_model, parse_shape
-from cosyn.errors import CosynError, ModelFileError
-from cosyn.hw import hls
-from cosyn.ir import Graph, lower
-from cosyn.models import data, fit, zoo
+from cosyn.errors import CosynError
+from cosyn.hw import hls, rtl
+from cosyn.ir import Graph, from_qonnx, lower
+from cosyn.ir.qonnx import input_shape as qonnx_input_shape
+from cosyn.models import accuracy, data, fit, harden, zoo
 from cosyn.models.train import predict
 from cosyn.report import atomic_dir, graph_table
 
@@ -28,10 +32,19 @@ app = typer.Typer(
     help="cosyn: hardware/model co-design for FPGAs.",
 )
 console = Console()
+BACKENDS = ("hls", "rtl", "both")
+SIMULATORS = ("icarus", "verilator")
+ACTS = zoo.ACTS
 
 
 def _is_image(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def _choice(value: str, known: tuple[str, ...], what: str) -> str:
+    if value not in known:
+        raise CosynError(f"{what} {value!r}: choose one of {', '.join(known)}")
+    return value
 
 
 def check_exact(model: nn.Module, g: Graph, x: torch.Tensor) -> int:
@@ -39,39 +52,99 @@ def check_exact(model: nn.Module, g: Graph, x: torch.Tensor) -> int:
     return int(np.count_nonzero(predict(model, x).numpy() != g.run(x.numpy())))
 
 
+def test_vectors(g: Graph, seed: int = 0) -> np.ndarray:
+    """The digits test set when the graph takes digits, else 360 random float32 vectors that
+    cover the input quantizer's whole range (seeded)."""
+    shape = g.input.shape
+    if shape in ((64,), (1, 8, 8)):
+        return data.digits(image=len(shape) == 3).x_test.numpy()
+    t = g.input.thresholds
+    lo, hi = (float(t[0]), float(t[-1])) if t.size else (-1.0, 1.0)
+    span = max(hi - lo, 1e-3)
+    rng = np.random.default_rng(seed)
+    return rng.uniform(lo - 0.1 * span, hi + 0.1 * span, (360, *shape)).astype(np.float32)
+
+
+def _agreement(rows: list[tuple[str, str]], vectors: int) -> Table:
+    table = Table(title=f"agreement on {vectors} vectors")
+    table.add_column("check")
+    table.add_column("result")
+    for check, result in rows:
+        table.add_row(check, result)
+    return table
+
+
+def _mismatch(n: int, unit: str = "outputs") -> str:
+    return "bit-exact" if n == 0 else f"{n} mismatching {unit}"
+
+
+def _sim_line(r: rtl_sim.SimResult, manifest: dict) -> tuple[str, bool]:
+    """One line on a simulation (checks, timing against the manifest), and its success."""
+    want = manifest["latency"], manifest["interval"]
+    timing = (r.latency, r.interval) == want
+    note = "(= manifest)" if timing else f"(manifest: {want[0]} and {want[1]})"
+    line = (
+        f"{r.vectors} vectors: {_mismatch(r.mismatches)}, {r.lost} lost, {r.duplicated} "
+        f"duplicated; latency {r.latency} and interval {r.interval} cycles {note}; "
+        f"{r.vectors_per_s:.0f} vectors/s"
+    )
+    return line, r.ok and timing
+
+
+def _simulate(design: rtl.Design, x: np.ndarray, simulator: str) -> tuple[str, bool]:
+    """Simulate `design` on `x` with random back-pressure and input gaps."""
+    return _sim_line(rtl_sim.simulate(design, x, simulator=simulator), design.manifest)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("out/demo"),
     epochs: Annotated[int, typer.Option(help="training epochs")] = 30,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    simulator: Annotated[str, typer.Option(help="icarus or verilator")] = "verilator",
 ) -> None:
-    """Train the default MLP on digits, lower it, and check the golden model bit-exact."""
+    """Train the default MLP with ReLU and with PolyAct on digits, lower the PolyAct model, and
+    prove the golden model, the RTL simulation and the HLS C simulation bit-exact."""
+    _choice(simulator, SIMULATORS, "simulator")
     d = data.digits()
-    torch.manual_seed(seed)
-    model = zoo.mlp()
-    t0 = time.perf_counter()
-    acc = fit(model, d, epochs=epochs, seed=seed)
-    console.print(
-        f"trained default MLP (4-bit weights, 8-bit activations) in "
-        f"{time.perf_counter() - t0:.1f} s: test accuracy {acc:.2f}%"
-    )
-    g = lower(model, d.x_test[:1])
-    bad = check_exact(model, g, d.x_test)
-    console.print(
-        f"golden model vs Brevitas on {len(d.x_test)} test vectors: "
-        f"{bad} mismatching outputs" + (" (bit-exact)" if bad == 0 else "")
-    )
+    models, accs = {}, {}
+    for act in ("relu", "poly"):
+        torch.manual_seed(seed)
+        models[act] = zoo.mlp(act=act)
+        t0 = time.perf_counter()
+        accs[act] = fit(models[act], d, epochs=epochs, seed=seed)
+        console.print(
+            f"trained MLP with {act} (4-bit weights, 8-bit activations) in "
+            f"{time.perf_counter() - t0:.1f} s: test accuracy {accs[act]:.2f}%"
+        )
+    x = d.x_test
+    rows = []
+    graphs = {act: lower(m, x[:1]) for act, m in models.items()}
+    bad = {act: check_exact(models[act], g, x) for act, g in graphs.items()}
+    for act in graphs:
+        rows.append((f"golden vs Brevitas ({act})", _mismatch(bad[act])))
+    g = graphs["poly"]
+    ok = not any(bad.values())
     with atomic_dir(out) as tmp:
         (tmp / "graph.md").write_text(graph_table(g))
         t0 = time.perf_counter()
         h = hls.generate(g, tmp / "hls")
-        hls_bad = int(np.count_nonzero(h.predict(d.x_test.numpy()) != g.run(d.x_test.numpy())))
-        console.print(
-            f"HLS C simulation vs golden model on {len(d.x_test)} test vectors: "
-            f"{hls_bad} mismatching outputs ({time.perf_counter() - t0:.1f} s)"
+        hls_bad = int(np.count_nonzero(h.predict(x.numpy()) != g.run(x.numpy())))
+        rows.append(
+            (
+                "HLS C simulation vs golden",
+                f"{_mismatch(hls_bad)}; {time.perf_counter() - t0:.1f} s",
+            )
         )
-    console.print(f"wrote {out / 'graph.md'} and the hls4ml project {out / 'hls'}")
-    if bad or hls_bad:
+        design = rtl.generate(g, tmp / "rtl")
+        line, sim_ok = _simulate(design, x.numpy(), simulator)
+        rows.append((f"RTL simulation ({simulator}) vs golden", line))
+        ok = ok and hls_bad == 0 and sim_ok
+    console.print(_agreement(rows, len(x)))
+    console.print(
+        f"wrote {out / 'graph.md'}, the RTL {out / 'rtl'} and the hls4ml project {out / 'hls'}"
+    )
+    if not ok:
         raise typer.Exit(1)
 
 
@@ -81,10 +154,15 @@ def train(
     out: Annotated[Path, typer.Option(help="checkpoint to write")] = Path("out/train/model.pt"),
     epochs: Annotated[int, typer.Option(help="training epochs")] = 30,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    act: Annotated[str | None, typer.Option(help="activation: relu, poly or gate")] = None,
 ) -> None:
     """Train a model on the digits data set and save its state_dict."""
-    net = load_model(model)
-    acc = fit(net, data.digits(image=_is_image(net)), epochs=epochs, seed=seed)
+    net = load_model(model, **_act_option(act))
+    d = data.digits(image=_is_image(net))
+    acc = fit(net, d, epochs=epochs, seed=seed)
+    if choices := harden(net):  # GateActs keep the activation they learned to prefer
+        acc = accuracy(net, d.x_test, d.y_test)
+        console.print("activation per gate: " + ", ".join(f"{k} {v}" for k, v in choices.items()))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
     torch.save(net.state_dict(), tmp)
@@ -92,33 +170,101 @@ def train(
     console.print(f"test accuracy {acc:.2f}%; wrote {out}")
 
 
+def _act_option(act: str | None) -> dict[str, str]:
+    return {"act": _choice(act, ACTS, "activation")} if act is not None else {}
+
+
+def _load_graph(
+    model: str, checkpoint: Path | None, input_shape: str | None, act: str | None
+) -> tuple[Graph, nn.Module | None]:
+    """The graph of a factory (with its Brevitas model) or of a QONNX file (no model)."""
+    if model.endswith(".onnx"):
+        shape = qonnx_input_shape(model)
+        if input_shape and parse_shape(input_shape) != shape:
+            raise CosynError(f"{model}: the file's input shape is {shape}, not {input_shape}")
+        return from_qonnx(model), None
+    net = load_model(model, checkpoint, **_act_option(act))
+    shape = parse_shape(input_shape) if input_shape else (1, 8, 8) if _is_image(net) else (64,)
+    return lower(net, torch.zeros((1, *shape))), net
+
+
 @app.command()
 def build(
-    model: Annotated[str, typer.Argument(help="package.module:factory")],
+    model: Annotated[str, typer.Argument(help="package.module:factory or a QONNX .onnx file")],
     checkpoint: Annotated[Path | None, typer.Option(help="state_dict to load")] = None,
+    act: Annotated[str | None, typer.Option(help="activation: relu, poly or gate")] = None,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("out/build"),
     input_shape: Annotated[
         str | None, typer.Option(help="shape of one sample, e.g. 64 or 1,8,8 (default: digits)")
     ] = None,
-    backend: Annotated[str, typer.Option(help="hardware to write: hls")] = "hls",
+    backend: Annotated[str, typer.Option(help="hardware to write: hls, rtl or both")] = "both",
     board: Annotated[str | None, typer.Option(help="board preset, e.g. pynq-z2")] = None,
     part: Annotated[str | None, typer.Option(help="FPGA part (default xc7z020clg400-1)")] = None,
+    parallelism: Annotated[
+        int | None, typer.Option(help="multipliers per dense/conv layer (default: the rule)")
+    ] = None,
+    check: Annotated[
+        int, typer.Option(help="with both backends: vectors to check across all four models")
+    ] = 32,
 ) -> None:
-    """Lower a model to the integer graph; write its description and the hardware project."""
-    if backend != "hls":
-        raise CosynError(f"backend {backend!r}: the known backends are: hls")
-    if model.endswith(".onnx"):
-        raise ModelFileError(f"{model}: QONNX input is not available yet; name a factory")
-    net = load_model(model, checkpoint)
-    shape = parse_shape(input_shape) if input_shape else (1, 8, 8) if _is_image(net) else (64,)
-    g = lower(net, torch.zeros((1, *shape)))
+    """Lower a model to the integer graph and write the hardware: `hls/` (an hls4ml project),
+    `rtl/` (Verilog and manifest) and `tb/` (a standalone cocotb testbench on the test set)."""
+    _choice(backend, BACKENDS, "backend")
+    g, net = _load_graph(model, checkpoint, input_shape, act)
+    x = test_vectors(g)
     with atomic_dir(out) as tmp:
         (tmp / "graph.md").write_text(graph_table(g))
-        hls.generate(g, tmp / "hls", part=part, board=board)
+        h = design = None
+        if backend in ("hls", "both"):
+            h = hls.generate(g, tmp / "hls", part=part, board=board)
+        if backend in ("rtl", "both"):
+            design = rtl.generate(g, tmp / "rtl", parallelism)
+            rtl_sim.write_testbench(design, tmp / "tb", x)
+        if h is not None and design is not None and check > 0:
+            _check_all(g, net, h, design, x[:check])
+    wrote = {"hls": "the hls4ml project hls/", "rtl": "rtl/ and tb/", "both": "hls/, rtl/ and tb/"}
     console.print(
-        f"lowered {model}: {len(g)} nodes, {g.macs} MACs per sample; wrote {out / 'graph.md'} "
-        f"and the hls4ml project {out / 'hls'}"
+        f"lowered {model}: {len(g)} nodes, {g.macs} MACs per sample; wrote graph.md and "
+        f"{wrote[backend]} in {out}"
     )
+
+
+def _check_all(
+    g: Graph, net: nn.Module | None, h: hls.HLSProject, design: rtl.Design, x: np.ndarray
+) -> None:
+    """Brevitas, the golden model, the RTL simulation (Icarus) and the HLS C simulation on the
+    same vectors; raises CosynError when any of them disagrees."""
+    golden = g.run(x)
+    bad = {"HLS C simulation vs golden": int(np.count_nonzero(h.predict(x) != golden))}
+    if net is not None:
+        brevitas = predict(net, torch.from_numpy(x)).numpy()
+        bad["Brevitas vs golden"] = int(np.count_nonzero(brevitas != golden))
+    rows = [(check, _mismatch(n)) for check, n in bad.items()]
+    line, sim_ok = _simulate(design, x, "icarus")
+    rows.append(("RTL simulation (icarus) vs golden", line))
+    console.print(_agreement(rows, len(x)))
+    if not sim_ok or any(bad.values()):
+        raise CosynError("the backends disagree with the golden model; see the table above")
+
+
+@app.command("sim")
+def sim_cmd(
+    folder: Annotated[Path, typer.Argument(help="a folder written by `cosyn build` (rtl/, tb/)")],
+    simulator: Annotated[str, typer.Option(help="icarus or verilator")] = "verilator",
+    vectors: Annotated[int | None, typer.Option(help="vectors to run (default: all)")] = None,
+) -> None:
+    """Run the testbench in FOLDER/tb on FOLDER/rtl: every output checked against the golden
+    model, with random back-pressure; prints vectors, mismatches, latency and interval."""
+    _choice(simulator, SIMULATORS, "simulator")
+    for sub in ("rtl/top.v", "rtl/manifest.json", "tb/tb.json"):
+        if not (folder / sub).is_file():
+            raise CosynError(f"{folder / sub}: not found; write the folder with `cosyn build`")
+    manifest = json.loads((folder / "rtl/manifest.json").read_text())
+    r = rtl_sim.run_testbench(folder / "tb", folder / "rtl", simulator, vectors=vectors)
+    line, ok = _sim_line(r, manifest)
+    console.print(f"{simulator}: {line}")
+    if not ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

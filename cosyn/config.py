@@ -15,8 +15,9 @@ __all__ = ["DEFAULT_MODEL", "load_model", "parse_shape"]
 DEFAULT_MODEL = "cosyn.models.zoo:mlp"
 
 
-def load_model(ref: str, checkpoint: Path | None = None) -> nn.Module:
-    """Call the factory `package.module:factory`, then load a state_dict checkpoint into it."""
+def load_model(ref: str, checkpoint: Path | None = None, **options: object) -> nn.Module:
+    """Call the factory `package.module:factory` with `options`, then load a state_dict
+    checkpoint into it."""
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
         raise ModelFileError(f"{ref}: name a model as package.module:factory or a .onnx file")
@@ -24,7 +25,14 @@ def load_model(ref: str, checkpoint: Path | None = None) -> nn.Module:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
         raise ModelFileError(f"{ref}: cannot import the factory ({e})") from e
-    model = factory()
+    try:
+        model = factory(**options)
+    except TypeError as e:
+        if not options:
+            raise
+        raise ModelFileError(
+            f"{ref}: the factory does not take {', '.join(options)} ({e}); drop the option"
+        ) from e
     if checkpoint is not None:
         try:
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)

@@ -44,6 +44,7 @@ def atomic_dir(out: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

@@ -26,21 +26,47 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 def test_help_lists_the_verbs():
     out = cli("--help").stdout
-    for verb in ("demo", "train", "build"):
+    for verb in ("demo", "train", "build", "sim"):
         assert verb in out
 
 
-def test_train_then_build_from_checkpoint(tmp_path):
+def test_train_then_build_both_backends_then_simulate(tmp_path):
     ckpt = tmp_path / "cnn.pt"
-    r = cli("train", "cosyn.models.zoo:cnn", "--out", str(ckpt), "--epochs", "1")
+    r = cli("train", "cosyn.models.zoo:cnn", "--out", str(ckpt), "--epochs", "1", "--act", "poly")
     assert r.returncode == 0, r.stderr
+    out = tmp_path / "b"
     r = cli(
-        "build", "cosyn.models.zoo:cnn", "--checkpoint", str(ckpt), "--out", str(tmp_path / "b")
+        "build",
+        "cosyn.models.zoo:cnn",
+        "--checkpoint",
+        str(ckpt),
+        "--act",
+        "poly",
+        "--out",
+        str(out),
+        "--check",
+        "4",
     )
     assert r.returncode == 0, r.stderr
-    table = (tmp_path / "b" / "graph.md").read_text()
-    assert "conv2d" in table and "flatten" in table
-    assert "xc7z020clg400-1" in (tmp_path / "b" / "hls" / "README.md").read_text()
+    assert "RTL simulation (icarus) vs golden" in r.stdout and "mismatch" not in r.stdout
+    table = (out / "graph.md").read_text()
+    assert "conv2d" in table and "poly" in table and "flatten" in table
+    assert "xc7z020clg400-1" in (out / "hls" / "README.md").read_text()
+    assert {p.name for p in (out / "rtl").iterdir()} == {"top.v", "manifest.json"}
+    r = cli("sim", str(out), "--simulator", "icarus", "--vectors", "3")
+    assert r.returncode == 0, r.stderr
+    assert "3 vectors: bit-exact, 0 lost, 0 duplicated" in r.stdout and "(= manifest)" in r.stdout
+
+
+def test_build_reads_a_qonnx_file(tmp_path):
+    from brevitas.export import export_qonnx
+    from cosyn.models import zoo
+
+    model = zoo.mlp(hidden=(8,)).eval()
+    export_qonnx(model, torch.zeros(1, 64), export_path=str(tmp_path / "m.onnx"))
+    r = cli("build", str(tmp_path / "m.onnx"), "--backend", "rtl", "--out", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "b" / "rtl" / "top.v").is_file() and (tmp_path / "b" / "tb").is_dir()
 
 
 @pytest.mark.parametrize(
@@ -51,7 +77,10 @@ def test_train_then_build_from_checkpoint(tmp_path):
         (["build", "cosyn.models.zoo:mlp", "--checkpoint", "missing.pt"], "missing.pt: checkpoint"),
         (["build", "cosyn.models.zoo:mlp", "--input-shape", "8,x"], "input shape"),
         (["build", "cosyn.models.zoo:mlp", "--board", "no-such-board"], "no-such-board"),
-        (["build", "cosyn.models.zoo:mlp", "--backend", "vhdl"], "known backends are: hls"),
+        (["build", "cosyn.models.zoo:mlp", "--backend", "vhdl"], "hls, rtl, both"),
+        (["build", "cosyn.models.zoo:mlp", "--parallelism", "0"], "parallelism"),
+        (["build", "cosyn.models.data:digits", "--act", "poly"], "does not take act"),
+        (["build", "missing.onnx"], "missing.onnx"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path, args, message):
@@ -59,6 +88,11 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, args, message):
     assert r.returncode == 2
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_sim_of_a_folder_without_a_design_is_a_user_error(tmp_path):
+    r = cli("sim", str(tmp_path / "nowhere"))
+    assert r.returncode == 2 and "nowhere/rtl/top.v: not found" in r.stderr
 
 
 def test_malformed_checkpoint_names_the_file(tmp_path):
