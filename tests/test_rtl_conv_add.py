@@ -73,8 +73,9 @@ def gappy(n: int, rng: np.random.Generator, p_gap: float = 0.3) -> np.ndarray:
 # conv2d
 
 
-def conv_node(c, h, w, o, k, s, p, in_type: IntType, seed: int = 0) -> Conv2d:
-    """A conv node with random weights (extremes included) and its exact accumulator type."""
+def conv_node(c, h, w, o, k, s, p, in_type: IntType, seed: int = 0, positive=False) -> Conv2d:
+    """A conv node with random weights (extremes included) and its exact accumulator type;
+    `positive`: weights and biases >= 0 (ROM fields of unsigned types)."""
     rng = np.random.default_rng(seed)
     kh, kw = (k, k) if isinstance(k, int) else k
     (sh, sw), (ph, pw) = (
@@ -84,6 +85,8 @@ def conv_node(c, h, w, o, k, s, p, in_type: IntType, seed: int = 0) -> Conv2d:
     wt = rng.integers(-8, 8, (o, c, kh, kw))
     wt.flat[0], wt.flat[-1] = -8, 7
     b = rng.integers(-300, 300, o)
+    if positive:
+        wt, b = np.abs(wt), np.abs(b) + 200
     oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     big = np.where(wt > 0, wt * in_type.hi, wt * in_type.lo).reshape(o, -1).sum(1) + b
     small = np.where(wt > 0, wt * in_type.lo, wt * in_type.hi).reshape(o, -1).sum(1) + b
@@ -208,6 +211,18 @@ def test_conv_layers_of_the_zoo_cnn() -> None:
             dut, {"i": (dut.i, hwc(x), np.zeros(x.size, np.int64))}, 3 * np.prod(node.shape)
         )
         assert np.array_equal(got, hwc(node.eval(x))), node.name
+
+
+@pytest.mark.parametrize("par", [1, 3])
+def test_conv_unsigned_weights_and_biases(par) -> None:
+    """Weights and biases that are all >= 0 are stored as unsigned ROM fields."""
+    node = conv_node(2, 4, 3, 3, (2, 3), 1, (0, 1), U8, seed=13, positive=True)
+    dut = conv_block(node, U8, 2, 4, 3, par)
+    x = edge_batch(U8, (2, 4, 3), np.random.default_rng(14))
+    got, _, _ = drive(
+        dut, {"i": (dut.i, hwc(x), np.zeros(x.size, np.int64))}, 3 * np.prod(node.shape)
+    )
+    assert np.array_equal(got, hwc(node.eval(x)))
 
 
 def test_conv_parallelism_rules() -> None:

@@ -42,6 +42,12 @@ def _add_mod(a, k: int, r: int):
     return Mux(a >= r - k, a - (r - k), a + k) if k else a
 
 
+def _field(word, j: int, t: IntType):
+    """Element j of a packed ROM word, as a value of type t."""
+    v = word[j * t.bits : (j + 1) * t.bits]
+    return v.as_signed() if t.signed else v
+
+
 def _clamp(v, span: tuple[int, int], lo: int, hi: int):
     """v clamped to [lo, hi], v known to lie in `span`: no comparison that cannot hold
     (Verilator's lint flags those)."""
@@ -124,8 +130,8 @@ class Conv2dBlock(wiring.Component):
             shape=unsigned(bt.bits * g.p), depth=g.groups, init=_pack(brows, bt.bits)
         )
         wr, br = wmem.read_port(), bmem.read_port()
-        ws = [wr.data[j * wt.bits : (j + 1) * wt.bits].as_signed() for j in range(g.p)]
-        bs = [br.data[j * bt.bits : (j + 1) * bt.bits].as_signed() for j in range(g.p)]
+        ws = [_field(wr.data, j, wt) for j in range(g.p)]
+        bs = [_field(br.data, j, bt) for j in range(g.p)]
         return wr, br, ws, bs
 
     def _writer(self, m: Module, lo, ahead, fw: Signal) -> Signal:
