@@ -162,7 +162,8 @@ class _QonnxBuilder(Builder):
     def step(self, node: NodeProto) -> None:
         label = node.name or node.output[0]
         where = f"{self.path}: node {label!r} ({node.op_type})"
-        ident = re.sub(r"^node_+", "", label).strip("_") or node.op_type.lower()
+        ident = re.sub(r"\W+", "_", label.replace("export_handler", ""))
+        ident = re.sub(r"^(node_+)?_?(symbolic)?", "", ident).strip("_") or "0"
         try:
             self.replay(node)
             self.vals[node.output[0]] = self.lower(node, ident)
