@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -92,8 +93,11 @@ def _sim_line(r: rtl_sim.SimResult, manifest: dict) -> tuple[str, bool]:
 
 
 def _simulate(design: rtl.Design, x: np.ndarray, simulator: str) -> tuple[str, bool]:
-    """Simulate `design` on `x` with random back-pressure and input gaps."""
-    return _sim_line(rtl_sim.simulate(design, x, simulator=simulator), design.manifest)
+    """Simulate `design` on `x` with random back-pressure and input gaps; the simulator's
+    build folder is removed, so rtl/ keeps only what `rtl.generate` wrote."""
+    r = rtl_sim.simulate(design, x, simulator=simulator)
+    shutil.rmtree(Path(design.path) / "sim_build", ignore_errors=True)
+    return _sim_line(r, design.manifest)
 
 
 @app.command()
