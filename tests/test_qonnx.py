@@ -243,3 +243,15 @@ def test_quant_with_a_zero_point_is_refused(tmp_path):
     with pytest.raises(UnsupportedLayerError) as e:
         cosyn.ir.from_qonnx(path)
     one_line(e, "m.onnx", f"'{first.name}' (Quant)", "zero points are not supported")
+
+
+def test_dilated_convolution_is_refused(tmp_path):
+    path = export(zoo.cnn(), (1, 8, 8), tmp_path / "m.onnx")
+    model = onnx.load(path)
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    dil = next(a for a in conv.attribute if a.name == "dilations")
+    dil.ints[:] = [2, 2]
+    onnx.save(model, path)
+    with pytest.raises(UnsupportedLayerError) as e:
+        cosyn.ir.from_qonnx(path)
+    one_line(e, "m.onnx", f"'{conv.name}' (Conv)", "dilation=1")

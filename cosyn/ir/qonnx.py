@@ -236,16 +236,15 @@ class _QonnxBuilder(Builder):
 
     def op_conv(self, node, args, out, ident) -> object:
         w, s_w = self.weight(args[1])
-        try:
-            stride, pad = conv_geometry(node, tuple(w.shape[2:]))
-        except ValueError as e:
-            raise UnsupportedLayerError(str(e)) from e
+        stride, pad = conv_geometry(node, tuple(w.shape[2:]))
         bias = self.bias(args[2:], w.shape[0])
         v = self.clean(args[0], ident)
         return self.accumulate(v, w, s_w, bias, self.shape(out), ident, ident, Conv(stride, pad))
 
     def dense(self, x, w: tuple, bias, out: str, ident: str) -> _Val:
         v = self.clean(x, ident)
+        if len(self.shape(out)) != 1:
+            raise UnsupportedLayerError("only (batch, features) inputs are supported")
         return self.accumulate(v, w[0], w[1], bias, self.shape(out), ident, ident)
 
     def weight(self, c: object, transpose: bool = False) -> tuple[np.ndarray, torch.Tensor]:
@@ -281,10 +280,7 @@ class _QonnxBuilder(Builder):
 
     def op_batchnormalization(self, node, args, out, ident) -> object:
         params = [self.constant(p).value.to(torch.float32) for p in args[1:5]]
-        try:
-            return _extend(args[0], batch_norm(node, *params), ident)
-        except ValueError as e:
-            raise UnsupportedLayerError(str(e)) from e
+        return _extend(args[0], batch_norm(node, *params), ident)
 
     def op_add(self, node, args, out, ident) -> object:
         a, b = args

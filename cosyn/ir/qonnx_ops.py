@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from brevitas.quant_tensor import IntQuantTensor
 from onnx import NodeProto, helper
 
+from cosyn.errors import ModelFileError, UnsupportedLayerError
+
 __all__ = [
     "ROUNDING",
     "SUPPORTED_OPS",
@@ -112,7 +114,9 @@ class _BatchNorm:
 def batch_norm(node: NodeProto, weight, bias, mean, var) -> _BatchNorm:
     a = attrs(node)
     if a.get("training_mode", 0) or len(node.output) > 1:
-        raise ValueError("training-mode BatchNormalization is not supported; export in eval mode")
+        raise UnsupportedLayerError(
+            "training-mode BatchNormalization is not supported; export in eval mode"
+        )
     return _BatchNorm(mean, var, weight, bias, float(a.get("epsilon", 1e-5)))
 
 
@@ -135,7 +139,7 @@ def clip(node: NodeProto, *bounds: torch.Tensor | None) -> ClipOp:
 
 
 def conv_geometry(node: NodeProto, kernel: tuple[int, ...]) -> tuple[tuple, tuple]:
-    """(stride, padding) of a 2-D Conv node cosyn can lower; ValueError otherwise."""
+    """(stride, padding) of a 2-D Conv node cosyn can lower; UnsupportedLayerError otherwise."""
     a = attrs(node)
     pads = tuple(a.get("pads", (0, 0, 0, 0)))
     if (
@@ -146,7 +150,7 @@ def conv_geometry(node: NodeProto, kernel: tuple[int, ...]) -> tuple[tuple, tupl
         or len(pads) != 4
         or pads[:2] != pads[2:]
     ):
-        raise ValueError(
+        raise UnsupportedLayerError(
             "only 2-D convolutions with group=1, dilation=1 and symmetric explicit "
             "padding are supported"
         )
@@ -177,13 +181,15 @@ def quant_op(node: NodeProto, scale, zp, bw) -> QuantOp:
     a = attrs(node)
     bits = float(bw)
     if bw.numel() != 1 or bits != int(bits) or not 1 <= bits <= 32:
-        raise ValueError(f"bit width {bw.tolist()} is not one integer from 1 to 32")
+        raise ModelFileError(f"bit width {bw.tolist()} is not one integer from 1 to 32")
     rounding = str(a.get("rounding_mode", "ROUND")).upper()
     if rounding not in ROUNDING:
-        raise ValueError(f"rounding_mode {rounding!r} is unknown; expected one of {list(ROUNDING)}")
+        raise UnsupportedLayerError(
+            f"rounding_mode {rounding!r} is unknown; expected one of {list(ROUNDING)}"
+        )
     signed = bool(a.get("signed", 1))
     if signed and bits == 1:
-        raise ValueError(
+        raise UnsupportedLayerError(
             "a 1-bit signed Quant is bipolar in QONNX but {-1, 0} in Brevitas; "
             "the file is ambiguous"
         )
