@@ -241,18 +241,19 @@ def test_conv_parallelism_rules() -> None:
 # add, fork, and a residual: fork -> conv (main) / FIFO (skip) -> add
 
 
-def add_node(ta: IntType, tb: IntType, shifts, n: int) -> Add:
+def add_node(ta: IntType, tb: IntType, shifts, n: int, wider: int = 0) -> Add:
+    """An add node whose type holds the exact range, or `wider` bits more."""
     lo = (ta.lo << shifts[0]) + (tb.lo << shifts[1])
     hi = (ta.hi << shifts[0]) + (tb.hi << shifts[1])
-    return Add(
-        "add_t", ("a", "b"), (n,), int_type_for_range(lo, hi), np.float32(1.0), shifts=shifts
-    )
+    t = int_type_for_range(lo, hi)
+    t = IntType(t.bits + wider, t.signed)
+    return Add("add_t", ("a", "b"), (n,), t, np.float32(1.0), shifts=shifts)
 
 
-@pytest.mark.parametrize("shifts", [(0, 0), (3, 0), (0, 5)])
-def test_add_exact_and_timed(shifts) -> None:
+@pytest.mark.parametrize("shifts, wider", [((0, 0), 0), ((3, 0), 0), ((0, 5), 0), ((1, 2), 6)])
+def test_add_exact_and_timed(shifts, wider) -> None:
     ta, tb, n = IntType(9, True), IntType(8, False), 40
-    node = add_node(ta, tb, shifts, n)
+    node = add_node(ta, tb, shifts, n, wider)
     dut = AddBlock(node, Ctx((ta, tb), ((n,), (n,))))
     rng = np.random.default_rng(7)
     a = np.concatenate([[ta.hi, ta.lo, ta.hi, ta.lo], rng.integers(ta.lo, ta.hi + 1, n - 4)])
@@ -284,6 +285,12 @@ class _Sinks(wiring.Component):
         wiring.connect(m, f.o0, wiring.flipped(self.o))
         m.d.comb += [f.o1.ready.eq(self.o1_ready), self.o1_seen.eq(f.o1.valid & f.o1.ready)]
         return m
+
+
+def test_add_rejects_mismatched_inputs() -> None:
+    t = IntType(4, True)
+    with pytest.raises(ValueError, match="add_t"):
+        AddBlock(add_node(t, t, (0, 0), 6), Ctx((t, t), ((6,), (2, 3))))
 
 
 def test_fork_copies_under_backpressure() -> None:

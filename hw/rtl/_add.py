@@ -44,6 +44,12 @@ class AddBlock(wiring.Component):
     """
 
     def __init__(self, node: Add, ctx: Ctx) -> None:
+        if len(set(ctx.in_shapes)) != 1 or min(node.shifts) < 0:
+            self._MustUse__silence = True  # never built
+            raise ValueError(
+                f"{node.name}: add takes two inputs of one shape and left shifts >= 0, "
+                f"not shapes {ctx.in_shapes} and shifts {node.shifts}"
+            )
         self.node = node
         self.elements = ctx.elements
         self.latency, self.interval = 1, self.elements
@@ -68,7 +74,7 @@ class AddBlock(wiring.Component):
         m.d.comb += [self.a.ready.eq(self.b.valid & space), self.b.ready.eq(self.a.valid & space)]
         total = (self.a.payload << s0) + (self.b.payload << s1)
         with m.If(take):
-            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(total[: self.node.dtype.bits])]
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(total)]  # extends or cuts
         with m.Elif(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         return m

@@ -77,7 +77,7 @@ class Conv2dBlock(wiring.Component):
     order), `o` (Out, element stream of `node.dtype`, the (O, OH, OW) output in HWC
     order). Zero padding and stride as in the node.
 
-    The input is written to a line buffer of R = min(KH + SH, H) rows of W*C elements
+    The input is written to a line buffer of R = min(KH + SH, H') rows of W*C elements
     (a dual-port memory; rows rotate through the R slots): the KH rows a window
     reads plus SH rows that stream in while the current output row computes, so
     the multipliers rarely wait for a row.
@@ -88,17 +88,23 @@ class Conv2dBlock(wiring.Component):
     each other. A group's P sums go to an output shift register and leave one per
     cycle while the next group accumulates; a group's last term waits for that
     register to empty. The input stalls when its row would overwrite one the current
-    output row still reads. Rows below the last window are taken and dropped.
+    output row still reads. Rows below the last window are taken and dropped (H' rows
+    are kept).
 
-    Timing: `latency`, `interval` and `timing()` come from `ConvSchedule`, a
-    cycle-exact model of this control (tests compare it with simulation).
+    Timing: `latency` (first input to first output, full rate), `interval` (cycles
+    per sample, steady state), `timing()` and `transfers()` come from `ConvSchedule`,
+    a cycle-exact model of this control (tests hold it to the simulation). When the
+    multipliers are the bottleneck the interval is OH*OW*(O/P)*KH*KW*C, plus a few
+    cycles per sample where a window waits for its last input row.
     """
 
     def __init__(self, node: Conv2d, ctx: Ctx) -> None:
+        self._MustUse__silence = True  # until the checks pass
         if ctx.order != "hwc" or len(ctx.in_shape) != 3:
             raise ValueError(f"{node.name}: conv2d takes a (C, H, W) input in HWC order")
         self.node, self.ctx = node, ctx
         self.geo = ConvGeometry.of(node, ctx.in_shape, ctx.parallelism)
+        self._MustUse__silence = False
         self.schedule = ConvSchedule(self.geo)
         self.latency, self.interval = self.schedule.latency_interval()
         super().__init__(
@@ -165,16 +171,26 @@ class Conv2dBlock(wiring.Component):
         lo = Signal(range(g.h_used + 1))
         m.d.comb += lo.eq(_clamp(s.y_top, s.y_span, 0, g.h_used))
         wcount = self._writer(m, lo, ahead, s.fw)
-        wr, br, ws, bs = self._roms(m)
-
-        # output side: a shift register of P results
-        acc_shape = element_shape(self.node.dtype)
-        outs = [Signal(acc_shape, name=f"out{j}") for j in range(g.p)]
-        left = Signal(range(g.p + 1))
-        m.d.comb += [self.o.valid.eq(left != 0), self.o.payload.eq(outs[0])]
-
-        # issue: one window term per cycle, when its data is in and its result has room
+        outs, left = self._output(m)
         v1, last1, first1, pad1 = Signal(), Signal(), Signal(), Signal()
+        outside = self._issue(m, s, lb_rd, ahead, wcount, left, (v1, last1, first1, pad1))
+        self._mac(m, lb_rd, outs, left, (v1, last1, first1, pad1), outside)
+        return m
+
+    def _output(self, m: Module) -> tuple[list[Signal], Signal]:
+        """A shift register of P results and the count still to leave; outs[0] is `o`."""
+        acc_shape = element_shape(self.node.dtype)
+        outs = [Signal(acc_shape, name=f"out{j}") for j in range(self.geo.p)]
+        left = Signal(range(self.geo.p + 1))
+        m.d.comb += [self.o.valid.eq(left != 0), self.o.payload.eq(outs[0])]
+        return outs, left
+
+    def _issue(self, m: Module, s: _Window, lb_rd, ahead, wcount, left, stage) -> list:
+        """One window term per cycle, when its data is in and its result has room: the
+        line-buffer, weight and bias reads; returns the padding conditions."""
+        g = self.geo
+        v1, last1, first1, pad1 = stage
+        wr, br, self._ws, self._bs = self._roms(m)
         last_pixel = (s.oy == g.oh - 1) & (s.ox == g.ow - 1)
         avail = ahead | (~last_pixel & (wcount > s.need(g)))
         free = ~(v1 & last1) & ((left == 0) | ((left == 1) & self.o.ready))
@@ -195,12 +211,18 @@ class Conv2dBlock(wiring.Component):
         m.d.sync += [v1.eq(go), last1.eq(go & s.last), first1.eq(s.first), pad1.eq(pad)]
         with m.If(go):
             s.advance(m)
+        return outside
 
-        # multiply-accumulate: partial sums wrap modulo 2**bits, the full sum fits
+    def _mac(self, m: Module, lb_rd, outs, left, stage, outside) -> None:
+        """P multiply-accumulates on the term read last cycle; a group's last term loads
+        the output register. Partial sums wrap modulo 2**bits; the full sum fits."""
+        g = self.geo
+        v1, last1, first1, pad1 = stage
+        acc_shape = element_shape(self.node.dtype)
         accs = [Signal(acc_shape, name=f"acc{j}") for j in range(g.p)]
         xv = Mux(pad1, 0, lb_rd.data) if outside else lb_rd.data
-        starts = [Mux(first1, bs[j], accs[j]) for j in range(g.p)]
-        sums = [(starts[j] + ws[j] * xv)[: acc_shape.width] for j in range(g.p)]
+        starts = [Mux(first1, self._bs[j], accs[j]) for j in range(g.p)]
+        sums = [(starts[j] + self._ws[j] * xv)[: acc_shape.width] for j in range(g.p)]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += left.eq(left - 1)
             m.d.sync += [outs[j].eq(outs[j + 1]) for j in range(g.p - 1)]
@@ -209,7 +231,6 @@ class Conv2dBlock(wiring.Component):
                 m.d.sync += [left.eq(g.p)] + [outs[j].eq(sums[j]) for j in range(g.p)]
             with m.Else():
                 m.d.sync += [accs[j].eq(sums[j]) for j in range(g.p)]
-        return m
 
 
 class _Window:
