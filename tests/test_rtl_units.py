@@ -105,14 +105,14 @@ def test_dense_reads_a_flattened_stream_in_stream_order() -> None:
 
 def _shift(c: int, rounding: str, rng, in_t: IntType) -> Shift:
     k = rng.integers(-2, 5, c)
-    k[0] = 3
+    k[:3] = (3, 0, -1)  # a right shift, none, a left shift
     lo, hi = rng.integers(-20, 1, c), rng.integers(10, 100, c)
     out = int_type_for_range(lo.min(), hi.max())
     return Shift("s", ("x",), (c,), out, ONE, shift=k, rounding=rounding, lo=lo, hi=hi)
 
 
 @pytest.mark.parametrize("rounding", ["half_even", "floor"])
-@pytest.mark.parametrize("t", [IntType(10, True), IntType(8, False)])
+@pytest.mark.parametrize("t", [IntType(10, True), IntType(8, False), IntType(1, False)])
 def test_shift_rounds_ties_and_clips_per_channel(rounding, t) -> None:
     rng = np.random.default_rng(1)
     c = 8

@@ -157,6 +157,7 @@ def _stage(p: Plan, node: Node, ins: list[Stream], parallelism) -> Stream:
     x = ins[0]
     ctx = Ctx(tuple(s.dtype for s in ins), tuple(s.shape for s in ins), x.order, x.perm, par)
     block = COMPONENTS[node.kind](node, ctx)
+    block._MustUse__silence = True  # the Top that plans it builds it; an error may not
     ins = _buffer_inputs(p, node, block, ins)
     req = req if node.kind in MULTIPLIER_KINDS else None
     p.stages.append(Stage(node, block, par, req, note, ins))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from amaranth.hdl import Module, Mux, Value
 from cosyn.hw.rtl._base import COMPONENTS, Ctx
-from cosyn.hw.rtl._elementwise import Elementwise, PhaseTable, work_type
+from cosyn.hw.rtl._elementwise import Elementwise, PhaseTable
 
 from cosyn.ir.nodes import IntType, Shift, Threshold
 
@@ -27,14 +27,14 @@ def shift_block(node: Shift, ctx: Ctx) -> Elementwise:
     even = node.rounding == "half_even"
     cols = {"m": m, "r": r, "bias": bias if even else 0 * r, "lo": node.lo, "hi": node.hi}
     table = PhaseTable(ctx, cols)
-    wide = work_type(ctx.in_type, extra=int(m.max(initial=0)) + 2)
 
     def stage(mod: Module, v: dict[str, Value], t: PhaseTable) -> dict[str, Value]:
         ph = v["phase"]
-        left = (v["x"].as_signed() if ctx.in_type.signed else v["x"]) << t.get("m", ph)
-        left = Value.cast(left)[: wide.width].as_signed()
+        left = Value.cast(v["x"] << t.get("m", ph))  # widens: a left shift is exact
         r = t.get("r", ph)
-        odd = (left >> r)[0] if even else 0
+        odd = 0
+        if even and not (isinstance(r, int) and r == 0):
+            odd = (left >> r)[0] & (r != 0) if not isinstance(r, int) else (left >> r)[0]
         q = Value.cast((left + t.get("bias", ph) + odd) >> r)
         return {"y": _clip(q, t.get("lo", ph), t.get("hi", ph), node.dtype)}
 
