@@ -68,6 +68,7 @@ def rows_for(name: str, factory, float_factory, image: bool, epochs: int) -> lis
     def row(label: str, model: nn.Module, acc: float, t0: float, poly: str = "", exact=True):
         bad = str(mismatches(model, d.x_test)) if exact else "-"
         rows.append((name, label, f"{acc:.2f}", poly, bad, f"{time.perf_counter() - t0:.0f}"))
+        print(*rows[-1], sep=" | ", flush=True)
 
     t0 = time.perf_counter()
     acc = fit(seeded(float_factory), d, epochs=epochs, seed=SEED, quiet=True)
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="6 epochs instead of 30 (smoke run)")
     parser.add_argument("--only", choices=("mlp", "cnn"), help="one model only")
     args = parser.parse_args()
+    torch.set_num_threads(1)  # tiny models: threads only contend
     epochs = 6 if args.quick else 30
     rows = []
     for name, factory, float_factory, image in (
@@ -113,7 +115,7 @@ def main() -> None:
         table.add_column(col, justify="left" if col in ("model", "activation") else "right")
     for r in rows:
         table.add_row(*r)
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 if __name__ == "__main__":
