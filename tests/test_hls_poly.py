@@ -203,14 +203,18 @@ def test_image_graph_csim_is_exact_on_every_input(tmp_path: Path, io_type: str) 
 @st.composite
 def poly_graphs(draw) -> Graph:
     """Quantize -> Poly -> requant, or Quantize -> Dense -> Shift -> Poly -> requant,
-    or the image version (conv, flatten); coefficients and inputs at their extremes."""
-    shape = draw(st.sampled_from(["flat", "dense", "image"]))
+    or the image version (conv, with a flatten before or after the Poly); coefficients
+    and inputs at their extremes."""
+    shape = draw(st.sampled_from(["flat", "dense", "image", "image-flat"]))
     dtype = IntType(draw(st.integers(1, 8)), draw(st.booleans()))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    b = _Builder(rng, (3, 4, 4) if shape == "image" else (draw(st.integers(1, 6)),), dtype)
+    image = shape.startswith("image")
+    b = _Builder(rng, (3, 4, 4) if image else (draw(st.integers(1, 6)),), dtype)
     x = "x"
     if shape != "flat":
         x = shift_to(b, b.weighted(x, draw(st.integers(1, 5)), 4), draw(st.integers(2, 8)))
+    if shape == "image-flat":
+        x = b.flatten(x)  # per-element coefficients in hls4ml's channels-last order
     p = add_poly(b, x, draw(coefficients(b.channels(x))))
     if shape == "image":
         p = b.flatten(p)
