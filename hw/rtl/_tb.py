@@ -96,12 +96,15 @@ def run_streams(
 
 
 def run_top(top, xi: np.ndarray, *, gaps: float = 0.0, stalls: float = 0.0, seed: int = 0):
-    """Stream integer samples `xi` (batch first) through a `Top`; returns (outputs as
-    (batch, elements) int64, input transfer cycles, output transfer cycles), both
-    (batch, elements). Raises AssertionError where tlast is not on exactly the last
+    """Stream integer samples `xi` (batch first, graph layout) through a `Top`; returns
+    (outputs in graph layout, int64; input transfer cycles and output transfer cycles,
+    both (batch, elements) in stream order). 3-D tensors travel in HWC order.
+    Raises AssertionError where tlast is not on exactly the last
     element of each sample."""
     xi = np.asarray(xi, dtype=np.int64)
     n = len(xi)
+    if xi.ndim == 4:  # (C, H, W) samples stream in HWC order
+        xi = xi.transpose(0, 2, 3, 1)
     man_out = top.plan.sink.elements
     src = Port(top.s_axis_tvalid, top.s_axis_tready, top.s_axis_tdata)
     sink = Port(top.m_axis_tvalid, top.m_axis_tready, top.m_axis_tdata, top.m_axis_tlast)
@@ -124,4 +127,9 @@ def run_top(top, xi: np.ndarray, *, gaps: float = 0.0, stalls: float = 0.0, seed
     expect[:, -1] = 1
     assert np.array_equal(lasts, expect), "m_axis_tlast is not on the last element of each sample"
     ins = np.asarray(run.in_cycles["s"]).reshape(n, -1)
-    return y.reshape(n, man_out), ins, np.asarray(run.out_cycles).reshape(n, man_out)
+    shape = top.plan.sink.shape
+    y = y.reshape(n, man_out)
+    if len(shape) == 3:
+        c, h, w = shape
+        y = y.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+    return y.reshape(n, *shape), ins, np.asarray(run.out_cycles).reshape(n, man_out)

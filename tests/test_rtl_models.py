@@ -1,0 +1,111 @@
+"""Whole models through the RTL pipeline in the Amaranth simulator: the default CNN, a
+residual net with threshold requantizers, and hypothesis-generated MLPs and CNNs. Every
+output equals the golden model; latency and interval equal the manifest's."""
+
+from __future__ import annotations
+
+import brevitas.nn as qnn
+import numpy as np
+import torch
+from brevitas.quant.fixed_point import (
+    Int8ActPerTensorFixedPoint,
+    Int8WeightPerChannelFixedPoint,
+    Uint8ActPerTensorFixedPoint,
+)
+from cosyn.hw.rtl import Top, generate
+from cosyn.hw.rtl._tb import run_top
+from cosyn.models.data import digits
+from cosyn.models.train import fit
+from cosyn.models.zoo import cnn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import cnns, inputs, mlps
+from torch import nn
+
+import cosyn
+
+SETTINGS = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def check(g: cosyn.ir.Graph, x: np.ndarray, parallelism=None, samples: int = 5) -> Top:
+    """Simulate `samples` vectors at full rate: exact outputs, latency and interval."""
+    top = Top(g, parallelism)
+    xi = g.quantize(x[:samples])
+    y, ins, outs = run_top(top, xi)
+    assert np.array_equal(y, g.run_int(xi))
+    assert outs[0, 0] - ins[0, 0] == top.plan.latency
+    assert np.diff(outs[:, 0])[-1] == top.plan.interval
+    return top
+
+
+def test_default_cnn_trained_on_digits(tmp_path) -> None:
+    data = digits(image=True)
+    torch.manual_seed(0)
+    model = cnn()
+    fit(model, data, epochs=1, quiet=True)
+    g = cosyn.lower(model.eval(), data.x_train[:64])
+    top = check(g, data.x_test.numpy(), samples=6)
+    d = generate(g, tmp_path / "rtl")
+    assert (d.manifest["latency"], d.manifest["interval"]) == (top.plan.latency, top.plan.interval)
+    assert d.manifest["input"]["order"] == "hwc" and d.manifest["input"]["shape"] == [1, 8, 8]
+
+
+class Residual(nn.Module):
+    """conv -> batch norm -> hard tanh (a threshold bank), a 1x1 conv branch, a residual
+    add, flatten, dense: every block kind but the polynomial, with a fork and a FIFO."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        act = dict(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)
+        wq = dict(weight_quant=Int8WeightPerChannelFixedPoint, return_quant_tensor=True)
+        self.inp = qnn.QuantIdentity(**act)
+        self.conv = qnn.QuantConv2d(1, 3, 3, padding=1, **wq)
+        self.bn = nn.BatchNorm2d(3)
+        self.act = qnn.QuantHardTanh(max_val=1.0, min_val=-1.0, **act)
+        self.conv2 = qnn.QuantConv2d(3, 3, 1, bias=False, **wq)
+        self.act2 = qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, return_quant_tensor=True)
+        self.res = qnn.QuantIdentity(**act)
+        self.fc = qnn.QuantLinear(
+            3 * 6 * 6, 4, bias=True, weight_quant=Int8WeightPerChannelFixedPoint
+        )
+
+    def forward(self, x):
+        a = self.act(self.bn(self.conv(self.inp(x))))
+        b = self.res(self.act2(self.conv2(a)))
+        return self.fc(torch.flatten(self.res(a) + b, 1))
+
+
+def test_residual_with_thresholds_fork_and_fifo() -> None:
+    torch.manual_seed(1)
+    model = Residual()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.weight.uniform_(-2, 2)
+    model.train()
+    for _ in range(3):
+        model(torch.randn(16, 1, 6, 6))
+    x = torch.randn(8, 1, 6, 6)
+    g = cosyn.lower(model.eval(), x)
+    assert {"add", "flatten", "threshold", "conv2d"} <= {n.kind for n in g}
+    top = check(g, x.numpy(), parallelism=1)
+    assert {"fork", "fifo"} <= {s.node.kind for s in top.plan.stages}
+
+
+@SETTINGS
+@given(st.data())
+def test_generated_mlps(data_) -> None:
+    model = data_.draw(mlps("short", batchnorm=True))
+    x = data_.draw(inputs((model[1].in_features,), n=8))
+    g = cosyn.lower(model, x[:2])
+    smallest = min(n.shape[0] for n in g if n.kind == "dense")
+    p = data_.draw(st.sampled_from([None, 1, 2, smallest]))
+    check(g, x.numpy(), parallelism=min(p, smallest) if p else None)
+
+
+@SETTINGS
+@given(st.data())
+def test_generated_cnns(data_) -> None:
+    model = data_.draw(cnns())
+    x = data_.draw(inputs((model[1].in_channels, 8, 8), n=8))
+    g = cosyn.lower(model, x[:2])
+    check(g, x.numpy(), samples=4)
