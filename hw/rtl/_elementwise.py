@@ -17,7 +17,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._base import Ctx, element_stream
 
-from cosyn.ir.nodes import IntType, Node, int_type_for_range
+from cosyn.ir.nodes import Node, int_type_for_range
 
 __all__ = ["Elementwise", "PhaseTable"]
 
@@ -120,9 +120,3 @@ class Elementwise(wiring.Component):
             with m.Else():
                 m.d.sync += phase.eq(phase + 1)
         return phase
-
-
-def work_type(*types: IntType, extra: int = 0) -> signed:
-    """A signed shape that holds every value of `types`, with `extra` bits to spare."""
-    bits = max(t.bits + (0 if t.signed else 1) for t in types)
-    return signed(bits + extra)

@@ -42,7 +42,16 @@ def _port(s: Stream) -> dict[str, Any]:
 
 
 def manifest(top: Top) -> dict[str, Any]:
-    """What the simulator and the user need: ports, per-node parallelism and timing."""
+    """What the simulator and the user need: ports, per-node parallelism and timing.
+
+    `latency`: cycles from the first input transfer to the first output transfer of
+    sample 0 (pipeline empty, input offered every cycle, output always ready).
+    `interval`: cycles between the first output transfers of consecutive samples in
+    steady state under the same conditions (the slowest stage's interval); measure it
+    between the last two samples of a full-rate run of several samples. Entries in
+    `nodes` of kind "fifo" and "fork" are blocks the pipeline added ("note" gives a
+    FIFO's depth). `macs` and `multipliers` give the ideal ceil(macs / multipliers).
+    """
     p = top.plan
     return {
         "top": TOP,

@@ -28,6 +28,9 @@ class Top(wiring.Component):
     (Out, the output element, sign-extended if signed), `m_axis_tvalid` (Out),
     `m_axis_tready` (In), `m_axis_tlast` (Out, high on the last element of a sample).
 
+    Clock `clk`; `rst` is a synchronous, active-high reset: registers have no
+    power-up value in top.v, so hold `rst` for a cycle before streaming.
+
     Timing: `plan.latency` and `plan.interval`, derived from the blocks' own timing.
     """
 
