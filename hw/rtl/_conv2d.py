@@ -168,8 +168,8 @@ class Conv2dBlock(wiring.Component):
         self._lb_wr, lb_rd = lbuf.write_port(), lbuf.read_port()
         s = _Window(g)
         ahead = s.fw ^ s.fc  # the writer is in the next frame: all of this one is in
-        lo = Signal(range(g.h_used + 1))
-        m.d.comb += lo.eq(_clamp(s.y_top, s.y_span, 0, g.h_used))
+        lo = Signal(range(g.h_used))
+        m.d.comb += lo.eq(_clamp(s.y_top, s.y_span, 0, g.lo_max))
         wcount = self._writer(m, lo, ahead, s.fw)
         outs, left = self._output(m)
         v1, last1, first1, pad1 = Signal(), Signal(), Signal(), Signal()

@@ -70,6 +70,13 @@ class ConvGeometry:
         return self.y_end + 1
 
     @property
+    def lo_max(self) -> int:
+        """The largest first-needed row the input side compares with: windows wholly in
+        the bottom padding count as needing row H'-1, so the input never runs two
+        samples ahead of the windows."""
+        return self.h_used - 1
+
+    @property
     def rows(self) -> int:
         """Rows of the line buffer: a window's KH and the SH the next output row adds."""
         return min(self.kh + self.sh, self.h_used)
@@ -147,8 +154,11 @@ class _State:
 
     def cycle(self) -> None:
         g = self.g
-        take = self.k < len(self.arr) and self.arr[self.k] <= self.t and self._ready()
+        offered = self.k < len(self.arr) and self.arr[self.k] <= self.t
+        take = offered and self._ready()
         go = self._go(self.fw != self.fc)
+        if not (take or go or self.left or self.v1) and (offered or self.k == len(self.arr)):
+            raise RuntimeError(f"conv2d schedule deadlocks at cycle {self.t}: {g}")
         if self.left:
             self.out[self.n_out] = self.t
             self.n_out += 1
@@ -188,7 +198,7 @@ class _State:
     def _ready(self) -> bool:
         g = self.g
         ahead = self.fw != self.fc
-        lo = min(max(self.y_top, 0), g.h_used)
+        lo = min(max(self.y_top, 0), g.lo_max)
         row = g.h_used + self.wy if ahead else self.wy
         return self.wy > g.y_end or row < lo + g.rows
 
