@@ -93,6 +93,10 @@ class SimResult:
         """True when every output element arrived once, in order, and equal to the golden."""
         return not (self.mismatches or self.lost or self.duplicated or self.protocol_errors)
 
+    def summary(self) -> str:
+        """The lines `cosyn sim` and `tb/run.py` print."""
+        return runner.report({**self.__dict__, "wall_s": None}, self.simulator)
+
 
 def to_stream(a: np.ndarray, order: str) -> np.ndarray:
     """(batch, *shape) to (batch, elements) in the stream's element order."""

@@ -168,6 +168,21 @@ def test_stream_order_is_hwc_for_images() -> None:
     assert np.array_equal(from_stream(s, (3, 2, 2), "hwc"), a)
 
 
+def test_summary_names_every_figure() -> None:
+    r = SimResult(np.zeros((3, 2), np.int64), 3, 1, 0, 0, 0, 40, 7, 12, 99.0, "icarus")
+    text = r.summary()
+    for line in (
+        "vectors checked  3",
+        "mismatches       1",
+        "latency          7 cycles",
+        "interval         12 cycles",
+        "speed            99.0 vectors/s",
+        "FAIL",
+    ):
+        assert line in text  # fmt: skip
+    assert not r.ok
+
+
 # --- errors a user can cause -------------------------------------------------------
 
 
