@@ -190,16 +190,16 @@ def test_bad_options(tmp_path: Path, kwargs: dict, message: str) -> None:
 
 
 def test_unknown_node_names_it(tmp_path: Path) -> None:
-    class Poly(N.Node):
-        kind = "poly"
+    class Gelu(N.Node):
+        kind = "gelu"
 
         def eval(self, x: np.ndarray) -> np.ndarray:
             return x * x
 
     g = random_graph(1, False)
     last = g.output
-    g = Graph([*g.nodes, Poly("act_9", (last.name,), last.shape, last.dtype, ONE)])
-    with pytest.raises(CosynError, match=r"act_9 \(Poly\).*'poly'"):
+    g = Graph([*g.nodes, Gelu("act_9", (last.name,), last.shape, last.dtype, ONE)])
+    with pytest.raises(CosynError, match=r"act_9 \(Gelu\).*'gelu'"):
         generate(g, tmp_path / "p")
     assert list(tmp_path.iterdir()) == []  # the temporary folder is gone too
 

@@ -56,5 +56,6 @@ outputs by the output scale (`graph.dequantize(y)`) for the model's float values
 {rows}
 
 Requantizers (`shift`, `threshold`) and `add` are cosyn's hls4ml extension layers,
-in `firmware/nnet_utils/cosyn_requant.h`.
+in `firmware/nnet_utils/cosyn_requant.h`; the polynomial activation (`poly`, Horner's
+rule with one `ap_int` type per step) is one too, in `firmware/nnet_utils/cosyn_poly.h`.
 """
