@@ -6,7 +6,9 @@ value read by two nodes goes through a `Fork` (`Fork(dtype)`: input `i`, outputs
 `o1`). The shorter path of a residual (the skip) needs a FIFO deep enough that the
 fork never waits on it while the longer (main) path fills: `skip_depth(taken, out)`
 from the main path's input and output transfer cycles (its timing functions, at full
-rate), and `SkipFifo(dtype, depth)` to hold it.
+rate), and `SkipFifo(dtype, depth)` to hold it; `deadlock_depth(main.needs())` is the
+floor below which the residual stops. Fork and SkipFifo have no `interval` of their
+own (the pipeline sets it to the stream's elements).
 """
 
 from __future__ import annotations
