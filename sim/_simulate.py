@@ -117,10 +117,10 @@ def _integers(design: Any, x: np.ndarray) -> np.ndarray:
     """The integer input vectors: `x` quantized by the graph, or checked if already integer."""
     g = design.graph
     x = np.asarray(x)
-    if x.shape[1:] != tuple(g.input.shape) or x.ndim == len(g.input.shape):
+    if x.shape[1:] != tuple(g.input.shape) or len(x) == 0:
         raise SimulationError(
             f"{design.path}: vectors must have shape (batch, {', '.join(map(str, g.input.shape))})"
-            f", not {x.shape}; pass a batch of model inputs"
+            f", not {x.shape}; pass a batch of one or more model inputs"
         )
     if not np.issubdtype(x.dtype, np.integer):
         return g.quantize(x)

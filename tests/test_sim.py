@@ -202,6 +202,8 @@ def test_bad_vectors_are_refused(tmp_path: Path) -> None:
     d = make_design(tmp_path / "rtl")
     with pytest.raises(SimulationError, match=r"shape \(batch, 6\)"):
         write_testbench(d, tmp_path / "tb", np.zeros((2, 5), np.int64))
+    with pytest.raises(SimulationError, match="one or more"):
+        write_testbench(d, tmp_path / "tb", np.zeros((0, 6), np.int64))
     with pytest.raises(SimulationError, match=r"in \[-128, 127\]"):
         write_testbench(d, tmp_path / "tb", np.full((2, 6), 300))
 
