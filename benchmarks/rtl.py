@@ -5,8 +5,10 @@ through the design on each simulator with random input gaps and back-pressure, e
 output compared with the golden model. Prints vectors, mismatches (wrong, lost and
 duplicated elements and protocol errors, over all simulators), latency and interval
 in cycles as measured (a `*` where they differ from the manifest), the ideal interval
-ceil(MACs / multipliers), multiplier utilization MACs / (multipliers * interval), and
-simulation speed in vectors per second on each simulator.
+ceil(MACs / multipliers), multiplier utilization MACs / (multipliers * interval), the
+same for the busiest layer alone (its multipliers' duty cycle: near 100% when the
+dense/conv blocks keep their multipliers busy), and simulation speed in vectors per
+second on each simulator.
 
     .venv/bin/python benchmarks/rtl.py [--epochs 3] [--parallelism default,8]
         [--vectors N] [--sims icarus,verilator] [--out DIR]
@@ -33,12 +35,13 @@ from cosyn.sim import simulate
 
 import cosyn
 from cosyn.errors import CosynError
+from cosyn.ir.graph import Graph
 
 MODELS = {"mlp": (mlp, False), "cnn": (cnn, True)}
 SIMS = ("icarus", "verilator")
 
 
-def trained(name: str, epochs: int) -> tuple[cosyn.ir.Graph, np.ndarray, str]:
+def trained(name: str, epochs: int) -> tuple[Graph, np.ndarray, str]:
     """The zoo model `name` trained for `epochs` (calibrated only with 0), lowered; the
     test inputs; a note with the accuracy."""
     factory, image = MODELS[name]
@@ -65,12 +68,20 @@ def multipliers(manifest: dict) -> int:
     return sum(int(n["parallelism"]) for n in manifest["nodes"] if n["kind"] in kinds)
 
 
+def bottleneck(g: Graph, manifest: dict, interval: int) -> float:
+    """Utilization of the busiest layer's multipliers: max over dense/conv nodes of
+    MACs / (parallelism * interval); 1.0 when the bottleneck layer never idles."""
+    kinds = ("dense", "conv2d")
+    nodes = [n for n in manifest["nodes"] if n["kind"] in kinds]
+    return max((g[n["name"]].macs / (n["parallelism"] * interval) for n in nodes), default=0.0)
+
+
 def _vs_manifest(value: int | None, expected: int) -> str:
     """A measured figure, starred where it differs from the manifest's."""
     return f"{value}" if value == expected else f"{value}*"
 
 
-def measure(name: str, g, x: np.ndarray, p: int | None, sims: list[str], out: Path) -> tuple:
+def measure(name: str, g: Graph, x: np.ndarray, p: int | None, sims: list[str], out: Path) -> tuple:
     """One table row: generate with parallelism `p`, simulate on every simulator."""
     d = generate(g, out / f"{name}-p{p or 'default'}", parallelism=p)
     m = d.manifest
@@ -84,14 +95,15 @@ def measure(name: str, g, x: np.ndarray, p: int | None, sims: list[str], out: Pa
         timing.append((r.latency, r.interval))
     lat, ival = timing[0] if len(set(timing)) == 1 else (None, None)  # simulators disagree
     util = f"{100 * g.macs / (mults * ival):.0f}%" if ival and mults else "-"
+    busy = f"{100 * bottleneck(g, m, ival):.0f}%" if ival else "-"
     ideal = math.ceil(g.macs / mults) if mults else "-"
     return (name, p or "default", len(x), bad, _vs_manifest(lat, m["latency"]),
-            _vs_manifest(ival, m["interval"]), ideal, util, *speeds)  # fmt: skip
+            _vs_manifest(ival, m["interval"]), ideal, util, busy, *speeds)  # fmt: skip
 
 
 def table(rows: list[tuple], sims: list[str]) -> str:
     header = ("model", "parallelism", "vectors", "mismatches", "latency", "interval",
-              "ideal", "mult. util.", *(f"{s} vec/s" for s in sims))  # fmt: skip
+              "ideal", "mult. util.", "busiest layer", *(f"{s} vec/s" for s in sims))  # fmt: skip
     cells = [header] + [tuple(map(str, r)) for r in rows]
     widths = [max(len(c[i]) for c in cells if i < len(c)) for i in range(len(header))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=False))
