@@ -104,7 +104,8 @@ class UserNet(nn.Module):
         return self.fc(torch.flatten(self.res(a) + b, 1))
 
 
-def test_user_model_with_standard_brevitas_quantizers_is_exact():
+def user_net() -> UserNet:
+    """A UserNet with a non-trivial batch norm (negative gammas) and calibrated scales."""
     torch.manual_seed(1)
     model = UserNet()
     with torch.no_grad():
@@ -113,6 +114,11 @@ def test_user_model_with_standard_brevitas_quantizers_is_exact():
     model.train()
     for _ in range(3):
         model(torch.randn(16, 1, 8, 8))
+    return model
+
+
+def test_user_model_with_standard_brevitas_quantizers_is_exact():
+    model = user_net()
     x = torch.randn(200, 1, 8, 8)
     g = assert_exact(model, x)
     assert {"add", "flatten", "threshold", "conv2d"} <= {n.kind for n in g}

@@ -16,6 +16,7 @@ from cosyn.models.train import accuracy, predict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import inputs
+from test_ir_exact import assert_exact
 from torch import nn
 
 import cosyn
@@ -23,15 +24,6 @@ from cosyn.errors import BitWidthError, CosynError, UnsupportedLayerError
 from cosyn.ir import nodes as N
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-
-
-def assert_exact(model: nn.Module, x: torch.Tensor) -> cosyn.ir.Graph:
-    g = cosyn.lower(model, x[:2])
-    want = predict(model, x).numpy()
-    got = g.run(x.numpy())
-    assert got.dtype == np.float32
-    np.testing.assert_array_equal(got, want)
-    return g
 
 
 def random_coeffs(act: PolyAct, rng: np.random.Generator) -> None:

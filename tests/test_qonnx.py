@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qonnx.util.cleanup import cleanup
 from strategies import cnns, inputs, mlps
-from test_ir_exact import UserNet
+from test_ir_exact import user_net
 from torch import nn
 
 import cosyn
@@ -120,14 +120,7 @@ def test_cnns_read_back_exact(tmp_path_factory, data_):
 
 @EXPORTERS
 def test_user_model_with_residual_add_and_per_channel_weights_reads_back_exact(tmp_path, dynamo):
-    torch.manual_seed(1)
-    model = UserNet()
-    with torch.no_grad():
-        model.bn.running_mean.uniform_(-0.5, 0.5)
-        model.bn.weight.uniform_(-2, 2)
-    model.train()
-    for _ in range(3):
-        model(torch.randn(16, 1, 8, 8))
+    model = user_net()
     x = torch.randn(200, 1, 8, 8)
     g = assert_exact(model, x, tmp_path / "m.onnx", dynamo)
     assert {"add", "flatten", "threshold", "conv2d"} <= {n.kind for n in g}
