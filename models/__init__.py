@@ -4,7 +4,7 @@ data sets and training."""
 from cosyn.models import data, quant, zoo
 from cosyn.models.gate import GateAct, gate_cost, gates, harden
 from cosyn.models.poly import PolyAct, PolyActError
-from cosyn.models.replace import finetune_poly, replace_relu, search_gates
+from cosyn.models.replace import anneal, finetune_poly, replace_relu, search_gates
 from cosyn.models.train import accuracy, fit
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "PolyAct",
     "PolyActError",
     "accuracy",
+    "anneal",
     "data",
     "finetune_poly",
     "fit",

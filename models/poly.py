@@ -132,6 +132,7 @@ class PolyAct(nn.Module):
         )
         init = relu_fit(_gauss_grid()[None], degree).expand(channels or 1, -1)
         self.coeffs = nn.Parameter(init.to(torch.float32).clone())
+        self.relu_mix = 0.0  # the share of ReLU blended in while annealing (see `anneal`)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, degree={self.degree}, coeff_bits={self.coeff_bits}"
@@ -198,7 +199,11 @@ class PolyAct(nn.Module):
         return (h * torch.exp2(e).reshape(view)).to(torch.float32)
 
     def forward(self, x: Tensor | QuantTensor) -> Tensor | QuantTensor:
-        return self.output_quant(self.polynomial(x))
+        p = self.polynomial(x)
+        if self.relu_mix:
+            xv = x.value if isinstance(x, QuantTensor) else x
+            p = (1.0 - self.relu_mix) * p + self.relu_mix * torch.relu(xv)
+        return self.output_quant(p)
 
     # -- initialization ---------------------------------------------------------------------
 

@@ -103,5 +103,10 @@ def lower_poly_node(builder, n: fx.Node, m: nn.Module, v: object, name: str):
 
 def lower_polyact(builder, n: fx.Node, m: nn.Module, v: object, name: str):
     """PolyAct -> requantize (input), Poly, requantize (output)."""
+    if m.relu_mix:
+        raise UnsupportedLayerError(
+            f"{name} (PolyAct): still annealing ({m.relu_mix:g} ReLU blended in); finish the "
+            "schedule (cosyn.models.anneal reaches 0) before lowering"
+        )
     h = lower_poly_node(builder, n, m, v, name)
     return builder.quantize(h, m.output_quant.act_quant, n, f"{name}.output_quant")

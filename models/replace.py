@@ -19,7 +19,7 @@ from cosyn.models.poly import PolyAct, PolyActError
 from cosyn.models.train import fit
 from torch import Tensor, nn
 
-__all__ = ["collect_inputs", "finetune_poly", "replace_relu", "search_gates"]
+__all__ = ["anneal", "collect_inputs", "finetune_poly", "replace_relu", "search_gates"]
 
 
 def _targets(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
@@ -105,6 +105,17 @@ def replace_relu(
     return model
 
 
+def anneal(model: nn.Module, epoch: int, epochs: int) -> float:
+    """The straight-through schedule: at `epoch` of `epochs`, every PolyAct blends in
+    ReLU with weight 1 - epoch / epochs (all ReLU at 0, none from `epochs` on), so a
+    converted ReLU model moves to its polynomials without collapsing. Returns the weight."""
+    mix = max(0.0, 1.0 - epoch / epochs) if epochs > 0 else 0.0
+    for m in model.modules():
+        if isinstance(m, PolyAct):
+            m.relu_mix = mix
+    return mix
+
+
 def finetune_poly(
     model: nn.Module,
     data: Dataset,
@@ -113,11 +124,19 @@ def finetune_poly(
     degree: int = 2,
     seed: int = 0,
     quiet: bool = True,
+    anneal_epochs: int = 0,
 ) -> tuple[nn.Module, float]:
     """A copy of the trained ReLU `model` with every QuantReLU a PolyAct fitted over the
-    training inputs, fine-tuned; returns (model, test accuracy in percent)."""
+    training inputs, fine-tuned, annealing from ReLU over the first `anneal_epochs` (see
+    `anneal`); returns (model, test accuracy in percent)."""
+    if not 0 <= anneal_epochs < max(epochs, 1):
+        raise PolyActError(
+            f"finetune_poly: anneal_epochs must be in [0, epochs), not {anneal_epochs!r}"
+        )
     poly = replace_relu(copy.deepcopy(model), calib_data=data.x_train, degree=degree)
-    return poly, fit(poly, data, epochs=epochs, lr=lr, seed=seed, quiet=quiet)
+    schedule = (lambda e: anneal(poly, e, anneal_epochs)) if anneal_epochs else None
+    acc = fit(poly, data, epochs=epochs, lr=lr, seed=seed, quiet=quiet, on_epoch=schedule)
+    return poly, acc
 
 
 def search_gates(

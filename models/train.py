@@ -32,10 +32,12 @@ def fit(
     seed: int = 0,
     extra_loss=None,
     quiet: bool = False,
+    on_epoch=None,
 ) -> float:
     """Train with Adam and cross entropy; returns test accuracy in percent.
 
-    `extra_loss(model)` is added to the task loss (e.g. a hardware cost).
+    `extra_loss(model)` is added to the task loss (e.g. a hardware cost);
+    `on_epoch(epoch)` runs before each epoch (e.g. an annealing schedule).
     """
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -43,7 +45,9 @@ def fit(
     n = len(data.x_train)
     with Progress(disable=quiet, transient=True) as bar:
         task = bar.add_task("training", total=epochs)
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            if on_epoch is not None:
+                on_epoch(epoch)
             model.train()
             for idx in torch.randperm(n).split(batch_size):
                 out = model(data.x_train[idx])

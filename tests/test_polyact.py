@@ -9,7 +9,18 @@ import brevitas.nn as qnn
 import numpy as np
 import pytest
 import torch
-from cosyn.models import GateAct, PolyAct, PolyActError, data, fit, gate_cost, harden, zoo
+from cosyn.models import (
+    GateAct,
+    PolyAct,
+    PolyActError,
+    anneal,
+    data,
+    finetune_poly,
+    fit,
+    gate_cost,
+    harden,
+    zoo,
+)
 from cosyn.models.quant import Int4WeightPow2, Int8ActPow2, Int32Bias
 from cosyn.models.replace import replace_relu
 from cosyn.models.train import accuracy, predict
@@ -211,6 +222,28 @@ def test_replace_relu_converts_a_trained_mlp_that_stays_accurate_and_exact():
         copy.deepcopy(model), ["4"], d.x_train[:100], to="gate", costs={"relu": 1, "poly": 0}
     )
     assert isinstance(gated[4], GateAct) and isinstance(gated[2], qnn.QuantReLU)
+
+
+def test_annealing_moves_from_relu_to_the_polynomial_and_lowers_only_at_the_end():
+    d = data.digits()
+    model = zoo.mlp()
+    fit(model, d, epochs=2, quiet=True)
+    poly = replace_relu(copy.deepcopy(model), calib_data=d.x_train)
+    act, x = poly[2], poly[:2](d.x_test[:64])
+    assert anneal(poly, 0, 4) == 1.0 and act.relu_mix == 1.0
+    relu = qnn.QuantIdentity(act_quant=Int8ActPow2, return_quant_tensor=True)
+    relu.load_state_dict(act.output_quant.state_dict())
+    want = relu.eval()(torch.relu(x.value)).value
+    assert torch.equal(act.eval()(x).value, want)  # all ReLU at the start
+    assert anneal(poly, 2, 4) == 0.5
+    with pytest.raises(UnsupportedLayerError, match=r"2 \(PolyAct\): still annealing \(0.5"):
+        cosyn.lower(poly, d.x_test[:2])
+    assert anneal(poly, 4, 4) == 0.0 and act.relu_mix == 0.0
+    assert_exact(poly, d.x_test)
+    tuned, acc = finetune_poly(model, d, epochs=3, anneal_epochs=2)
+    assert all(m.relu_mix == 0.0 for m in tuned.modules() if isinstance(m, PolyAct))
+    assert acc > 50
+    assert_exact(tuned, d.x_test)
 
 
 def test_zoo_cnn_with_polyact_trains_and_is_exact():
