@@ -14,6 +14,7 @@ from brevitas.quant.fixed_point import (
     Uint8ActPerTensorFixedPoint,
 )
 from cosyn.hw.rtl import Top, generate
+from cosyn.hw.rtl._steady import first_outputs
 from cosyn.hw.rtl._tb import run_top
 from cosyn.models.data import digits
 from cosyn.models.train import fit
@@ -29,13 +30,16 @@ SETTINGS = settings(max_examples=4, deadline=None, suppress_health_check=list(He
 
 
 def check(g: cosyn.ir.Graph, x: np.ndarray, parallelism=None, samples: int = 5) -> Top:
-    """Simulate `samples` vectors at full rate: exact outputs, latency and interval."""
+    """Simulate `samples` vectors at full rate: exact outputs, latency and interval, and
+    every sample's first input and output transfer where the pipeline's model has it."""
     top = Top(g, parallelism)
     xi = g.quantize(x[:samples])
     y, ins, outs = run_top(top, xi)
     assert np.array_equal(y, g.run_int(xi))
     assert outs[0, 0] - ins[0, 0] == top.plan.latency
     assert np.diff(outs[:, 0])[-1] == top.plan.interval
+    firsts_in, firsts_out = first_outputs(top.plan, samples)
+    assert np.array_equal(firsts_in, ins[:, 0]) and np.array_equal(firsts_out, outs[:, 0])
     return top
 
 
@@ -110,7 +114,52 @@ def test_generated_cnns(data_) -> None:
     model = data_.draw(cnns())
     x = data_.draw(inputs((model[1].in_channels, 8, 8), n=8))
     g = cosyn.lower(model, x[:2])
-    check(g, x.numpy(), samples=4)
+    outs = {n.name: int(n.shape[0]) for n in g if n.kind in ("dense", "conv2d")}
+    p = data_.draw(
+        st.one_of(
+            st.sampled_from([None, 1, 2, min(outs.values())]),
+            st.fixed_dictionaries({k: st.integers(1, v) for k, v in outs.items()}),
+        )
+    )
+    check(g, x.numpy(), parallelism=min(p, *outs.values()) if isinstance(p, int) else p,
+          samples=5)  # fmt: skip
+
+
+def _strided_cnn() -> nn.Module:
+    """1x1 stride-2 conv 2->4, 3x3 stride-2 padded conv 4->6, dense 24->3."""
+    from cosyn.models.quant import Int8ActPow2, Int8WeightPow2, Int32Bias, Uint8ActPow2
+
+    def conv(i: int, o: int, k: int, stride: int, pad: int) -> nn.Module:
+        return qnn.QuantConv2d(i, o, k, stride=stride, padding=pad, bias=True,
+                               weight_quant=Int8WeightPow2, bias_quant=Int32Bias,
+                               return_quant_tensor=True)  # fmt: skip
+
+    def relu() -> nn.Module:
+        return qnn.QuantReLU(act_quant=Uint8ActPow2, return_quant_tensor=True)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        qnn.QuantIdentity(act_quant=Int8ActPow2, return_quant_tensor=True),
+        conv(2, 4, 1, 2, 0), relu(), conv(4, 6, 3, 2, 1), relu(), nn.Flatten(),
+        qnn.QuantLinear(24, 3, bias=True, weight_quant=Int8WeightPow2, bias_quant=Int32Bias),
+    )  # fmt: skip
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(32, 2, 8, 8))
+    return model.eval()
+
+
+def test_strided_cnn_interval_includes_the_stalls_between_samples() -> None:
+    """The 3x3 conv's line buffer holds the next sample back while it still reads rows;
+    the 1x1 conv in front then refills it at its own pace, not at full rate, so the
+    interval (443) is more than the slowest block's alone (440)."""
+    x = torch.randn(8, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+    g = cosyn.lower(_strided_cnn(), x)
+    top = check(g, x.numpy(), parallelism=2, samples=8)
+    assert max(int(s.block.interval) for s in top.plan.stages) == 440
+    assert (top.plan.latency, top.plan.interval) == (510, 443)
+    _, outs = first_outputs(top.plan, 8)
+    assert np.all(np.diff(outs) == 443)
 
 
 def _lint(path) -> str:

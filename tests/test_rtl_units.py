@@ -169,6 +169,27 @@ def test_threshold_bank_per_channel_both_signs() -> None:
     assert np.array_equal(y, node.eval(x))
 
 
+@pytest.mark.parametrize("n", [0, 1])
+def test_threshold_bank_narrow_negative_levels_in_a_wide_output(n) -> None:
+    """Levels that fit fewer bits than the output type (no threshold at all: the level is
+    the base) keep their sign: -1 in an i7 output is -1, not 7 (found by hypothesis)."""
+    rng = np.random.default_rng(5)
+    c, t = 4, IntType(3, False)
+    node = Threshold(
+        "t",
+        ("x",),
+        (c,),
+        IntType(7, True),
+        ONE,
+        thresholds=np.full((c, n), 4, dtype=np.int64),
+        base=np.array([-1, 1, 0, -1]),
+        sign=np.array([1, 1, 1, -1]),
+    )
+    x = _edges(t, (c,), rng)
+    y, *_ = _run(node, Ctx((t,), ((c,),)), x)
+    assert np.array_equal(y, node.eval(x)) and (y < 0).any()
+
+
 def _poly(coeffs: np.ndarray, t: IntType, shape: tuple[int, ...]) -> Poly:
     """A Poly node with its stage types bounded by interval arithmetic over t's range."""
     stages, lo, hi = [], coeffs[:, 0].copy(), coeffs[:, 0].copy()

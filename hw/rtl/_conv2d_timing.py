@@ -153,14 +153,20 @@ class _State:
         self.left = 0  # results in the output register
 
     def cycle(self) -> None:
-        g = self.g
         offered = self.k < len(self.arr) and self.arr[self.k] <= self.t
+        if self.step(offered, True) and (offered or self.k == len(self.arr)):
+            raise RuntimeError(f"conv2d schedule deadlocks at cycle {self.t - 1}: {self.g}")
+
+    def step(self, offered: bool, ready: bool) -> bool:
+        """One clock cycle: input offered or not, output ready or not. Returns True when
+        nothing moved (no transfer, no term issued, nothing in flight)."""
+        g = self.g
         take = offered and self._ready()
-        go = self._go(self.fw != self.fc)
-        if not (take or go or self.left or self.v1) and (offered or self.k == len(self.arr)):
-            raise RuntimeError(f"conv2d schedule deadlocks at cycle {self.t}: {g}")
-        if self.left:
-            self.out[self.n_out] = self.t
+        go = self._go(self.fw != self.fc, ready)
+        stuck = not (take or go or self.left or self.v1)
+        if self.left and ready:
+            if self.n_out < len(self.out):
+                self.out[self.n_out] = self.t
             self.n_out += 1
             self.left -= 1
         if self.v1 and self.last1:
@@ -171,6 +177,7 @@ class _State:
         if go:
             self._advance()
         self.t += 1
+        return stuck
 
     def skip(self) -> bool:
         """Jump over the middle of a window, where only the term counter and the output
@@ -206,17 +213,18 @@ class _State:
         g = self.g
         return self.ky == g.kh - 1 and self.kx == g.kw - 1 and self.c == g.c - 1
 
-    def _go(self, ahead: bool) -> bool:
+    def _go(self, ahead: bool, ready: bool = True) -> bool:
         g = self.g
         start = self.ky == 0 and self.kx == 0 and self.c == 0 and self.gi == 0
         last_pixel = self.oy == g.oh - 1 and self.ox == g.ow - 1
         avail = ahead or (not last_pixel and self.wcount > g.need(self.y_top, self.x_left))
-        free = not (self.v1 and self.last1) and self.left <= 1
+        free = not (self.v1 and self.last1) and (self.left == 0 or (self.left == 1 and ready))
         return (not start or avail) and (not self._last_term() or free)
 
     def _write(self) -> None:
         g = self.g
-        self.taken[self.k] = self.t
+        if self.k < len(self.taken):
+            self.taken[self.k] = self.t
         self.k += 1
         self.wcount += 1
         self.wcol += 1

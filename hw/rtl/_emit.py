@@ -47,8 +47,9 @@ def manifest(top: Top) -> dict[str, Any]:
     `latency`: cycles from the first input transfer to the first output transfer of
     sample 0 (pipeline empty, input offered every cycle, output always ready).
     `interval`: cycles between the first output transfers of consecutive samples in
-    steady state under the same conditions (the slowest stage's interval); measure it
-    between the last two samples of a full-rate run of several samples. Entries in
+    steady state under the same conditions (at least the slowest stage's interval, more
+    where a block's stalls between samples slow its producers; see `_steady`); measure
+    it between the last two samples of a full-rate run of several samples. Entries in
     `nodes` of kind "fifo" and "fork" are blocks the pipeline added ("note" gives a
     FIFO's depth). `macs` and `multipliers` give the ideal ceil(macs / multipliers).
     """

@@ -8,7 +8,10 @@ by two nodes goes through `Fork`s. Sample 0's timing is composed from each block
 within sample 0 (a convolution whose line buffer is full, an add whose other input
 is late), a FIFO deep enough that it never does goes in front of that input, so no
 producer ever stalls in sample 0 and the composition is exact: the first output's
-cycle is the design's latency. The interval is the slowest stage's.
+cycle is the design's latency. Across samples a block does stall its producer (a
+convolution's line buffer holds the next sample back while rows are still read), so
+the interval is not the slowest stage's alone: `_steady` steps every block's control
+together for several samples and takes the steady-state difference.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class Plan:
     source: Stream
     stages: list[Stage] = field(default_factory=list)
     sink: Stream | None = None
+    _interval: int | None = field(default=None, repr=False)
 
     @property
     def latency(self) -> int:
@@ -93,9 +97,14 @@ class Plan:
 
     @property
     def interval(self) -> int:
+        """Steady-state cycles per sample: every block's control stepped together for
+        several samples (`_steady`), since a slow block's stalls reach its producers."""
         assert self.sink is not None
-        slowest = max((int(s.block.interval) for s in self.stages), default=1)
-        return max(slowest, self.source.elements, self.sink.elements)
+        if self._interval is None:
+            from cosyn.hw.rtl._steady import steady_interval
+
+            self._interval = steady_interval(self)
+        return self._interval
 
 
 def _requested(node: Node, parallelism: int | dict | None) -> int | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Value
+from amaranth.hdl import Const, Module, Mux, Value, signed
 from cosyn.hw.rtl._base import COMPONENTS, Ctx
 from cosyn.hw.rtl._elementwise import Elementwise, PhaseTable
 
@@ -43,8 +43,16 @@ def shift_block(node: Shift, ctx: Ctx) -> Elementwise:
 
 def _clip(q: Value, lo, hi, out: IntType) -> Value:
     """q clipped to [lo, hi], in the output's width (the clip bounds fit it)."""
-    y = Mux(q < lo, lo, Mux(q > hi, hi, q))
-    return Value.cast(y)[: out.bits]
+    return _fit(Mux(q < lo, lo, Mux(q > hi, hi, q)), out)
+
+
+def _fit(v: Value, out: IntType) -> Value:
+    """The low `out.bits` bits of v, extended by v's own sign first where v is narrower
+    (a bare slice of a narrow negative value would zero-extend in the output)."""
+    v = Value.cast(v)
+    if v.shape().width < out.bits:
+        v = v + Const(0, signed(out.bits))
+    return v[: out.bits]
 
 
 def threshold_block(node: Threshold, ctx: Ctx) -> Elementwise:
@@ -75,7 +83,7 @@ def threshold_block(node: Threshold, ctx: Ctx) -> Elementwise:
             if isinstance(sign, int) and sign > 0
             else (base - c if isinstance(sign, int) else Mux(sign[-1], base - c, base + c))
         )
-        return {"y": Value.cast(y)[: node.dtype.bits]}
+        return {"y": _fit(y, node.dtype)}
 
     return Elementwise(node, ctx, table, [count, level])
 
