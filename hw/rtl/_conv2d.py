@@ -19,33 +19,17 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream
 from cosyn.hw.rtl._conv2d_timing import ConvGeometry, ConvSchedule
+from cosyn.hw.rtl._rom import field, pack, rom_type
 
-from cosyn.ir.nodes import Conv2d, IntType, int_type_for_range
+from cosyn.ir.nodes import Conv2d
 
 __all__ = ["Conv2dBlock"]
-
-
-def _int_type(a: np.ndarray) -> IntType:
-    a = np.asarray(a, dtype=np.int64)
-    return int_type_for_range(min(a.min(initial=0), 0), max(a.max(initial=0), 0))
-
-
-def _pack(rows: np.ndarray, bits: int) -> list[int]:
-    """Each row of integers packed into one word, element 0 in the low bits."""
-    mask = (1 << bits) - 1
-    return [sum((int(v) & mask) << (bits * j) for j, v in enumerate(row)) for row in rows]
 
 
 def _add_mod(a, k: int, r: int):
     """(a + k) mod r for 0 <= a < r and a constant k (any sign)."""
     k %= r
     return Mux(a >= r - k, a - (r - k), a + k) if k else a
-
-
-def _field(word, j: int, t: IntType):
-    """Element j of a packed ROM word, as a value of type t."""
-    v = word[j * t.bits : (j + 1) * t.bits]
-    return v.as_signed() if t.signed else v
 
 
 def _clamp(v, span: tuple[int, int], lo: int, hi: int):
@@ -126,18 +110,18 @@ class Conv2dBlock(wiring.Component):
     def _roms(self, m: Module) -> tuple:
         g = self.geo
         w = self.node.weight.transpose(0, 2, 3, 1)  # (O, KH, KW, C): window order
-        wt, bt = _int_type(w), _int_type(self.node.bias)
+        wt, bt = rom_type(w), rom_type(self.node.bias)
         rows = w.reshape(g.groups, g.p, g.terms).transpose(0, 2, 1).reshape(-1, g.p)
         brows = np.asarray(self.node.bias).reshape(g.groups, g.p)
         m.submodules.weights = wmem = memory.Memory(
-            shape=unsigned(wt.bits * g.p), depth=len(rows), init=_pack(rows, wt.bits)
+            shape=unsigned(wt.bits * g.p), depth=len(rows), init=pack(rows, wt.bits)
         )
         m.submodules.biases = bmem = memory.Memory(
-            shape=unsigned(bt.bits * g.p), depth=g.groups, init=_pack(brows, bt.bits)
+            shape=unsigned(bt.bits * g.p), depth=g.groups, init=pack(brows, bt.bits)
         )
         wr, br = wmem.read_port(), bmem.read_port()
-        ws = [_field(wr.data, j, wt) for j in range(g.p)]
-        bs = [_field(br.data, j, bt) for j in range(g.p)]
+        ws = [field(wr.data, j, wt) for j in range(g.p)]
+        bs = [field(br.data, j, bt) for j in range(g.p)]
         return wr, br, ws, bs
 
     def _writer(self, m: Module, lo, ahead, fw: Signal) -> Signal:

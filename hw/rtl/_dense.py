@@ -7,27 +7,11 @@ from amaranth.hdl import Array, Module, Mux, Signal, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream
+from cosyn.hw.rtl._rom import field, pack, rom_type
 
-from cosyn.ir.nodes import Dense, IntType, int_type_for_range
+from cosyn.ir.nodes import Dense
 
 __all__ = ["DenseBlock"]
-
-
-def _int_type(a: np.ndarray) -> IntType:
-    a = np.asarray(a, dtype=np.int64)
-    return int_type_for_range(min(a.min(initial=0), 0), max(a.max(initial=0), 0))
-
-
-def _pack(rows: np.ndarray, bits: int) -> list[int]:
-    """Each row of integers packed into one word, element 0 in the low bits."""
-    mask = (1 << bits) - 1
-    return [sum((int(v) & mask) << (bits * j) for j, v in enumerate(row)) for row in rows]
-
-
-def _field(word, j: int, t: IntType):
-    """Element j of a packed ROM word, as a value of type t."""
-    v = word[j * t.bits : (j + 1) * t.bits]
-    return v.as_signed() if t.signed else v
 
 
 class DenseBlock(wiring.Component):
@@ -72,18 +56,18 @@ class DenseBlock(wiring.Component):
 
     def _roms(self, m: Module) -> tuple:
         w = self.node.weight[:, self.ctx.index()]  # columns in stream order
-        wt, bt = _int_type(w), _int_type(self.node.bias)
+        wt, bt = rom_type(w), rom_type(self.node.bias)
         rows = w.reshape(self.groups, self.p, self.n).transpose(0, 2, 1).reshape(-1, self.p)
         brows = self.node.bias.reshape(self.groups, self.p)
         m.submodules.weights = wmem = memory.Memory(
-            shape=unsigned(wt.bits * self.p), depth=len(rows), init=_pack(rows, wt.bits)
+            shape=unsigned(wt.bits * self.p), depth=len(rows), init=pack(rows, wt.bits)
         )
         m.submodules.biases = bmem = memory.Memory(
-            shape=unsigned(bt.bits * self.p), depth=self.groups, init=_pack(brows, bt.bits)
+            shape=unsigned(bt.bits * self.p), depth=self.groups, init=pack(brows, bt.bits)
         )
         wr, br = wmem.read_port(), bmem.read_port()
-        ws = [_field(wr.data, j, wt) for j in range(self.p)]
-        bs = [_field(br.data, j, bt) for j in range(self.p)]
+        ws = [field(wr.data, j, wt) for j in range(self.p)]
+        bs = [field(br.data, j, bt) for j in range(self.p)]
         return wr, br, ws, bs
 
     def elaborate(self, platform) -> Module:
