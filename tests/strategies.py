@@ -190,3 +190,28 @@ def inputs(draw, shape: tuple[int, ...], n: int = 64) -> torch.Tensor:
         0, 9, mask.sum()
     )
     return torch.from_numpy(x)
+
+
+def strided_cnn() -> nn.Module:
+    """1x1 stride-2 conv 2->4, 3x3 stride-2 padded conv 4->6, dense 24->3: found by hypothesis,
+    where consecutive samples stall each other (interval 443 at parallelism 2, not the
+    largest block interval, 440)."""
+
+    def conv(i: int, o: int, k: int, stride: int, pad: int) -> nn.Module:
+        return qnn.QuantConv2d(i, o, k, stride=stride, padding=pad, bias=True,
+                               weight_quant=Int8WeightPow2, bias_quant=Int32Bias,
+                               return_quant_tensor=True)  # fmt: skip
+
+    def relu() -> nn.Module:
+        return qnn.QuantReLU(act_quant=Uint8ActPow2, return_quant_tensor=True)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        qnn.QuantIdentity(act_quant=Int8ActPow2, return_quant_tensor=True),
+        conv(2, 4, 1, 2, 0), relu(), conv(4, 6, 3, 2, 1), relu(), nn.Flatten(),
+        qnn.QuantLinear(24, 3, bias=True, weight_quant=Int8WeightPow2, bias_quant=Int32Bias),
+    )  # fmt: skip
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(32, 2, 8, 8))
+    return model.eval()

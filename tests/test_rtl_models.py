@@ -21,7 +21,7 @@ from cosyn.models.train import fit
 from cosyn.models.zoo import cnn, mlp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import cnns, inputs, mlps
+from strategies import cnns, inputs, mlps, strided_cnn
 from torch import nn
 
 import cosyn
@@ -125,36 +125,12 @@ def test_generated_cnns(data_) -> None:
           samples=5)  # fmt: skip
 
 
-def _strided_cnn() -> nn.Module:
-    """1x1 stride-2 conv 2->4, 3x3 stride-2 padded conv 4->6, dense 24->3."""
-    from cosyn.models.quant import Int8ActPow2, Int8WeightPow2, Int32Bias, Uint8ActPow2
-
-    def conv(i: int, o: int, k: int, stride: int, pad: int) -> nn.Module:
-        return qnn.QuantConv2d(i, o, k, stride=stride, padding=pad, bias=True,
-                               weight_quant=Int8WeightPow2, bias_quant=Int32Bias,
-                               return_quant_tensor=True)  # fmt: skip
-
-    def relu() -> nn.Module:
-        return qnn.QuantReLU(act_quant=Uint8ActPow2, return_quant_tensor=True)
-
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        qnn.QuantIdentity(act_quant=Int8ActPow2, return_quant_tensor=True),
-        conv(2, 4, 1, 2, 0), relu(), conv(4, 6, 3, 2, 1), relu(), nn.Flatten(),
-        qnn.QuantLinear(24, 3, bias=True, weight_quant=Int8WeightPow2, bias_quant=Int32Bias),
-    )  # fmt: skip
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(32, 2, 8, 8))
-    return model.eval()
-
-
 def test_strided_cnn_interval_includes_the_stalls_between_samples() -> None:
     """The 3x3 conv's line buffer holds the next sample back while it still reads rows;
     the 1x1 conv in front then refills it at its own pace, not at full rate, so the
     interval (443) is more than the slowest block's alone (440)."""
     x = torch.randn(8, 2, 8, 8, generator=torch.Generator().manual_seed(1))
-    g = cosyn.lower(_strided_cnn(), x)
+    g = cosyn.lower(strided_cnn(), x)
     top = check(g, x.numpy(), parallelism=2, samples=8)
     assert max(int(s.block.interval) for s in top.plan.stages) == 440
     assert (top.plan.latency, top.plan.interval) == (510, 443)

@@ -23,7 +23,7 @@ from cosyn.models.zoo import cnn, mlp
 from cosyn.sim import SimResult, simulate
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from strategies import cnns, inputs, mlps
+from strategies import cnns, inputs, mlps, strided_cnn
 
 import cosyn
 from cosyn.ir.graph import Graph
@@ -111,35 +111,9 @@ def test_generated_models_exact(kind: str, simulator: str) -> None:
     run()
 
 
-def _strided_cnn() -> torch.nn.Module:
-    """1x1 stride-2 conv, 3x3 stride-2 padded conv, dense: found by hypothesis, where the
-    measured interval at parallelism 2 (443) differed from the manifest's (440)."""
-    import brevitas.nn as qnn
-    from cosyn.models.quant import Int8ActPow2, Int8WeightPow2, Int32Bias, Uint8ActPow2
-
-    def conv(i: int, o: int, k: int, stride: int, pad: int) -> torch.nn.Module:
-        return qnn.QuantConv2d(i, o, k, stride=stride, padding=pad, bias=True,
-                               weight_quant=Int8WeightPow2, bias_quant=Int32Bias,
-                               return_quant_tensor=True)  # fmt: skip
-
-    def relu() -> torch.nn.Module:
-        return qnn.QuantReLU(act_quant=Uint8ActPow2, return_quant_tensor=True)
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        qnn.QuantIdentity(act_quant=Int8ActPow2, return_quant_tensor=True),
-        conv(2, 4, 1, 2, 0), relu(), conv(4, 6, 3, 2, 1), relu(), torch.nn.Flatten(),
-        qnn.QuantLinear(24, 3, bias=True, weight_quant=Int8WeightPow2, bias_quant=Int32Bias),
-    )  # fmt: skip
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(32, 2, 8, 8))
-    return model.eval()
-
-
 def test_strided_cnn_timing_equals_manifest(tmp_path: Path) -> None:
     x = torch.randn(8, 2, 8, 8, generator=torch.Generator().manual_seed(1))
-    g = cosyn.lower(_strided_cnn(), x)
+    g = cosyn.lower(strided_cnn(), x)
     d = generate(g, tmp_path / "rtl", parallelism=2)
     r = simulate(d, x.numpy(), simulator="icarus", backpressure=True)
     check(r, d, g.quantize(x.numpy()))

@@ -14,12 +14,12 @@ import operator
 from functools import reduce
 
 import numpy as np
-from amaranth.hdl import C, Module, Mux, Signal, unsigned
+from amaranth.hdl import C, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream
 from cosyn.hw.rtl._conv2d_timing import ConvGeometry, ConvSchedule
-from cosyn.hw.rtl._rom import field, pack, rom_type
+from cosyn.hw.rtl._rom import weight_roms
 
 from cosyn.ir.nodes import Conv2d
 
@@ -110,19 +110,8 @@ class Conv2dBlock(wiring.Component):
     def _roms(self, m: Module) -> tuple:
         g = self.geo
         w = self.node.weight.transpose(0, 2, 3, 1)  # (O, KH, KW, C): window order
-        wt, bt = rom_type(w), rom_type(self.node.bias)
         rows = w.reshape(g.groups, g.p, g.terms).transpose(0, 2, 1).reshape(-1, g.p)
-        brows = np.asarray(self.node.bias).reshape(g.groups, g.p)
-        m.submodules.weights = wmem = memory.Memory(
-            shape=unsigned(wt.bits * g.p), depth=len(rows), init=pack(rows, wt.bits)
-        )
-        m.submodules.biases = bmem = memory.Memory(
-            shape=unsigned(bt.bits * g.p), depth=g.groups, init=pack(brows, bt.bits)
-        )
-        wr, br = wmem.read_port(), bmem.read_port()
-        ws = [field(wr.data, j, wt) for j in range(g.p)]
-        bs = [field(br.data, j, bt) for j in range(g.p)]
-        return wr, br, ws, bs
+        return weight_roms(m, rows, np.asarray(self.node.bias).reshape(g.groups, g.p))
 
     def _writer(self, m: Module, lo, ahead, fw: Signal) -> Signal:
         """Input side: rows into rotating slots; returns the count of elements in the frame."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Array, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream
-from cosyn.hw.rtl._rom import field, pack, rom_type
+from cosyn.hw.rtl._rom import weight_roms
 
 from cosyn.ir.nodes import Dense
 
@@ -56,19 +56,8 @@ class DenseBlock(wiring.Component):
 
     def _roms(self, m: Module) -> tuple:
         w = self.node.weight[:, self.ctx.index()]  # columns in stream order
-        wt, bt = rom_type(w), rom_type(self.node.bias)
         rows = w.reshape(self.groups, self.p, self.n).transpose(0, 2, 1).reshape(-1, self.p)
-        brows = self.node.bias.reshape(self.groups, self.p)
-        m.submodules.weights = wmem = memory.Memory(
-            shape=unsigned(wt.bits * self.p), depth=len(rows), init=pack(rows, wt.bits)
-        )
-        m.submodules.biases = bmem = memory.Memory(
-            shape=unsigned(bt.bits * self.p), depth=self.groups, init=pack(brows, bt.bits)
-        )
-        wr, br = wmem.read_port(), bmem.read_port()
-        ws = [field(wr.data, j, wt) for j in range(self.p)]
-        bs = [field(br.data, j, bt) for j in range(self.p)]
-        return wr, br, ws, bs
+        return weight_roms(m, rows, self.node.bias.reshape(self.groups, self.p))
 
     def elaborate(self, platform) -> Module:
         m = Module()

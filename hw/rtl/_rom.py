@@ -1,12 +1,15 @@
-"""Constants in ROM: the narrowest type for a table, rows packed into words, fields read back."""
+"""Constants in ROM: the narrowest type for a table, rows packed into words, fields read back,
+and the weight and bias ROMs that dense and conv2d share."""
 
 from __future__ import annotations
 
 import numpy as np
+from amaranth.hdl import Module, unsigned
+from amaranth.lib import memory
 
 from cosyn.ir.nodes import IntType, int_type_for_range
 
-__all__ = ["field", "pack", "rom_type"]
+__all__ = ["field", "pack", "rom_type", "weight_roms"]
 
 
 def rom_type(a: np.ndarray) -> IntType:
@@ -25,3 +28,24 @@ def field(word, j: int, t: IntType):
     """Element j of a packed ROM word, as a value of type t."""
     v = word[j * t.bits : (j + 1) * t.bits]
     return v.as_signed() if t.signed else v
+
+
+def weight_roms(m: Module, rows: np.ndarray, bias_rows: np.ndarray) -> tuple:
+    """Weight and bias ROMs of P lanes as submodules of `m`: row r of `rows` (depth, P) and
+    of `bias_rows` (groups, P) is one word. Returns the read ports and the P weight and P
+    bias fields of their data, each in the narrowest type of its table."""
+    wt, bt = rom_type(rows), rom_type(bias_rows)
+    p = rows.shape[1]
+    m.submodules.weights = wmem = memory.Memory(
+        shape=unsigned(wt.bits * p), depth=len(rows), init=pack(rows, wt.bits)
+    )
+    m.submodules.biases = bmem = memory.Memory(
+        shape=unsigned(bt.bits * p), depth=len(bias_rows), init=pack(bias_rows, bt.bits)
+    )
+    wr, br = wmem.read_port(), bmem.read_port()
+    return (
+        wr,
+        br,
+        [field(wr.data, j, wt) for j in range(p)],
+        [field(br.data, j, bt) for j in range(p)],
+    )
