@@ -35,7 +35,6 @@ app = typer.Typer(
 console = Console()
 BACKENDS = ("hls", "rtl", "both")
 SIMULATORS = ("icarus", "verilator")
-ACTS = zoo.ACTS
 
 
 def _is_image(model: nn.Module) -> bool:
@@ -53,7 +52,7 @@ def check_exact(model: nn.Module, g: Graph, x: torch.Tensor) -> int:
     return int(np.count_nonzero(predict(model, x).numpy() != g.run(x.numpy())))
 
 
-def test_vectors(g: Graph, seed: int = 0) -> np.ndarray:
+def reference_vectors(g: Graph, seed: int = 0) -> np.ndarray:
     """The digits test set when the graph takes digits, else 360 random float32 vectors that
     cover the input quantizer's whole range (seeded)."""
     shape = g.input.shape
@@ -75,8 +74,8 @@ def _agreement(rows: list[tuple[str, str]], vectors: int) -> Table:
     return table
 
 
-def _mismatch(n: int, unit: str = "outputs") -> str:
-    return "bit-exact" if n == 0 else f"{n} mismatching {unit}"
+def _mismatch(n: int) -> str:
+    return "bit-exact" if n == 0 else f"{n} mismatching outputs"
 
 
 def _sim_line(r: rtl_sim.SimResult, manifest: dict) -> tuple[str, bool]:
@@ -175,7 +174,7 @@ def train(
 
 
 def _act_option(act: str | None) -> dict[str, str]:
-    return {"act": _choice(act, ACTS, "activation")} if act is not None else {}
+    return {"act": _choice(act, zoo.ACTS, "activation")} if act is not None else {}
 
 
 def _load_graph(
@@ -215,7 +214,7 @@ def build(
     `rtl/` (Verilog and manifest) and `tb/` (a standalone cocotb testbench on the test set)."""
     _choice(backend, BACKENDS, "backend")
     g, net = _load_graph(model, checkpoint, input_shape, act)
-    x = test_vectors(g)
+    x = reference_vectors(g)
     with atomic_dir(out) as tmp:
         (tmp / "graph.md").write_text(graph_table(g))
         h = design = None
