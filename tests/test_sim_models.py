@@ -31,8 +31,8 @@ from cosyn.ir.graph import Graph
 pytestmark = pytest.mark.slow
 
 VECTORS = int(os.environ.get("COSYN_SIM_VECTORS") or 0) or None
-EXAMPLES = {("mlp", "icarus"): 8, ("cnn", "icarus"): 2, ("mlp", "verilator"): 2,
-            ("cnn", "verilator"): 1}  # fmt: skip
+EXAMPLES = {("mlp", "icarus"): 16, ("cnn", "icarus"): 4, ("mlp", "verilator"): 8,
+            ("cnn", "verilator"): 4}  # fmt: skip
 
 
 def _examples(kind: str, simulator: str) -> int:
