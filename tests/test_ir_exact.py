@@ -64,38 +64,24 @@ def test_cnns_are_exact(data_):
 
 
 class UserNet(nn.Module):
-    """A model cosyn did not define: per-channel weights, hard tanh, a residual add."""
+    """A model cosyn did not define: per-channel weights, hard tanh, a residual add.
 
-    def __init__(self) -> None:
+    conv -> batch norm -> hard tanh (a threshold bank), a 1x1 conv branch, a residual add,
+    flatten, dense; for `size` x `size` single-channel images."""
+
+    def __init__(self, channels: int = 4, size: int = 8) -> None:
         super().__init__()
-        self.inp = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)
-        self.conv = qnn.QuantConv2d(
-            1,
-            4,
-            3,
-            padding=1,
-            weight_quant=Int8WeightPerChannelFixedPoint,
-            return_quant_tensor=True,
-        )
-        self.bn = nn.BatchNorm2d(4)
-        self.act = qnn.QuantHardTanh(
-            act_quant=Int8ActPerTensorFixedPoint,
-            max_val=1.0,
-            min_val=-1.0,
-            return_quant_tensor=True,
-        )
-        self.conv2 = qnn.QuantConv2d(
-            4,
-            4,
-            1,
-            weight_quant=Int8WeightPerChannelFixedPoint,
-            bias=False,
-            return_quant_tensor=True,
-        )
+        act = dict(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)
+        wq = dict(weight_quant=Int8WeightPerChannelFixedPoint, return_quant_tensor=True)
+        self.inp = qnn.QuantIdentity(**act)
+        self.conv = qnn.QuantConv2d(1, channels, 3, padding=1, **wq)
+        self.bn = nn.BatchNorm2d(channels)
+        self.act = qnn.QuantHardTanh(max_val=1.0, min_val=-1.0, **act)
+        self.conv2 = qnn.QuantConv2d(channels, channels, 1, bias=False, **wq)
         self.act2 = qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, return_quant_tensor=True)
-        self.res = qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)
+        self.res = qnn.QuantIdentity(**act)
         self.fc = qnn.QuantLinear(
-            4 * 8 * 8, 3, bias=True, weight_quant=Int8WeightPerChannelFixedPoint
+            channels * size * size, 3, bias=True, weight_quant=Int8WeightPerChannelFixedPoint
         )
 
     def forward(self, x):
@@ -104,16 +90,16 @@ class UserNet(nn.Module):
         return self.fc(torch.flatten(self.res(a) + b, 1))
 
 
-def user_net() -> UserNet:
+def user_net(channels: int = 4, size: int = 8) -> UserNet:
     """A UserNet with a non-trivial batch norm (negative gammas) and calibrated scales."""
     torch.manual_seed(1)
-    model = UserNet()
+    model = UserNet(channels, size)
     with torch.no_grad():
         model.bn.running_mean.uniform_(-0.5, 0.5)
         model.bn.weight.uniform_(-2, 2)
     model.train()
     for _ in range(3):
-        model(torch.randn(16, 1, 8, 8))
+        model(torch.randn(16, 1, size, size))
     return model
 
 

@@ -4,15 +4,9 @@ output equals the golden model; latency and interval equal the manifest's."""
 
 from __future__ import annotations
 
-import brevitas.nn as qnn
 import numpy as np
 import pytest
 import torch
-from brevitas.quant.fixed_point import (
-    Int8ActPerTensorFixedPoint,
-    Int8WeightPerChannelFixedPoint,
-    Uint8ActPerTensorFixedPoint,
-)
 from cosyn.hw.rtl import Top, generate
 from cosyn.hw.rtl._steady import first_outputs
 from cosyn.hw.rtl._tb import run_top
@@ -22,7 +16,7 @@ from cosyn.models.zoo import cnn, mlp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import cnns, inputs, mlps, strided_cnn
-from torch import nn
+from test_ir_exact import user_net
 
 import cosyn
 
@@ -55,40 +49,8 @@ def test_default_cnn_trained_on_digits(tmp_path) -> None:
     assert d.manifest["input"]["order"] == "hwc" and d.manifest["input"]["shape"] == [1, 8, 8]
 
 
-class Residual(nn.Module):
-    """conv -> batch norm -> hard tanh (a threshold bank), a 1x1 conv branch, a residual
-    add, flatten, dense: every block kind but the polynomial, with a fork and a FIFO."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        act = dict(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)
-        wq = dict(weight_quant=Int8WeightPerChannelFixedPoint, return_quant_tensor=True)
-        self.inp = qnn.QuantIdentity(**act)
-        self.conv = qnn.QuantConv2d(1, 3, 3, padding=1, **wq)
-        self.bn = nn.BatchNorm2d(3)
-        self.act = qnn.QuantHardTanh(max_val=1.0, min_val=-1.0, **act)
-        self.conv2 = qnn.QuantConv2d(3, 3, 1, bias=False, **wq)
-        self.act2 = qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, return_quant_tensor=True)
-        self.res = qnn.QuantIdentity(**act)
-        self.fc = qnn.QuantLinear(
-            3 * 6 * 6, 4, bias=True, weight_quant=Int8WeightPerChannelFixedPoint
-        )
-
-    def forward(self, x):
-        a = self.act(self.bn(self.conv(self.inp(x))))
-        b = self.res(self.act2(self.conv2(a)))
-        return self.fc(torch.flatten(self.res(a) + b, 1))
-
-
 def test_residual_with_thresholds_fork_and_fifo(tmp_path) -> None:
-    torch.manual_seed(1)
-    model = Residual()
-    with torch.no_grad():
-        model.bn.running_mean.uniform_(-0.5, 0.5)
-        model.bn.weight.uniform_(-2, 2)
-    model.train()
-    for _ in range(3):
-        model(torch.randn(16, 1, 6, 6))
+    model = user_net(channels=3, size=6)  # every block kind but poly, with a fork and a FIFO
     x = torch.randn(8, 1, 6, 6)
     g = cosyn.lower(model.eval(), x)
     assert {"add", "flatten", "threshold", "conv2d"} <= {n.kind for n in g}
