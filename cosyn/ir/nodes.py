@@ -70,6 +70,8 @@ class Node:
     dtype: IntType
     scale: np.ndarray
     kind: ClassVar[str] = "node"
+    multiplies: ClassVar[bool] = False  # has multipliers (MACs > 0)
+    elementwise: ClassVar[bool] = False  # output element k depends on input element k only
 
     def eval(self, *xs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -108,6 +110,7 @@ class Dense(Node):
     weight: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
     bias: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     kind: ClassVar[str] = "dense"
+    multiplies: ClassVar[bool] = True
 
     def eval(self, x: np.ndarray) -> np.ndarray:
         return x @ self.weight.T + self.bias
@@ -126,6 +129,7 @@ class Conv2d(Node):
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     kind: ClassVar[str] = "conv2d"
+    multiplies: ClassVar[bool] = True
 
     def eval(self, x: np.ndarray) -> np.ndarray:
         n, c = x.shape[:2]
@@ -164,6 +168,7 @@ class Shift(Node):
     lo: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
     hi: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
     kind: ClassVar[str] = "shift"
+    elementwise: ClassVar[bool] = True
 
     def eval(self, x: np.ndarray) -> np.ndarray:
         nd = x.ndim - 1
@@ -196,6 +201,7 @@ class Threshold(Node):
     base: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
     sign: np.ndarray = field(default_factory=lambda: np.ones(1, np.int64))
     kind: ClassVar[str] = "threshold"
+    elementwise: ClassVar[bool] = True
 
     def eval(self, x: np.ndarray) -> np.ndarray:
         nd = x.ndim - 1
@@ -210,6 +216,7 @@ class Add(Node):
 
     shifts: tuple[int, int] = (0, 0)
     kind: ClassVar[str] = "add"
+    elementwise: ClassVar[bool] = True
 
     def eval(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.left_shift(a, self.shifts[0]) + np.left_shift(b, self.shifts[1])
@@ -229,6 +236,8 @@ class Poly(Node):
     coeffs: np.ndarray = field(default_factory=lambda: np.zeros((1, 1), np.int64))
     stages: tuple[IntType, ...] = ()
     kind: ClassVar[str] = "poly"
+    multiplies: ClassVar[bool] = True
+    elementwise: ClassVar[bool] = True
 
     @property
     def degree(self) -> int:
