@@ -15,11 +15,13 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
-from cosyn.hw.rtl._add import AddBlock, Fork, SkipFifo, deadlock_depth, skip_depth
-from cosyn.hw.rtl._base import Ctx, element_stream, resolve_parallelism
+from cosyn.hw.rtl._add import AddBlock, Fork, SkipFifo
+from cosyn.hw.rtl._base import Ctx, element_stream
 from cosyn.hw.rtl._conv2d import Conv2dBlock
-from cosyn.hw.rtl._conv2d_timing import ConvGeometry, ConvSchedule
 from cosyn.hw.rtl._verilog import netlist_verilog
+from cosyn.perfmodel.blocks import ForkTiming
+from cosyn.perfmodel.conv import ConvGeometry, ConvSchedule
+from cosyn.perfmodel.pipeline import deadlock_depth, fifo_depth, resolve_parallelism
 
 from cosyn.errors import CosynError
 from cosyn.ir.nodes import Add, Conv2d, IntType, int_type_for_range
@@ -137,7 +139,7 @@ def test_conv_exact_and_timed(case) -> None:
     arr = np.zeros(x.size, dtype=np.int64)
     got, taken, out = drive(dut, {"i": (dut.i, hwc(x), arr)}, len(x) * np.prod(node.shape))
     assert np.array_equal(got, hwc(node.eval(x)))
-    want_taken, want_out = dut.schedule.run(arr)
+    want_taken, want_out = dut.cycles.schedule.run(arr)
     assert np.array_equal(taken["i"], want_taken)
     assert np.array_equal(out, want_out)
 
@@ -156,7 +158,7 @@ def test_conv_gaps_and_backpressure(case) -> None:
     arr = gappy(x.size, rng)
     got, taken, out = drive(dut, {"i": (dut.i, hwc(x), arr)}, n_out)
     assert np.array_equal(got, hwc(node.eval(x)))
-    want_taken, want_out = dut.schedule.run(arr)
+    want_taken, want_out = dut.cycles.schedule.run(arr)
     assert np.array_equal(taken["i"], want_taken) and np.array_equal(out, want_out)
     got, _, _ = drive(dut, {"i": (dut.i, hwc(x), arr)}, n_out, stalls=0.5, seed=4)
     assert np.array_equal(got, hwc(node.eval(x)))
@@ -175,10 +177,10 @@ def test_conv_latency_interval_measured(case) -> None:
     per = int(np.prod(node.shape))
     got, taken, out = drive(dut, {"i": (dut.i, hwc(x), np.zeros(x.size, np.int64))}, 4 * per)
     assert np.array_equal(got, hwc(node.eval(x)))
-    assert out[0] - taken["i"][0] == dut.latency
+    assert out[0] - taken["i"][0] == dut.cycles.latency
     firsts = np.array(out[::per])
-    assert np.all(np.diff(firsts)[1:] == dut.interval)
-    assert np.array_equal(dut.timing(taken["i"][:n]), out[:per])
+    assert np.all(np.diff(firsts)[1:] == dut.cycles.interval)
+    assert np.array_equal(dut.cycles.timing(taken["i"][:n]), out[:per])
 
 
 def test_conv_timing_model_matches_formula_bounds() -> None:
@@ -263,12 +265,14 @@ def test_add_exact_and_timed(shifts, wider) -> None:
     got, taken, out = drive(dut, {"a": (dut.a, a, ga), "b": (dut.b, b, gb)}, n)
     assert np.array_equal(got, node.eval(a, b))
     assert np.array_equal(taken["a"], taken["b"])
-    assert np.array_equal(out, dut.timing(ga, gb))
+    assert np.array_equal(out, dut.cycles.timing(ga, gb))
     got, _, _ = drive(dut, {"a": (dut.a, a, ga), "b": (dut.b, b, gb)}, n, stalls=0.5, seed=8)
     assert np.array_equal(got, node.eval(a, b))
     zero = np.zeros(n, np.int64)
     _, taken, out = drive(dut, {"a": (dut.a, a, zero), "b": (dut.b, b, zero)}, n)
-    assert out[0] - taken["a"][0] == dut.latency and out[-1] - out[0] + 1 == dut.interval
+    assert (
+        out[0] - taken["a"][0] == dut.cycles.latency and out[-1] - out[0] + 1 == dut.cycles.interval
+    )
 
 
 class _Sinks(wiring.Component):
@@ -322,7 +326,7 @@ def test_fork_copies_under_backpressure() -> None:
     sim.add_testbench(bench)
     sim.run()
     assert values == list(x) and seen == list(x)
-    assert np.array_equal(dut.fork.timing(np.array([0, 0, 5, 5])), [1, 2, 6, 7])
+    assert np.array_equal(ForkTiming(4).timing(np.array([0, 0, 5, 5])), [1, 2, 6, 7])
 
 
 class Residual(wiring.Component):
@@ -350,20 +354,20 @@ RES_SHAPE = (2, 5, 6)
 
 
 def residual(depth: str | int):
-    """A 3x3 same-size conv with a residual; its skip FIFO `skip_depth` ("skip"),
+    """A 3x3 same-size conv with a residual; its skip FIFO `fifo_depth` ("skip"),
     `deadlock_depth` ("floor") or an int deep."""
     it = IntType(5, True)
     conv = conv_node(*RES_SHAPE, 2, 3, 1, 1, it, seed=10)
     add = add_node(conv.dtype, it, (0, 4), int(np.prod(RES_SHAPE)))
     geo = ConvGeometry.of(conv, RES_SHAPE, 2)
     taken, out = ConvSchedule(geo).run(np.ones(geo.frame_in, np.int64))
-    d = {"skip": skip_depth(taken, out), "floor": deadlock_depth(geo.needs())}.get(depth, depth)
+    d = {"skip": fifo_depth(taken, out), "floor": deadlock_depth(geo.needs())}.get(depth, depth)
     return Residual(conv, add, it, RES_SHAPE, d), conv, add
 
 
 @pytest.mark.slow
 def test_residual_skip_fifo_depth() -> None:
-    """With `skip_depth` the residual is exact under gaps and back-pressure, and at full
+    """With `fifo_depth` the residual is exact under gaps and back-pressure, and at full
     rate takes and emits exactly when its conv does (the fork never waits)."""
     dut, conv, add = residual("skip")
     rng = np.random.default_rng(11)
@@ -376,10 +380,11 @@ def test_residual_skip_fifo_depth() -> None:
     got, taken, out = drive(dut, {"i": (dut.i, hwc(x[:1]), np.zeros(n, np.int64))}, n)
     # the fork offers element k to the conv a cycle after it takes it, and takes k+1 no
     # earlier than the conv takes k: the conv's own back-pressure, never the FIFO's
-    conv_taken = dut.conv.transfers(np.ones(n, np.int64))
+    (conv_taken,) = dut.conv.cycles.transfers(np.ones(n, np.int64))
     fork_taken = np.maximum.accumulate(np.r_[0, conv_taken[:-1]] - np.arange(n)) + np.arange(n)
     assert np.array_equal(taken["i"], fork_taken)
-    assert np.array_equal(out, dut.add.timing(dut.conv.timing(fork_taken + 1), fork_taken + 1))
+    conv_out = dut.conv.cycles.timing(fork_taken + 1)
+    assert np.array_equal(out, dut.add.cycles.timing(conv_out, fork_taken + 1))
 
 
 @pytest.mark.slow

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from cosyn.hw.rtl import Top, generate
-from cosyn.hw.rtl._steady import first_outputs
 from cosyn.hw.rtl._tb import run_top
 from cosyn.models.data import digits
 from cosyn.models.train import fit
 from cosyn.models.zoo import cnn, mlp
+from cosyn.perfmodel.steady import first_outputs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import cnns, inputs, mlps, strided_cnn
@@ -55,7 +55,7 @@ def test_residual_with_thresholds_fork_and_fifo(tmp_path) -> None:
     g = cosyn.lower(model.eval(), x)
     assert {"add", "flatten", "threshold", "conv2d"} <= {n.kind for n in g}
     top = check(g, x.numpy(), parallelism=1)
-    assert {"fork", "fifo"} <= {s.node.kind for s in top.plan.stages}
+    assert {"fork", "fifo"} <= {s.kind for s in top.plan.stages}
     assert _lint(generate(g, tmp_path / "rtl", parallelism=1).path) == ""
 
 
@@ -94,7 +94,7 @@ def test_strided_cnn_interval_includes_the_stalls_between_samples() -> None:
     x = torch.randn(8, 2, 8, 8, generator=torch.Generator().manual_seed(1))
     g = cosyn.lower(strided_cnn(), x)
     top = check(g, x.numpy(), parallelism=2, samples=8)
-    assert max(int(s.block.interval) for s in top.plan.stages) == 440
+    assert max(int(s.timing.interval) for s in top.plan.stages) == 440
     assert (top.plan.latency, top.plan.interval) == (510, 443)
     _, outs = first_outputs(top.plan, 8)
     assert np.all(np.diff(outs) == 443)

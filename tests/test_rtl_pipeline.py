@@ -62,7 +62,7 @@ def test_dense_interval_near_ideal(trained_mlp) -> None:
         for s in Top(g, parallelism=p).plan.stages:
             if s.node.kind == "dense":
                 ideal = -(-s.node.macs // s.parallelism)
-                assert s.block.interval <= 1.05 * ideal, (s.node.name, p)
+                assert s.timing.interval <= 1.05 * ideal, (s.node.name, p)
 
 
 def test_files_manifest_and_determinism(trained_mlp, tmp_path) -> None:

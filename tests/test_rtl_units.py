@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cosyn.hw.rtl import COMPONENTS, Ctx
-from cosyn.hw.rtl._base import resolve_parallelism, stream_index
 from cosyn.hw.rtl._tb import Port, run_streams
+from cosyn.perfmodel.pipeline import resolve_parallelism, stream_index
 
 from cosyn.errors import CosynError
 from cosyn.ir.nodes import Dense, IntType, Poly, Shift, Threshold, int_type_for_range
@@ -77,9 +77,9 @@ def test_dense_exact_and_timed(n, o, p, t) -> None:
     x = _edges(t, (n,), rng)
     y, block, ins, outs = _run(node, Ctx((t,), ((n,),), parallelism=p), x)
     assert np.array_equal(y, node.eval(x))
-    assert outs[0, 0] - ins[0, 0] == block.latency
-    assert np.array_equal(outs[0], block.timing(ins[0]))
-    assert np.diff(outs[:, 0])[-1] == block.interval == -(-o // p) * max(n, p)
+    assert outs[0, 0] - ins[0, 0] == block.cycles.latency
+    assert np.array_equal(outs[0], block.cycles.timing(ins[0]))
+    assert np.diff(outs[:, 0])[-1] == block.cycles.interval == -(-o // p) * max(n, p)
 
 
 def test_dense_gaps_follow_timing_and_back_pressure_loses_nothing() -> None:
@@ -88,7 +88,7 @@ def test_dense_gaps_follow_timing_and_back_pressure_loses_nothing() -> None:
     x = _edges(t, (9,), rng, n=5)
     ctx = Ctx((t,), ((9,),), parallelism=3)
     y, block, ins, outs = _run(node, ctx, x[:1], gaps=0.5, seed=1)
-    assert np.array_equal(outs[0], block.timing(ins[0]))
+    assert np.array_equal(outs[0], block.cycles.timing(ins[0]))
     y, *_ = _run(node, ctx, x, gaps=0.3, stalls=0.6, seed=2)
     assert np.array_equal(y, node.eval(x))
 
@@ -144,7 +144,7 @@ def test_shift_per_tensor_on_hwc_stream() -> None:
     x = _edges(t, shape, rng)
     y, block, ins, outs = _run(node, Ctx((t,), (shape,), "hwc"), x)
     assert np.array_equal(y, node.eval(x))
-    assert np.array_equal(outs, ins + block.latency) and block.latency == 1
+    assert np.array_equal(outs, ins + block.cycles.latency) and block.cycles.latency == 1
 
 
 def test_threshold_bank_per_channel_both_signs() -> None:
@@ -211,8 +211,10 @@ def test_poly_horner_pipelined(degree) -> None:
     y, block, ins, outs = _run(node, Ctx((t,), ((c,),)), x, gaps=0.2, stalls=0.2)
     assert np.array_equal(y, node.eval(x))
     y, block, ins, outs = _run(node, Ctx((t,), ((c,),)), x)
-    assert block.latency == max(degree, 1) and np.array_equal(outs, ins + block.latency)
-    assert np.diff(outs[:, 0])[-1] == block.interval == c
+    assert block.cycles.latency == max(degree, 1) and np.array_equal(
+        outs, ins + block.cycles.latency
+    )
+    assert np.diff(outs[:, 0])[-1] == block.cycles.interval == c
 
 
 def test_poly_one_result_per_cycle_on_hwc() -> None:

@@ -1,11 +1,11 @@
 """The conv2d block: a line buffer, a sliding window, P multiply-accumulates per cycle.
 
-Note for the pipeline (hw/rtl/_base.py): built by `COMPONENTS["conv2d"](node, ctx)`
-with `ctx.in_type`, `ctx.in_shape` (C, H, W), `ctx.order == "hwc"` and
-`ctx.parallelism` (a divisor of the output channels, from `resolve_parallelism`).
-The block back-pressures its input while the line buffer holds rows still to be read,
-so `timing()` takes the cycles the inputs are *offered* and `transfers()` says when
-they are taken; both come from `ConvSchedule`, a cycle model of the same control.
+Built by `COMPONENTS["conv2d"](node, ctx)` with `ctx.in_type`, `ctx.in_shape` (C, H,
+W), `ctx.order == "hwc"` and `ctx.parallelism` (a divisor of the output channels).
+Its timing is `perfmodel.conv` (`ConvTiming`, from `_State`, the cycle model of this
+control): the block back-pressures its input while the line buffer holds rows still
+to be read, so the timing takes the cycles inputs are *offered* and says when they
+are taken.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from amaranth.hdl import C, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream
-from cosyn.hw.rtl._conv2d_timing import ConvGeometry, ConvSchedule
 from cosyn.hw.rtl._rom import weight_roms
+from cosyn.perfmodel.blocks import TIMINGS
+from cosyn.perfmodel.conv import ConvGeometry
 
 from cosyn.ir.nodes import Conv2d
 
@@ -75,11 +76,7 @@ class Conv2dBlock(wiring.Component):
     output row still reads. Rows below the last window are taken and dropped (H' rows
     are kept).
 
-    Timing: `latency` (first input to first output, full rate), `interval` (cycles
-    per sample, steady state), `timing()` and `transfers()` come from `ConvSchedule`,
-    a cycle-exact model of this control (tests hold it to the simulation). When the
-    multipliers are the bottleneck the interval is OH*OW*(O/P)*KH*KW*C, plus a few
-    cycles per sample where a window waits for its last input row.
+    Timing: `cycles` (`perfmodel.conv.ConvTiming`), the model of this control.
     """
 
     def __init__(self, node: Conv2d, ctx: Ctx) -> None:
@@ -87,25 +84,12 @@ class Conv2dBlock(wiring.Component):
         if ctx.order != "hwc" or len(ctx.in_shape) != 3:
             raise ValueError(f"{node.name}: conv2d takes a (C, H, W) input in HWC order")
         self.node, self.ctx = node, ctx
-        self.geo = ConvGeometry.of(node, ctx.in_shape, ctx.parallelism)
+        self.cycles = TIMINGS["conv2d"](node, ctx)
+        self.geo = self.cycles.geo
         self._MustUse__silence = False
-        self.schedule = ConvSchedule(self.geo)
-        self.latency, self.interval = self.schedule.latency_interval()
         super().__init__(
             {"i": In(element_stream(ctx.in_type)), "o": Out(element_stream(node.dtype))}
         )
-
-    def timing(self, arrivals: np.ndarray) -> np.ndarray:
-        """Output transfer cycles of one sample, inputs offered at `arrivals` (idle, ready)."""
-        return self.schedule.run(np.asarray(arrivals, dtype=np.int64))[1]
-
-    def transfers(self, arrivals: np.ndarray) -> np.ndarray:
-        """Cycles the inputs offered at `arrivals` are taken (the block may stall them)."""
-        return self.schedule.run(np.asarray(arrivals, dtype=np.int64))[0]
-
-    def needs(self) -> np.ndarray:
-        """Inputs of a sample taken before each output can leave (see `skip_depth`)."""
-        return self.geo.needs()
 
     def _roms(self, m: Module) -> tuple:
         g = self.geo

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 from amaranth.hdl import Array, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream
 from cosyn.hw.rtl._rom import weight_roms
+from cosyn.perfmodel.blocks import TIMINGS
 
 from cosyn.ir.nodes import Dense
 
@@ -30,29 +30,16 @@ class DenseBlock(wiring.Component):
     Weight columns are stored in stream order (`ctx.index()`), so a flatten in front
     costs nothing.
 
-    Timing: latency 2N + 1 at full rate; interval ceil(O/P) * max(N, P).
+    Timing: `cycles` (`perfmodel.blocks.DenseTiming`), the model of this control.
     """
 
     def __init__(self, node: Dense, ctx: Ctx) -> None:
-        p = ctx.parallelism
-        o_count, n = node.weight.shape
-        if o_count % p:
-            raise ValueError(f"Parallelism must divide {o_count}, not {p!r}")
-        self.node, self.ctx, self.p, self.n = node, ctx, p, n
-        self.groups = o_count // p
-        self.period = max(n, p)
-        self.latency = 2 * n + 1
-        self.interval = self.groups * self.period
+        self.cycles = TIMINGS["dense"](node, ctx)
+        self.node, self.ctx = node, ctx
+        self.p, self.n, self.groups = self.cycles.p, self.cycles.n, self.cycles.groups
         super().__init__(
             {"i": In(element_stream(ctx.in_type)), "o": Out(element_stream(node.dtype))}
         )
-
-    def timing(self, arrivals: np.ndarray) -> np.ndarray:
-        """Output cycles of one sample from the input cycles (block idle, output ready)."""
-        start = int(np.max(arrivals)) + 1  # the first read, a cycle after the last write
-        g = np.arange(self.groups)[:, None]
-        q = np.arange(self.p)[None, :]
-        return (start + self.n + g * self.period + 1 + q).reshape(-1)
 
     def _roms(self, m: Module) -> tuple:
         w = self.node.weight[:, self.ctx.index()]  # columns in stream order

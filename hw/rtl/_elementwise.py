@@ -16,6 +16,7 @@ from amaranth.hdl import Array, Const, Module, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._base import Ctx, element_stream
+from cosyn.perfmodel.blocks import TIMINGS
 
 from cosyn.ir.nodes import Node, int_type_for_range
 
@@ -77,20 +78,20 @@ class Elementwise(wiring.Component):
     its consumer does not take. Each stage is a function (m, values, table) -> new
     values; the input is value "x" with its "phase", the output value "y".
 
-    Timing: latency = number of stages; interval = elements per sample.
+    Timing: `cycles` (`perfmodel.blocks.ElementwiseTiming`): its `depth` is the number
+    of stages, which the block checks it builds.
     """
 
     def __init__(self, node: Node, ctx: Ctx, table: PhaseTable, stages: list[Stage]) -> None:
+        self.cycles = TIMINGS[node.kind](node, ctx)
+        if len(stages) != self.cycles.depth:
+            raise ValueError(
+                f"{node.name}: {len(stages)} stages built, {self.cycles.depth} in its timing"
+            )
         self.node, self.ctx, self.table, self.stages = node, ctx, table, stages
-        self.latency = len(stages)
-        self.interval = ctx.elements
         super().__init__(
             {"i": In(element_stream(ctx.in_type)), "o": Out(element_stream(node.dtype))}
         )
-
-    def timing(self, arrivals: np.ndarray) -> np.ndarray:
-        """Output cycles of one sample: every element `latency` cycles after it arrives."""
-        return np.asarray(arrivals, dtype=np.int64) + self.latency
 
     def elaborate(self, platform) -> Module:
         m = Module()

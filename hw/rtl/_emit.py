@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from amaranth.back import rtlil
-from cosyn.hw.rtl._pipeline import Stream
 from cosyn.hw.rtl._top import Top, tdata_width
 from cosyn.hw.rtl._verilog import netlist_verilog
+from cosyn.perfmodel.pipeline import Stream
 
 from cosyn.ir.graph import Graph
 from cosyn.report import atomic_dir
@@ -48,8 +48,9 @@ def manifest(top: Top) -> dict[str, Any]:
     sample 0 (pipeline empty, input offered every cycle, output always ready).
     `interval`: cycles between the first output transfers of consecutive samples in
     steady state under the same conditions (at least the slowest stage's interval, more
-    where a block's stalls between samples slow its producers; see `_steady`); measure
-    it between the last two samples of a full-rate run of several samples. Entries in
+    where a block's stalls between samples slow its producers; see `perfmodel.steady`);
+    measure it between the last two samples of a full-rate run of several samples. All
+    of it is the performance model's plan (`perfmodel.pipeline`). Entries in
     `nodes` of kind "fifo" and "fork" are blocks the pipeline added ("note" gives a
     FIFO's depth). `macs` and `multipliers` give the ideal ceil(macs / multipliers).
     """
@@ -62,7 +63,7 @@ def manifest(top: Top) -> dict[str, Any]:
         "latency": p.latency,
         "interval": p.interval,
         "macs": p.graph.macs,
-        "multipliers": sum(s.parallelism for s in p.stages if s.node.kind in ("dense", "conv2d")),
+        "multipliers": p.multipliers,
     }
 
 

@@ -19,7 +19,7 @@ def poly_block(node: Poly, ctx: Ctx) -> Elementwise:
     next coefficient, in `node.stages[k - 1]` (the type that bounds h after step k,
     so nothing it keeps can overflow); the element and its phase ride along. A degree
     0 polynomial is one stage that emits c_0. Members, timing: see `Elementwise`
-    (latency = max(degree, 1), interval = elements per sample).
+    (max(degree, 1) stages).
     """
     coeffs = np.asarray(node.coeffs, dtype=np.int64)
     d = coeffs.shape[1] - 1

@@ -17,7 +17,7 @@ def shift_block(node: Shift, ctx: Ctx) -> Elementwise:
 
     A negative shift is a left shift (exact). Rounding "floor" is an arithmetic right
     shift; "half_even" adds 2**(r-1) - 1 plus the lowest kept bit before it, so a tie
-    goes to the even neighbour. Members, timing: see `Elementwise` (latency 1).
+    goes to the even neighbour. Members, timing: see `Elementwise` (one stage).
     """
     if node.rounding not in ("half_even", "floor"):
         raise ValueError(f"Rounding must be 'half_even' or 'floor', not {node.rounding!r}")
@@ -60,7 +60,7 @@ def threshold_block(node: Threshold, ctx: Ctx) -> Elementwise:
 
     Stage 1 compares the element with every threshold of its channel at once and
     counts the hits; stage 2 applies base and sign. Members, timing: see
-    `Elementwise` (latency 2).
+    `Elementwise` (two stages).
     """
     t = np.asarray(node.thresholds, dtype=np.int64)
     t = t.reshape(t.shape[0], -1)

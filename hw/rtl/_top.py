@@ -5,9 +5,11 @@ from __future__ import annotations
 from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-from cosyn.hw.rtl._base import element_shape
-from cosyn.hw.rtl._pipeline import Plan, plan
+from cosyn.hw.rtl._add import Fork, SkipFifo
+from cosyn.hw.rtl._base import COMPONENTS, element_shape
+from cosyn.perfmodel.pipeline import Plan, Stage, plan
 
+from cosyn.errors import UnsupportedLayerError
 from cosyn.ir.graph import Graph
 from cosyn.ir.nodes import IntType
 
@@ -31,13 +33,15 @@ class Top(wiring.Component):
     Clock `clk`; `rst` is a synchronous, active-high reset: registers have no
     power-up value in top.v, so hold `rst` for a cycle before streaming.
 
-    Timing: `plan.latency` and `plan.interval`, derived from the blocks' own timing.
+    The blocks are the stages of `plan` (`cosyn.perfmodel.pipeline`), one each, in
+    order (`blocks`); timing: `plan.latency` and `plan.interval`.
     """
 
     def __init__(self, g: Graph, parallelism: int | dict | None = None) -> None:
         self._MustUse__silence = True  # a top level; plan errors may leave it unbuilt
         self.source = stream.Signature(element_shape(g.input.dtype)).create()
-        self.plan: Plan = plan(g, parallelism, self.source)
+        self.plan: Plan = plan(g, parallelism)
+        self.blocks = [_block(s) for s in self.plan.stages]
         t_in, t_out = g.input.dtype, self.plan.sink.dtype
         self.in_type, self.out_type = t_in, t_out
         super().__init__(
@@ -55,12 +59,12 @@ class Top(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        for k, stage in enumerate(self.plan.stages):
-            m.submodules[f"n{k}_{_ident(stage.node.name)}"] = stage.block
+        for k, (stage, block) in enumerate(zip(self.plan.stages, self.blocks, strict=True)):
+            m.submodules[f"n{k}_{_ident(stage.name)}"] = block
             names = ["i"] if len(stage.inputs) == 1 else ["a", "b"]
             for name, s in zip(names, stage.inputs, strict=True):
-                wiring.connect(m, s.port, getattr(stage.block, name))
-        src, sink = self.source, self.plan.sink.port
+                wiring.connect(m, self._port(s), getattr(block, name))
+        src, sink = self.source, self._port(self.plan.sink)
         m.d.comb += [
             src.payload.eq(self.s_axis_tdata[: self.in_type.bits]),
             src.valid.eq(self.s_axis_tvalid),
@@ -71,6 +75,12 @@ class Top(wiring.Component):
         ]
         self._last(m, sink)
         return m
+
+    def _port(self, s) -> wiring.PureInterface:
+        """The output port that carries stream `s`: a block's, or the design's input."""
+        if s.stage is None:
+            return self.source
+        return _outputs(self.blocks[s.stage])[s.port]
 
     def _last(self, m: Module, sink) -> None:
         """tlast: a count of output transfers, high on the sample's last element."""
@@ -84,6 +94,27 @@ class Top(wiring.Component):
             m.d.sync += count.eq(count + 1)
             with m.If(count == n - 1):
                 m.d.sync += count.eq(0)
+
+
+def _block(stage: Stage) -> wiring.Component:
+    """The Amaranth block of one stage of the plan."""
+    if stage.kind == "fifo":
+        block = SkipFifo(stage.dtype, stage.timing.depth)
+    elif stage.kind == "fork":
+        block = Fork(stage.dtype)
+    elif stage.kind in COMPONENTS:
+        block = COMPONENTS[stage.kind](stage.node, stage.ctx)
+    else:
+        raise UnsupportedLayerError(
+            f"{stage.name}: the RTL backend has no block for node kind {stage.kind!r}; "
+            f"supported: {', '.join(sorted(COMPONENTS))}"
+        )
+    block._MustUse__silence = True  # the Top builds it; an error may leave it unbuilt
+    return block
+
+
+def _outputs(block: wiring.Component) -> list:
+    return [block.o0, block.o1] if isinstance(block, Fork) else [block.o]
 
 
 def _ident(name: str) -> str:

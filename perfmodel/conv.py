@@ -1,9 +1,11 @@
-"""The conv2d block's geometry and its cycle-exact schedule (a model of its control).
+"""The conv2d block's geometry and its timing, defined once by the cycle model of its control.
 
-`ConvSchedule.run` steps the same registers and conditions as `Conv2dBlock`, cycle by
-cycle, without the data: given the cycle each input element is offered, it returns the
-cycle each is taken and the cycle each output leaves (output always ready). The block's
-`latency`, `interval` and `timing()` come from it; tests hold it to the simulation.
+`_State` holds the same registers as `Conv2dBlock` and steps them under the same
+conditions, cycle by cycle, without the data. `ConvSchedule.run` drives it: given the
+cycle each input element is offered, it returns the cycle each is taken and the cycle
+each output leaves (output always ready). `ConvTiming` (the block's `latency`,
+`interval`, `timing()`, `transfers()` and `control()`, see `perfmodel.blocks`) comes
+from it; tests hold it to the RTL simulation.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from cosyn.ir.nodes import Conv2d
 
-__all__ = ["ConvGeometry", "ConvSchedule"]
+__all__ = ["ConvGeometry", "ConvSchedule", "ConvTiming"]
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,52 @@ class ConvSchedule:
             if not st.skip():
                 st.cycle()
         return st.taken, st.out
+
+
+class ConvTiming:
+    """`Conv2dBlock`'s timing (see `perfmodel.blocks`), from `ConvSchedule`.
+
+    When the multipliers are the bottleneck the interval is OH*OW*(O/P)*KH*KW*C, plus a
+    few cycles per sample where a window waits for its last input row.
+    """
+
+    inputs, outputs = 1, 1
+
+    def __init__(self, geo: ConvGeometry) -> None:
+        self.geo = geo
+        self.schedule = ConvSchedule(geo)
+        self.latency, self.interval = self.schedule.latency_interval()
+
+    def timing(self, arrivals: np.ndarray) -> np.ndarray:
+        """Output transfer cycles of one sample, inputs offered at `arrivals` (idle, ready)."""
+        return self.schedule.run(np.asarray(arrivals, dtype=np.int64))[1]
+
+    def transfers(self, arrivals: np.ndarray) -> list[np.ndarray]:
+        """Cycles the inputs offered at `arrivals` are taken (the block may stall them)."""
+        return [self.schedule.run(np.asarray(arrivals, dtype=np.int64))[0]]
+
+    def needs(self) -> np.ndarray:
+        """Inputs of a sample taken before each output can leave (see `skip_depth`)."""
+        return self.geo.needs()
+
+    def control(self) -> _Control:
+        return _Control(_State(self.geo, np.zeros(0, dtype=np.int64)))
+
+
+class _Control:
+    """`_State` behind the interface of `perfmodel.blocks` controls."""
+
+    def __init__(self, st: _State) -> None:
+        self.st = st
+
+    def valid(self) -> list[bool]:
+        return [self.st.left != 0]
+
+    def ready(self, valids: list[bool], oready: list[bool]) -> list[bool]:
+        return [self.st._ready()]
+
+    def step(self, takes: list[bool], oready: list[bool]) -> None:
+        self.st.step(takes[0], oready[0])
 
 
 class _State:

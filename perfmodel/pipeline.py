@@ -1,0 +1,348 @@
+"""The graph as a dataflow pipeline of blocks: streams, stream orders, parallelism, timing.
+
+`plan(g, parallelism)` walks the graph in order and gives each node a stage with its
+block's timing (`TIMINGS[node.kind](node, ctx)`, see `perfmodel.blocks`). The graph
+input (Quantize) is the design's input stream; a flatten is free (it relabels the
+stream's order); a value read by two nodes goes through forks. Sample 0's timing is
+composed from each block's `timing` with the input at full rate. Where a block would
+make its producer wait within sample 0 (a convolution whose line buffer is full, an
+add whose other input is late), a FIFO deep enough that it never does goes in front
+of that input, so no producer ever stalls in sample 0 and the composition is exact:
+the first output's cycle is the design's latency. Across samples a block does stall
+its producer (a convolution's line buffer holds the next sample back while rows are
+still read), so the interval is not the slowest stage's alone: `steady` steps every
+block's control together for several samples and takes the steady-state difference.
+
+The RTL backend builds exactly these stages (`hw/rtl`), and its manifest is this
+plan's record, so an estimate, a manifest and a simulation cannot disagree.
+
+Stream conventions (every RTL block keeps them): a tensor moves as a stream of single
+elements; a 1-D tensor (N,) in index order; a 3-D tensor (C, H, W) in HWC order,
+channels innermost. A 1-D tensor made by flattening a 3-D one keeps the HWC order
+("flat" with a `perm`): the dense layer that consumes it reads its weight columns in
+stream order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from cosyn.perfmodel.blocks import TIMINGS, FifoTiming, ForkTiming
+
+from cosyn.errors import CosynError, UnsupportedLayerError
+from cosyn.ir.graph import Graph
+from cosyn.ir.nodes import IntType, Node
+
+__all__ = [
+    "Ctx",
+    "Plan",
+    "Stage",
+    "Stream",
+    "deadlock_depth",
+    "default_parallelism",
+    "fifo_depth",
+    "folded",
+    "plan",
+    "resolve_parallelism",
+    "stream_index",
+]
+
+DEFAULT_CAP = 64
+
+
+def folded(node: Node) -> bool:
+    """True for nodes whose multipliers are shared over outputs (dense, conv): they take
+    a parallelism, the number of multipliers working at once."""
+    return node.multiplies and not node.elementwise
+
+
+def default_parallelism(node: Node) -> int:
+    """The default rule: one multiplier per output up to 64 outputs, else 64 (rounded up
+    to a divisor of the outputs by `resolve_parallelism`)."""
+    return min(int(node.shape[0]), DEFAULT_CAP)
+
+
+def resolve_parallelism(node: Node, requested: int | None, default: int) -> tuple[int, str]:
+    """The parallelism a dense/conv node gets, and a note where it differs from the request.
+
+    Valid values divide the node's output count `node.shape[0]` (features or output
+    channels); another value is rounded up to the next divisor. 0, a negative value,
+    or more than the outputs is a CosynError naming the node.
+    """
+    outs = int(node.shape[0])
+    p = default if requested is None else requested
+    if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or not 1 <= p <= outs:
+        raise CosynError(
+            f"{node.name}: parallelism must be an integer from 1 to {outs} (its outputs), "
+            f"not {p!r}; pass a value in that range"
+        )
+    q = next(d for d in range(int(p), outs + 1) if outs % d == 0)
+    note = "" if q == p else f"parallelism {p} does not divide {outs} outputs; rounded up to {q}"
+    return q, note
+
+
+def stream_index(shape: tuple[int, ...], order: str, perm: np.ndarray | None = None) -> np.ndarray:
+    """The graph's flat (row-major, channels first) index of each stream position."""
+    n = math.prod(shape)
+    if perm is not None:
+        return np.asarray(perm, dtype=np.int64)
+    if order == "hwc" and len(shape) == 3:
+        c, h, w = shape
+        return np.arange(n).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+    return np.arange(n, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What the pipeline tells a block beyond its node.
+
+    `in_types` / `in_shapes`: the IntType and graph shape of each input, in
+    `node.inputs` order. `order`: "flat" or "hwc", the order of the input stream(s)
+    (an elementwise block's output keeps it). `perm`: for a "flat" stream made by a
+    flatten, the graph flat index at each stream position (None: index order).
+    `parallelism`: multipliers working in parallel, already checked and rounded by
+    `resolve_parallelism` (1 for blocks without shared multipliers).
+    """
+
+    in_types: tuple[IntType, ...]
+    in_shapes: tuple[tuple[int, ...], ...]
+    order: str = "flat"
+    perm: np.ndarray | None = field(default=None, compare=False)
+    parallelism: int = 1
+
+    @property
+    def in_type(self) -> IntType:
+        return self.in_types[0]
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return self.in_shapes[0]
+
+    @property
+    def elements(self) -> int:
+        """Elements per sample on input 0."""
+        return math.prod(self.in_shape)
+
+    def index(self) -> np.ndarray:
+        """The graph flat index of each position of input stream 0."""
+        return stream_index(self.in_shape, self.order, self.perm)
+
+    def channel(self) -> np.ndarray:
+        """The channel (graph axis 0) of each position of input stream 0; for a 1-D
+        input the channel is the element itself."""
+        per = math.prod(self.in_shape[1:]) if len(self.in_shape) > 1 else 1
+        return self.index() // per
+
+
+@dataclass
+class Stream:
+    """A value in flight: its producer (stage index and output port; stage None is the
+    design's input), type, graph shape, order and the transfer cycles of sample 0."""
+
+    stage: int | None
+    port: int
+    dtype: IntType
+    shape: tuple[int, ...]
+    order: str
+    perm: np.ndarray | None
+    times: np.ndarray
+    holds: bool = False  # the design's input: it keeps offering while it waits
+
+    @property
+    def elements(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass
+class Stage:
+    """One block: a node's (`node` set, `kind` its kind) or one the pipeline adds ("fifo",
+    "fork"; `dtype` and `depth` say what to build), its timing and its inputs."""
+
+    name: str
+    kind: str
+    timing: Any
+    inputs: list[Stream]
+    node: Node | None = None
+    ctx: Ctx | None = None
+    parallelism: int = 1
+    requested: int | None = None
+    note: str = ""
+    dtype: IntType | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "parallelism": self.parallelism,
+            "requested_parallelism": self.requested,
+            "note": self.note,
+            "latency": int(self.timing.latency),
+            "interval": int(self.timing.interval),
+        }
+
+
+@dataclass
+class Plan:
+    """The stages in order, the input and output streams, and the design's timing."""
+
+    graph: Graph
+    source: Stream
+    stages: list[Stage] = field(default_factory=list)
+    sink: Stream | None = None
+    _interval: int | None = field(default=None, repr=False)
+
+    @property
+    def latency(self) -> int:
+        assert self.sink is not None
+        return int(self.sink.times[0] - self.source.times[0])
+
+    @property
+    def interval(self) -> int:
+        """Steady-state cycles per sample: every block's control stepped together for
+        several samples (`steady`), since a slow block's stalls reach its producers."""
+        assert self.sink is not None
+        if self._interval is None:
+            from cosyn.perfmodel.steady import steady_interval
+
+            self._interval = steady_interval(self)
+        return self._interval
+
+    @property
+    def multipliers(self) -> int:
+        return sum(s.parallelism for s in self.stages if s.node is not None and folded(s.node))
+
+
+def _requested(node: Node, parallelism: int | dict | None) -> int | None:
+    if isinstance(parallelism, dict):
+        return parallelism.get(node.name)
+    return parallelism
+
+
+def _order(shape: tuple[int, ...]) -> str:
+    return "hwc" if len(shape) == 3 else "flat"
+
+
+def _check_kinds(g: Graph) -> None:
+    for node in g.nodes[1:]:
+        if node.kind != "flatten" and node.kind not in TIMINGS:
+            raise UnsupportedLayerError(
+                f"{node.name} ({type(node).__name__}): the RTL backend has no block for node "
+                f"kind {node.kind!r}; supported: {', '.join(sorted(TIMINGS))}"
+            )
+
+
+def plan(g: Graph, parallelism: int | dict | None = None) -> Plan:
+    """Every block of `g` with its timing, and sample 0's timing composed (see above)."""
+    _check_kinds(g)
+    if isinstance(parallelism, dict):
+        unknown = sorted(set(parallelism) - {n.name for n in g})
+        if unknown:
+            raise UnsupportedLayerError(f"{unknown[0]}: no such node in the graph; check the name")
+    q = g.input
+    if len(q.shape) not in (1, 3):
+        raise UnsupportedLayerError(f"{q.name}: inputs must be (N,) or (C, H, W)")
+    n_in = math.prod(q.shape)
+    src = Stream(None, 0, q.dtype, q.shape, _order(q.shape), None, np.arange(n_in), True)
+    p = Plan(g, src)
+    readers = {n.name: sum(m.inputs.count(n.name) for m in g) for n in g}
+    values = {q.name: _fanout(p, src, readers[q.name], q.name)}
+    for node in g.nodes[1:]:
+        ins = [values[i].pop() for i in node.inputs]
+        out = (
+            _flatten(node, ins[0]) if node.kind == "flatten" else _stage(p, node, ins, parallelism)
+        )
+        values[node.name] = _fanout(p, out, readers[node.name], node.name)
+    p.sink = values[g.output.name][0]
+    return p
+
+
+def _flatten(node: Node, x: Stream) -> Stream:
+    """Flatten relabels the stream: same elements, same order, now a flat vector."""
+    perm = stream_index(x.shape, x.order, x.perm)
+    return dataclasses.replace(x, dtype=node.dtype, shape=node.shape, order="flat", perm=perm)
+
+
+def _stage(p: Plan, node: Node, ins: list[Stream], parallelism) -> Stream:
+    req = _requested(node, parallelism) if folded(node) else None
+    par, note = (
+        resolve_parallelism(node, req, default_parallelism(node)) if folded(node) else (1, "")
+    )
+    x = ins[0]
+    ctx = Ctx(tuple(s.dtype for s in ins), tuple(s.shape for s in ins), x.order, x.perm, par)
+    try:
+        timing = TIMINGS[node.kind](node, ctx)
+    except ValueError as e:
+        raise UnsupportedLayerError(f"{node.name}: {e}") from e
+    ins = _buffer_inputs(p, node, timing, ins)
+    p.stages.append(Stage(node.name, node.kind, timing, ins, node, ctx, par, req, note))
+    times = np.asarray(timing.timing(*[s.times for s in ins]), dtype=np.int64)
+    keep_perm = x.perm if len(node.shape) == 1 and not folded(node) else None
+    return Stream(
+        len(p.stages) - 1, 0, node.dtype, node.shape, _order(node.shape), keep_perm, times
+    )
+
+
+def _buffer_inputs(p: Plan, node: Node, timing: Any, ins: list[Stream]) -> list[Stream]:
+    """`ins`, with a FIFO in front of each input that the block would keep waiting (not
+    the design's input: the timing functions take the cycles it offers, and it holds)."""
+    offers = [s.times for s in ins]
+    buffered: set[int] = {j for j, s in enumerate(ins) if s.holds}
+    while True:
+        taken = timing.transfers(*offers)
+        late = {j for j in range(len(ins)) if j not in buffered and np.any(taken[j] != offers[j])}
+        if not late:
+            break
+        buffered |= late
+        offers = [o + 1 if j in late else o for j, o in enumerate(offers)]
+    need = {j for j in buffered if not ins[j].holds}
+    return [_fifo(p, node, j, s, taken[j]) if j in need else s for j, s in enumerate(ins)]
+
+
+def fifo_depth(arrive: np.ndarray, leave: np.ndarray) -> int:
+    """The depth of a FIFO that never makes its producer wait, elements arriving at
+    `arrive` and leaving at `leave`: the most it holds at once, max_k (#{j : arrive_j <=
+    leave_k} - k), plus one for the cycle an element waits before it can be read.
+
+    For the skip path of a residual, `arrive` is when the main path takes its inputs
+    and `leave` when it emits its outputs: the fork then never waits on the skip FIFO,
+    and the residual takes and emits exactly when its main path does.
+    """
+    held = np.searchsorted(np.asarray(arrive), np.asarray(leave), side="right")
+    return int((held - np.arange(len(held))).max()) + 1
+
+
+def deadlock_depth(needs: np.ndarray) -> int:
+    """The smallest skip FIFO that cannot deadlock, for a main path that must take
+    needs[k] inputs before its output k leaves: max_k (needs[k] - k) - 1 (the fork's
+    skip register holds one more). Smaller, the fork waits on a full skip FIFO while
+    the main path waits for input. It may slow the pipeline; `fifo_depth` does not.
+    """
+    needs = np.asarray(needs)
+    return max(int((needs - np.arange(len(needs))).max()) - 1, 1)
+
+
+def _fifo(p: Plan, node: Node, j: int, s: Stream, taken: np.ndarray) -> Stream:
+    """A FIFO between `s` and input j of `node`, deep enough that `s` never waits."""
+    depth = fifo_depth(s.times, taken)
+    timing = FifoTiming(depth, s.elements)
+    port = "i" if len(node.inputs) == 1 else "ab"[j]
+    name = f"{node.name}.{port}.fifo"
+    p.stages.append(Stage(name, "fifo", timing, [s], note=f"depth {depth}", dtype=s.dtype))
+    times = timing.timing(s.times)
+    return dataclasses.replace(s, stage=len(p.stages) - 1, port=0, times=times, holds=False)
+
+
+def _fanout(p: Plan, s: Stream, readers: int, name: str) -> list[Stream]:
+    """One stream per reader: through a chain of two-way forks when there are several."""
+    if readers <= 1:
+        return [s]
+    timing = ForkTiming(s.elements)
+    p.stages.append(Stage(f"{name}.fork{readers - 1}", "fork", timing, [s], dtype=s.dtype))
+    k, t = len(p.stages) - 1, timing.timing(s.times)
+    first = dataclasses.replace(s, stage=k, port=0, times=t, holds=False)
+    rest = dataclasses.replace(s, stage=k, port=1, times=t, holds=False)
+    return [*_fanout(p, rest, readers - 1, name), first]
