@@ -1,4 +1,4 @@
-"""The command line: `cosyn demo`, `cosyn train`, `cosyn build`, `cosyn sim`."""
+"""The command line: `cosyn demo`, `train`, `build`, `sim`, `estimate`, `synth`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from cosyn import perfmodel
 from cosyn import sim as rtl_sim
 from cosyn.config import DEFAULT_MODEL, load_model, parse_shape
 from cosyn.errors import CosynError
@@ -91,6 +92,14 @@ def _sim_line(r: rtl_sim.SimResult, manifest: dict) -> tuple[str, bool]:
     return line, r.ok and timing
 
 
+def _estimate_line(e: perfmodel.Estimate, r: rtl_sim.SimResult, same: bool) -> str:
+    verdict = "equal" if same else f"simulated {r.latency} and {r.interval}"
+    return (
+        f"latency {e.latency} and interval {e.interval} cycles ({verdict}); "
+        f"{e.lut} LUT, {e.ff} FF, {e.dsp} DSP, {e.bram} BRAM, {e.fmax_mhz:.0f} MHz estimated"
+    )
+
+
 def _simulate(design: rtl.Design, x: np.ndarray, simulator: str) -> tuple[str, bool]:
     """Simulate `design` on `x` with random back-pressure and input gaps; the simulator's
     build folder is removed, so rtl/ keeps only what `rtl.generate` wrote."""
@@ -140,9 +149,15 @@ def demo(
             )
         )
         design = rtl.generate(g, tmp / "rtl")
-        line, sim_ok = _simulate(design, x.numpy(), simulator)
+        r = rtl_sim.simulate(design, x.numpy(), simulator=simulator)
+        shutil.rmtree(Path(design.path) / "sim_build", ignore_errors=True)
+        line, sim_ok = _sim_line(r, design.manifest)
         rows.append((f"RTL simulation ({simulator}) vs golden", line))
-        ok = ok and hls_bad == 0 and sim_ok
+        e = perfmodel.estimate(g, "ecp5-85f")
+        same = (e.latency, e.interval) == (r.latency, r.interval)
+        rows.append(("estimate (ecp5-85f) vs simulation", _estimate_line(e, r, same)))
+        (tmp / "estimate.json").write_text(e.to_json())
+        ok = ok and hls_bad == 0 and sim_ok and same
     console.print(_agreement(rows, len(x)))
     console.print(
         f"wrote {out / 'graph.md'}, the RTL {out / 'rtl'} and the hls4ml project {out / 'hls'}"
@@ -248,6 +263,43 @@ def _check_all(
     console.print(_agreement(rows, len(x)))
     if not sim_ok or any(bad.values()):
         raise CosynError("the backends disagree with the golden model; see the table above")
+
+
+@app.command()
+def estimate(
+    model: Annotated[str, typer.Argument(help="package.module:factory or a QONNX .onnx file")],
+    device: Annotated[str, typer.Option(help="target device, e.g. ecp5-85f or xc7z020")] = (
+        "ecp5-85f"
+    ),
+    checkpoint: Annotated[Path | None, typer.Option(help="state_dict to load")] = None,
+    act: Annotated[str | None, typer.Option(help="activation: relu, poly or gate")] = None,
+    input_shape: Annotated[
+        str | None, typer.Option(help="shape of one sample, e.g. 64 or 1,8,8 (default: digits)")
+    ] = None,
+    parallelism: Annotated[
+        int | None, typer.Option(help="multipliers per dense/conv layer (default: the rule)")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the estimate")] = None,
+    plot: Annotated[Path | None, typer.Option(help="write a per-node bar chart (PNG)")] = None,
+) -> None:
+    """Estimate the RTL of a model on a device without building it: latency and interval in
+    cycles (exact), LUT, FF, DSP, BRAM and Fmax, per node and for the design."""
+    dev = perfmodel.device(device)
+    g, _ = _load_graph(model, checkpoint, input_shape, act)
+    t0 = time.perf_counter()
+    e = perfmodel.estimate(g, dev, parallelism)
+    ms = (time.perf_counter() - t0) * 1e3
+    console.print(e.table())
+    console.print(f"estimated in {ms:.0f} ms")
+    for path, text in ((json_out, e.to_json()),):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_suffix(".tmp").write_text(text)
+            path.with_suffix(".tmp").replace(path)
+            console.print(f"wrote {path}")
+    if plot is not None:
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        console.print(f"wrote {e.plot(plot)}")
 
 
 @app.command("sim")

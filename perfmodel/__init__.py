@@ -1,1 +1,23 @@
-"""Performance model: cycles and resources per node (not yet built)."""
+"""Performance model: exact cycles and estimated resources and clock, per node and pipeline.
+
+`estimate(g, device, parallelism)` is the entry point; `devices` the target parts;
+`blocks` and `conv` each block's timing, defined once; `pipeline` their composition
+(which the RTL backend builds and writes its manifest from).
+"""
+
+from cosyn.perfmodel.devices import DEVICES, Device, UnknownDeviceError, device
+from cosyn.perfmodel.estimate import Estimate, NodeEstimate, estimate, estimate_plan
+from cosyn.perfmodel.pipeline import Plan, plan
+
+__all__ = [
+    "DEVICES",
+    "Device",
+    "Estimate",
+    "NodeEstimate",
+    "Plan",
+    "UnknownDeviceError",
+    "device",
+    "estimate",
+    "estimate_plan",
+    "plan",
+]

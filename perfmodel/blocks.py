@@ -8,6 +8,7 @@ A block's timing is a class here with
               stream order), given the cycles each input element is offered (the
               producer's transfer cycles: increasing);
   `transfers(*arrivals)` the cycles those input elements are taken;
+  `key`       what the timing depends on (a hashable tuple);
   `control()` the cycle model of the block's control: the same registers and
               conditions as its RTL, without the data, stepped one clock at a time
               (`valid()`, `ready(valids, oready)`, `step(takes, oready)`).
@@ -64,6 +65,7 @@ class ElementwiseTiming(_Timing):
     def __init__(self, depth: int, elements: int) -> None:
         self.depth, self.elements = depth, elements
         self.latency, self.interval = depth, elements
+        self.key = ("elementwise", depth, elements)
 
     def timing(self, arrivals: np.ndarray) -> np.ndarray:
         return np.asarray(arrivals, dtype=np.int64) + self.depth
@@ -104,6 +106,7 @@ class DenseTiming(_Timing):
         self.period = max(n, p)
         self.latency = 2 * n + 1
         self.interval = self.groups * self.period
+        self.key = ("dense", n, outputs, p)
 
     def timing(self, arrivals: np.ndarray) -> np.ndarray:
         start = int(np.max(arrivals)) + 1  # the first read, a cycle after the last write
@@ -163,6 +166,7 @@ class AddTiming(_Timing):
 
     def __init__(self, elements: int) -> None:
         self.elements, self.latency, self.interval = elements, 1, elements
+        self.key = ("add", elements)
 
     def timing(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return lockstep(a, b) + 1
@@ -201,6 +205,7 @@ class ForkTiming(_Timing):
 
     def __init__(self, elements: int) -> None:
         self.elements, self.latency, self.interval = elements, 1, elements
+        self.key = ("fork", elements)
 
     def timing(self, arrivals: np.ndarray) -> np.ndarray:
         return lockstep(arrivals) + 1
@@ -236,6 +241,7 @@ class FifoTiming(_Timing):
         if depth < 2:
             raise ValueError(f"FIFO depth must be at least 2, not {depth!r}")
         self.depth, self.elements, self.latency, self.interval = depth, elements, 1, elements
+        self.key = ("fifo", depth, elements)
 
     def timing(self, arrivals: np.ndarray) -> np.ndarray:
         return lockstep(arrivals) + 1

@@ -11,6 +11,7 @@ from it; tests hold it to the RTL simulation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -152,15 +153,16 @@ class ConvTiming:
     def __init__(self, geo: ConvGeometry) -> None:
         self.geo = geo
         self.schedule = ConvSchedule(geo)
-        self.latency, self.interval = self.schedule.latency_interval()
+        self.latency, self.interval = _latency_interval(geo)
+        self.key = ("conv2d", geo)
 
     def timing(self, arrivals: np.ndarray) -> np.ndarray:
         """Output transfer cycles of one sample, inputs offered at `arrivals` (idle, ready)."""
-        return self.schedule.run(np.asarray(arrivals, dtype=np.int64))[1]
+        return _run(self.geo, np.asarray(arrivals, dtype=np.int64).tobytes())[1]
 
     def transfers(self, arrivals: np.ndarray) -> list[np.ndarray]:
         """Cycles the inputs offered at `arrivals` are taken (the block may stall them)."""
-        return [self.schedule.run(np.asarray(arrivals, dtype=np.int64))[0]]
+        return [_run(self.geo, np.asarray(arrivals, dtype=np.int64).tobytes())[0]]
 
     def needs(self) -> np.ndarray:
         """Inputs of a sample taken before each output can leave (see `skip_depth`)."""
@@ -168,6 +170,19 @@ class ConvTiming:
 
     def control(self) -> _Control:
         return _Control(_State(self.geo, np.zeros(0, dtype=np.int64)))
+
+
+@lru_cache(maxsize=256)
+def _latency_interval(geo: ConvGeometry) -> tuple[int, int]:
+    return ConvSchedule(geo).latency_interval()
+
+
+@lru_cache(maxsize=256)
+def _run(geo: ConvGeometry, arrivals: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """`ConvSchedule.run`, remembered: the pipeline asks for the same sample repeatedly."""
+    taken, out = ConvSchedule(geo).run(np.frombuffer(arrivals, dtype=np.int64))
+    taken.flags.writeable = out.flags.writeable = False
+    return taken, out
 
 
 class _Control:

@@ -83,7 +83,28 @@ def first_outputs(p: Any, samples: int) -> tuple[np.ndarray, np.ndarray]:
 
 def steady_interval(p: Any) -> int:
     """Cycles between consecutive samples' first outputs in steady state: several
-    samples through every block's cycle model, until the difference repeats."""
+    samples through every block's cycle model, until the difference repeats. Plans of
+    the same structure and block timings share the answer (`_key`)."""
+    key = _key(p)
+    if key not in _CACHE:
+        if len(_CACHE) >= CACHE_SIZE:
+            _CACHE.clear()
+        _CACHE[key] = _steady_interval(p)
+    return _CACHE[key]
+
+
+CACHE_SIZE = 4096
+_CACHE: dict[tuple, int] = {}
+
+
+def _key(p: Any) -> tuple:
+    """What the steady state depends on: each stage's timing and where its inputs come
+    from, the design's input and output."""
+    stages = tuple((s.timing.key, tuple((x.stage, x.port) for x in s.inputs)) for s in p.stages)
+    return stages, p.source.elements, p.sink.elements, (p.sink.stage, p.sink.port)
+
+
+def _steady_interval(p: Any) -> int:
     samples = MIN_SAMPLES
     while True:
         _, outs = first_outputs(p, samples)

@@ -32,6 +32,8 @@ def check(g: cosyn.ir.Graph, x: np.ndarray, parallelism=None, samples: int = 5) 
     assert np.array_equal(y, g.run_int(xi))
     assert outs[0, 0] - ins[0, 0] == top.plan.latency
     assert np.diff(outs[:, 0])[-1] == top.plan.interval
+    e = cosyn.perfmodel.estimate(g, "ecp5-85f", parallelism)
+    assert (e.latency, e.interval) == (top.plan.latency, top.plan.interval)
     firsts_in, firsts_out = first_outputs(top.plan, samples)
     assert np.array_equal(firsts_in, ins[:, 0]) and np.array_equal(firsts_out, outs[:, 0])
     return top

@@ -1,0 +1,107 @@
+"""`cosyn.perfmodel.estimate`: cycles equal the RTL plan (and, in test_rtl_models, the
+simulation), resources follow the built blocks, bad input gets a clear answer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from cosyn.hw.rtl import Top, generate
+from cosyn.models.zoo import cnn, mlp
+from cosyn.perfmodel import DEVICES, Estimate, UnknownDeviceError, device, estimate
+
+import cosyn
+from cosyn.ir.graph import Graph
+from cosyn.ir.nodes import Dense, IntType, Quantize
+
+
+@pytest.fixture(scope="module")
+def graphs() -> dict[str, Graph]:
+    torch.manual_seed(0)
+    return {
+        "mlp": cosyn.lower(mlp(act="poly").eval(), torch.zeros(1, 64)),
+        "cnn": cosyn.lower(cnn().eval(), torch.zeros(1, 1, 8, 8)),
+    }
+
+
+def _wide_dense(outputs: int, inputs: int = 16) -> Graph:
+    """A dense layer with 8-bit weights: one multiplier per output at full parallelism."""
+    rng = np.random.default_rng(0)
+    q = Quantize("x", (), (inputs,), IntType(8, True), np.ones(1, np.float32))
+    w = rng.integers(-128, 128, (outputs, inputs))
+    d = Dense("d", ("x",), (outputs,), IntType(24, True), np.ones(1, np.float32),
+              weight=w, bias=np.zeros(outputs, np.int64))  # fmt: skip
+    return Graph([q, d])
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_cycles_are_the_manifests(graphs, name, tmp_path) -> None:
+    g = graphs[name]
+    for p in (None, 2):
+        e = estimate(g, "ecp5-85f", p)
+        m = generate(g, tmp_path / f"{name}{p}", p).manifest
+        assert (e.latency, e.interval) == (m["latency"], m["interval"])
+        assert [(n.name, n.latency, n.interval) for n in e.nodes] == [
+            (n["name"], n["latency"], n["interval"]) for n in m["nodes"]
+        ]
+
+
+def test_dsps_follow_the_multipliers_and_operand_widths(graphs) -> None:
+    """A multiplier of operands within one DSP block's widths takes one block; the
+    estimate counts one per lane of every dense/conv and per Horner step."""
+    for p in (1, 4, 8):
+        e = estimate(_wide_dense(8), "ecp5-85f", p)
+        assert e.dsp == p
+    g = graphs["mlp"]
+    plan_mults = Top(g).plan.multipliers
+    polys = sum(len(n.stages) for n in g if n.kind == "poly")
+    assert estimate(g, "xc7z020").dsp >= plan_mults + polys - 1
+
+
+def test_resources_grow_with_parallelism(graphs) -> None:
+    g = graphs["cnn"]
+    small, big = estimate(g, "ecp5-85f", 1), estimate(g, "ecp5-85f", 8)
+    assert big.dsp > small.dsp and big.ff > small.ff and big.interval < small.interval
+
+
+def test_a_design_larger_than_the_device_says_by_how_much() -> None:
+    e = estimate(_wide_dense(64), "ice40-up5k", 64)
+    assert not e.fits and e.over()["dsp"] == (64, 8)
+    assert "does not fit ice40-up5k: DSP 64 of 8" in e.fit_message()
+    assert estimate(_wide_dense(64), "xcu250", 64).fits
+
+
+def test_unknown_device_lists_the_known_ones(graphs) -> None:
+    with pytest.raises(UnknownDeviceError, match=r"known devices: ecp5-25f, .*xcu250"):
+        estimate(graphs["mlp"], "ecp5-12f")
+    assert device("ECP5-85F") is DEVICES["ecp5-85f"]
+    for d in DEVICES.values():
+        assert d.sources.get("counts") and d.luts > 0 and d.brams > 0
+
+
+def test_json_table_and_plot(graphs, tmp_path) -> None:
+    e = estimate(graphs["cnn"], "xc7z020")
+    again = Estimate.from_json(e.to_json())
+    assert again == e and json.loads(e.to_json())["inferences_per_s"] == e.inferences_per_s
+    assert e.inferences_per_s == pytest.approx(e.fmax_mhz * 1e6 / e.interval)
+    assert e.table().row_count == len(e.nodes) + 1
+    png = e.plot(tmp_path / "e.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["e.png"]
+
+
+def test_cli_estimate(tmp_path) -> None:
+    run = [sys.executable, "-c", "from cosyn.cli import main; main()", "estimate"]
+    out = tmp_path / "e.json"
+    r = subprocess.run([*run, "cosyn.models.zoo:mlp", "--device", "xc7z020", "--json", str(out)],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "estimate on xc7z020" in r.stdout and json.loads(out.read_text())["interval"] > 0
+    bad = subprocess.run([*run, "cosyn.models.zoo:mlp", "--device", "xc9"], capture_output=True,
+                         text=True)  # fmt: skip
+    assert bad.returncode == 2 and "known devices" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
