@@ -26,6 +26,7 @@ __all__ = [
     "FEATURES",
     "Primitives",
     "Resources",
+    "clock_features",
     "cost",
     "delay_ns",
     "features",
@@ -135,7 +136,7 @@ def _table(stage: Any, width: int) -> tuple[int, int, bool] | None:
 def _elementwise(stage: Any) -> Primitives:
     node, ctx = stage.node, stage.ctx
     x, y = ctx.in_type.bits, node.dtype.bits
-    prims = Primitives(reg_bits=stage.timing.depth * (y + 1))
+    prims = Primitives(reg_bits=stage.timing.latency * (y + 1))  # registered stages
     kind = node.kind
     if kind == "shift":
         prims.add_bits = 3 * (x + 1)  # rounding add, two clip compares
@@ -228,9 +229,13 @@ def cost(prims: Primitives, dev: Device, co: dict[str, Any]) -> Resources:
     return Resources(max(lut, 0.0), max(ff, 0.0), carry, dsp, bram)
 
 
-def delay_ns(prims: Primitives, dev: Device, co: dict[str, Any]) -> float:
-    """The estimated register-to-register delay of the block's longest path."""
+def clock_features(prims: Primitives, dev: Device, co: dict[str, Any]) -> list[float]:
+    """(1, carry cells, LUT levels) of the block's longest path: the clock model's features."""
     dsp_on_path = any(_to_dsp(a, b, dev, co) for a, b in prims.mults)
     levels = prims.levels + (co["dsp_levels"] if dsp_on_path else 0)
-    t = co["fmax"]
-    return t[0] + t[1] * prims.depth / dev.carry[1] + t[2] * levels
+    return [1.0, prims.depth / dev.carry[1], float(levels)]
+
+
+def delay_ns(prims: Primitives, dev: Device, co: dict[str, Any]) -> float:
+    """The estimated register-to-register delay of the block's longest path."""
+    return float(np.dot(co["fmax"], clock_features(prims, dev, co)))

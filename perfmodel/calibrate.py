@@ -1,0 +1,201 @@
+"""Fit the resource and clock model to synthesized designs, and record the sweep.
+
+`SWEEP` lists small designs (one block kind each, over bit widths, fan-in and
+parallelism); `run(devices)` builds each with `cosyn.rtl.generate`, synthesizes it
+with `cosyn.fpga.synthesize` (yosys, and nextpnr where the device has it), fits the
+family's LUT and FF coefficients by non-negative least squares on the designs'
+features (`perfmodel.resources.FEATURES`, summed over their blocks) and the clock
+coefficients on the nextpnr Fmax, on every other design (the rest are held out),
+and writes `baseline.json` and `calibration.json` (each design: its configuration,
+synthesized and estimated figures). `python -m cosyn.perfmodel.calibrate` re-runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cosyn.perfmodel.devices import device
+from cosyn.perfmodel.estimate import BASELINE, coefficients, estimate_plan
+from cosyn.perfmodel.pipeline import plan
+from cosyn.perfmodel.resources import clock_features, features, primitives
+from scipy.optimize import nnls
+
+from cosyn.ir.graph import Graph
+from cosyn.ir.nodes import Dense, IntType, Poly, Quantize, Shift, Threshold
+
+__all__ = ["SWEEP", "Config", "build", "fit", "run"]
+
+SYNTH_FIELDS = ("lut", "ff", "carry", "dsp", "bram", "fmax_mhz")
+RECORD = Path(__file__).with_name("calibration.json")
+ONE = np.ones(1, np.float32)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One design of the sweep: a Quantize input, then `kind` with these sizes."""
+
+    kind: str
+    n: int  # inputs (dense fan-in) or elements
+    o: int = 1  # outputs (dense) or thresholds (threshold)
+    p: int = 1  # parallelism
+    x_bits: int = 8
+    w_bits: int = 4
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-n{self.n}-o{self.o}-p{self.p}-x{self.x_bits}-w{self.w_bits}"
+
+
+def _input(c: Config) -> Quantize:
+    return Quantize("x", (), (c.n,), IntType(c.x_bits, True), ONE)
+
+
+def _dense(c: Config, rng: np.random.Generator) -> list:
+    lim = 1 << (c.w_bits - 1)
+    w = rng.integers(-lim, lim, (c.o, c.n))
+    acc = IntType(c.x_bits + c.w_bits + int(c.n).bit_length() + 1, True)
+    return [Dense("d", ("x",), (c.o,), acc, ONE, weight=w, bias=rng.integers(-99, 99, c.o))]
+
+
+def _threshold(c: Config, rng: np.random.Generator) -> list:
+    lo, hi = -(1 << (c.x_bits - 1)), 1 << (c.x_bits - 1)
+    t = np.sort(rng.integers(lo, hi, (1, c.o)), axis=1)
+    out = IntType(max(int(c.o).bit_length() + 1, 2), True)
+    return [Threshold("t", ("x",), (c.n,), out, ONE, thresholds=t, base=np.zeros(1, np.int64),
+                      sign=np.ones(1, np.int64))]  # fmt: skip
+
+
+def _shift(c: Config, rng: np.random.Generator) -> list:
+    out = IntType(c.w_bits, True)
+    return [Shift("s", ("x",), (c.n,), out, ONE, shift=np.array([c.o]),
+                  lo=np.array([out.lo]), hi=np.array([out.hi]))]  # fmt: skip
+
+
+def _poly(c: Config, rng: np.random.Generator) -> list:
+    coeffs = rng.integers(-(1 << (c.w_bits - 1)), 1 << (c.w_bits - 1), (1, c.o + 1))
+    x = 1 << (c.x_bits - 1)
+    bound, stages = abs(int(coeffs[0, 0])), []
+    for k in range(1, c.o + 1):
+        bound = bound * x + abs(int(coeffs[0, k]))
+        stages.append(IntType(bound.bit_length() + 1, True))
+    return [Poly("q", ("x",), (c.n,), stages[-1], ONE, coeffs=coeffs, stages=tuple(stages))]
+
+
+BUILDERS: dict[str, Callable[[Config, np.random.Generator], list]] = {
+    "dense": _dense,
+    "threshold": _threshold,
+    "shift": _shift,
+    "poly": _poly,
+}
+
+SWEEP: tuple[Config, ...] = (
+    *(Config("dense", n, o, p, x, w)
+      for n, o, p, x, w in [(8, 4, 1, 8, 4), (8, 4, 4, 8, 4), (16, 8, 2, 8, 4), (16, 8, 8, 8, 4),
+                            (32, 16, 4, 8, 4), (32, 16, 16, 8, 4), (64, 16, 8, 8, 4),
+                            (16, 8, 4, 4, 2), (16, 8, 4, 8, 8), (64, 32, 32, 8, 4),
+                            (24, 12, 6, 6, 3), (48, 8, 8, 8, 6), (12, 6, 3, 8, 4),
+                            (64, 10, 10, 8, 4), (128, 16, 16, 8, 4), (32, 32, 8, 8, 4)]),
+    *(Config("threshold", n, o, 1, x)
+      for n, o, x in [(16, 3, 8), (16, 7, 8), (16, 15, 8), (16, 31, 12), (16, 63, 16),
+                      (16, 15, 16), (16, 255, 20), (16, 127, 12)]),
+    *(Config("shift", n, o, 1, x, w)
+      for n, o, x, w in [(16, 2, 12, 4), (16, 4, 16, 8), (16, 8, 24, 8), (16, 6, 20, 6),
+                         (16, 10, 32, 8), (16, 3, 10, 4)]),
+    *(Config("poly", n, o, 1, x, w)
+      for n, o, x, w in [(16, 2, 4, 4), (16, 2, 8, 6), (16, 3, 6, 4), (16, 2, 8, 8),
+                         (16, 1, 8, 8), (16, 3, 8, 6)]),
+)  # fmt: skip
+
+
+def build(c: Config) -> Graph:
+    """The design of one configuration (seeded by its name)."""
+    rng = np.random.default_rng(zlib.crc32(c.name.encode()))
+    return Graph([_input(c), *BUILDERS[c.kind](c, rng)])
+
+
+def _row(c: Config, dev_name: str, synth: Callable[..., Any]) -> dict[str, Any]:
+    """Synthesize one configuration; its features, and what synthesis measured."""
+    from cosyn.hw.rtl import generate
+
+    g = build(c)
+    p = plan(g, c.p if c.kind == "dense" else None)
+    dev = device(dev_name)
+    co = coefficients(dev.family)
+    feats = np.zeros(len(co["lut"]))
+    for s in p.stages:
+        feats += features(primitives(s), dev, co)[0]
+    clock = max((clock_features(primitives(s), dev, co) for s in p.stages),
+                key=lambda f: float(np.dot(co["fmax"], f)))  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        r = synth(generate(g, Path(tmp) / "rtl", c.p if c.kind == "dense" else None), dev_name)
+    return {"config": c.__dict__ | {"name": c.name}, "device": dev_name,
+            "features": feats.tolist(), "clock": clock,
+            "synth": {k: getattr(r, k) for k in SYNTH_FIELDS}}  # fmt: skip
+
+
+def fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """LUT and FF coefficients (non-negative least squares) and clock coefficients from
+    the rows given (one family)."""
+    a = np.array([r["features"] for r in rows])
+    out = {m: nnls(a, np.array([r["synth"][m] for r in rows], float))[0].tolist()
+           for m in ("lut", "ff")}  # fmt: skip
+    timed = [r for r in rows if r["synth"]["fmax_mhz"]]
+    if len(timed) >= 3:
+        b = np.array([r["clock"] for r in timed])
+        out["fmax"] = nnls(b, np.array([1e3 / r["synth"]["fmax_mhz"] for r in timed]))[0].tolist()
+    return out
+
+
+def _mape(est: list[float], real: list[float]) -> float:
+    e, r = np.array(est, float), np.array(real, float)
+    return float(np.mean(np.abs(e - r) / np.maximum(r, 1)) * 100)
+
+
+def run(devices: tuple[str, ...] = ("ecp5-85f", "xc7z020"), configs=SWEEP) -> dict[str, Any]:
+    """Synthesize the sweep on each device, fit on even rows, report held-out error on odd
+    rows, and write baseline.json and calibration.json."""
+    from cosyn.fpga import synthesize
+
+    base = json.loads(BASELINE.read_text())
+    record: dict[str, Any] = {"configs": len(configs), "devices": {}}
+    for name in devices:
+        dev = device(name)
+        rows = []
+        for k, c in enumerate(configs):
+            rows.append(_row(c, name, lambda d, n: synthesize(d, n, progress=False)))
+            print(f"{name} {k + 1}/{len(configs)} {c.name}: {rows[-1]['synth']}", file=sys.stderr)
+        train, held = rows[0::2], rows[1::2]
+        fam = base["families"][dev.family]
+        fam.update(fit(train))
+        fam["fitted"] = f"perfmodel/calibration.json ({name}, {len(train)} designs)"
+        for r in rows:
+            f = np.array(r["features"])
+            r["estimate"] = {"lut": float(f @ fam["lut"]), "ff": float(f @ fam["ff"])}
+        record["devices"][name] = {
+            "rows": rows,
+            "held_out_mape": {m: _mape([r["estimate"][m] for r in held],
+                                       [r["synth"][m] for r in held]) for m in ("lut", "ff")},
+        }  # fmt: skip
+    BASELINE.write_text(json.dumps(base, indent=2) + "\n")
+    RECORD.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def estimate_of(c: Config, dev: str) -> dict[str, Any]:
+    """The model's estimate of one configuration (for tests and the benchmark)."""
+    e = estimate_plan(plan(build(c), c.p if c.kind == "dense" else None), dev)
+    return {"lut": e.lut, "ff": e.ff, "dsp": e.dsp, "bram": e.bram, "fmax_mhz": e.fmax_mhz}
+
+
+if __name__ == "__main__":
+    out = run(tuple(sys.argv[1:]) or ("ecp5-85f", "xc7z020"))
+    for name, d in out["devices"].items():
+        print(name, "held-out MAPE", d["held_out_mape"])
