@@ -1,23 +1,27 @@
 """Performance model: exact cycles and estimated resources and clock, per node and pipeline.
 
-`estimate(g, device, parallelism)` is the entry point; `devices` the target parts;
+`estimate(g, device, parallelism)` is the entry point (`estimate_hls` for the HLS
+backend's reuse factor); `devices` the target parts;
 `blocks` and `conv` each block's timing, defined once; `pipeline` their composition
 (which the RTL backend builds and writes its manifest from).
 """
 
 from cosyn.perfmodel.devices import DEVICES, Device, UnknownDeviceError, device
 from cosyn.perfmodel.estimate import Estimate, NodeEstimate, estimate, estimate_plan
+from cosyn.perfmodel.hls import HLSLayer, estimate_hls
 from cosyn.perfmodel.pipeline import Plan, plan
 
 __all__ = [
     "DEVICES",
     "Device",
     "Estimate",
+    "HLSLayer",
     "NodeEstimate",
     "Plan",
     "UnknownDeviceError",
     "device",
     "estimate",
+    "estimate_hls",
     "estimate_plan",
     "plan",
 ]

@@ -29,11 +29,11 @@ from cosyn.perfmodel.resources import clock_features, features, primitives
 from scipy.optimize import nnls
 
 from cosyn.ir.graph import Graph
-from cosyn.ir.nodes import Dense, IntType, Poly, Quantize, Shift, Threshold
+from cosyn.ir.nodes import Conv2d, Dense, IntType, Poly, Quantize, Shift, Threshold
 
 __all__ = ["SWEEP", "Config", "build", "fit", "run"]
 
-SYNTH_FIELDS = ("lut", "ff", "carry", "dsp", "bram", "fmax_mhz")
+SYNTH_FIELDS = ("lut", "ff", "carry", "dsp", "bram", "fmax_mhz", "yosys_s", "pnr_s")
 RECORD = Path(__file__).with_name("calibration.json")
 ONE = np.ones(1, np.float32)
 
@@ -48,14 +48,22 @@ class Config:
     p: int = 1  # parallelism
     x_bits: int = 8
     w_bits: int = 4
+    c: int = 1  # conv2d: input channels
+    k: int = 3  # conv2d: kernel size (stride 1, zero padding k // 2)
 
     @property
     def name(self) -> str:
-        return f"{self.kind}-n{self.n}-o{self.o}-p{self.p}-x{self.x_bits}-w{self.w_bits}"
+        conv = f"-c{self.c}-k{self.k}" if self.kind == "conv2d" else ""
+        return f"{self.kind}-n{self.n}-o{self.o}-p{self.p}-x{self.x_bits}-w{self.w_bits}{conv}"
+
+    @property
+    def parallelism(self) -> int | None:
+        return self.p if self.kind in ("dense", "conv2d") else None
 
 
 def _input(c: Config) -> Quantize:
-    return Quantize("x", (), (c.n,), IntType(c.x_bits, True), ONE)
+    shape = (c.c, c.n, c.n) if c.kind == "conv2d" else (c.n,)
+    return Quantize("x", (), shape, IntType(c.x_bits, True), ONE)
 
 
 def _dense(c: Config, rng: np.random.Generator) -> list:
@@ -63,6 +71,14 @@ def _dense(c: Config, rng: np.random.Generator) -> list:
     w = rng.integers(-lim, lim, (c.o, c.n))
     acc = IntType(c.x_bits + c.w_bits + int(c.n).bit_length() + 1, True)
     return [Dense("d", ("x",), (c.o,), acc, ONE, weight=w, bias=rng.integers(-99, 99, c.o))]
+
+
+def _conv(c: Config, rng: np.random.Generator) -> list:
+    lim = 1 << (c.w_bits - 1)
+    w = rng.integers(-lim, lim, (c.o, c.c, c.k, c.k))
+    acc = IntType(c.x_bits + c.w_bits + int(c.c * c.k * c.k).bit_length() + 1, True)
+    return [Conv2d("v", ("x",), (c.o, c.n, c.n), acc, ONE, weight=w,
+                   bias=rng.integers(-99, 99, c.o), padding=(c.k // 2, c.k // 2))]  # fmt: skip
 
 
 def _threshold(c: Config, rng: np.random.Generator) -> list:
@@ -91,6 +107,7 @@ def _poly(c: Config, rng: np.random.Generator) -> list:
 
 BUILDERS: dict[str, Callable[[Config, np.random.Generator], list]] = {
     "dense": _dense,
+    "conv2d": _conv,
     "threshold": _threshold,
     "shift": _shift,
     "poly": _poly,
@@ -102,16 +119,28 @@ SWEEP: tuple[Config, ...] = (
                             (32, 16, 4, 8, 4), (32, 16, 16, 8, 4), (64, 16, 8, 8, 4),
                             (16, 8, 4, 4, 2), (16, 8, 4, 8, 8), (64, 32, 32, 8, 4),
                             (24, 12, 6, 6, 3), (48, 8, 8, 8, 6), (12, 6, 3, 8, 4),
-                            (64, 10, 10, 8, 4), (128, 16, 16, 8, 4), (32, 32, 8, 8, 4)]),
+                            (64, 10, 10, 8, 4), (128, 16, 16, 8, 4), (32, 32, 8, 8, 4),
+                            (10, 20, 5, 8, 4), (40, 10, 2, 8, 4), (96, 24, 12, 8, 4),
+                            (20, 4, 4, 6, 6), (56, 14, 7, 8, 2), (8, 64, 16, 8, 4),
+                            (64, 64, 64, 8, 4), (30, 6, 6, 4, 4), (100, 10, 5, 8, 4),
+                            (16, 16, 1, 8, 4)]),
+    *(Config("conv2d", n, o, p, x, w, c, k)
+      for n, o, p, x, w, c, k in [(8, 4, 1, 8, 4, 1, 3), (8, 4, 4, 8, 4, 1, 3),
+                                  (6, 8, 8, 8, 4, 2, 3), (6, 8, 2, 8, 4, 4, 3),
+                                  (8, 8, 4, 8, 4, 1, 1), (8, 16, 16, 8, 4, 4, 1),
+                                  (10, 4, 2, 6, 3, 2, 3), (6, 6, 3, 8, 6, 3, 3),
+                                  (12, 8, 8, 8, 4, 1, 5), (8, 12, 6, 4, 4, 8, 3),
+                                  (6, 16, 8, 8, 4, 8, 3), (8, 2, 2, 8, 8, 2, 3)]),
     *(Config("threshold", n, o, 1, x)
       for n, o, x in [(16, 3, 8), (16, 7, 8), (16, 15, 8), (16, 31, 12), (16, 63, 16),
-                      (16, 15, 16), (16, 255, 20), (16, 127, 12)]),
+                      (16, 15, 16), (16, 255, 20), (16, 127, 12), (16, 1, 8), (16, 3, 24),
+                      (16, 15, 24), (16, 63, 10)]),
     *(Config("shift", n, o, 1, x, w)
       for n, o, x, w in [(16, 2, 12, 4), (16, 4, 16, 8), (16, 8, 24, 8), (16, 6, 20, 6),
-                         (16, 10, 32, 8), (16, 3, 10, 4)]),
+                         (16, 10, 32, 8), (16, 3, 10, 4), (16, 0, 8, 8), (16, 12, 28, 4)]),
     *(Config("poly", n, o, 1, x, w)
       for n, o, x, w in [(16, 2, 4, 4), (16, 2, 8, 6), (16, 3, 6, 4), (16, 2, 8, 8),
-                         (16, 1, 8, 8), (16, 3, 8, 6)]),
+                         (16, 1, 8, 8), (16, 3, 8, 6), (16, 2, 6, 3), (16, 3, 4, 8)]),
 )  # fmt: skip
 
 
@@ -126,7 +155,7 @@ def _row(c: Config, dev_name: str, synth: Callable[..., Any]) -> dict[str, Any]:
     from cosyn.hw.rtl import generate
 
     g = build(c)
-    p = plan(g, c.p if c.kind == "dense" else None)
+    p = plan(g, c.parallelism)
     dev = device(dev_name)
     co = coefficients(dev.family)
     feats = np.zeros(len(co["lut"]))
@@ -135,7 +164,7 @@ def _row(c: Config, dev_name: str, synth: Callable[..., Any]) -> dict[str, Any]:
     clock = max((clock_features(primitives(s), dev, co) for s in p.stages),
                 key=lambda f: float(np.dot(co["fmax"], f)))  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        r = synth(generate(g, Path(tmp) / "rtl", c.p if c.kind == "dense" else None), dev_name)
+        r = synth(generate(g, Path(tmp) / "rtl", c.parallelism), dev_name)
     return {"config": c.__dict__ | {"name": c.name}, "device": dev_name,
             "features": feats.tolist(), "clock": clock,
             "synth": {k: getattr(r, k) for k in SYNTH_FIELDS}}  # fmt: skip
@@ -162,7 +191,7 @@ def _mape(est: list[float], real: list[float]) -> float:
 def run(devices: tuple[str, ...] = ("ecp5-85f", "xc7z020"), configs=SWEEP) -> dict[str, Any]:
     """Synthesize the sweep on each device, fit on even rows, report held-out error on odd
     rows, and write baseline.json and calibration.json."""
-    from cosyn.fpga import synthesize
+    from cosyn.hw.fpga import synthesize
 
     base = json.loads(BASELINE.read_text())
     record: dict[str, Any] = {"configs": len(configs), "devices": {}}
@@ -191,7 +220,7 @@ def run(devices: tuple[str, ...] = ("ecp5-85f", "xc7z020"), configs=SWEEP) -> di
 
 def estimate_of(c: Config, dev: str) -> dict[str, Any]:
     """The model's estimate of one configuration (for tests and the benchmark)."""
-    e = estimate_plan(plan(build(c), c.p if c.kind == "dense" else None), dev)
+    e = estimate_plan(plan(build(c), c.parallelism), dev)
     return {"lut": e.lut, "ff": e.ff, "dsp": e.dsp, "bram": e.bram, "fmax_mhz": e.fmax_mhz}
 
 

@@ -6,13 +6,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
 import torch
 from cosyn.hw.rtl import Top, generate
 from cosyn.models.zoo import cnn, mlp
-from cosyn.perfmodel import DEVICES, Estimate, UnknownDeviceError, device, estimate
+from cosyn.perfmodel import (
+    DEVICES,
+    Estimate,
+    UnknownDeviceError,
+    device,
+    estimate,
+    estimate_hls,
+)
 
 import cosyn
 from cosyn.ir.graph import Graph
@@ -105,3 +113,36 @@ def test_cli_estimate(tmp_path) -> None:
                          text=True)  # fmt: skip
     assert bad.returncode == 2 and "known devices" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_estimate_within_the_baselines_error_of_a_fresh_synthesis() -> None:
+    """Two sweep designs synthesized again (yosys, ecp5-85f): DSP and BRAM exact, LUT and
+    FF within the worst held-out error recorded by the calibration, plus 10 points."""
+    from cosyn.hw.fpga import synthesize
+    from cosyn.perfmodel import calibrate
+
+    record = json.loads(calibrate.RECORD.read_text())["devices"]["ecp5-85f"]["rows"]
+    worst = {m: max(abs(r["estimate"][m] - r["synth"][m]) / max(r["synth"][m], 1)
+                    for r in record) for m in ("lut", "ff")}  # fmt: skip
+    for c in (calibrate.SWEEP[1], calibrate.SWEEP[17]):
+        with tempfile.TemporaryDirectory() as tmp:
+            d = generate(calibrate.build(c), f"{tmp}/rtl", c.parallelism)
+            s = synthesize(d, "ecp5-85f", progress=False, cache=False)
+        e = calibrate.estimate_of(c, "ecp5-85f")
+        assert (e["dsp"], e["bram"]) == (s.dsp, s.bram), c.name
+        for m in ("lut", "ff"):
+            assert abs(e[m] - getattr(s, m)) <= (worst[m] + 0.10) * max(getattr(s, m), 1), c.name
+
+
+def test_hls_reuse_factor_divides_the_multipliers(graphs) -> None:
+    g = graphs["mlp"]
+    one, four = estimate_hls(g, 1), estimate_hls(g, 4)
+    dense = [n for n in g if n.kind == "dense"]
+    assert [x.multipliers for x in one] == [n.weight.size for n in dense]
+    assert [x.multipliers for x in four] == [-(-n.weight.size // 4) for n in dense]
+    assert {x.interval for x in four} == {4} and not any(x.verified for x in four)
+    conv = estimate_hls(graphs["cnn"], 2, "io_stream")[0]
+    assert conv.interval == 2 * 8 * 8
+    with pytest.raises(cosyn.CosynError, match="reuse factor 100000 exceeds"):
+        estimate_hls(g, 100000)

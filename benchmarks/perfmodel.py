@@ -1,0 +1,97 @@
+"""Performance model: estimate error against synthesis, and estimate time against synthesis time.
+
+Part 1 reads `perfmodel/calibration.json` (written by `python -m cosyn.perfmodel.calibrate`,
+which synthesizes the sweep with yosys and nextpnr): per device and metric, the mean
+absolute percentage error and the worst case of the estimate on the held-out designs
+(those not used for fitting), and how many DSP and BRAM counts are exact. Part 2 times
+`cosyn.perfmodel.estimate` on the zoo models, cold (first call) and warm (the same
+architecture again, as in a training loop), beside the synthesis time of the sweep's
+designs.
+
+    .venv/bin/python benchmarks/perfmodel.py
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import torch
+from cosyn.models.zoo import cnn, mlp
+from cosyn.perfmodel import calibrate, estimate
+from cosyn.perfmodel.steady import _CACHE
+from rich.console import Console
+from rich.table import Table
+
+import cosyn
+
+METRICS = ("lut", "ff", "dsp", "bram", "fmax_mhz")
+
+
+def _errors(rows: list[dict], dev: str) -> dict[str, tuple[float, float, int]]:
+    """metric -> (MAPE %, worst %, exact count) on `rows`."""
+    est = {r["config"]["name"]: calibrate.estimate_of(calibrate.Config(**{
+        k: v for k, v in r["config"].items() if k != "name"}), dev) for r in rows}  # fmt: skip
+    out = {}
+    for m in METRICS:
+        pairs = [(est[r["config"]["name"]][m], r["synth"][m]) for r in rows if r["synth"][m]]
+        if not pairs:
+            continue
+        e, s = np.array(pairs, dtype=float).T
+        pct = np.abs(e - s) / np.maximum(s, 1) * 100
+        out[m] = (float(pct.mean()), float(pct.max()), int(np.sum(np.round(e) == s)))
+    return out
+
+
+def error_table(console: Console) -> None:
+    record = json.loads(calibrate.RECORD.read_text())
+    t = Table(title="estimate vs synthesis, held-out designs (not used for fitting)")
+    for c in ("device", "designs", "metric", "MAPE %", "worst %", "exact"):
+        t.add_column(c, justify="left" if c in ("device", "metric") else "right")
+    for dev, d in record["devices"].items():
+        held = d["rows"][1::2]
+        for m, (mape, worst, exact) in _errors(held, dev).items():
+            t.add_row(dev, str(len(held)), m, f"{mape:.1f}", f"{worst:.1f}", f"{exact}")
+    console.print(t)
+
+
+def _synth_seconds() -> tuple[float, float]:
+    record = json.loads(calibrate.RECORD.read_text())
+    secs = [r["synth"].get("yosys_s", 0) + (r["synth"].get("pnr_s") or 0)
+            for d in record["devices"].values() for r in d["rows"]]  # fmt: skip
+    return float(np.median(secs)), float(np.max(secs))
+
+
+def speed_table(console: Console) -> None:
+    torch.manual_seed(0)
+    graphs = {
+        "mlp": cosyn.lower(mlp(act="poly").eval(), torch.zeros(1, 64)),
+        "cnn": cosyn.lower(cnn(act="poly").eval(), torch.zeros(1, 1, 8, 8)),
+    }
+    median, worst = _synth_seconds()
+    t = Table(title="estimate time (ecp5-85f)")
+    for c in ("model", "MACs", "cold ms", "warm ms", "synthesis of one sweep design s", "ratio"):
+        t.add_column(c, justify="left" if c == "model" else "right")
+    for name, g in graphs.items():
+        _CACHE.clear()
+        t0 = time.perf_counter()
+        estimate(g, "ecp5-85f")
+        cold = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(10):
+            estimate(g, "ecp5-85f")
+        warm = (time.perf_counter() - t0) / 10
+        t.add_row(name, str(g.macs), f"{cold * 1e3:.1f}", f"{warm * 1e3:.2f}",
+                  f"{median:.0f} (max {worst:.0f})", f"{median / warm:,.0f}x")  # fmt: skip
+    console.print(t)
+
+
+def main() -> None:
+    console = Console(width=140)
+    error_table(console)
+    speed_table(console)
+
+
+if __name__ == "__main__":
+    main()
