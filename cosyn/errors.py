@@ -17,3 +17,7 @@ class BitWidthError(CosynError):
 
 class ModelFileError(CosynError):
     """A missing or malformed checkpoint, QONNX file or model reference."""
+
+
+class GraphError(CosynError):
+    """A malformed integer graph: an unknown input, or a shape its node kind does not give."""

@@ -3,8 +3,9 @@
 The input quantizer and the output quantizer become requantize nodes found against
 the module's own Brevitas quantizers (`builder.quantize`, exact by construction). In
 between sits a `Poly` node whose integer coefficients are the module's own fixed-point
-arithmetic (`PolyAct.integer_coeffs`), and whose stage widths come from enumerating
-every input integer of every channel: exact and tight.
+arithmetic (`PolyAct.integer_coeffs`), and whose stage widths come from the Poly
+kind's range inference (`Poly.sized`), which enumerates every input integer of
+every channel: exact and tight.
 """
 
 from __future__ import annotations
@@ -18,27 +19,9 @@ from torch import fx, nn
 from cosyn.errors import BitWidthError, UnsupportedLayerError
 from cosyn.ir import nodes as N
 
-__all__ = ["horner_ranges", "lower_polyact"]
+__all__ = ["lower_polyact"]
 
 _MAX_LEVELS = 1 << 17  # enumerate at most this many input integers per channel
-
-
-def horner_ranges(
-    coeffs: np.ndarray, lo: np.ndarray, hi: np.ndarray
-) -> tuple[tuple[N.IntType, ...], np.ndarray, np.ndarray]:
-    """Types of every Horner stage, and the per-channel range of the result.
-
-    Every integer x in [lo[c], hi[c]] of every channel c is evaluated, so the types
-    are the narrowest that hold what the hardware computes. Returns (stages, lo_h, hi_h).
-    """
-    span = int((hi - lo).max()) + 1
-    x = np.minimum(lo[:, None] + np.arange(span)[None], hi[:, None])  # (C, span)
-    h = np.broadcast_to(coeffs[:, :1], x.shape)
-    stages = []
-    for k in range(1, coeffs.shape[1]):
-        h = h * x + coeffs[:, k : k + 1]
-        stages.append(N.int_type_for_range(h.min(), h.max()))
-    return tuple(stages), h.min(axis=1), h.max(axis=1)
 
 
 def _exponent(scale: torch.Tensor, what: str) -> int:
@@ -81,23 +64,19 @@ def lower_poly_node(builder, n: fx.Node, m: nn.Module, v: object, name: str):
         raise UnsupportedLayerError(f"{what}: has {m.channels} channels, its input {c}")
     coeffs, e = m.integer_coeffs(ex)
     coeffs = np.ascontiguousarray(np.broadcast_to(coeffs, (c, coeffs.shape[1])))
-    lo, hi = (_channels(r, c) for r in builder.ranges[xin.node])
+    lo, hi = builder.ranges[xin.node]
     if int((hi - lo).max()) >= _MAX_LEVELS:
         raise BitWidthError(f"{what}: input has more than {_MAX_LEVELS} levels per channel")
-    stages, lo_h, hi_h = horner_ranges(coeffs, lo, hi)
-    if max(t.bits for t in stages) > 62:
-        raise BitWidthError(f"{what}: a Horner stage needs more than 62 bits")
     scale = _scale(_channels(e, c), shape, what)
-    node = N.Poly(
-        name=builder.fresh(name, "poly"),
+    node = N.Poly.sized(
+        builder.in_ranges((xin.node,)),
+        name=builder.fresh(name, N.Poly.kind),
         inputs=(xin.node,),
         shape=shape,
-        dtype=stages[-1],
         scale=scale.numpy(),
         coeffs=coeffs,
-        stages=stages,
     )
-    builder.add(node, lo_h, hi_h)
+    builder.add(node)
     return dataclasses.replace(xin, node=node.name, scale=scale)
 
 

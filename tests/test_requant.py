@@ -67,5 +67,7 @@ def test_int_types():
     assert (IntType(1, False).lo, IntType(1, False).hi) == (0, 1)
     assert int_type_for_range(-129, 5) == IntType(9, True)
     assert int_type_for_range(0, 255) == IntType(8, False)
+    assert int_type_for_range(-2, -2) == IntType(2, True)  # a negative top needs no bits
+    assert int_type_for_range(np.array([-3, 0]), np.array([1, 4])) == IntType(4, True)
     with pytest.raises(ValueError, match="not 0"):
         IntType(0, False)

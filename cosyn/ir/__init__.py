@@ -3,6 +3,7 @@
 from cosyn.ir.graph import Graph
 from cosyn.ir.lowering import lower
 from cosyn.ir.nodes import (
+    KINDS,
     Add,
     Conv2d,
     Dense,
@@ -11,12 +12,14 @@ from cosyn.ir.nodes import (
     Node,
     Poly,
     Quantize,
+    Range,
     Shift,
     Threshold,
 )
 from cosyn.ir.qonnx import from_qonnx
 
 __all__ = [
+    "KINDS",
     "Add",
     "Conv2d",
     "Dense",
@@ -26,6 +29,7 @@ __all__ = [
     "Node",
     "Poly",
     "Quantize",
+    "Range",
     "Shift",
     "Threshold",
     "from_qonnx",

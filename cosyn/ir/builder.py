@@ -7,7 +7,8 @@ to be applied before the next quantizer. A quantizer (any callable returning a
 Brevitas QuantTensor) closes that chain into a requantize node: the map from
 integers to integers is found against the model's own float32 arithmetic (see
 requant.py), so it is exact. A frontend subclasses `Builder` and says, through
-`shape(n)`, what shape its value `n` has.
+`shape(n)`, what shape its value `n` has. Each node's range and, for accumulators and
+adds, its type come from its kind's `infer_range`.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class Builder:
     def __init__(self, values: dict) -> None:
         self.values = values
         self.nodes: list[N.Node] = []
-        self.ranges: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.ranges: dict[str, N.Range] = {}  # each node's infer_range, while building
 
     # -- bookkeeping ------------------------------------------------------------------
 
@@ -72,10 +73,14 @@ class Builder:
         """Per-sample shape of the frontend's value `n`."""
         raise NotImplementedError
 
-    def add(self, node: N.Node, lo: np.ndarray, hi: np.ndarray) -> N.Node:
+    def add(self, node: N.Node) -> N.Node:
+        """Append `node`, keeping the range its kind infers from its inputs'."""
         self.nodes.append(node)
-        self.ranges[node.name] = (np.asarray(lo, np.int64), np.asarray(hi, np.int64))
+        self.ranges[node.name] = node.infer_range(*self.in_ranges(node.inputs))
         return node
+
+    def in_ranges(self, inputs: tuple[str, ...]) -> list[N.Range]:
+        return [self.ranges[i] for i in inputs]
 
     def fresh(self, name: str, kind: str) -> str:
         """A unique identifier from a module path: `layers.0` becomes `layers_0`, `0` `dense_0`."""
@@ -87,8 +92,8 @@ class Builder:
             cand, i = f"{base}_{i}", i + 1
         return cand
 
-    def _val(self, node: N.Node, lo, hi, scale: torch.Tensor) -> _Val:
-        self.add(node, lo, hi)
+    def _val(self, node: N.Node, scale: torch.Tensor) -> _Val:
+        self.add(node)
         return _Val(node.name, scale)
 
     # -- closing a float chain into integers ----------------------------------------------
@@ -124,20 +129,18 @@ class Builder:
             raise UnsupportedLayerError(f"{name}: {e}; cosyn lowers monotone activations") from e
         ratio = _log2_ratio(scale, v.scale) if v.bias is None and not v.chain else None
         params = as_shift(bank, ratio) if ratio is not None else None
-        common = dict(inputs=(v.node,), shape=shape, dtype=dtype)
+        common = dict(inputs=(v.node,), shape=shape, dtype=dtype, scale=scale.numpy())
         if params is not None:
-            node = N.Shift(name=self.fresh(name, "shift"), **common, scale=scale.numpy(), **params)
-            return self._val(node, params["lo"], params["hi"], scale)
+            node = N.Shift(name=self.fresh(name, N.Shift.kind), **common, **params)
+            return self._val(node, scale)
         node = N.Threshold(
-            name=self.fresh(name, "threshold"),
+            name=self.fresh(name, N.Threshold.kind),
             **common,
-            scale=scale.numpy(),
             thresholds=bank.t,
             base=bank.base,
             sign=bank.sign,
         )
-        ends = bank.base + bank.sign * bank.steps
-        return self._val(node, np.minimum(bank.base, ends), np.maximum(bank.base, ends), scale)
+        return self._val(node, scale)
 
     def _input(self, v: _Input, quant, probe, dtype, shape, name) -> _Val:
         if probe.scale.numel() != 1:
@@ -154,7 +157,7 @@ class Builder:
         t, base = float_thresholds(f)
         scale = probe.scale.detach().reshape(())
         node = N.Quantize(
-            name=self.fresh(name, "quantize"),
+            name=self.fresh(name, N.Quantize.kind),
             inputs=(),
             shape=shape,
             dtype=dtype,
@@ -162,7 +165,7 @@ class Builder:
             thresholds=t,
             base=base,
         )
-        return self._val(node, np.full(1, base), np.full(1, base + t.size), scale)
+        return self._val(node, scale)
 
     # -- integer layers ---------------------------------------------------------------------
 
@@ -196,27 +199,15 @@ class Builder:
         b_int = torch.round(bias / s_acc)
         exact = torch.equal(b_int * s_acc, bias)  # an integer at the accumulator's scale
         b = b_int.to(torch.int64).numpy() if exact else np.zeros(w.shape[0], np.int64)
-        lo_x, hi_x = self.ranges[v.node]
-        lo_x, hi_x = int(lo_x.min()), int(hi_x.max())
-        axes = tuple(range(1, w.ndim))
-        lo = np.minimum(w * lo_x, w * hi_x).sum(axes) + b
-        hi = np.maximum(w * lo_x, w * hi_x).sum(axes) + b
         scale = _per_channel(s_acc, shape)
-        common = dict(
-            inputs=(v.node,),
-            shape=shape,
-            dtype=N.int_type_for_range(lo.min(), hi.max()),
-            scale=scale.numpy(),
-            weight=w,
-            bias=b,
-        )
+        common = dict(inputs=(v.node,), shape=shape, scale=scale.numpy(), weight=w, bias=b)
+        ins = self.in_ranges((v.node,))
         if conv is None:
-            node = N.Dense(name=self.fresh(name, "dense"), **common)
+            node = N.Dense.sized(ins, name=self.fresh(name, N.Dense.kind), **common)
         else:
-            node = N.Conv2d(
-                name=self.fresh(name, "conv2d"), **common, stride=conv.stride, padding=conv.padding
-            )
-        self.add(node, lo, hi)
+            geometry = dict(stride=conv.stride, padding=conv.padding)
+            node = N.Conv2d.sized(ins, name=self.fresh(name, N.Conv2d.kind), **common, **geometry)
+        self.add(node)
         return _Val(node.name, scale, None if exact else _per_channel(bias, shape))
 
     def sum2(self, a: _Val, b: _Val, shape: tuple[int, ...], name: str) -> _Val:
@@ -232,37 +223,32 @@ class Builder:
             )
         e = int(e.reshape(-1)[0])
         shifts = (max(e, 0), max(-e, 0))
-        (la, ha), (lb, hb) = self.ranges[a.node], self.ranges[b.node]
-        lo = np.left_shift(la.min(), shifts[0]) + np.left_shift(lb.min(), shifts[1])
-        hi = np.left_shift(ha.max(), shifts[0]) + np.left_shift(hb.max(), shifts[1])
         scale = torch.minimum(sa, sb).reshape(())
-        node = N.Add(
-            name=self.fresh(name, "add"),
+        node = N.Add.sized(
+            self.in_ranges((a.node, b.node)),
+            name=self.fresh(name, N.Add.kind),
             inputs=(a.node, b.node),
             shape=shape,
-            dtype=N.int_type_for_range(lo, hi),
             scale=scale.numpy(),
             shifts=shifts,
         )
-        return self._val(node, np.full(1, lo), np.full(1, hi), scale)
+        return self._val(node, scale)
 
     def flatten(self, n: object, v: object, name: str) -> _Val:
         v = self.clean(v, f"{name} (flatten)")
         src = self.nodes[[x.name for x in self.nodes].index(v.node)]
         if len(src.shape) == 1:
             return v
-        per = int(np.prod(src.shape[1:]))
-        lo, hi = (np.repeat(np.broadcast_to(r, (src.shape[0],)), per) for r in self.ranges[v.node])
         scale = torch.broadcast_to(v.scale, src.shape).reshape(-1)
         scale = scale[:1].reshape(()) if torch.all(scale == scale[0]) else scale
         node = N.Flatten(
-            name=self.fresh(name, "flatten"),
+            name=self.fresh(name, N.Flatten.kind),
             inputs=(v.node,),
             shape=self.shape(n),
             dtype=src.dtype,
             scale=scale.numpy(),
         )
-        return self._val(node, lo, hi, scale)
+        return self._val(node, scale)
 
     def finish(self, out: object) -> Graph:
         if isinstance(out, _Input) or out is None:
@@ -273,7 +259,9 @@ class Builder:
                 "layer; end the model with a quantizer or a quantized layer"
             )
         bias = None if out.bias is None else out.bias.numpy()
-        return Graph(self.nodes, output_bias=bias)
+        g = Graph(self.nodes, output_bias=bias)
+        g.check()
+        return g
 
 
 def _extend(v: object, op: Callable, what: str) -> object:

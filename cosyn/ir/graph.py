@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from cosyn.errors import BitWidthError, GraphError
+from cosyn.ir.intervals import Range
 from cosyn.ir.nodes import Node, Quantize
 
 __all__ = ["Graph"]
@@ -17,11 +19,14 @@ class Graph:
     """Nodes in topological order; the first is the `Quantize` input, the last the output.
 
     The output integers dequantize as float32(y) * output scale (+ `output_bias`, a
-    float bias the model adds after its last accumulation, if any).
+    float bias the model adds after its last accumulation, if any). Value ranges come
+    from the nodes' `infer_range`, computed once when first asked for; `check`
+    validates the graph against its node kinds.
     """
 
     nodes: list[Node]
     output_bias: np.ndarray | None = None
+    _ranges: dict[str, Range] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.nodes or not isinstance(self.nodes[0], Quantize):
@@ -44,6 +49,43 @@ class Graph:
     @property
     def output(self) -> Node:
         return self.nodes[-1]
+
+    def range(self, name: str) -> Range:
+        """(lo, hi) of node `name`'s values for inputs in the input node's range: int64
+        vectors, one entry for the tensor or one per channel (see cosyn.ir.intervals)."""
+        if self._ranges is None:
+            ranges: dict[str, Range] = {}
+            for n in self.nodes:
+                ranges[n.name] = n.infer_range(*(ranges[i] for i in n.inputs))
+            self._ranges = ranges
+        return self._ranges[name]
+
+    def check(self) -> None:
+        """Validate every node against its kind: inputs are earlier nodes, the shape is
+        the one `infer_shape` gives (else GraphError), and the dtype holds the range
+        `infer_range` gives (else BitWidthError). Each message names the node."""
+        if len(self._by_name) != len(self.nodes):
+            raise GraphError("two nodes have one name; node names must be unique")
+        seen: dict[str, Node] = {}
+        for n in self.nodes:
+            what = f"{n.name} ({n.kind})"
+            missing = [i for i in n.inputs if i not in seen]
+            if missing:
+                raise GraphError(f"{what}: its input {missing[0]!r} is not an earlier node")
+            try:
+                shape = tuple(n.infer_shape(*(seen[i].shape for i in n.inputs)))
+            except ValueError as e:
+                raise GraphError(f"{what}: {e}") from e
+            if shape != tuple(n.shape):
+                raise GraphError(f"{what}: its shape is {n.shape}, its inputs give {shape}")
+            seen[n.name] = n
+        for n in self.nodes:
+            lo, hi = self.range(n.name)
+            if lo.min() < n.dtype.lo or hi.max() > n.dtype.hi:
+                raise BitWidthError(
+                    f"{n.name} ({n.kind}): its values span [{lo.min()}, {hi.max()}], which "
+                    f"{n.dtype} cannot hold; it needs {n.fit(lo, hi)}"
+                )
 
     def run_int(self, xi: np.ndarray) -> np.ndarray:
         """Golden model: integer input (batch first) to integer output, in int64."""

@@ -3,18 +3,36 @@
 Every node produces an integer tensor. Its `shape` is per sample (no batch axis),
 its `dtype` the bit width and signedness of every element, and `scale` the float32
 factor (broadcastable to `shape`, channel axis first) that turns the integers back
-into the model's float values. `eval` is the golden arithmetic: int64 NumPy in,
-int64 NumPy out, batch axis first. Backends read the same attributes.
+into the model's float values. Backends read the same attributes.
+
+Each node class is the one definition of its kind, registered in `KINDS` by its
+`kind` string: `eval` is the golden arithmetic (int64 NumPy in, int64 NumPy out,
+batch axis first), `infer_shape` the output shape from the input shapes,
+`infer_range` the exact interval of its values from its inputs' (see intervals.py),
+and the class attributes `multiplies` and `elementwise` say what hardware it needs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from cosyn.errors import BitWidthError
+from cosyn.ir.intervals import (
+    IntType,
+    Range,
+    as_range,
+    horner,
+    int_type_for_range,
+    weighted,
+    window_taps,
+)
+
 __all__ = [
+    "KINDS",
     "Add",
     "Conv2d",
     "Dense",
@@ -23,41 +41,14 @@ __all__ = [
     "Node",
     "Poly",
     "Quantize",
+    "Range",
     "Shift",
     "Threshold",
     "int_type_for_range",
 ]
 
 
-@dataclass(frozen=True)
-class IntType:
-    """A two's complement (signed) or plain binary (unsigned) integer of `bits` bits."""
-
-    bits: int
-    signed: bool
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.bits <= 62:
-            raise ValueError(f"Bit width must be between 1 and 62, not {self.bits!r}")
-
-    @property
-    def lo(self) -> int:
-        return -(1 << (self.bits - 1)) if self.signed else 0
-
-    @property
-    def hi(self) -> int:
-        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
-
-    def __str__(self) -> str:
-        return f"{'i' if self.signed else 'u'}{self.bits}"
-
-
-def int_type_for_range(lo: int, hi: int) -> IntType:
-    """The narrowest IntType holding every integer in [lo, hi]."""
-    lo, hi = int(lo), int(hi)
-    if lo >= 0:
-        return IntType(max(hi.bit_length(), 1), False)
-    return IntType(max(hi.bit_length(), (-lo - 1).bit_length()) + 1, True)
+KINDS: dict[str, type[Node]] = {}  # kind -> its node class; filled as classes are defined
 
 
 @dataclass(eq=False)
@@ -72,14 +63,78 @@ class Node:
     kind: ClassVar[str] = "node"
     multiplies: ClassVar[bool] = False  # has multipliers (MACs > 0)
     elementwise: ClassVar[bool] = False  # output element k depends on input element k only
+    per_channel: ClassVar[tuple[str, ...]] = ()  # fields with one row per channel (or one)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Register a class that names its own `kind`; a kind has one class."""
+        super().__init_subclass__(**kwargs)
+        kind = cls.__dict__.get("kind")
+        if kind is None:
+            return
+        old = KINDS.get(kind)
+        if old is not None and _qualname(old) != _qualname(cls):
+            raise TypeError(
+                f"Node kind {kind!r} is already defined by {_qualname(old)}; "
+                f"{_qualname(cls)} must name another kind"
+            )
+        KINDS[kind] = cls
 
     def eval(self, *xs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def infer_shape(self, *in_shapes: tuple[int, ...]) -> tuple[int, ...]:
+        """The output shape from the input shapes (ValueError where they do not fit).
+
+        Elementwise kinds keep their inputs' one shape; their per-channel fields need
+        one row or one per channel (axis 0)."""
+        if not self.elementwise:
+            raise NotImplementedError(f"{type(self).__name__} does not infer its shape")
+        if len(set(in_shapes)) != 1:
+            raise ValueError(f"its inputs have different shapes {list(in_shapes)}")
+        for f in self.per_channel:
+            rows = len(np.atleast_1d(getattr(self, f)))
+            if rows not in (1, in_shapes[0][0]):
+                raise ValueError(f"{f} has {rows} rows for {in_shapes[0][0]} channels")
+        return in_shapes[0]
+
+    def infer_range(self, *in_ranges: Range) -> Range:
+        """Per-tensor or per-channel bounds of every value, from the inputs' bounds."""
+        raise NotImplementedError(f"{type(self).__name__} does not infer its range")
+
+    @classmethod
+    def sized(cls, in_ranges: Sequence[Range], **fields: Any) -> Self:
+        """A node of this kind whose dtype is the narrowest holding its inferred range."""
+        node = cls(dtype=_UNSIZED, **fields)
+        node.dtype = node.fit(*node.infer_range(*in_ranges))
+        return node
+
+    def fit(self, lo: np.ndarray, hi: np.ndarray) -> IntType:
+        """The narrowest IntType holding [lo, hi]; BitWidthError naming the node if none."""
+        try:
+            return int_type_for_range(lo, hi)
+        except ValueError as e:
+            raise BitWidthError(
+                f"{self.name} ({self.kind}): its values span [{np.min(lo)}, {np.max(hi)}], "
+                "more than 62 bits; reduce the bit widths of its inputs or weights"
+            ) from e
 
     @property
     def macs(self) -> int:
         """Multiply-accumulates per sample (0 for nodes without multipliers)."""
         return 0
+
+
+_UNSIZED = IntType(62, True)  # a placeholder `sized` replaces at once
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _monotone(node: Node, x: Range) -> Range:
+    """Range of a per-channel monotone elementwise node: its values at the ends of x."""
+    y = node.eval(np.stack(np.broadcast_arrays(*x)))
+    return as_range(y.min(0), y.max(0))
 
 
 @dataclass(eq=False)
@@ -102,6 +157,16 @@ class Quantize(Node):
     def eval(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x, dtype=np.int64)
 
+    def infer_shape(self) -> tuple[int, ...]:
+        return self.shape
+
+    def infer_range(self) -> Range:
+        """The integers `quantize` makes; every value of dtype where there are no
+        thresholds (a graph fed integers directly)."""
+        if self.thresholds.size == 0:
+            return as_range(self.dtype.lo, self.dtype.hi)
+        return as_range(self.base, self.base + self.thresholds.size)
+
 
 @dataclass(eq=False)
 class Dense(Node):
@@ -114,6 +179,16 @@ class Dense(Node):
 
     def eval(self, x: np.ndarray) -> np.ndarray:
         return x @ self.weight.T + self.bias
+
+    def infer_shape(self, x: tuple[int, ...]) -> tuple[int, ...]:
+        if x != self.weight.shape[1:]:
+            raise ValueError(f"its weights take ({self.weight.shape[1]},) inputs, not {x}")
+        return self.weight.shape[:1]
+
+    def infer_range(self, x: Range) -> Range:
+        """Exact: each output's bounds are reached with every input at one of its ends."""
+        lo, hi = weighted(self.weight, *x)
+        return as_range(lo.sum(1) + self.bias, hi.sum(1) + self.bias)
 
     @property
     def macs(self) -> int:
@@ -144,6 +219,35 @@ class Conv2d(Node):
         acc = cols @ self.weight.reshape(o, -1).T + self.bias
         return acc.transpose(0, 3, 1, 2)
 
+    def infer_shape(self, x: tuple[int, ...]) -> tuple[int, ...]:
+        o, c, kh, kw = self.weight.shape
+        if len(x) != 3 or x[0] != c:
+            raise ValueError(f"its weights take ({c}, H, W) inputs, not {x}")
+        size = [
+            (n + 2 * p - k) // s + 1
+            for n, k, s, p in zip(x[1:], (kh, kw), self.stride, self.padding, strict=True)
+        ]
+        if min(size) < 1:
+            raise ValueError(f"a {kh}x{kw} window does not fit its {x[1]}x{x[2]} input")
+        return (o, *size)
+
+    def infer_range(self, x: Range) -> Range:
+        """Per output channel, over every window position: taps on the zero padding add
+        nothing. Exact for stride 1; for larger strides the input size is not known from
+        the output's, and the range covers every size that gives the output's."""
+        lo, hi = (r.reshape(1, -1, 1, 1) for r in x)
+        neg, pos = (a.sum(1) for a in weighted(self.weight, lo, hi))  # (O, kh, kw) per tap
+        _, oh, ow = self.shape
+        (kh, kw), (sh, sw), (ph, pw) = self.weight.shape[2:], self.stride, self.padding
+        sums = [
+            (np.einsum("pi,qj,oij->opq", mh, mw, neg), np.einsum("pi,qj,oij->opq", mh, mw, pos))
+            for mh in window_taps(oh, kh, sh, ph)
+            for mw in window_taps(ow, kw, sw, pw)
+        ]
+        lo = np.min([a.min((1, 2)) for a, _ in sums], axis=0)
+        hi = np.max([b.max((1, 2)) for _, b in sums], axis=0)
+        return as_range(lo + self.bias, hi + self.bias)
+
     @property
     def macs(self) -> int:
         return int(self.weight.size * self.shape[1] * self.shape[2])
@@ -169,6 +273,7 @@ class Shift(Node):
     hi: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
     kind: ClassVar[str] = "shift"
     elementwise: ClassVar[bool] = True
+    per_channel: ClassVar[tuple[str, ...]] = ("shift", "lo", "hi")
 
     def eval(self, x: np.ndarray) -> np.ndarray:
         nd = x.ndim - 1
@@ -178,6 +283,10 @@ class Shift(Node):
         floor = self.rounding == "floor"
         q = np.right_shift(left, r) if floor else shift_round_half_even(left, r)
         return np.clip(q, _channel(self.lo, nd), _channel(self.hi, nd))
+
+    def infer_range(self, x: Range) -> Range:
+        """Exact: rounding and clipping never decrease, so the ends map to the ends."""
+        return _monotone(self, x)
 
 
 def shift_round_half_even(x: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -202,12 +311,17 @@ class Threshold(Node):
     sign: np.ndarray = field(default_factory=lambda: np.ones(1, np.int64))
     kind: ClassVar[str] = "threshold"
     elementwise: ClassVar[bool] = True
+    per_channel: ClassVar[tuple[str, ...]] = ("thresholds", "base", "sign")
 
     def eval(self, x: np.ndarray) -> np.ndarray:
         nd = x.ndim - 1
         t = self.thresholds.reshape(self.thresholds.shape[:1] + (1,) * (nd - 1) + (-1,))
         count = (x[..., None] >= t).sum(axis=-1)
         return _channel(self.base, nd) + _channel(self.sign, nd) * count
+
+    def infer_range(self, x: Range) -> Range:
+        """Exact: the count never decreases, so the levels at the ends are the extremes."""
+        return _monotone(self, x)
 
 
 @dataclass(eq=False)
@@ -220,6 +334,10 @@ class Add(Node):
 
     def eval(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.left_shift(a, self.shifts[0]) + np.left_shift(b, self.shifts[1])
+
+    def infer_range(self, a: Range, b: Range) -> Range:
+        """Exact for independent inputs: the sum increases in both."""
+        return as_range(self.eval(a[0], b[0]), self.eval(a[1], b[1]))
 
 
 @dataclass(eq=False)
@@ -238,6 +356,7 @@ class Poly(Node):
     kind: ClassVar[str] = "poly"
     multiplies: ClassVar[bool] = True
     elementwise: ClassVar[bool] = True
+    per_channel: ClassVar[tuple[str, ...]] = ("coeffs",)
 
     @property
     def degree(self) -> int:
@@ -249,6 +368,23 @@ class Poly(Node):
         for k in range(1, self.degree + 1):
             h = h * x + _channel(self.coeffs[:, k], nd)
         return h
+
+    def stage_ranges(self, x: Range) -> list[Range]:
+        """Ranges of h before the first Horner step (the leading coefficients) and after
+        each: exact over every input integer where that is cheap (see intervals.horner)."""
+        return [as_range(*r) for r in horner(self.coeffs, x)]
+
+    def infer_range(self, x: Range) -> Range:
+        return self.stage_ranges(x)[-1]
+
+    @classmethod
+    def sized(cls, in_ranges: Sequence[Range], **fields: Any) -> Self:
+        """A Poly whose `stages` and dtype are the narrowest holding each step's range."""
+        node = cls(dtype=_UNSIZED, **fields)
+        ranges = node.stage_ranges(*in_ranges)
+        node.stages = tuple(node.fit(*r) for r in ranges[1:])
+        node.dtype = node.fit(*ranges[-1])
+        return node
 
     @property
     def macs(self) -> int:
@@ -263,3 +399,12 @@ class Flatten(Node):
 
     def eval(self, x: np.ndarray) -> np.ndarray:
         return x.reshape(x.shape[0], -1)
+
+    def infer_shape(self, x: tuple[int, ...]) -> tuple[int, ...]:
+        return (int(np.prod(x)),)
+
+    def infer_range(self, x: Range) -> Range:
+        """Each channel's bounds repeated over its elements."""
+        lo, hi = x
+        per = self.shape[0] // lo.size if lo.size > 1 else 1
+        return as_range(np.repeat(lo, per), np.repeat(hi, per))
