@@ -22,7 +22,7 @@ def graph_table(g: Graph) -> str:
     ]
     for n in g:
         ins = " ".join(str(g[i].dtype) for i in n.inputs) or "f32"
-        acc = str(n.dtype) if n.kind in ("dense", "conv2d") else ""
+        acc = str(n.dtype) if n.multiplies and not n.elementwise else ""
         out = "" if acc else str(n.dtype)
         shape = "x".join(map(str, n.shape))
         rows.append(

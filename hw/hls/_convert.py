@@ -26,7 +26,7 @@ from cosyn.ir import nodes as N
 from cosyn.ir.graph import Graph
 from cosyn.ir.nodes import IntType, int_type_for_range
 
-__all__ = ["CONVERTERS", "Converted", "Tensor", "ap_type", "convert"]
+__all__ = ["CONVERTERS", "Converted", "Tensor", "ap_type", "convert", "supported_kinds"]
 
 _EXACT_DOUBLE = 53  # C simulation moves values through double: integers up to 2**53 are exact
 
@@ -244,11 +244,7 @@ def _add(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Convert
 
 def _poly(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
     """Horner's rule, each step's value in the graph's type for it (`Poly.stages`)."""
-    if not isinstance(node, N.Poly):
-        raise UnsupportedLayerError(
-            f"{node.name} ({type(node).__name__}): a node of kind 'poly' must be a "
-            "cosyn.ir.nodes.Poly (coeffs and stages) for the HLS backend"
-        )
+    assert isinstance(node, N.Poly)
     (x,) = ins
     c = _per_channel(node.coeffs, x, node.name)
     stages = _stage_types(node, c)
@@ -292,14 +288,19 @@ def _flatten(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Con
 
 
 CONVERTERS: dict[str, Converter] = {
-    "dense": _dense,
-    "conv2d": _conv2d,
-    "shift": _shift,
-    "threshold": _threshold,
-    "add": _add,
-    "poly": _poly,
-    "flatten": _flatten,
+    N.Dense.kind: _dense,
+    N.Conv2d.kind: _conv2d,
+    N.Shift.kind: _shift,
+    N.Threshold.kind: _threshold,
+    N.Add.kind: _add,
+    N.Poly.kind: _poly,
+    N.Flatten.kind: _flatten,
 }
+
+
+def supported_kinds() -> list[str]:
+    """The registered node kinds (cosyn.ir.nodes.KINDS) this backend converts, sorted."""
+    return sorted(k for k in N.KINDS if k in CONVERTERS)
 
 
 def hls_name(name: str) -> str:
@@ -347,7 +348,7 @@ def convert(
         if conv is None:
             raise UnsupportedLayerError(
                 f"{node.name} ({type(node).__name__}): the HLS backend has no layer for "
-                f"node kind {node.kind!r}; supported: {', '.join(sorted(CONVERTERS))}"
+                f"node kind {node.kind!r}; supported: {', '.join(supported_kinds())}"
             )
         c = conv(
             node,
