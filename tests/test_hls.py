@@ -8,30 +8,34 @@ import numpy as np
 import pytest
 from cosyn.hw.hls import BOARDS, generate
 from cosyn.hw.hls._boards import resolve
+from cosyn.hw.hls._convert import CONVERTERS, supported_kinds
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cosyn.errors import CosynError
 from cosyn.ir import nodes as N
 from cosyn.ir.graph import Graph
-from cosyn.ir.nodes import IntType, int_type_for_range
+from cosyn.ir.nodes import IntType
 
 ONE = np.float32(1.0)
 
 
 class _Builder:
-    """Random integer graphs built node by node, with exact value ranges."""
+    """Random integer graphs built node by node; types and ranges from the node kinds."""
 
     def __init__(self, rng: np.random.Generator, shape: tuple[int, ...], dtype: IntType) -> None:
         self.rng = rng
         q = N.Quantize("x", (), shape, dtype, ONE, np.zeros(0, np.float32), dtype.lo)
         self.nodes: list[N.Node] = [q]
-        self.ranges = {"x": (dtype.lo, dtype.hi)}
 
-    def add(self, node: N.Node, lo: int, hi: int) -> str:
+    def add(self, node: N.Node) -> str:
         self.nodes.append(node)
-        self.ranges[node.name] = (int(lo), int(hi))
         return node.name
+
+    def range(self, src: str) -> tuple[int, int]:
+        """The graph's bounds of `src`'s values, over all its channels."""
+        lo, hi = self.graph().range(src)
+        return int(lo.min()), int(hi.max())
 
     def name(self, kind: str) -> str:
         return f"{kind}_{len(self.nodes)}"
@@ -39,32 +43,25 @@ class _Builder:
     def node(self, name: str) -> N.Node:
         return next(n for n in self.nodes if n.name == name)
 
+    def sized(self, cls: type[N.Node], src: tuple[str, ...], **fields) -> str:
+        """A node of `cls` on `src` whose dtype is the narrowest holding its range."""
+        g = self.graph()
+        ins = [g.range(i) for i in src]
+        return self.add(cls.sized(ins, name=self.name(cls.kind), inputs=src, scale=ONE, **fields))
+
     def weighted(self, src: str, out: int, wbits: int) -> str:
         x = self.node(src)
-        lo_x, hi_x = self.ranges[src]
-        lo_x, hi_x = min(lo_x, 0), max(hi_x, 0)  # zero padding
         k = 3 if len(x.shape) == 3 else None
         c = x.shape[0]
         wshape = (out, c, k, k) if k else (out, c)
         w = self.rng.integers(-(2 ** (wbits - 1)), 2 ** (wbits - 1), wshape)
         b = self.rng.integers(-(2**10), 2**10, out)
-        axes = tuple(range(1, w.ndim))
-        lo = (np.minimum(w * lo_x, w * hi_x).sum(axes) + b).min()
-        hi = (np.maximum(w * lo_x, w * hi_x).sum(axes) + b).max()
-        common = dict(inputs=(src,), dtype=int_type_for_range(lo, hi), scale=ONE, weight=w, bias=b)
-        if k:
-            stride = int(self.rng.integers(1, 3))
-            size = (x.shape[1] + 2 - k) // stride + 1, (x.shape[2] + 2 - k) // stride + 1
-            node = N.Conv2d(
-                self.name("conv"),
-                shape=(out, *size),
-                **common,
-                stride=(stride, stride),
-                padding=(1, 1),
-            )
-        else:
-            node = N.Dense(self.name("dense"), shape=(out,), **common)
-        return self.add(node, lo, hi)
+        if not k:
+            return self.sized(N.Dense, (src,), shape=(out,), weight=w, bias=b)
+        stride = int(self.rng.integers(1, 3))
+        size = (x.shape[1] + 2 - k) // stride + 1, (x.shape[2] + 2 - k) // stride + 1
+        geometry = dict(stride=(stride, stride), padding=(1, 1))
+        return self.sized(N.Conv2d, (src,), shape=(out, *size), weight=w, bias=b, **geometry)
 
     def channels(self, src: str) -> int:
         return self.node(src).shape[0]
@@ -86,45 +83,24 @@ class _Builder:
             lo=lo,
             hi=hi,
         )
-        return self.add(node, lo.min(), hi.max())
+        return self.add(node)
 
     def threshold(self, src: str, steps: int) -> str:
         c = self.channels(src)
-        lo_x, hi_x = self.ranges[src]
+        lo_x, hi_x = self.range(src)
         t = np.sort(self.rng.integers(lo_x, hi_x + 2, (c, steps)), axis=1)
         base = self.rng.integers(-4, 5, c)
         sign = np.where(self.rng.random(c) < 0.3, -1, 1)
-        ends = base + sign * steps
-        lo, hi = np.minimum(base, ends).min(), np.maximum(base, ends).max()
-        node = N.Threshold(
-            self.name("thr"),
-            (src,),
-            self.node(src).shape,
-            int_type_for_range(lo, hi),
-            ONE,
-            thresholds=t,
-            base=base,
-            sign=sign,
-        )
-        return self.add(node, lo, hi)
+        shape = self.node(src).shape
+        return self.sized(N.Threshold, (src,), shape=shape, thresholds=t, base=base, sign=sign)
 
     def flatten(self, src: str) -> str:
         x = self.node(src)
         node = N.Flatten(self.name("flat"), (src,), (int(np.prod(x.shape)),), x.dtype, ONE)
-        return self.add(node, *self.ranges[src])
+        return self.add(node)
 
     def add2(self, a: str, b: str, shifts: tuple[int, int]) -> str:
-        (la, ha), (lb, hb) = self.ranges[a], self.ranges[b]
-        lo, hi = (la << shifts[0]) + (lb << shifts[1]), (ha << shifts[0]) + (hb << shifts[1])
-        node = N.Add(
-            self.name("add"),
-            (a, b),
-            self.node(a).shape,
-            int_type_for_range(lo, hi),
-            ONE,
-            shifts=shifts,
-        )
-        return self.add(node, lo, hi)
+        return self.sized(N.Add, (a, b), shape=self.node(a).shape, shifts=shifts)
 
     def requant(self, src: str) -> str:
         r = self.rng.random()
@@ -137,7 +113,7 @@ class _Builder:
         return self.threshold(src, int(self.rng.integers(0, 8)))
 
     def graph(self) -> Graph:
-        return Graph(self.nodes)
+        return Graph(list(self.nodes))
 
 
 def random_graph(seed: int, image: bool) -> Graph:
@@ -189,6 +165,12 @@ def test_bad_options(tmp_path: Path, kwargs: dict, message: str) -> None:
     assert not (tmp_path / "p").exists()
 
 
+def test_every_node_kind_but_the_input_has_a_layer() -> None:
+    library = {k for k, c in N.KINDS.items() if c.__module__ == N.__name__}
+    assert set(CONVERTERS) == library - {N.Quantize.kind}
+    assert supported_kinds() == sorted(CONVERTERS)
+
+
 def test_unknown_node_names_it(tmp_path: Path) -> None:
     class Gelu(N.Node):
         kind = "gelu"
@@ -230,7 +212,7 @@ def test_project_is_written_whole(tmp_path: Path) -> None:
 )
 def test_random_graph_csim_is_exact(tmp_path: Path, image: bool, options: dict) -> None:
     g = random_graph(0 if image else 1, image)
-    assert {"shift", "threshold", "add", "dense"} <= {n.kind for n in g}
+    assert {N.Shift, N.Threshold, N.Add, N.Dense} <= {type(n) for n in g}
     assert {"floor", "half_even"} <= {getattr(n, "rounding", None) for n in g}
     h = generate(g, tmp_path / "p", **options)
     xi = vectors(g, 200, 0)

@@ -1,9 +1,9 @@
 """HLS polynomial activation (CosynPoly): C simulation equal to `Poly.eval` on every input.
 
 Graphs are built by hand around Poly nodes whose `stages` are found the way a
-lowering finds them: every input integer of the node's range, per channel, through
-Horner's rule, taking the range of h after each step. The zoo's PolyAct models,
-lowered by cosyn, are checked on the whole digits test set.
+lowering finds them, by the Poly kind's range inference (`Poly.sized`: every input
+integer of the node's range, per channel, through Horner's rule). The zoo's PolyAct
+models, lowered by cosyn, are checked on the whole digits test set.
 """
 
 from __future__ import annotations
@@ -21,45 +21,21 @@ from hypothesis import strategies as st
 from test_hls import ONE, _Builder, vectors
 
 import cosyn
-from cosyn.errors import BitWidthError, CosynError
+from cosyn.errors import BitWidthError
 from cosyn.ir import nodes as N
 from cosyn.ir.graph import Graph
 from cosyn.ir.nodes import IntType, int_type_for_range
 
 
-def horner_ranges(coeffs: np.ndarray, lo: int, hi: int) -> list[tuple[int, int]]:
-    """The range of h before and after each Horner step, over every integer in [lo, hi]
-    and every row of coefficients (what a lowering enumerates)."""
-    x = np.arange(lo, hi + 1, dtype=np.int64)
-    h = np.broadcast_to(coeffs[:, :1], (len(coeffs), x.size))
-    ranges = [(int(h.min()), int(h.max()))]
-    for k in range(1, coeffs.shape[1]):
-        h = h * x + coeffs[:, k : k + 1]
-        ranges.append((int(h.min()), int(h.max())))
-    return ranges
-
-
 def add_poly(b: _Builder, src: str, coeffs: np.ndarray) -> str:
     """A Poly node on `src`; `coeffs` has one row (per tensor) or one per channel."""
-    ranges = horner_ranges(coeffs, *b.ranges[src])
-    stages = tuple(int_type_for_range(lo, hi) for lo, hi in ranges)
-    node = N.Poly(
-        b.name("poly"),
-        (src,),
-        b.node(src).shape,
-        stages[-1],
-        ONE,
-        coeffs=coeffs,
-        stages=stages[1:],
-    )
-    return b.add(node, *ranges[-1])
+    return b.sized(N.Poly, (src,), shape=b.node(src).shape, coeffs=coeffs)
 
 
 def shift_to(b: _Builder, src: str, bits: int, rounding: str = "half_even") -> str:
     """Requantize `src` to a signed `bits`-bit value, keeping its top bits (per channel)."""
     c = b.channels(src)
-    lo_x, hi_x = b.ranges[src]
-    width = int_type_for_range(lo_x, hi_x).bits
+    width = int_type_for_range(*b.range(src)).bits
     k = np.maximum(width - bits + b.rng.integers(-1, 2, c), 0)
     t = IntType(bits, True)
     node = N.Shift(
@@ -73,7 +49,7 @@ def shift_to(b: _Builder, src: str, bits: int, rounding: str = "half_even") -> s
         lo=np.full(c, t.lo),
         hi=np.full(c, t.hi),
     )
-    return b.add(node, t.lo, t.hi)
+    return b.add(node)
 
 
 @st.composite
@@ -146,17 +122,6 @@ def test_wrong_stage_count_names_the_node(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_poly_kind_that_is_not_a_poly_is_refused(tmp_path: Path) -> None:
-    class Square(N.Node):
-        kind = "poly"
-
-    g = extremes_graph()
-    x = g.input
-    g = Graph([x, Square("sq", ("x",), x.shape, IntType(16, False), ONE)])
-    with pytest.raises(CosynError, match=r"sq \(Square\): a node of kind 'poly' must be"):
-        generate(g, tmp_path / "p")
-
-
 @pytest.mark.slow
 def test_each_step_is_held_in_its_stage_type(tmp_path: Path) -> None:
     """One bit less in a middle stage wraps some values: the C++ honours the stage types."""
@@ -176,7 +141,7 @@ def test_wide_stages_csim_is_exact(tmp_path: Path) -> None:
     b = _Builder(np.random.default_rng(1), (3,), t)
     coeffs = np.array([[t.lo] * 5, [t.hi, t.lo, t.hi, t.lo, t.hi], [t.hi] * 5])
     p = add_poly(b, "x", coeffs)
-    assert int_type_for_range(*b.ranges[p]).bits == 57
+    assert int_type_for_range(*b.range(p)).bits == 57
     shift_to(b, p, 8, "floor")
     g = b.graph()
     assert_csim_exact(g, tmp_path / "p", "io_stream", every_input(g))
@@ -196,7 +161,7 @@ def test_image_graph_csim_is_exact_on_every_input(tmp_path: Path, io_type: str) 
     x = add_poly(b, x, rng.integers(-8, 8, (rows, 3)))
     b.weighted(b.threshold(x, 5), 3, 3)
     g = b.graph()
-    assert sum(n.kind == "poly" for n in g) == 3
+    assert sum(isinstance(n, N.Poly) for n in g) == 3
     assert_csim_exact(g, tmp_path / "p", io_type, every_input(g))
 
 
@@ -249,7 +214,7 @@ def test_zoo_polyact_csim_is_exact_on_digits(tmp_path: Path, factory, io_type: s
     model = factory(act="poly")
     fit(model, d, epochs=2, quiet=True)
     g = cosyn.lower(model, d.x_test[:8])
-    assert sum(n.kind == "poly" for n in g) == 2
+    assert sum(isinstance(n, N.Poly) for n in g) == 2
     h = generate(g, tmp_path / "p", io_type=io_type)
     xi = g.quantize(d.x_test.numpy())
     assert xi.shape[0] == 360
