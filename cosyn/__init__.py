@@ -2,8 +2,8 @@
 
 from cosyn import errors, ir, perfmodel, sim
 from cosyn.errors import CosynError
-from cosyn.hw import hls, rtl
+from cosyn.hw import fpga, hls, rtl
 from cosyn.ir import lower
 
-__all__ = ["CosynError", "errors", "hls", "ir", "lower", "perfmodel", "rtl", "sim"]
+__all__ = ["CosynError", "errors", "fpga", "hls", "ir", "lower", "perfmodel", "rtl", "sim"]
 __version__ = "0.1.0"

@@ -20,7 +20,7 @@ from cosyn import perfmodel
 from cosyn import sim as rtl_sim
 from cosyn.config import DEFAULT_MODEL, load_model, parse_shape
 from cosyn.errors import CosynError
-from cosyn.hw import hls, rtl
+from cosyn.hw import fpga, hls, rtl
 from cosyn.ir import Graph, from_qonnx, lower
 from cosyn.ir.qonnx import input_shape as qonnx_input_shape
 from cosyn.models import accuracy, data, fit, harden, zoo
@@ -320,6 +320,39 @@ def sim_cmd(
     console.print(f"{simulator}: {line}")
     if not ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def synth(
+    folder: Annotated[
+        Path, typer.Argument(help="a folder written by `cosyn build` (rtl/top.v), or top.v's")
+    ],
+    device: Annotated[str, typer.Option(help="device, e.g. ecp5-85f, ice40-up5k, xc7z020")] = (
+        "ecp5-85f"
+    ),
+    out: Annotated[
+        Path | None, typer.Option(help="JSON report (default: FOLDER/synth_DEVICE.json)")
+    ] = None,
+    freq: Annotated[float | None, typer.Option(help="nextpnr's target clock, MHz")] = None,
+    cache: Annotated[bool, typer.Option(help="reuse the result of the same design")] = True,
+) -> None:
+    """Synthesize FOLDER's Verilog with yosys and, on ECP5 and iCE40, place and route it with
+    nextpnr: LUT, FF, DSP and BRAM against the device, Fmax, the critical path and the
+    throughput at Fmax; writes the JSON report. A design that does not fit exits 2."""
+    r = fpga.synthesize(folder, device, cache=cache, freq_mhz=freq)
+    console.print(r.table())
+    if r.inferences_per_s is not None:
+        console.print(
+            f"throughput at Fmax: {r.fmax_mhz:.1f} MHz / interval {r.interval} cycles = "
+            f"{r.inferences_per_s:,.0f} inferences/s"
+        )
+    console.print(f"wrote {r.write(out or _synth_report_path(folder, r.device))}")
+    r.check_fits()
+
+
+def _synth_report_path(folder: Path, device: str) -> Path:
+    """FOLDER/synth_DEVICE.json, or beside the file when FOLDER is a Verilog file."""
+    return (folder if folder.is_dir() else folder.parent) / f"synth_{device}.json"
 
 
 def main() -> None:

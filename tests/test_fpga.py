@@ -1,0 +1,166 @@
+"""The open synthesis flow: yosys and nextpnr on one small design (ECP5 and iCE40 placed
+and routed, 7-series counted), the cache, the errors a user can cause, `cosyn synth`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cosyn.hw.fpga._flow import sources
+from cosyn.perfmodel.devices import UnknownDeviceError
+
+from cosyn import fpga, rtl
+from cosyn.errors import CosynError
+from cosyn.ir import Dense, Graph, IntType, Quantize, Shift
+
+ONE = np.ones(1, np.float32)
+
+
+def small_graph() -> Graph:
+    """Quantize (4 int8) -> Dense (3 outputs, 4-bit weights) -> Shift to int8."""
+    x = Quantize("x", (), (4,), IntType(8, True), ONE)
+    w = np.array([[3, -2, 1, 5], [-4, 7, 0, 2], [1, 1, -8, 3]])
+    d = Dense.sized(
+        [(np.array([-128]), np.array([127]))],
+        name="d",
+        inputs=("x",),
+        shape=(3,),
+        scale=ONE,
+        weight=w,
+        bias=np.array([10, -3, 0]),
+    )
+    s = Shift("s", ("d",), (3,), IntType(8, True), ONE, shift=np.array([4]), lo=np.array([-128]),
+              hi=np.array([127]))  # fmt: skip
+    return Graph([x, d, s])
+
+
+@pytest.fixture(scope="module")
+def design(tmp_path_factory) -> rtl.Design:
+    return rtl.generate(small_graph(), tmp_path_factory.mktemp("small") / "rtl")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("COSYN_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "synth"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from cosyn.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_ecp5_placed_and_routed_cached_and_reported_by_the_cli(design, cache, tmp_path) -> None:
+    t0 = time.perf_counter()
+    r = fpga.synthesize(design, "ecp5-25f", progress=False)
+    first = time.perf_counter() - t0
+    assert r.device == "ecp5-25f" and not r.cached
+    assert r.lut > 0 and r.ff > 0 and r.carry == r.cells["CCU2C"] > 0
+    assert r.lut == r.cells["LUT4"] + 2 * r.carry + r.lutram
+    assert r.dsp == design.manifest["multipliers"] == r.cells["MULT18X18D"]
+    assert r.bram == 0 and r.fits and r.over() == {}
+    assert r.fmax_mhz is not None and r.fmax_mhz > 0 and r.target_mhz == fpga.DEFAULT_FREQ_MHZ
+    p = r.critical_path
+    assert p is not None and p.start and p.end
+    assert p.delay_ns == pytest.approx(1e3 / r.fmax_mhz, rel=0.02)
+    assert p.delay_ns == pytest.approx(p.logic_ns + p.routing_ns)
+    assert r.interval == design.manifest["interval"]
+    assert r.inferences_per_s == pytest.approx(r.fmax_mhz * 1e6 / r.interval)
+    assert fpga.SynthResult.from_json(r.to_json()) == r
+    assert r.pnr_s is not None and r.yosys_s > 0
+
+    t0 = time.perf_counter()
+    again = fpga.synthesize(design.path, "ecp5-25f", progress=False)
+    assert time.perf_counter() - t0 < min(1.0, first / 4)
+    assert again.cached and again == r
+    assert [f.suffix for f in cache.iterdir()] == [".json"]
+
+    out = tmp_path / "report" / "r.json"  # the CLI finds the cached result too
+    res = cli("synth", str(design.path.parent), "--device", "ecp5-25f", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "inferences/s" in res.stdout and "(cached)" in res.stdout and "MULT" not in res.stdout
+    assert fpga.SynthResult.from_json(out.read_text()) == r
+
+
+@pytest.mark.slow
+def test_ice40_placed_and_routed(design, cache) -> None:
+    r = fpga.synthesize(design, "ice40-up5k", progress=False)
+    assert r.lut == r.cells["SB_LUT4"] > 0 and r.carry > 0
+    assert r.ff == sum(n for c, n in r.cells.items() if c.startswith("SB_DFF")) > 0
+    assert r.dsp == design.manifest["multipliers"]
+    assert r.fmax_mhz is not None and r.fmax_mhz > 0 and r.critical_path is not None
+
+
+@pytest.mark.slow
+def test_xc7_counts_without_place_and_route(design, cache) -> None:
+    r = fpga.synthesize(design, "xc7z020", progress=False)
+    assert r.lut > 0 and r.ff > 0 and r.carry == r.cells["CARRY4"] > 0
+    assert r.dsp == design.manifest["multipliers"] == r.cells["DSP48E1"]
+    assert r.fmax_mhz is None and r.critical_path is None and r.pnr_s is None
+    assert "no open place and route" in str(r.table().caption)
+
+
+@pytest.mark.slow
+def test_a_yosys_failure_names_the_file_and_shows_its_lines(tmp_path, cache) -> None:
+    bad = tmp_path / "bad.v"
+    bad.write_text("module cosyn_top(input clk, output reg q);\nalways @(posedge clk) q <= ~q\n")
+    with pytest.raises(fpga.SynthesisError) as e:
+        fpga.synthesize(bad, "ecp5-25f", progress=False)
+    msg = str(e.value)
+    assert msg.startswith(f"yosys failed on {bad}") and "bad.v:" in msg and "ERROR" in msg
+    assert len(msg.splitlines()) <= 11
+    assert not cache.exists() or not any(cache.iterdir())  # nothing cached, nothing half-written
+
+
+def test_unknown_device_lists_the_known(design) -> None:
+    with pytest.raises(UnknownDeviceError, match=r"'ecp5-99f'; known devices: ecp5-25f, .*xc7z020"):
+        fpga.synthesize(design, "ecp5-99f", progress=False)
+
+
+def test_cli_bad_device_is_one_line_and_exit_2(design, tmp_path) -> None:
+    out = tmp_path / "r.json"
+    r = cli("synth", str(design.path), "--device", "nope", "--out", str(out))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "unknown device 'nope'; known devices: ecp5-25f" in r.stderr and not out.exists()
+
+
+def test_a_design_is_found_in_a_build_folder_with_its_interval(design, tmp_path) -> None:
+    for where in (design, design.path, design.path.parent, design.path / "top.v"):
+        s = sources(where)
+        assert s.top == "cosyn_top" and s.interval == design.manifest["interval"]
+        assert s.files == {"top.v": (design.path / "top.v").read_text()}
+    with pytest.raises(CosynError, match=r"no top\.v or rtl/top\.v"):
+        sources(tmp_path)
+    with pytest.raises(CosynError, match="missing: no such Verilog file or design folder"):
+        sources(tmp_path / "missing")
+
+
+def test_cells_count_as_the_device_counts_resources() -> None:
+    ecp5 = fpga.count_resources(
+        "ecp5", {"LUT4": 10, "CCU2C": 3, "TRELLIS_DPR16X4": 1, "PFUMX": 4, "DP16KD": 2}
+    )
+    assert ecp5 == {"lut": 20, "lutram": 4, "carry": 3, "ff": 0, "dsp": 0, "bram": 2}
+    xc7 = fpga.count_resources("xc7", {"LUT6": 5, "RAMB36E1": 3, "RAMB18E1": 1, "FDRE": 7})
+    assert (xc7["lut"], xc7["bram"], xc7["ff"]) == (5, 7, 7)
+    ice40 = fpga.count_resources("ice40", {"SB_DFFESR": 2, "SB_DFF": 1, "SB_RAM40_4K": 1})
+    assert (ice40["ff"], ice40["bram"]) == (3, 1)
+    with pytest.raises(ValueError, match="No cell table for family 'gowin'"):
+        fpga.count_resources("gowin", {})
+
+
+def test_a_design_too_big_says_by_how_much() -> None:
+    r = fpga.SynthResult("ice40-up5k", lut=6000, ff=100, carry=0, dsp=9, bram=0, lutram=0,
+                         cells={"SB_LUT4": 6000})  # fmt: skip
+    assert r.over() == {"lut": (6000, 5280), "dsp": (9, 8)} and not r.fits
+    assert r.utilization()["lut"] == pytest.approx(6000 / 5280)
+    with pytest.raises(fpga.DoesNotFitError, match=r"ice40-up5k: lut 6,000 of 5,280 \(114%\); dsp"):
+        r.check_fits()
+    assert "not placed" in str(r.table().caption)
