@@ -327,9 +327,12 @@ def synth(
     folder: Annotated[
         Path, typer.Argument(help="a folder written by `cosyn build` (rtl/top.v), or top.v's")
     ],
-    device: Annotated[str, typer.Option(help="device, e.g. ecp5-85f, ice40-up5k, xc7z020")] = (
-        "ecp5-85f"
-    ),
+    device: Annotated[
+        str | None, typer.Option(help="device, e.g. ecp5-85f (default), ice40-up5k, xc7z020")
+    ] = None,
+    board: Annotated[
+        str | None, typer.Option(help="also write a self-checking bitstream, e.g. ulx3s-85f")
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="JSON report (default: FOLDER/synth_DEVICE.json)")
     ] = None,
@@ -338,8 +341,13 @@ def synth(
 ) -> None:
     """Synthesize FOLDER's Verilog with yosys and, on ECP5 and iCE40, place and route it with
     nextpnr: LUT, FF, DSP and BRAM against the device, Fmax, the critical path and the
-    throughput at Fmax; writes the JSON report. A design that does not fit exits 2."""
-    r = fpga.synthesize(folder, device, cache=cache, freq_mhz=freq)
+    throughput at Fmax; writes the JSON report. A design that does not fit exits 2. With
+    --board, the design runs in a wrapper that streams FOLDER/tb's vectors through it and
+    lights LED 0 when every output is right (LED 1 on any wrong one); writes its .bit."""
+    if board is not None:
+        _synth_board(folder, board, device, out)
+        return
+    r = fpga.synthesize(folder, device or "ecp5-85f", cache=cache, freq_mhz=freq)
     console.print(r.table())
     if r.inferences_per_s is not None:
         console.print(
@@ -350,9 +358,24 @@ def synth(
     r.check_fits()
 
 
-def _synth_report_path(folder: Path, device: str) -> Path:
-    """FOLDER/synth_DEVICE.json, or beside the file when FOLDER is a Verilog file."""
-    return (folder if folder.is_dir() else folder.parent) / f"synth_{device}.json"
+def _synth_report_path(folder: Path, name: str) -> Path:
+    """FOLDER/synth_NAME.json, or beside the file when FOLDER is a Verilog file."""
+    return (folder if folder.is_dir() else folder.parent) / f"synth_{name}.json"
+
+
+def _synth_board(folder: Path, board: str, device: str | None, out: Path | None) -> None:
+    """`cosyn synth --board`: the bitstream beside the report (same name, .bit)."""
+    b = fpga.board(board)
+    if device is not None and device.lower() != b.device:
+        raise CosynError(f"--device {device} is not the {b.device} on {b.name}; give one of them")
+    report = out or _synth_report_path(folder, b.name)
+    built = fpga.bitstream(folder, b, report.with_suffix(".bit"))
+    console.print(built.synth.table())
+    console.print(
+        f"on {b.name} at {b.clock_mhz:g} MHz: {built.inferences_per_s or 0:,.0f} inferences/s "
+        f"(interval {built.synth.interval}); {built.vectors} test vectors in the ROM"
+    )
+    console.print(f"wrote {built.path} and {built.write(report)}")
 
 
 def main() -> None:

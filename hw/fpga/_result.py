@@ -14,7 +14,7 @@ from rich.table import Table
 
 from cosyn.errors import CosynError
 
-__all__ = ["CriticalPath", "DoesNotFitError", "SynthResult", "SynthesisError"]
+__all__ = ["CriticalPath", "DoesNotFitError", "SynthResult", "SynthesisError", "write_whole"]
 
 
 class SynthesisError(CosynError):
@@ -134,18 +134,8 @@ class SynthResult:
         return cls.from_dict(json.loads(text), cached)
 
     def write(self, path: str | Path) -> Path:
-        """Write `to_json()` to `path` whole: a temporary file beside it, then renamed."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(self.to_json())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        """Write `to_json()` to `path` whole (see `write_whole`); returns the path."""
+        return write_whole(path, self.to_json().encode())
 
     def table(self) -> Table:
         """A rich table of each resource used, available and the fraction; Fmax, the
@@ -182,8 +172,10 @@ _LABELS = {
 def _timing_rows(r: SynthResult, dev: Device) -> list[tuple[str, str]]:
     if dev.pnr is None:
         rows = [("Fmax", "no open place and route for this family")]
-    elif r.fmax_mhz is None:
+    elif r.pnr_s is None:
         rows = [("Fmax", "not placed (the design does not fit)")]
+    elif r.fmax_mhz is None:
+        rows = [("Fmax", "no clocked path")]
     else:
         rows = [("Fmax", f"{r.fmax_mhz:.1f} MHz (target {r.target_mhz:g})")]
     if (p := r.critical_path) is not None:
@@ -192,3 +184,19 @@ def _timing_rows(r: SynthResult, dev: Device) -> list[tuple[str, str]]:
     pnr = f", nextpnr {r.pnr_s:.1f} s" if r.pnr_s is not None else ""
     rows.append(("time", f"yosys {r.yosys_s:.1f} s{pnr}"))
     return rows
+
+
+def write_whole(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` whole or not at all: a temporary file beside it, renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
