@@ -128,13 +128,13 @@ def _pnr_cmd(dev: Device, freq_mhz: float, extra: list[str]) -> list[str]:
     return [tool(f"yowasp-nextpnr-{arch}"), *args, *common, *opts, *extra]
 
 
-def _key(src: Sources, dev: Device, freq_mhz: float) -> str:
+def _key(src: Sources, dev: Device, freq_mhz: float, place: bool = True) -> str:
     flow = {
         "schema": _SCHEMA,
         "files": src.files,
         "device": dev.name,
         "yosys": _yosys_script(src, dev),
-        "pnr": _pnr_cmd(dev, freq_mhz, [])[1:] if dev.pnr else None,
+        "pnr": _pnr_cmd(dev, freq_mhz, [])[1:] if dev.pnr and place else None,
         "tools": _versions(dev),
     }
     return hashlib.sha256(json.dumps(flow, sort_keys=True).encode()).hexdigest()
@@ -273,23 +273,25 @@ def synthesize(
     cache: bool = True,
     progress: bool = True,
     freq_mhz: float | None = None,
+    place: bool = True,
 ) -> SynthResult:
     """Synthesize `design` (a Design, a folder with top.v or rtl/top.v, or a Verilog file)
     for a device (a name in `perfmodel.devices`, or a Device): yosys' cell counts, and
     where the family has nextpnr, Fmax and the critical path after place and route at
     `freq_mhz` (default DEFAULT_FREQ_MHZ). The tools run in a temporary folder that is
     removed afterwards. With `cache`, a result is kept under `cache_dir()` by a hash of
-    the Verilog, the device, the flow and the tools' versions, and read back next time."""
+    the Verilog, the device, the flow and the tools' versions, and read back next time.
+    `place=False` stops after yosys (counts only, in seconds rather than minutes)."""
     dev = device(device_name)
     src = sources(design)
     freq = float(freq_mhz if freq_mhz is not None else DEFAULT_FREQ_MHZ)
-    key = _key(src, dev, freq)
+    key = _key(src, dev, freq, place)
     hit = cache_dir() / f"{key}.json"
     if cache and (known := _cached(hit)) is not None:
         return known.with_interval(src.interval)
     what = f"synthesizing {src.origin} for {dev.name}"
     with status_display(progress, what, dev.name) as status, tempfile.TemporaryDirectory() as tmp:
-        result = run_flow(src, dev, Path(tmp), freq, status)
+        result = run_flow(src, dev, Path(tmp), freq, status, place=place)
     if cache:
         result.write(hit)
     return result
