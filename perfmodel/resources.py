@@ -38,6 +38,7 @@ __all__ = [
 class Primitives:
     """What one block is made of (family-independent)."""
 
+    kind: str = ""  # the block's kind: its own fixed cost in the linear model
     mults: list[tuple[int, int]] = field(default_factory=list)  # (a bits, b bits) each
     add_bits: int = 0  # adder, subtractor and comparator bits (carry chains)
     reg_bits: int = 0  # flip-flops
@@ -182,11 +183,16 @@ _PRIMITIVES = {"dense": _dense, "conv2d": _conv, "fifo": _fifo, "fork": _fork}
 
 def primitives(stage: Any) -> Primitives:
     """The primitives of one stage of a `perfmodel.pipeline.Plan`."""
-    return _PRIMITIVES.get(stage.kind, _elementwise)(stage)
+    prims = _PRIMITIVES.get(stage.kind, _elementwise)(stage)
+    prims.kind = stage.kind
+    return prims
 
 
-# the linear model's features, in `baseline.json`'s coefficient order
-FEATURES = ("lut_mult_bits", "add_bits", "mux_bits", "lut_mem_bits", "reg_bits", "blocks")
+# the linear model's features, in `baseline.json`'s coefficient order: sizes, then a
+# fixed cost per block of each kind (control, counters), the rest sharing one
+KINDS = ("dense", "conv2d", "threshold", "shift", "poly")
+FEATURES = ("lut_mult_bits", "add_bits", "mux_bits", "lut_mem_bits", "reg_bits",
+            *(f"{k}_blocks" for k in KINDS), "other_blocks")  # fmt: skip
 
 
 def _to_dsp(a: int, b: int, dev: Device, co: dict[str, Any]) -> int:
@@ -216,7 +222,8 @@ def features(prims: Primitives, dev: Device, co: dict[str, Any]) -> tuple[list[f
             bram += _brams(depth, width, dev)
         else:
             lut_mem += depth * width
-    f = [lut_mult, prims.add_bits, prims.mux_bits, lut_mem, prims.reg_bits, 1.0]
+    blocks = [float(prims.kind == k) for k in KINDS] + [float(prims.kind not in KINDS)]
+    f = [lut_mult, prims.add_bits, prims.mux_bits, lut_mem, prims.reg_bits, *blocks]
     return [float(v) for v in f], dsp, bram
 
 

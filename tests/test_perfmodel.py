@@ -146,3 +146,13 @@ def test_hls_reuse_factor_divides_the_multipliers(graphs) -> None:
     assert conv.interval == 2 * 8 * 8
     with pytest.raises(cosyn.CosynError, match="reuse factor 100000 exceeds"):
         estimate_hls(g, 100000)
+
+
+def test_baseline_has_a_coefficient_per_feature() -> None:
+    from cosyn.perfmodel.estimate import _baseline
+    from cosyn.perfmodel.resources import FEATURES
+
+    base = _baseline()
+    assert tuple(base["features"]) == FEATURES
+    for fam in base["families"].values():
+        assert len(fam["lut"]) == len(fam["ff"]) == len(FEATURES) and len(fam["fmax"]) == 3
