@@ -190,11 +190,10 @@ def _mape(est: list[float], real: list[float]) -> float:
 
 def run(devices: tuple[str, ...] = ("ecp5-85f", "xc7z020"), configs=SWEEP) -> dict[str, Any]:
     """Synthesize the sweep on each device, fit on even rows, report held-out error on odd
-    rows, and write baseline.json and calibration.json."""
+    rows, and update baseline.json and calibration.json for these devices' families."""
     from cosyn.hw.fpga import synthesize
 
-    base = json.loads(BASELINE.read_text())
-    record: dict[str, Any] = {"configs": len(configs), "devices": {}}
+    fitted, results = {}, {}
     for name in devices:
         dev = device(name)
         rows = []
@@ -202,20 +201,30 @@ def run(devices: tuple[str, ...] = ("ecp5-85f", "xc7z020"), configs=SWEEP) -> di
             rows.append(_row(c, name, lambda d, n: synthesize(d, n, progress=False)))
             print(f"{name} {k + 1}/{len(configs)} {c.name}: {rows[-1]['synth']}", file=sys.stderr)
         train, held = rows[0::2], rows[1::2]
-        fam = base["families"][dev.family]
-        fam.update(fit(train))
+        fam = {**coefficients(dev.family), **fit(train)}
         fam["fitted"] = f"perfmodel/calibration.json ({name}, {len(train)} designs)"
         for r in rows:
             f = np.array(r["features"])
             r["estimate"] = {"lut": float(f @ fam["lut"]), "ff": float(f @ fam["ff"])}
-        record["devices"][name] = {
+        fitted[dev.family] = fam
+        results[name] = {
             "rows": rows,
             "held_out_mape": {m: _mape([r["estimate"][m] for r in held],
                                        [r["synth"][m] for r in held]) for m in ("lut", "ff")},
         }  # fmt: skip
-    BASELINE.write_text(json.dumps(base, indent=2) + "\n")
-    RECORD.write_text(json.dumps(record, indent=1) + "\n")
-    return record
+    _merge(BASELINE, lambda b: b["families"].update(fitted), {})
+    _merge(RECORD, lambda r: r["devices"].update(results), {"configs": len(configs), "devices": {}})
+    return {"devices": results}
+
+
+def _merge(path: Path, update: Callable[[dict], None], empty: dict) -> None:
+    """Read `path` (or `empty`), apply `update`, write it back whole: runs for other
+    devices, before or at the same time, keep theirs."""
+    data = json.loads(path.read_text()) if path.exists() else empty
+    update(data)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1 if path == RECORD else 2) + "\n")
+    tmp.replace(path)
 
 
 def estimate_of(c: Config, dev: str) -> dict[str, Any]:
