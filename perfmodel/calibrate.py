@@ -188,9 +188,13 @@ def _mape(est: list[float], real: list[float]) -> float:
     return float(np.mean(np.abs(e - r) / np.maximum(r, 1)) * 100)
 
 
-def run(devices: tuple[str, ...] = ("ecp5-85f", "xc7z020"), configs=SWEEP) -> dict[str, Any]:
+def run(
+    devices: tuple[str, ...] = ("ecp5-85f", "xc7z020"), configs=SWEEP, placed: int = 3
+) -> dict[str, Any]:
     """Synthesize the sweep on each device, fit on even rows, report held-out error on odd
-    rows, and update baseline.json and calibration.json for these devices' families."""
+    rows, and update baseline.json and calibration.json for these devices' families.
+    Every `placed`-th design is also placed and routed (Fmax; minutes each on 2 cores),
+    the others stop after yosys (counts)."""
     from cosyn.hw.fpga import synthesize
 
     fitted, results = {}, {}
@@ -198,7 +202,12 @@ def run(devices: tuple[str, ...] = ("ecp5-85f", "xc7z020"), configs=SWEEP) -> di
         dev = device(name)
         rows = []
         for k, c in enumerate(configs):
-            rows.append(_row(c, name, lambda d, n: synthesize(d, n, progress=False)))
+            place = k % placed == 0
+            rows.append(
+                _row(
+                    c, name, lambda d, n, place=place: synthesize(d, n, progress=False, place=place)
+                )
+            )
             print(f"{name} {k + 1}/{len(configs)} {c.name}: {rows[-1]['synth']}", file=sys.stderr)
         train, held = rows[0::2], rows[1::2]
         fam = {**coefficients(dev.family), **fit(train)}
