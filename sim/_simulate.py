@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cosyn.hw.rtl._verilog import WAIVERS
 from cosyn.sim import runner
 
 from cosyn.errors import CosynError
@@ -54,6 +55,7 @@ interval in cycles, and exits with status 1 if any output is wrong.
 - `cosyn_bench.py`: the cocotb test and its driver, back-pressure, monitor, scoreboard
 - `cosyn_runner.py`: builds the design and runs the test (cocotb_tools.runner)
 - `tb.json`: stream widths and run settings; `vectors.npz`: inputs, expected outputs
+- `verilator.vlt`: Verilator's waivers for the style of Yosys' Verilog (why, inside)
 """
 
 
@@ -184,6 +186,7 @@ def write_testbench(
     (tmp / "tb.json").write_text(json.dumps(cfg, indent=1) + "\n")
     shutil.copyfile(_HERE / "bench.py", tmp / "cosyn_bench.py")
     shutil.copyfile(_HERE / "runner.py", tmp / "cosyn_runner.py")
+    shutil.copyfile(WAIVERS, tmp / runner.WAIVERS)
     (tmp / "run.py").write_text(_RUN_PY)
     (tmp / "README.md").write_text(_README.format(rtl=cfg["rtl"]))
     if out.exists():

@@ -3,7 +3,9 @@
 A testbench folder (`tb/`) holds `cosyn_bench.py` (the cocotb test, a copy of
 `cosyn.sim.bench`), `tb.json` (stream widths and run settings), `vectors.npz` (the
 input elements and the golden output elements, samples x elements in stream order)
-and `run.py`. A design folder (`rtl/`) holds `top.v` (module `cosyn_top`).
+and `run.py`, and `verilator.vlt` (the Verilator waivers for Yosys' Verilog style, a
+copy of `cosyn/hw/rtl/verilator.vlt`). A design folder (`rtl/`) holds `top.v` (module
+`cosyn_top`).
 
 This file needs only cocotb, NumPy and the standard library: the `tb/` folder carries
 a copy of it (`cosyn_runner.py`) so that `python tb/run.py --sim verilator` works
@@ -31,6 +33,7 @@ TOPLEVEL = "cosyn_top"
 TIMESCALE = ("1ns", "1ps")
 BENCH_MODULE = "cosyn_bench"
 MIN_VERILATOR = (5, 36)  # the oldest Verilator that cocotb 2.x supports
+WAIVERS = "verilator.vlt"  # in a testbench folder: the Verilator configuration for top.v
 
 
 class SimSetupError(RuntimeError):
@@ -117,22 +120,27 @@ def _stamp(sources: list[Path], simulator: str) -> str:
     return h.hexdigest()
 
 
-def build(rtl_dir: Path, simulator: str, build_dir: Path) -> Path:
+def build(rtl_dir: Path, simulator: str, build_dir: Path, waivers: Path | None = None) -> Path:
     """Compile `rtl_dir/top.v` for `simulator` into `build_dir`, unless a build of the
-    same sources is already there. Returns `build_dir`."""
+    same sources is already there; Verilator reads the configuration file `waivers`
+    (lint waivers) first where it exists. Returns `build_dir`."""
     from cocotb_tools.runner import get_runner
 
     top = Path(rtl_dir) / "top.v"
     if not top.is_file():
         raise SimSetupError(f"{top}: no such file; generate the design first")
     env = simulator_env(simulator)
+    config = [waivers.resolve()] if waivers and waivers.is_file() else []
     build_dir = Path(build_dir).resolve()
-    stamp_file, stamp = build_dir / "cosyn_build.stamp", _stamp([top], simulator)
+    stamp_file, stamp = build_dir / "cosyn_build.stamp", _stamp([top, *config], simulator)
     if stamp_file.is_file() and stamp_file.read_text() == stamp:
         return build_dir
     build_dir.mkdir(parents=True, exist_ok=True)
     log = build_dir / "build.log"
-    args = ["-Wno-fatal"] if simulator == "verilator" else []
+    # top.v is Verilog-2005 (Yosys' write_verilog): its `always @*` blocks first run on
+    # the event of a declaration initializer, which SystemVerilog (cocotb's -g2012 for
+    # Icarus) does not raise, leaving them X (amaranth-lang/amaranth#1629); a later -g wins.
+    args = ["-Wno-fatal", *map(str, config)] if simulator == "verilator" else ["-g2005"]
     with _environ(env):
         try:
             get_runner(simulator).build(
@@ -167,7 +175,9 @@ def run(
     from cocotb_tools.runner import get_runner
 
     tb_dir = Path(tb_dir).resolve()
-    build_dir = build(rtl_dir, simulator, Path(build_dir or tb_dir / "sim_build" / simulator))
+    build_dir = build(
+        rtl_dir, simulator, Path(build_dir or tb_dir / "sim_build" / simulator), tb_dir / WAIVERS
+    )
     out = tb_dir / "results" / simulator
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)

