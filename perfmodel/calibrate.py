@@ -171,11 +171,15 @@ def _row(c: Config, dev_name: str, synth: Callable[..., Any]) -> dict[str, Any]:
 
 
 def fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """LUT and FF coefficients (non-negative least squares) and clock coefficients from
+    """LUT and FF coefficients (non-negative least squares, each row weighted by
+    1/sqrt(its count): between absolute and relative error) and clock coefficients from
     the rows given (one family)."""
     a = np.array([r["features"] for r in rows])
-    out = {m: nnls(a, np.array([r["synth"][m] for r in rows], float))[0].tolist()
-           for m in ("lut", "ff")}  # fmt: skip
+    out = {}
+    for m in ("lut", "ff"):
+        y = np.array([r["synth"][m] for r in rows], float)
+        w = 1 / np.sqrt(np.maximum(y, 1))
+        out[m] = nnls(a * w[:, None], y * w)[0].tolist()
     timed = [r for r in rows if r["synth"]["fmax_mhz"]]
     if len(timed) >= 3:
         b = np.array([r["clock"] for r in timed])

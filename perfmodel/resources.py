@@ -43,6 +43,8 @@ class Primitives:
     add_bits: int = 0  # adder, subtractor and comparator bits (carry chains)
     reg_bits: int = 0  # flip-flops
     mux_bits: int = 0  # 2:1 multiplexer bits
+    lanes: int = 0  # multiply-accumulate lanes (dense, conv2d)
+    lane_bits: int = 0  # their accumulator bits, all lanes
     mems: list[tuple[int, int, bool]] = field(default_factory=list)  # (depth, width, rom)
     depth: int = 0  # carry bits on the longest register-to-register path
     levels: int = 0  # LUT levels on it (a DSP block counts as `dsp_levels`)
@@ -87,6 +89,7 @@ def _counter(n: int) -> int:
 def _mac(p: int, acc: IntType, w_bits: int, x_bits: int, prims: Primitives) -> None:
     """P multiply-accumulates: the lanes of dense and conv2d."""
     prims.mults += [(w_bits, x_bits)] * p
+    prims.lanes, prims.lane_bits = p, p * acc.bits
     prims.add_bits += p * acc.bits
     prims.reg_bits += 2 * p * acc.bits + 4  # accumulators, output shift register, flags
     prims.mux_bits += 2 * p * acc.bits  # bias-or-accumulator, shift-or-load
@@ -191,8 +194,9 @@ def primitives(stage: Any) -> Primitives:
 # the linear model's features, in `baseline.json`'s coefficient order: sizes, then a
 # fixed cost per block of each kind (control, counters), the rest sharing one
 KINDS = ("dense", "conv2d", "threshold", "shift", "poly")
-FEATURES = ("lut_mult_bits", "add_bits", "mux_bits", "lut_mem_bits", "reg_bits",
-            *(f"{k}_blocks" for k in KINDS), "other_blocks")  # fmt: skip
+FEATURES = ("lut_mult_bits", "add_bits", "mux_bits", "lut_ram_bits", "reg_bits", "lanes",
+            "lane_bits", "lut_rom_bits", "lut_rom_width", *(f"{k}_blocks" for k in KINDS),
+            "other_blocks")  # fmt: skip
 
 
 def _to_dsp(a: int, b: int, dev: Device, co: dict[str, Any]) -> int:
@@ -216,14 +220,17 @@ def features(prims: Primitives, dev: Device, co: dict[str, Any]) -> tuple[list[f
         n = _to_dsp(a, b, dev, co)
         dsp += n
         lut_mult += 0 if n else a * b
-    lut_mem = 0
-    for depth, width, _rom in prims.mems:
+    ram = rom = rom_width = 0
+    for depth, width, is_rom in prims.mems:
         if depth * width >= co["bram_min_bits"] and depth > co["lut_mem_max_depth"]:
             bram += _brams(depth, width, dev)
+        elif is_rom:
+            rom, rom_width = rom + depth * width, rom_width + width * (depth > 1)
         else:
-            lut_mem += depth * width
+            ram += depth * width
     blocks = [float(prims.kind == k) for k in KINDS] + [float(prims.kind not in KINDS)]
-    f = [lut_mult, prims.add_bits, prims.mux_bits, lut_mem, prims.reg_bits, *blocks]
+    f = [lut_mult, prims.add_bits, prims.mux_bits, ram, prims.reg_bits, prims.lanes,
+         prims.lane_bits, rom, rom_width, *blocks]  # fmt: skip
     return [float(v) for v in f], dsp, bram
 
 
