@@ -29,30 +29,31 @@ import cosyn
 METRICS = ("lut", "ff", "dsp", "bram", "fmax_mhz")
 
 
-def _errors(rows: list[dict], dev: str) -> dict[str, tuple[float, float, int]]:
-    """metric -> (MAPE %, worst %, exact count) on `rows`."""
+def _errors(rows: list[dict], dev: str) -> dict[str, tuple[float, float, int, int]]:
+    """metric -> (MAPE %, worst %, exact count, designs measured) on `rows`."""
     est = {r["config"]["name"]: calibrate.estimate_of(calibrate.Config(**{
         k: v for k, v in r["config"].items() if k != "name"}), dev) for r in rows}  # fmt: skip
     out = {}
     for m in METRICS:
-        pairs = [(est[r["config"]["name"]][m], r["synth"][m]) for r in rows if r["synth"][m]]
+        pairs = [(est[r["config"]["name"]][m], r["synth"][m]) for r in rows
+                 if r["synth"][m] is not None]  # fmt: skip
         if not pairs:
             continue
         e, s = np.array(pairs, dtype=float).T
         pct = np.abs(e - s) / np.maximum(s, 1) * 100
-        out[m] = (float(pct.mean()), float(pct.max()), int(np.sum(np.round(e) == s)))
+        out[m] = (float(pct.mean()), float(pct.max()), int(np.sum(np.round(e) == s)), len(e))
     return out
 
 
 def error_table(console: Console) -> None:
     record = json.loads(calibrate.RECORD.read_text())
     t = Table(title="estimate vs synthesis, held-out designs (not used for fitting)")
-    for c in ("device", "designs", "metric", "MAPE %", "worst %", "exact"):
+    for c in ("device", "designs", "metric", "MAPE %", "worst %", "exact (of designs)"):
         t.add_column(c, justify="left" if c in ("device", "metric") else "right")
     for dev, d in record["devices"].items():
         held = d["rows"][1::2]
-        for m, (mape, worst, exact) in _errors(held, dev).items():
-            t.add_row(dev, str(len(held)), m, f"{mape:.1f}", f"{worst:.1f}", f"{exact}")
+        for m, (mape, worst, exact, n) in _errors(held, dev).items():
+            t.add_row(dev, str(n), m, f"{mape:.1f}", f"{worst:.1f}", f"{exact}")
     console.print(t)
 
 

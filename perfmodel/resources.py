@@ -5,8 +5,9 @@ parameters that build it (the node, its `Ctx`, its timing): multipliers and thei
 operand widths, adder/comparator bits, register bits, memories (depth, width, ROM
 or RAM) and multiplexer bits. `cost(prims, device, coeffs)` maps them onto the
 device: a multiplier goes to DSP blocks when both operands reach the family's
-minimum width (yosys' `mul2dsp` rule) and to LUTs otherwise; a memory goes to block
-RAM when it holds at least `bram_min_bits`, else to LUTs; the remaining LUT and FF
+minimum widths (yosys' `mul2dsp` rule; on ECP5 a multiplication by a constant that is
+not a power of two does too) and to LUTs otherwise; a memory goes to block RAM by
+the family's size and depth rule (`_in_bram`), else to LUTs; the remaining LUT and FF
 counts are a linear model whose coefficients (`baseline.json`, fitted by
 `perfmodel.calibrate` against yosys) are per family.
 """
@@ -40,6 +41,7 @@ class Primitives:
 
     kind: str = ""  # the block's kind: its own fixed cost in the linear model
     mults: list[tuple[int, int]] = field(default_factory=list)  # (a bits, b bits) each
+    const_mults: list[tuple[int, int]] = field(default_factory=list)  # by a constant
     add_bits: int = 0  # adder, subtractor and comparator bits (carry chains)
     reg_bits: int = 0  # flip-flops
     mux_bits: int = 0  # 2:1 multiplexer bits
@@ -86,6 +88,13 @@ def _counter(n: int) -> int:
     return max(int(n - 1).bit_length(), 1)
 
 
+def _const_mult(var_bits: int, const: int) -> list[tuple[int, int]]:
+    """A multiplication of a `var_bits` value by a constant, as yosys maps it: a power of
+    two (or a one-bit value) is wiring, any other constant a multiplier."""
+    c = abs(int(const))
+    return [] if var_bits < 2 or c & (c - 1) == 0 else [(var_bits, c.bit_length())]
+
+
 def _mac(p: int, acc: IntType, w_bits: int, x_bits: int, prims: Primitives) -> None:
     """P multiply-accumulates: the lanes of dense and conv2d."""
     prims.mults += [(w_bits, x_bits)] * p
@@ -108,6 +117,7 @@ def _dense(stage: Any) -> Primitives:
         (t.groups, t.p * bb, True),
     ]
     prims.reg_bits += 2 * _counter(t.n) + _counter(t.groups) + _counter(t.p + 1) + 2
+    prims.const_mults += _const_mult(_counter(max(t.groups, 2)), t.n)  # ROM address g * n
     prims.add_bits += 2 * _counter(t.n) + _counter(t.groups)
     return prims
 
@@ -126,6 +136,10 @@ def _conv(stage: Any) -> Primitives:
                 g.kh, g.kw, g.c, g.groups * g.terms, g.rows, g.rows, g.rows]  # fmt: skip
     bits = sum(_counter(n) for n in counters) + 2 * _counter(g.h + g.kh + g.ph)
     prims.reg_bits += bits + _counter(g.p + 1) + 4
+    # the line buffer address and the window's last element: rows and columns by constants
+    for var, const in ((g.rows, g.w * g.c), (g.w + 2 * g.pw + g.kw, g.c), (g.h + g.kh, g.w),
+                       (g.h * g.w + g.w, g.c)):  # fmt: skip
+        prims.const_mults += _const_mult(_counter(var), const)
     prims.add_bits += bits + 2 * _counter(g.frame_in)  # steps, window address, compares
     prims.depth = max(prims.depth, 2 * _counter(g.rows * g.w * g.c))  # the address sum
     return prims
@@ -156,8 +170,13 @@ def _elementwise(stage: Any) -> Primitives:
         tree = math.ceil(math.log2(max(n, 2)))
         prims.depth, prims.levels = x + tree * (tree + 1) // 2, 2 + tree
     elif kind == "poly":
+        c0 = np.asarray(node.coeffs)[:, 0]
+        if np.all(c0 == c0[0]):  # h starts as a constant: c_d * x
+            prims.const_mults += _const_mult(x, int(c0[0]))
+        else:
+            prims.mults.append((_bits(c0), x))
+        prims.mults += [(t.bits, x) for t in node.stages[:-1]]  # h * x, h of the last step
         for t in node.stages:
-            prims.mults.append((t.bits, x))
             prims.add_bits += t.bits
             prims.reg_bits += t.bits + x
         table = _table(stage, int(np.asarray(node.coeffs).shape[1]) * 16)
@@ -199,13 +218,24 @@ FEATURES = ("lut_mult_bits", "add_bits", "mux_bits", "lut_ram_bits", "reg_bits",
             "other_blocks")  # fmt: skip
 
 
-def _to_dsp(a: int, b: int, dev: Device, co: dict[str, Any]) -> int:
-    """DSP blocks for an a x b multiplier (0: it goes to LUTs)."""
-    if min(a, b) < co["dsp_min_bits"]:
+def _to_dsp(a: int, b: int, dev: Device, co: dict[str, Any], const: bool = False) -> int:
+    """DSP blocks for an a x b multiplier (0: it goes to LUTs), by the family's rule (yosys'
+    `mul2dsp` minimum widths; whether a multiplication by a constant takes a DSP)."""
+    if min(a, b) < co["dsp_min_bits"] or a + b < co["dsp_min_out_bits"]:
+        return 0
+    if const and not co["dsp_const_mults"]:
         return 0
     da, db = dev.dsp_bits
     hi, lo = max(a, b), min(a, b)
     return math.ceil(hi / max(da, db)) * math.ceil(lo / min(da, db))
+
+
+def _in_bram(depth: int, width: int, rom: bool, co: dict[str, Any]) -> bool:
+    """Whether yosys puts a memory in block RAM: a ROM from a size and depth on, a RAM
+    (whose LUT RAM costs more) from a depth on; per family, from the calibration."""
+    if rom:
+        return depth * width >= co["rom_bram_min_bits"] and depth >= co["rom_bram_min_depth"]
+    return depth >= co["ram_bram_min_depth"]
 
 
 def _brams(depth: int, width: int, dev: Device) -> int:
@@ -216,13 +246,13 @@ def features(prims: Primitives, dev: Device, co: dict[str, Any]) -> tuple[list[f
     """(the linear model's features, DSP blocks, block RAMs) of one block on `dev`."""
     dsp = bram = 0
     lut_mult = 0
-    for a, b in prims.mults:
-        n = _to_dsp(a, b, dev, co)
+    for (a, b), const in [(m, False) for m in prims.mults] + [(m, True) for m in prims.const_mults]:
+        n = _to_dsp(a, b, dev, co, const)
         dsp += n
         lut_mult += 0 if n else a * b
     ram = rom = rom_width = 0
     for depth, width, is_rom in prims.mems:
-        if depth * width >= co["bram_min_bits"] and depth > co["lut_mem_max_depth"]:
+        if _in_bram(depth, width, is_rom, co):
             bram += _brams(depth, width, dev)
         elif is_rom:
             rom, rom_width = rom + depth * width, rom_width + width * (depth > 1)
@@ -245,7 +275,7 @@ def cost(prims: Primitives, dev: Device, co: dict[str, Any]) -> Resources:
 
 def clock_features(prims: Primitives, dev: Device, co: dict[str, Any]) -> list[float]:
     """(1, carry cells, LUT levels) of the block's longest path: the clock model's features."""
-    dsp_on_path = any(_to_dsp(a, b, dev, co) for a, b in prims.mults)
+    dsp_on_path = any(_to_dsp(a, b, dev, co) for a, b in prims.mults)  # the datapath's
     levels = prims.levels + (co["dsp_levels"] if dsp_on_path else 0)
     return [1.0, prims.depth / dev.carry[1], float(levels)]
 
