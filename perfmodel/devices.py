@@ -58,6 +58,7 @@ class Device:
 _ECP5_DS = "Lattice FPGA-DS-02012 (ECP5 and ECP5-5G Family Data Sheet), Table 1.1"
 _ECP5_EBR = "18 kbit sysMEM EBR, 16384x1 .. 512x36 (FPGA-DS-02012 section 2.11)"
 _ECP5_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+_RAMB18_SHAPES = _ECP5_SHAPES  # 18 kbit as well: 16K x 1 .. 512 x 36 (UG473, UG573)
 
 
 def _ecp5(size: str, luts: int, ebr: int, mults: int, package: str) -> Device:
@@ -127,7 +128,7 @@ DEVICES: dict[str, Device] = {
             brams=280,  # RAMB18 halves of the 140 RAMB36
             bram_name="RAMB18E1",
             bram_bits=18432,
-            bram_shapes=((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)),
+            bram_shapes=_RAMB18_SHAPES,
             synth="synth_xilinx -family xc7",
             pnr=None,
             sources={
@@ -151,7 +152,7 @@ DEVICES: dict[str, Device] = {
             brams=5_376,  # RAMB18 halves of the 2,688 RAMB36
             bram_name="RAMB18E2",
             bram_bits=18432,
-            bram_shapes=((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)),
+            bram_shapes=_RAMB18_SHAPES,
             synth="synth_xilinx -family xcup",
             pnr=None,
             sources={
