@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from cosyn.perfmodel.conv import ConvGeometry, ConvTiming
+from cosyn.perfmodel.mac import STAGES, MacPipe, multiply_stages
 
 __all__ = [
     "TIMINGS",
@@ -38,6 +39,9 @@ __all__ = [
     "ForkTiming",
     "drive",
     "lockstep",
+    "poly_stages",
+    "threshold_search",
+    "threshold_stages",
 ]
 
 
@@ -59,8 +63,10 @@ class _Timing:
 
 
 class ElementwiseTiming(_Timing):
-    """`depth` registered stages that advance together unless the last holds a result
-    its consumer does not take: every element leaves `depth` cycles after it arrives."""
+    """`depth` registered stages that advance together while the skid register behind
+    them is empty: a result the consumer does not take moves there, and the stages
+    (and the input) hold until it has left. Every element leaves `depth` cycles after
+    it arrives when the output is ready."""
 
     def __init__(self, depth: int, elements: int) -> None:
         self.depth, self.elements = depth, elements
@@ -77,42 +83,49 @@ class ElementwiseTiming(_Timing):
 class _ElementwiseControl:
     def __init__(self, stages: int) -> None:
         self.v = [False] * stages
+        self.skid = False
 
     def valid(self) -> list[bool]:
-        return [self.v[-1]]
+        return [self.skid or self.v[-1]]
 
     def ready(self, valids: list[bool], oready: list[bool]) -> list[bool]:
-        return [not (self.v[-1] and not oready[0])]
+        return [not self.skid]
 
     def step(self, takes: list[bool], oready: list[bool]) -> None:
-        if not (self.v[-1] and not oready[0]):
-            self.v = [takes[0], *self.v[:-1]]
+        if self.skid:
+            self.skid = not oready[0]
+            return
+        self.skid = self.v[-1] and not oready[0]
+        self.v = [takes[0], *self.v[:-1]]
 
 
 class DenseTiming(_Timing):
-    """`DenseBlock`: two input buffers of `n` elements, a read stage, an output register.
+    """`DenseBlock`: two input buffers of `n` elements, then the multiply-accumulate
+    pipeline and output register of P results (`perfmodel.mac`).
 
     A sample's `n` inputs fill one buffer; the cycle after the last, group g of P
-    outputs starts reading it, one element per cycle for `period = max(n, p)` cycles
-    (a group waits for the previous group's P results to leave the output register),
-    and its results leave one per cycle. Latency 2n + 1 at full rate; interval
-    groups * max(n, p).
+    outputs starts issuing its terms, one input element per cycle; each passes the
+    `STAGES` stages of the pipeline, and a group's P results leave one per cycle. A
+    group takes `period = max(n, p)` cycles. Latency 2n + STAGES at full rate;
+    interval groups * max(n, p).
     """
+
+    STAGES = STAGES
 
     def __init__(self, n: int, outputs: int, p: int) -> None:
         if outputs % p:
             raise ValueError(f"Parallelism must divide {outputs}, not {p!r}")
         self.n, self.p, self.groups = n, p, outputs // p
         self.period = max(n, p)
-        self.latency = 2 * n + 1
+        self.latency = 2 * n + STAGES
         self.interval = self.groups * self.period
-        self.key = ("dense", n, outputs, p)
+        self.key = ("dense", n, outputs, p, STAGES)
 
     def timing(self, arrivals: np.ndarray) -> np.ndarray:
-        start = int(np.max(arrivals)) + 1  # the first read, a cycle after the last write
+        start = int(np.max(arrivals)) + 1  # the first issue, a cycle after the last write
         g = np.arange(self.groups)[:, None]
         q = np.arange(self.p)[None, :]
-        return (start + self.n + g * self.period + 1 + q).reshape(-1)
+        return (start + self.n + STAGES + g * self.period + q).reshape(-1)
 
     def control(self) -> _DenseControl:
         return _DenseControl(self)
@@ -122,26 +135,18 @@ class _DenseControl:
     def __init__(self, t: DenseTiming) -> None:
         self.n, self.p, self.groups = t.n, t.p, t.groups
         self.full = [False, False]
-        self.wr_bank = self.wr_i = self.rd_bank = self.g = self.i = self.left = 0
-        self.s1_valid = self.s1_last = False
+        self.wr_bank = self.wr_i = self.rd_bank = self.g = self.i = 0
+        self.mac = MacPipe(t.p)
 
     def valid(self) -> list[bool]:
-        return [self.left != 0]
+        return [self.mac.left != 0]
 
     def ready(self, valids: list[bool], oready: list[bool]) -> list[bool]:
         return [not self.full[self.wr_bank]]
 
     def step(self, takes: list[bool], oready: list[bool]) -> None:
-        free = self.left == 0 or (self.left == 1 and oready[0])
-        stall = self.s1_valid and self.s1_last and not free
-        issue = self.full[self.rd_bank] and not stall
-        load = self.s1_valid and not stall and self.s1_last
-        if self.left and oready[0]:
-            self.left -= 1
-        if load:
-            self.left = self.p
-        if not stall:
-            self.s1_valid, self.s1_last = issue, self.i == self.n - 1
+        issue = self.full[self.rd_bank] and not self.mac.stall
+        self.mac.step(issue, self.i == self.n - 1, oready[0])
         if takes[0]:
             self.wr_i += 1
             if self.wr_i == self.n:
@@ -291,16 +296,49 @@ def drive(timing: Any, arrivals: list[np.ndarray], n_out: int) -> tuple[list, li
     return [np.array(k) for k in taken], [np.array(o[:n_out]) for o in outs]
 
 
-def _elementwise(depth: Callable[[Any], int]) -> Callable[[Any, Any], ElementwiseTiming]:
-    return lambda node, ctx: ElementwiseTiming(depth(node), ctx.elements)
+SHIFT_STAGES = 4  # look up, round, shift, clip (see hw/rtl/_requant.py)
+
+
+def poly_stages(degree: int, x_bits: int) -> int:
+    """Look up the coefficients, then per Horner step a multiply by the element
+    (`multiply_stages` of its width) and an add."""
+    return 1 + degree * (multiply_stages(x_bits) + 1)
+
+
+def threshold_search(thresholds: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """The threshold bank as a binary search over inputs in [lo, hi]: per row (channel)
+    the thresholds an input can fall either side of, sorted, padded with hi + 1 (never
+    reached) to 2**L - 1 entries, and the count of those every input reaches (<= lo).
+    #{j : x >= t_j} = always + #{entries <= x}, which L compares find."""
+    t = np.sort(np.asarray(thresholds, dtype=np.int64).reshape(len(thresholds), -1), axis=1)
+    always = (t <= lo).sum(axis=1)
+    mid = [row[(row > lo) & (row <= hi)] for row in t]
+    levels = max((len(r) for r in mid), default=0).bit_length()
+    rows = np.full((len(t), (1 << levels) - 1), hi + 1, dtype=np.int64)
+    for c, r in enumerate(mid):
+        rows[c, : len(r)] = r
+    return rows, always
+
+
+def threshold_stages(levels: int) -> int:
+    """Two per level of the search (compare while the next level's two candidates are
+    read, then hold them), the first read, and the level's base and sign."""
+    return 2 * levels + 2
+
+
+def _threshold(node: Any, ctx: Any) -> ElementwiseTiming:
+    rows, _ = threshold_search(node.thresholds, ctx.in_type.lo, ctx.in_type.hi)
+    return ElementwiseTiming(threshold_stages(int(rows.shape[1]).bit_length()), ctx.elements)
 
 
 # node kind -> timing(node, ctx): the one place a kind's timing is chosen
 TIMINGS: dict[str, Callable[[Any, Any], Any]] = {
     "dense": lambda node, ctx: DenseTiming(ctx.elements, int(node.shape[0]), ctx.parallelism),
     "conv2d": lambda node, ctx: ConvTiming(ConvGeometry.of(node, ctx.in_shape, ctx.parallelism)),
-    "shift": _elementwise(lambda node: 1),
-    "threshold": _elementwise(lambda node: 2),
-    "poly": _elementwise(lambda node: max(node.degree, 1)),
+    "shift": lambda node, ctx: ElementwiseTiming(SHIFT_STAGES, ctx.elements),
+    "threshold": _threshold,
+    "poly": lambda node, ctx: ElementwiseTiming(
+        poly_stages(node.degree, ctx.in_type.bits), ctx.elements
+    ),
     "add": lambda node, ctx: AddTiming(ctx.elements),
 }

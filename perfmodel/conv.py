@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from cosyn.perfmodel.mac import STAGES, MacPipe
 
 from cosyn.ir.nodes import Conv2d
 
@@ -212,8 +213,11 @@ class _State:
         self.wy = self.wcol = self.wcount = self.fw = 0  # writer
         self.fc = self.oy = self.ox = self.gi = self.ky = self.kx = self.c = 0  # compute
         self.y_top, self.x_left = -g.ph, -g.pw
-        self.v1 = self.last1 = False
-        self.left = 0  # results in the output register
+        self.mac = MacPipe(g.p)  # the pipeline behind the issue, the output register
+
+    @property
+    def left(self) -> int:
+        return self.mac.left
 
     def cycle(self) -> None:
         offered = self.k < len(self.arr) and self.arr[self.k] <= self.t
@@ -223,42 +227,40 @@ class _State:
     def step(self, offered: bool, ready: bool) -> bool:
         """One clock cycle: input offered or not, output ready or not. Returns True when
         nothing moved (no transfer, no term issued, nothing in flight)."""
-        g = self.g
         take = offered and self._ready()
-        go = self._go(self.fw != self.fc, ready)
-        stuck = not (take or go or self.left or self.v1)
-        if self.left and ready:
+        go = self._go(self.fw != self.fc) and not self.mac.stall
+        stuck = not (take or go or self.mac.busy)
+        if self.mac.left and ready:
             if self.n_out < len(self.out):
                 self.out[self.n_out] = self.t
             self.n_out += 1
-            self.left -= 1
-        if self.v1 and self.last1:
-            self.left = g.p
+        self.mac.step(go, self._last_term(), ready)
         if take:
             self._write()
-        self.v1, self.last1 = go, go and self._last_term()
         if go:
             self._advance()
         self.t += 1
         return stuck
 
     def skip(self) -> bool:
-        """Jump over the middle of a window, where only the term counter and the output
-        register change (no input can be taken, no result is loaded)."""
+        """Jump over the middle of a window while no group's last term is in flight:
+        only the term counter and the output register change (no input can be taken,
+        no result is loaded)."""
         g = self.g
         term = (self.ky * g.kw + self.kx) * g.c + self.c
         d = g.terms - 1 - term
-        if term == 0 or d <= 1 or (self.v1 and self.last1):
+        if term == 0 or d <= 1 or any(self.mac.last):
             return False
         if self.k < len(self.arr) and self._ready():
             d = min(d, int(self.arr[self.k]) - self.t)
             if d <= 1:
                 return False
-        n = min(self.left, d)
+        n = min(self.mac.left, d)
         self.out[self.n_out : self.n_out + n] = np.arange(self.t, self.t + n)
         self.n_out += n
-        self.left -= n
-        self.v1, self.last1 = True, False
+        self.mac.left -= n
+        s = min(d, STAGES)
+        self.mac.v = [True] * s + self.mac.v[: STAGES - s]
         term += d
         self.ky, rest = divmod(term, g.kw * g.c)
         self.kx, self.c = divmod(rest, g.c)
@@ -276,13 +278,13 @@ class _State:
         g = self.g
         return self.ky == g.kh - 1 and self.kx == g.kw - 1 and self.c == g.c - 1
 
-    def _go(self, ahead: bool, ready: bool = True) -> bool:
+    def _go(self, ahead: bool) -> bool:
+        """A term can issue: its window's input is in (checked at a pixel's first term)."""
         g = self.g
         start = self.ky == 0 and self.kx == 0 and self.c == 0 and self.gi == 0
         last_pixel = self.oy == g.oh - 1 and self.ox == g.ow - 1
         avail = ahead or (not last_pixel and self.wcount > g.need(self.y_top, self.x_left))
-        free = not (self.v1 and self.last1) and (self.left == 0 or (self.left == 1 and ready))
-        return (not start or avail) and (not self._last_term() or free)
+        return not start or avail
 
     def _write(self) -> None:
         g = self.g

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from cosyn.hw.rtl import COMPONENTS, Ctx
 from cosyn.hw.rtl._tb import Port, run_streams
+from cosyn.perfmodel.blocks import SHIFT_STAGES, poly_stages
 from cosyn.perfmodel.pipeline import resolve_parallelism, stream_index
 
 from cosyn.errors import CosynError
@@ -82,6 +83,23 @@ def test_dense_exact_and_timed(n, o, p, t) -> None:
     assert np.diff(outs[:, 0])[-1] == block.cycles.interval == -(-o // p) * max(n, p)
 
 
+@pytest.mark.parametrize(
+    ("wbits", "positive", "t"),
+    [(4, False, IntType(8, False)), (3, False, IntType(5, True)), (2, True, IntType(6, True)),
+     (1, True, IntType(3, False)), (6, False, IntType(7, True))],
+)  # fmt: skip
+def test_dense_multipliers_of_every_width_and_many_lanes(wbits, positive, t) -> None:
+    """LUT products (weights of up to 4 bits, signed or not, odd widths; the element's
+    multiples in several copies for 40 lanes) and multiplier blocks (6 bits)."""
+    rng = np.random.default_rng(wbits)
+    node = _dense(rng, 3, 40, wbits)
+    if positive:
+        node.weight = np.abs(node.weight) % (1 << wbits)
+    x = _edges(t, (3,), rng)
+    y, *_ = _run(node, Ctx((t,), ((3,),), parallelism=40), x, stalls=0.2)
+    assert np.array_equal(y, node.eval(x))
+
+
 def test_dense_gaps_follow_timing_and_back_pressure_loses_nothing() -> None:
     rng = np.random.default_rng(7)
     node, t = _dense(rng, 9, 6), IntType(8, False)
@@ -144,7 +162,8 @@ def test_shift_per_tensor_on_hwc_stream() -> None:
     x = _edges(t, shape, rng)
     y, block, ins, outs = _run(node, Ctx((t,), (shape,), "hwc"), x)
     assert np.array_equal(y, node.eval(x))
-    assert np.array_equal(outs, ins + block.cycles.latency) and block.cycles.latency == 1
+    assert np.array_equal(outs, ins + block.cycles.latency)
+    assert block.cycles.latency == SHIFT_STAGES
 
 
 def test_threshold_bank_per_channel_both_signs() -> None:
@@ -211,10 +230,28 @@ def test_poly_horner_pipelined(degree) -> None:
     y, block, ins, outs = _run(node, Ctx((t,), ((c,),)), x, gaps=0.2, stalls=0.2)
     assert np.array_equal(y, node.eval(x))
     y, block, ins, outs = _run(node, Ctx((t,), ((c,),)), x)
-    assert block.cycles.latency == max(degree, 1) and np.array_equal(
+    assert block.cycles.latency == poly_stages(degree, t.bits) and np.array_equal(
         outs, ins + block.cycles.latency
     )
     assert np.diff(outs[:, 0])[-1] == block.cycles.interval == c
+
+
+@pytest.mark.parametrize(
+    ("t", "same"),
+    [(IntType(8, True), True), (IntType(7, False), False), (IntType(10, True), False),
+     (IntType(3, True), True)],
+)  # fmt: skip
+def test_poly_multiplies_by_elements_of_every_width(t, same) -> None:
+    """Elements of up to 4 bits, up to 8, and wider (a multiplier block); coefficients
+    the same for every channel (constants) or not."""
+    rng = np.random.default_rng(t.bits)
+    c = 3
+    coeffs = rng.integers(-20, 21, (1 if same else c, 3))
+    node = _poly(np.repeat(coeffs, c // len(coeffs), axis=0), t, (c,))
+    x = _edges(t, (c,), rng, n=10)
+    y, block, *_ = _run(node, Ctx((t,), ((c,),)), x, gaps=0.2, stalls=0.2)
+    assert np.array_equal(y, node.eval(x))
+    assert block.cycles.depth == poly_stages(2, t.bits)
 
 
 def test_poly_one_result_per_cycle_on_hwc() -> None:
@@ -237,3 +274,93 @@ def test_parallelism_rounds_up_with_a_note_and_rejects_the_impossible() -> None:
     for bad in (0, -1, 13, 2.0, True):
         with pytest.raises(CosynError, match=r"^d: parallelism must be an integer from 1 to 12"):
             resolve_parallelism(node, bad, 12)
+
+
+def _control_run(block, n_in: int, n_out: int, offers, readies) -> tuple[list, list]:
+    """Step `block.cycles.control()` with input element k offered in the cycles where
+    `offers` is True (once k-1 is taken) and the output ready where `readies` is: the
+    cycles inputs are taken and outputs leave."""
+    ctl = block.cycles.control()
+    taken: list[int] = []
+    outs: list[int] = []
+    for t, (off, rdy) in enumerate(zip(offers, readies, strict=True)):
+        offered = bool(off and len(taken) < n_in)
+        if ctl.valid()[0] and rdy:
+            outs.append(t)
+        take = offered and ctl.ready([offered], [bool(rdy)])[0]
+        if take:
+            taken.append(t)
+        ctl.step([take], [bool(rdy)])
+        if len(outs) == n_out:
+            break
+    return taken, outs
+
+
+def _sim_run(block, values, n_out: int, offers, readies) -> tuple[list, list, list]:
+    """The block in the Amaranth simulator under the same offers and readies: the
+    cycles inputs are taken and outputs leave, and the output values."""
+    from amaranth.sim import Simulator
+
+    taken: list[int] = []
+    outs: list[int] = []
+    ys: list[int] = []
+
+    async def bench(ctx) -> None:
+        for t, (off, rdy) in enumerate(zip(offers, readies, strict=True)):
+            k = len(taken)
+            ctx.set(block.i.valid, bool(off and k < len(values)))
+            if k < len(values):
+                ctx.set(block.i.payload, int(values[k]))
+            ctx.set(block.o.ready, bool(rdy))
+            if ctx.get(block.i.valid) and ctx.get(block.i.ready):
+                taken.append(t)
+            if ctx.get(block.o.valid) and rdy:
+                outs.append(t)
+                ys.append(int(ctx.get(block.o.payload)))
+                if len(outs) == n_out:
+                    return
+            await ctx.tick()
+
+    sim = Simulator(block)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return taken, outs, ys
+
+
+def _blocks_under_back_pressure():
+    rng = np.random.default_rng(11)
+    t8 = IntType(8, False)
+    yield _dense(rng, 5, 6), Ctx((t8,), ((5,),), parallelism=6)  # P > N: the head slot
+    yield _dense(rng, 9, 6), Ctx((t8,), ((9,),), parallelism=2)
+    t6 = IntType(6, True)
+    yield _dense(rng, 4, 4, wbits=7), Ctx((t6,), ((4,),), parallelism=2)  # a DSP multiply
+    yield _poly(rng.integers(-9, 10, (3, 3)), t6, (3,)), Ctx((t6,), ((3,),))
+    thr = np.sort(rng.integers(-40, 40, (3, 5)), axis=1)
+    node = Threshold("t", ("x",), (3,), IntType(4, True), ONE, thresholds=thr,
+                     base=np.array([0, -2, 1]), sign=np.array([1, -1, 1]))  # fmt: skip
+    yield node, Ctx((t6,), ((3,),))
+    from test_rtl_conv_add import conv_node
+
+    yield conv_node(2, 4, 4, 4, 3, 1, 1, t6), Ctx((t6,), ((2, 4, 4),), "hwc", parallelism=4)
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_blocks_follow_their_control_under_back_pressure(case) -> None:
+    """With random gaps on the input and random back-pressure on the output, every
+    input and output transfer happens in the cycle the block's control model says,
+    and the outputs are exact."""
+    node, ctx = list(_blocks_under_back_pressure())[case]
+    block = COMPONENTS[node.kind](node, ctx)
+    rng = np.random.default_rng(case)
+    samples = 3
+    x = rng.integers(ctx.in_type.lo, ctx.in_type.hi + 1, (samples, *ctx.in_shape))
+    values = x.reshape(samples, -1)[:, ctx.index()].reshape(-1)
+    n_in, n_out = len(values), samples * int(np.prod(node.shape))
+    cycles = 40 * (n_in + n_out) + 400
+    offers, readies = rng.random(cycles) >= 0.3, rng.random(cycles) >= 0.4
+    taken, outs, ys = _sim_run(block, values, n_out, offers, readies)
+    assert (taken, outs) == _control_run(block, n_in, n_out, offers, readies)
+    out_order = stream_index(node.shape, "hwc" if len(node.shape) == 3 else "flat")
+    y = np.asarray(ys).reshape(samples, -1)[:, np.argsort(out_order)]
+    assert np.array_equal(y.reshape(samples, *node.shape), node.eval(x))

@@ -10,9 +10,10 @@ for all channels), so a phase counter modulo that period selects them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-from amaranth.hdl import Array, Const, Module, Signal, Value, signed
+from amaranth.hdl import Array, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._base import Ctx, element_stream
@@ -20,9 +21,9 @@ from cosyn.perfmodel.blocks import TIMINGS
 
 from cosyn.ir.nodes import Node, int_type_for_range
 
-__all__ = ["Elementwise", "PhaseTable"]
+__all__ = ["Elementwise", "PhaseTable", "Registered"]
 
-Stage = Callable[[Module, dict[str, Value], "PhaseTable"], dict[str, Value]]
+Stage = Callable[[Module, dict[str, Value], "PhaseTable", Value], dict[str, Any]]
 
 
 class PhaseTable:
@@ -70,13 +71,25 @@ def _period(flat: np.ndarray) -> int:
     return n
 
 
+class Registered:
+    """A value a stage returns that is already a register of the stage (a memory's
+    read data, enabled while the pipeline runs): the pipeline adds no register."""
+
+    def __init__(self, value: Value) -> None:
+        self.value = Value.cast(value)
+
+
 class Elementwise(wiring.Component):
     """Base of the one-in, one-out elementwise blocks: `stages` registered steps.
 
     Members: `i` (In, element stream of the input type), `o` (Out, element stream of
-    `node.dtype`). Every stage advances together unless the output holds a result
-    its consumer does not take. Each stage is a function (m, values, table) -> new
-    values; the input is value "x" with its "phase", the output value "y".
+    `node.dtype`). Each stage is a function (m, values, table, run) -> new values,
+    registered while `run`; the input is value "x" with its "phase", the output value
+    "y". A stage may return `Registered` values (memory reads enabled by `run`).
+
+    The stages advance together while a skid register behind them is empty: a result
+    the consumer does not take goes there, and the stages hold until it has left. So
+    the input's ready is a register, never the consumer's ready passed on.
 
     Timing: `cycles` (`perfmodel.blocks.ElementwiseTiming`): its `depth` is the number
     of stages, which the block checks it builds.
@@ -95,20 +108,36 @@ class Elementwise(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        stall = Signal()
-        m.d.comb += [stall.eq(self.o.valid & ~self.o.ready), self.i.ready.eq(~stall)]
+        full = Signal()  # the skid register holds a result
+        run = ~full
+        m.d.comb += self.i.ready.eq(run)
         vals: dict[str, Value] = {"x": self.i.payload, "phase": self._phase(m)}
         valid: Value = self.i.valid
         for k, stage in enumerate(self.stages):
-            new = stage(m, vals, self.table)
+            new = stage(m, vals, self.table, run)
             new.setdefault("phase", vals["phase"])
-            regs = {n: Signal(Value.cast(v).shape(), name=f"s{k}_{n}") for n, v in new.items()}
+            regs = {}
+            for n, v in new.items():
+                if isinstance(v, Registered):
+                    regs[n] = v.value
+                    continue
+                regs[n] = Signal(Value.cast(v).shape(), name=f"s{k}_{n}")
+                with m.If(run):
+                    m.d.sync += regs[n].eq(v)
             v_reg = Signal(name=f"s{k}_valid")
-            with m.If(~stall):
-                m.d.sync += [v_reg.eq(valid)] + [regs[n].eq(new[n]) for n in new]
+            with m.If(run):
+                m.d.sync += v_reg.eq(valid)
             vals, valid = regs, v_reg
-        m.d.comb += [self.o.valid.eq(valid), self.o.payload.eq(vals["y"])]
+        self._skid(m, full, valid, vals["y"])
         return m
+
+    def _skid(self, m: Module, full: Signal, valid: Value, y: Value) -> None:
+        skid = Signal(Value.cast(y).shape())
+        m.d.comb += [self.o.valid.eq(full | valid), self.o.payload.eq(Mux(full, skid, y))]
+        with m.If(full & self.o.ready):
+            m.d.sync += full.eq(0)
+        with m.Elif(~full & valid & ~self.o.ready):
+            m.d.sync += [full.eq(1), skid.eq(y)]
 
     def _phase(self, m: Module) -> Value:
         """The stream phase of the input element: a counter modulo the table's period."""

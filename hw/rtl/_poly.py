@@ -1,11 +1,16 @@
-"""The polynomial unit: Horner's rule, one multiply-add stage per degree, one result a cycle."""
+"""The polynomial unit: Horner's rule, pipelined multiply stages and an add stage per degree."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from amaranth.hdl import Const, Module, Value
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape
 from cosyn.hw.rtl._elementwise import Elementwise, PhaseTable, Stage
+from cosyn.hw.rtl._mul import multiples, pair_terms, sum_pairs
+from cosyn.perfmodel.blocks import poly_stages
+from cosyn.perfmodel.mac import NARROW, multiply_stages
 
 from cosyn.ir.nodes import IntType, Poly
 
@@ -15,43 +20,104 @@ __all__ = ["poly_block"]
 def poly_block(node: Poly, ctx: Ctx) -> Elementwise:
     """y = poly_c(x) per channel c, exactly as `Poly.eval`: h = c_d, then h = h * x + c_k.
 
-    Stage k (k = 1 .. degree) multiplies the previous h by the element and adds the
-    next coefficient, in `node.stages[k - 1]` (the type that bounds h after step k,
-    so nothing it keeps can overflow); the element and its phase ride along. A degree
-    0 polynomial is one stage that emits c_0. Members, timing: see `Elementwise`
-    (max(degree, 1) stages).
+    Stage 1 looks up the channel's coefficients (registers them where they differ
+    between channels). Then per Horner step k (k = 1 .. degree) the previous h is
+    multiplied by the element in `multiply_stages` stages (an element of up to 8 bits
+    selects multiples of h, `_mul`; a wider one uses a multiplier block), and one stage
+    adds the next coefficient, in `node.stages[k - 1]` (the type that bounds h after
+    step k, so nothing it keeps can overflow; the product is kept modulo its width).
+    The element and its phase ride along. A degree 0 polynomial is the lookup of c_0.
+    Members, timing: see `Elementwise` (`perfmodel.blocks.poly_stages`).
     """
     coeffs = np.asarray(node.coeffs, dtype=np.int64)
     d = coeffs.shape[1] - 1
     if len(node.stages) != d:
         raise ValueError(f"{node.name}: {len(node.stages)} stage types for degree {d}")
     table = PhaseTable(ctx, {"c": coeffs})
-    if d == 0:
-        return Elementwise(node, ctx, table, [_constant(node.dtype)])
-    stages = [_horner(k, node.stages[k - 1], k == d) for k in range(1, d + 1)]
+    bits = ctx.in_type.bits
+    stages = [_lookup(d, node.dtype)]
+    for k in range(1, d + 1):
+        t = node.stages[k - 1]
+        stages += [*_multiply(k, t, bits), _add(k, t, k == d)]
+    if len(stages) != poly_stages(d, bits):
+        raise ValueError(f"{node.name}: {len(stages)} stages, {poly_stages(d, bits)} in timing")
     return Elementwise(node, ctx, table, stages)
 
 
-def _horner(k: int, t: IntType, last: bool) -> Stage:
-    """Step k of Horner's rule: h = h * x + c_k, kept in `t` bits."""
+def _coeff(v: dict[str, Any], tab: PhaseTable, k: int) -> Value | int:
+    """Coefficient k of the element's channel: a constant, or the register stage 1 set."""
+    c = tab.const("c", k)
+    return c if c is not None else v[f"c{k}"]
 
-    def stage(m: Module, v: dict[str, Value], tab: PhaseTable) -> dict[str, Value]:
+
+def _lookup(d: int, out: IntType) -> Stage:
+    def stage(m: Module, v: dict[str, Value], tab: PhaseTable, run) -> dict[str, Any]:
         ph = v["phase"]
-        h = tab.get("c", ph, 0) if k == 1 else v["h"]
-        x = v["x"]
-        new = Value.cast(h * x + tab.get("c", ph, k))[: t.bits]
-        new = new.as_signed() if t.signed else new
-        return {"y": new} if last else {"h": new, "x": x}
+        new: dict[str, Any] = {"x": v["x"]}
+        new |= {f"c{k}": tab.get("c", ph, k) for k in range(d + 1) if tab.const("c", k) is None}
+        if d == 0:
+            c = tab.get("c", ph, 0)
+            return {"y": Const(c, element_shape(out)) if isinstance(c, int) else c}
+        return new
 
     return stage
 
 
-def _constant(t: IntType) -> Stage:
-    def stage(m: Module, v: dict[str, Value], tab: PhaseTable) -> dict[str, Value]:
-        c = tab.get("c", v["phase"], 0)
-        return {"y": Const(c, element_shape(t)) if isinstance(c, int) else Value.cast(c)}
+def _multiply(k: int, t: IntType, bits: int) -> list[Stage]:
+    """h * x of step k in `multiply_stages(bits)` stages, the product kept modulo
+    2**t.bits (the sum with c_k fits t)."""
+
+    def h_of(v: dict[str, Any], tab: PhaseTable) -> Value:
+        h = _coeff(v, tab, 0) if k == 1 else v["h"]
+        return Const(h) if isinstance(h, int) else Value.cast(h)
+
+    def product(p: Value) -> Value:
+        p = Value.cast(p)
+        return p[: t.bits] if p.shape().width > t.bits else p
+
+    if multiply_stages(bits) == 2 and bits > NARROW:  # a multiplier block
+
+        def full(m: Module, v: dict[str, Any], tab: PhaseTable, run) -> dict[str, Any]:
+            return {**_rest(v, k), "p": h_of(v, tab) * v["x"]}
+
+        def reg(m: Module, v: dict[str, Any], tab: PhaseTable, run) -> dict[str, Any]:
+            return {**v, "p": product(v["p"])}
+
+        return [full, reg]
+
+    def mults(m: Module, v: dict[str, Any], tab: PhaseTable, run) -> dict[str, Any]:
+        ms = multiples(h_of(v, tab))
+        return {**_rest(v, k), "m1": ms[1], "m3": ms[3], "mn1": ms[-1]}
+
+    def select(m: Module, v: dict[str, Any], tab: PhaseTable, run) -> dict[str, Any]:
+        ms = {1: v["m1"], 3: v["m3"], -1: v["mn1"]}
+        sums = sum_pairs(pair_terms(v["x"], ms))
+        keep = {n: val for n, val in v.items() if n[0] != "m"}
+        if len(sums) == 1:
+            return {**keep, "p": product(sums[0])}
+        return {**keep, "s0": sums[0], "s1": sums[1]}
+
+    def final(m: Module, v: dict[str, Any], tab: PhaseTable, run) -> dict[str, Any]:
+        keep = {n: val for n, val in v.items() if n[0] != "s"}
+        return {**keep, "p": product(v["s0"] + v["s1"])}
+
+    return [mults, select] + ([final] if multiply_stages(bits) == 3 else [])
+
+
+def _add(k: int, t: IntType, last: bool) -> Stage:
+    """h = p + c_k, in t."""
+
+    def stage(m: Module, v: dict[str, Value], tab: PhaseTable, run) -> dict[str, Any]:
+        h = Value.cast(v["p"] + _coeff(v, tab, k))[: t.bits]
+        h = h.as_signed() if t.signed else h
+        return {"y": h} if last else {**_rest(v, k + 1), "h": h}
 
     return stage
+
+
+def _rest(v: dict[str, Any], k: int) -> dict[str, Any]:
+    """What later steps still need: the element and the coefficients after c_k."""
+    return {n: val for n, val in v.items() if n == "x" or (n[0] == "c" and int(n[1:]) >= k)}
 
 
 COMPONENTS["poly"] = poly_block

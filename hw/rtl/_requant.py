@@ -2,22 +2,44 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-from amaranth.hdl import Const, Module, Mux, Value, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Value, signed
+from amaranth.lib import memory
 from cosyn.hw.rtl._base import COMPONENTS, Ctx
-from cosyn.hw.rtl._elementwise import Elementwise, PhaseTable
+from cosyn.hw.rtl._elementwise import Elementwise, PhaseTable, Registered, Stage
+from cosyn.hw.rtl._rom import field, memory_attrs, pack, rom_type
+from cosyn.perfmodel.blocks import SHIFT_STAGES, threshold_search, threshold_stages
 
 from cosyn.ir.nodes import IntType, Shift, Threshold
 
 __all__ = ["shift_block", "threshold_block"]
 
 
+def _get(v: dict[str, Any], tab: PhaseTable, name: str) -> Value | int:
+    """A per-channel constant: an int, or the register the lookup stage set."""
+    c = tab.const(name)
+    return c if c is not None else v[name]
+
+
+def _lookup(*names: str) -> Stage:
+    """Register the element and the named per-channel constants that differ by channel."""
+
+    def stage(m: Module, v: dict[str, Value], tab: PhaseTable, run) -> dict[str, Any]:
+        ph = v["phase"]
+        return {"x": v["x"]} | {n: tab.get(n, ph) for n in names if tab.const(n) is None}
+
+    return stage
+
+
 def shift_block(node: Shift, ctx: Ctx) -> Elementwise:
-    """y = clip(round(x / 2**shift), lo, hi) per channel, as `Shift.eval`, in one stage.
+    """y = clip(round(x / 2**shift), lo, hi) per channel, as `Shift.eval`, in four stages.
 
     A negative shift is a left shift (exact). Rounding "floor" is an arithmetic right
     shift; "half_even" adds 2**(r-1) - 1 plus the lowest kept bit before it, so a tie
-    goes to the even neighbour. Members, timing: see `Elementwise` (one stage).
+    goes to the even neighbour. Stages: look up the channel's constants, round (the
+    add), shift, clip. Members, timing: see `Elementwise` (`SHIFT_STAGES`).
     """
     if node.rounding not in ("half_even", "floor"):
         raise ValueError(f"Rounding must be 'half_even' or 'floor', not {node.rounding!r}")
@@ -28,17 +50,23 @@ def shift_block(node: Shift, ctx: Ctx) -> Elementwise:
     cols = {"m": m, "r": r, "bias": bias if even else 0 * r, "lo": node.lo, "hi": node.hi}
     table = PhaseTable(ctx, cols)
 
-    def stage(mod: Module, v: dict[str, Value], t: PhaseTable) -> dict[str, Value]:
-        ph = v["phase"]
-        left = Value.cast(v["x"] << t.get("m", ph))  # widens: a left shift is exact
-        r = t.get("r", ph)
-        odd = 0
+    def round_(mod: Module, v: dict[str, Any], t: PhaseTable, run) -> dict[str, Any]:
+        x, r = v["x"], _get(v, t, "r")
+        odd: Value | int = 0  # the lowest kept bit (a right shift has m == 0)
         if even and not (isinstance(r, int) and r == 0):
-            odd = (left >> r)[0] & (r != 0) if not isinstance(r, int) else (left >> r)[0]
-        q = Value.cast((left + t.get("bias", ph) + odd) >> r)
-        return {"y": _clip(q, t.get("lo", ph), t.get("hi", ph), node.dtype)}
+            odd = x[r] if isinstance(r, int) else (x >> r)[0] & (r != 0)
+        return {**v, "x": Value.cast(x + _get(v, t, "bias") + odd)}
 
-    return Elementwise(node, ctx, table, [stage])
+    def shift(mod: Module, v: dict[str, Any], t: PhaseTable, run) -> dict[str, Any]:
+        q = Value.cast(Value.cast(v["x"] << _get(v, t, "m")) >> _get(v, t, "r"))
+        return {n: val for n, val in v.items() if n in ("lo", "hi")} | {"x": q}
+
+    def clip(mod: Module, v: dict[str, Any], t: PhaseTable, run) -> dict[str, Any]:
+        return {"y": _clip(v["x"], _get(v, t, "lo"), _get(v, t, "hi"), node.dtype)}
+
+    stages = [_lookup(*cols), round_, shift, clip]
+    assert len(stages) == SHIFT_STAGES
+    return Elementwise(node, ctx, table, stages)
 
 
 def _clip(q: Value, lo, hi, out: IntType) -> Value:
@@ -58,44 +86,112 @@ def _fit(v: Value, out: IntType) -> Value:
 def threshold_block(node: Threshold, ctx: Ctx) -> Elementwise:
     """y = base + sign * #{j : x >= thresholds[c, j]} per channel, as `Threshold.eval`.
 
-    Stage 1 compares the element with every threshold of its channel at once and
-    counts the hits; stage 2 applies base and sign. Members, timing: see
-    `Elementwise` (two stages).
+    A binary search over the channel's sorted thresholds (`perfmodel.blocks.
+    threshold_search`: those the input range can fall either side of, padded to
+    2**L - 1; the ones every input reaches add to the base). Level k compares the
+    element with one threshold and appends the result to the prefix c: after L levels
+    c is the count. Level k's thresholds are a ROM by (phase, prefix); while level k
+    compares, the ROM of level k+1 reads the two candidates its result chooses
+    between (by the prefix before it), and a stage holds them, so every path is one
+    primitive deep: a read, a compare, or the level's base plus or minus the count.
+    Members, timing: see `Elementwise` (`threshold_stages(L)`).
     """
-    t = np.asarray(node.thresholds, dtype=np.int64)
-    t = t.reshape(t.shape[0], -1)
     lo, hi = ctx.in_type.lo, ctx.in_type.hi
-    t = np.clip(t, lo, hi + 1)  # thresholds beyond the input range act the same clipped
-    table = PhaseTable(ctx, {"t": t, "base": node.base, "sign": node.sign})
-    n = t.shape[1]
-
-    def count(mod: Module, v: dict[str, Value], tab: PhaseTable) -> dict[str, Value]:
-        x = Value.cast(v["x"]).as_signed() if ctx.in_type.signed else v["x"]
-        hits = [Value.cast(x >= tab.get("t", v["phase"], j)) for j in range(n)]
-        return {"c": _tree_sum(hits)}
-
-    def level(mod: Module, v: dict[str, Value], tab: PhaseTable) -> dict[str, Value]:
-        ph = v["phase"]
-        base, sign = tab.get("base", ph), tab.get("sign", ph)
-        c = v["c"]
-        y = (
-            base + c
-            if isinstance(sign, int) and sign > 0
-            else (base - c if isinstance(sign, int) else Mux(sign[-1], base - c, base + c))
-        )
-        return {"y": _fit(y, node.dtype)}
-
-    return Elementwise(node, ctx, table, [count, level])
+    rows, always = threshold_search(node.thresholds, lo, hi)
+    n_ch = max(len(rows), np.size(node.base), np.size(node.sign))
+    sign = np.broadcast_to(np.asarray(node.sign, np.int64).reshape(-1), (n_ch,))
+    base = np.asarray(node.base, np.int64).reshape(-1) + sign * np.resize(always, n_ch)
+    rows = np.resize(rows, (n_ch, rows.shape[1]))
+    table = PhaseTable(ctx, {"t": rows, "base": base, "sign": sign})
+    levels = rows.shape[1].bit_length()
+    search = _Search(table, levels, ctx.in_type)
+    stages = [*search.stages(), _level(node.dtype)]
+    if len(stages) != threshold_stages(levels):
+        raise ValueError(f"{node.name}: {len(stages)} stages, {threshold_stages(levels)} in timing")
+    return Elementwise(node, ctx, table, stages)
 
 
-def _tree_sum(vals: list[Value]) -> Value:
-    """The sum of `vals` as a balanced adder tree (width grows by one bit a level)."""
-    if not vals:
-        return Value.cast(0)
-    while len(vals) > 1:
-        pairs = [vals[j] + vals[j + 1] for j in range(0, len(vals) - 1, 2)]
-        vals = pairs + ([vals[-1]] if len(vals) % 2 else [])
-    return Value.cast(vals[0])
+class _Search:
+    """The stages of the binary search, and the ROMs of its levels' candidates."""
+
+    def __init__(self, table: PhaseTable, levels: int, in_type: IntType) -> None:
+        self.tab, self.levels, self.in_type = table, levels, in_type
+        self.t = table.cols["t"]  # (period, 2**levels - 1)
+        self.tt = rom_type(np.append(self.t, [in_type.lo, in_type.hi + 1]))
+        self.pbits = (table.period - 1).bit_length()
+
+    def candidates(self, k: int) -> np.ndarray:
+        """Level k's ROM: at (phase, prefix c of k-1 bits), the thresholds of prefixes 2c
+        and 2c + 1 (level 0: by phase alone, its one threshold twice)."""
+        span = 1 << (self.levels - k)  # counts under one prefix of level k
+        tk = self.t[:, span // 2 - 1 :: span]  # (period, 2**k) thresholds of level k
+        pairs = tk.reshape(len(tk), -1, 2) if k else np.repeat(tk, 2, axis=1)[:, None]
+        words = pack(pairs.reshape(-1, 2), self.tt.bits)
+        per = pairs.shape[1]
+        table = np.zeros((1 << self.pbits, per), dtype=object)
+        table[: len(pairs)] = np.asarray(words, dtype=object).reshape(len(pairs), per)
+        return table.reshape(-1)
+
+    def read(self, m: Module, k: int, phase: Value, prefix: Value, run) -> Registered:
+        words = [int(w) for w in self.candidates(k)]
+        if len(words) == 1:
+            return Registered(Const(words[0], 2 * self.tt.bits))
+        attrs = memory_attrs(len(words), rom=True)
+        mem = memory.Memory(shape=2 * self.tt.bits, depth=len(words), init=words, attrs=attrs)
+        m.submodules[f"level{k}"] = mem
+        port = mem.read_port()
+        addr = Cat(prefix, phase[: self.pbits]) if self.pbits else prefix
+        m.d.comb += [port.addr.eq(addr), port.en.eq(run)]
+        return Registered(port.data)
+
+    def stages(self) -> list[Stage]:
+        """Read level 0, hold; then per level compare (reading the next level), hold; the
+        last compare looks up base and sign. Without thresholds: look up base and sign."""
+        if self.levels == 0:
+            return [_lookup("base", "sign")]
+        out: list[Stage] = [self._read0, _hold]
+        for k in range(self.levels):
+            out.append(self._compare(k))
+            if k < self.levels - 1:
+                out.append(_hold)
+        return out
+
+    def _read0(self, m: Module, v: dict[str, Any], tab: PhaseTable, run) -> dict[str, Any]:
+        return {"x": v["x"], "pair": self.read(m, 0, v["phase"], Const(0, 0), run)}
+
+    def _compare(self, k: int) -> Stage:
+        def stage(m: Module, v: dict[str, Any], tab: PhaseTable, run) -> dict[str, Any]:
+            pair, c = v["pair"], v.get("c", Const(0, 0))
+            lo_t, hi_t = field(pair, 0, self.tt), field(pair, 1, self.tt)
+            t = Mux(c[0], hi_t, lo_t) if k else lo_t
+            x = Value.cast(v["x"])
+            x = x.as_signed() if self.in_type.signed else x
+            new = {"x": x, "c": Cat(x >= t, c)}
+            if k < self.levels - 1:
+                return new | {"pair": self.read(m, k + 1, v["phase"], c, run)}
+            ph = v["phase"]
+            return {"c": new["c"]} | {
+                n: tab.get(n, ph) for n in ("base", "sign") if tab.const(n) is None
+            }
+
+        return stage
+
+
+def _hold(m: Module, v: dict[str, Any], tab: PhaseTable, run) -> dict[str, Any]:
+    return dict(v)
+
+
+def _level(out: IntType) -> Stage:
+    def stage(m: Module, v: dict[str, Any], tab: PhaseTable, run) -> dict[str, Any]:
+        base, sign = _get(v, tab, "base"), _get(v, tab, "sign")
+        c = v.get("c", Const(0, 1))
+        if isinstance(sign, int):
+            y = base + c if sign > 0 else base - c
+        else:
+            y = Mux(sign[-1], base - c, base + c)
+        return {"y": _fit(y, out)}
+
+    return stage
 
 
 COMPONENTS["shift"] = shift_block

@@ -9,7 +9,7 @@ from amaranth.lib import memory
 
 from cosyn.ir.nodes import IntType, int_type_for_range
 
-__all__ = ["field", "pack", "rom_type", "weight_roms"]
+__all__ = ["field", "memory_attrs", "pack", "rom_type", "weight_roms"]
 
 
 def rom_type(a: np.ndarray) -> IntType:
@@ -30,6 +30,20 @@ def field(word, j: int, t: IntType):
     return v.as_signed() if t.signed else v
 
 
+ROM_DEPTH = 256  # ROMs deeper than this go to block RAM, shallower ones to LUTs
+RAM_DEPTH = 1024  # the same for buffers (RAMs), shallower ones to LUT RAM
+
+
+def memory_attrs(depth: int, rom: bool) -> dict[str, str]:
+    """Where synthesis should put a memory of `depth` words. Block RAM's read (ECP5's
+    DP16KD as yosys maps it, without its output register) takes most of a 150 MHz
+    cycle, so only memories too deep for LUTs go there; a wide, shallow ROM (a row of
+    P weights) is a shallow LUT tree per bit."""
+    if depth > (ROM_DEPTH if rom else RAM_DEPTH):
+        return {"ram_style": "block"}
+    return {"ram_style": "logic" if rom else "distributed"}
+
+
 def weight_roms(m: Module, rows: np.ndarray, bias_rows: np.ndarray) -> tuple:
     """Weight and bias ROMs of P lanes as submodules of `m`: row r of `rows` (depth, P) and
     of `bias_rows` (groups, P) is one word. Returns the read ports and the P weight and P
@@ -37,7 +51,10 @@ def weight_roms(m: Module, rows: np.ndarray, bias_rows: np.ndarray) -> tuple:
     wt, bt = rom_type(rows), rom_type(bias_rows)
     p = rows.shape[1]
     m.submodules.weights = wmem = memory.Memory(
-        shape=unsigned(wt.bits * p), depth=len(rows), init=pack(rows, wt.bits)
+        shape=unsigned(wt.bits * p),
+        depth=len(rows),
+        init=pack(rows, wt.bits),
+        attrs=memory_attrs(len(rows), rom=True),
     )
     m.submodules.biases = bmem = memory.Memory(
         shape=unsigned(bt.bits * p), depth=len(bias_rows), init=pack(bias_rows, bt.bits)

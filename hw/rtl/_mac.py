@@ -1,0 +1,107 @@
+"""The multiply-accumulate lanes that dense and conv2d share, and their output register.
+
+`MacLanes` is everything behind a block's issue stage: the stages of
+`perfmodel.mac` (read, register, multiply, accumulate), each about one primitive deep,
+and the output register of P results with its head slot. The block drives `issue`,
+`first` and `last` for the term it issues (the memories it reads are enabled while
+not `stall`) and hands over the term's data as the memories return it.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Module, Mux, Signal, Value
+from cosyn.hw.rtl._mul import copies, copy_init, products
+from cosyn.perfmodel.mac import STAGES
+
+__all__ = ["MacLanes"]
+
+
+class MacLanes:
+    """P lanes: acc_j = bias_j + sum over a group's terms of w_j * x, then out.
+
+    Build with the issue stage's conditions (`issue`, `first`, `last`: values of the
+    cycle a term is issued), its group index `group` (a Signal), the output stream `o`
+    and the accumulator shape; then `datapath(m, x, ws, bias_port, bs)` with the term's
+    element `x` and P weights `ws` as the read ports return them (stage 1) and the
+    bias ROM's read port and fields (addressed here, read at stage 3).
+
+    `stall` (a register) is high while a group's results wait for the output register;
+    the issue stage and every memory read must hold then.
+    """
+
+    def __init__(self, p: int, acc_shape, o) -> None:
+        self.p, self.acc_shape, self.o = p, acc_shape, o
+        self.stall = Signal()
+        self.v = [Signal(name=f"v{k + 1}") for k in range(STAGES)]
+        self.first = [Signal(name=f"first{k + 1}") for k in range(STAGES - 1)]
+        self.last = [Signal(name=f"last{k + 1}") for k in range(STAGES)]
+
+    def control(self, m: Module, issue, first, last, group: Signal) -> None:
+        """The flags of each stage (first and last only with a term), and the group
+        index (for the bias read) to stage 3."""
+        run = ~self.stall
+        v, fst, lst = self.v, self.first, self.last
+        gs = [Signal.like(group, name=f"group{k + 1}") for k in range(3)]
+        self.group3 = gs[-1]
+        with m.If(run):
+            m.d.sync += [v[0].eq(issue), fst[0].eq(issue & first), lst[0].eq(issue & last)]
+            m.d.sync += [v[k].eq(v[k - 1]) for k in range(1, STAGES)]
+            m.d.sync += [lst[k].eq(lst[k - 1]) for k in range(1, STAGES)]
+            m.d.sync += [fst[k].eq(fst[k - 1]) for k in range(1, STAGES - 1)]
+            m.d.sync += [gs[0].eq(group), gs[1].eq(gs[0]), gs[2].eq(gs[1])]
+
+    def datapath(self, m: Module, x: Value, ws: list[Value], bias_port, bs: list[Value]) -> None:
+        """Stages 2 to 5 and the output register. Every register of the lanes is enabled
+        by `~stall` alone (a register's output); a stage without a term carries a zero
+        element, so its products are zero."""
+        p, run = self.p, ~self.stall
+        m.d.comb += [bias_port.addr.eq(self.group3), bias_port.en.eq(run)]
+        x = Value.cast(x)
+        xs = [
+            Signal(x.shape(), name=f"x{k}", init=copy_init(k, x.shape())) for k in range(copies(p))
+        ]
+        wr = [Signal(Value.cast(w).shape(), name=f"w{j}") for j, w in enumerate(ws)]
+        with m.If(run):
+            m.d.sync += [c.eq(Mux(self.v[0], x, 0)) for c in xs]
+            m.d.sync += [wr[j].eq(ws[j]) for j in range(p)]
+        prods = products(m, xs, wr, run)
+        accs = [Signal(self.acc_shape, name=f"acc{j}") for j in range(p)]
+        # partial sums wrap modulo 2**bits; the full sum fits
+        with m.If(run):
+            m.d.sync += [
+                accs[j].eq(Mux(self.first[3], bs[j], accs[j]) + prods[j]) for j in range(p)
+            ]
+        self._output(m, accs)
+
+    def _output(self, m: Module, accs: list[Signal]) -> None:
+        """The result on offer (`cur`) and the P results loaded behind it, read in order
+        by a pointer (`perfmodel.mac`'s `left` counts them all). A load needs at most
+        one result waiting: one not taken now stays on offer and the P results follow.
+        The P registers load only on a load (a function of registers); `cur` alone
+        follows the consumer's ready. `stall` is a register, next cycle's `done` and
+        "two or more wait", computed this cycle."""
+        p, o = self.p, self.o
+        outs = [Signal(self.acc_shape, name=f"out{j}") for j in range(p)]
+        cur, cv = Signal(self.acc_shape), Signal()
+        rp = Signal(range(p + 1), init=p)  # the next of outs to offer; p: none
+        m.d.comb += [o.valid.eq(cv), o.payload.eq(cur)]
+        take = cv & o.ready
+        done = self.last[-1]  # set only with a term
+        load = done & ~self.stall
+        keep = cv & ~o.ready  # a load keeps the result on offer
+        two_next = Mux(
+            load, 1 if p > 1 else keep, Mux(take, rp < p - 1 if p > 1 else 0, cv & (rp < p))
+        )
+        done_next = Mux(self.stall, done, self.last[-2])
+        m.d.sync += self.stall.eq(done_next & two_next)
+        with m.If(take):
+            with m.If(rp == p):
+                m.d.sync += cv.eq(0)
+            with m.Else():
+                m.d.sync += [cur.eq(Array(outs)[rp]), rp.eq(rp + 1)]
+        with m.If(load):
+            m.d.sync += [outs[j].eq(accs[j]) for j in range(p)]
+            with m.If(keep):
+                m.d.sync += rp.eq(0)
+            with m.Else():
+                m.d.sync += [cur.eq(accs[0]), cv.eq(1), rp.eq(1)]

@@ -1,0 +1,74 @@
+"""The cycle model of the multiply-accumulate pipeline that dense and conv2d share.
+
+Behind a block's issue stage (one term a cycle: an input element and P weights), a
+term passes `STAGES` registered stages, each about one primitive deep:
+
+  1. read        the input buffer (or line buffer) and the weight ROM row;
+  2. register    the element (in two copies, each feeding half the lanes) and the
+                 weights, so a memory's output drives nothing but a register;
+  3. multiply    where one operand has at most `NARROW` bits, the partial products
+                 summed in pairs (LUTs and carry chains); else the whole product (a DSP);
+  4. product     the pairs summed (or the DSP's product registered once more);
+  5. accumulate  P sums (the group's bias, read from its ROM meanwhile, starts a group).
+
+A group's last term, once accumulated (`done`), loads the P results into the output
+register, from which they leave one per cycle. The load needs at most one result
+still waiting there: if that one is not taken in the load's cycle, it moves to a head
+register in front and leaves first. So the decision to load reads registers only,
+never the consumer's ready; a `done` that cannot load holds every stage and the issue
+(`stall`). With the output always ready the register is free again P cycles after a
+load, so a group takes max(terms, P) cycles.
+
+`MacPipe` holds those registers (without the data) and steps them; the blocks' control
+models (`perfmodel.blocks.DenseTiming`, `perfmodel.conv`) drive it, and the RTL
+(`hw/rtl/_mac.py`) implements it register for register.
+"""
+
+from __future__ import annotations
+
+__all__ = ["NARROW", "STAGES", "MacPipe", "multiply_stages"]
+
+STAGES = 5
+NARROW = 4
+
+
+def multiply_stages(bits: int) -> int:
+    """Registered stages of a multiply whose narrow operand has `bits` bits (the other's
+    multiples x, 3x, -x, then one selected per pair of bits and the pairs summed):
+    two up to 4 bits, three up to 8 (the pair sums summed); wider, a multiplier block
+    with a register on each side, two."""
+    return 3 if NARROW < bits <= 2 * NARROW else 2
+
+
+class MacPipe:
+    """Valid and last flags per stage, and the results in the output register (`left`,
+    the head included)."""
+
+    def __init__(self, p: int) -> None:
+        self.p = p
+        self.v = [False] * STAGES
+        self.last = [False] * STAGES
+        self.left = 0
+
+    @property
+    def stall(self) -> bool:
+        """A group's results are done but two or more results still wait to leave."""
+        return self.v[-1] and self.last[-1] and self.left >= 2
+
+    @property
+    def busy(self) -> bool:
+        """A term is in flight or a result waits to leave."""
+        return self.left != 0 or any(self.v)
+
+    def step(self, issue: bool, last: bool, oready: bool) -> None:
+        """One cycle: a term issued or not (and whether it is its group's last), the
+        output ready or not. The caller issues only when not `stall`."""
+        stall = self.stall
+        out = self.left != 0 and oready
+        if self.v[-1] and self.last[-1] and not stall:
+            self.left += self.p - int(out)
+        elif out:
+            self.left -= 1
+        if not stall:
+            self.v = [issue, *self.v[:-1]]
+            self.last = [issue and last, *self.last[:-1]]
