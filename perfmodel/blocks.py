@@ -296,7 +296,7 @@ def drive(timing: Any, arrivals: list[np.ndarray], n_out: int) -> tuple[list, li
     return [np.array(k) for k in taken], [np.array(o[:n_out]) for o in outs]
 
 
-SHIFT_STAGES = 4  # look up, round, shift, clip (see hw/rtl/_requant.py)
+SHIFT_STAGES = 5  # look up, round, shift, compare, select (see hw/rtl/_requant.py)
 
 
 def poly_stages(degree: int, x_bits: int) -> int:

@@ -194,7 +194,7 @@ def inputs(draw, shape: tuple[int, ...], n: int = 64) -> torch.Tensor:
 
 def strided_cnn() -> nn.Module:
     """1x1 stride-2 conv 2->4, 3x3 stride-2 padded conv 4->6, dense 24->3: found by hypothesis,
-    where consecutive samples stall each other (interval 444 at parallelism 1, 2 and 1,
+    where consecutive samples stall each other (interval 445 at parallelism 1, 2 and 1,
     not the largest block interval, 440)."""
 
     def conv(i: int, o: int, k: int, stride: int, pad: int) -> nn.Module:

@@ -70,6 +70,8 @@ def _dense(rng, n: int, o: int, wbits: int = 4) -> Dense:
         (7, 4, 1, IntType(8, True)),
         (1, 3, 3, IntType(4, False)),
         (6, 1, 1, IntType(8, False)),
+        (40, 4, 2, IntType(8, False)),  # the input buffer in two banks
+        (70, 3, 3, IntType(6, True)),  # three banks, the last part full
     ],
 )
 def test_dense_exact_and_timed(n, o, p, t) -> None:
@@ -185,6 +187,21 @@ def test_threshold_bank_per_channel_both_signs() -> None:
     x[3] = thr[:, 2]
     x[4] = thr[:, 2] - 1  # at and just below a threshold
     y, *_ = _run(node, Ctx((t,), ((c,),)), x, gaps=0.3, stalls=0.3)
+    assert np.array_equal(y, node.eval(x))
+
+
+@pytest.mark.parametrize(("c", "n"), [(16, 127), (40, 120)])
+def test_threshold_bank_deep_per_channel_tables(c, n) -> None:
+    """Level ROMs of 512 words (banked LUT ROMs) and of 2048 (block RAM); thresholds out
+    of the input range at both ends."""
+    rng = np.random.default_rng(c)
+    t = IntType(12, True)
+    thr = np.sort(rng.integers(-2100, 2100, (c, n)), axis=1)
+    node = Threshold("t", ("x",), (c,), IntType(8, True), ONE, thresholds=thr,
+                     base=rng.integers(-60, -50, c), sign=np.ones(c, np.int64))  # fmt: skip
+    x = _edges(t, (c,), rng, n=8)
+    x[3] = thr[:, n // 2]
+    y, *_ = _run(node, Ctx((t,), ((c,),)), x, gaps=0.2, stalls=0.2)
     assert np.array_equal(y, node.eval(x))
 
 

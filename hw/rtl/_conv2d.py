@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth.hdl import C, Module, Mux, Signal
-from amaranth.lib import memory, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream
+from cosyn.hw.rtl._buffer import Buffer
 from cosyn.hw.rtl._mac import MacLanes
-from cosyn.hw.rtl._rom import memory_attrs, weight_roms
+from cosyn.hw.rtl._rom import weight_roms
 from cosyn.hw.rtl._window import Window, step
 from cosyn.perfmodel.blocks import TIMINGS
 
@@ -77,8 +78,7 @@ class Conv2dBlock(wiring.Component):
         drop = (wy > g.y_end) if g.y_end < g.h - 1 else C(0, 1)
         m.d.comb += self.i.ready.eq(drop | Mux(ahead, wy < s.lora, wy < s.lor))
         take = self.i.valid & self.i.ready
-        wr = self._lb_wr
-        m.d.comb += [wr.addr.eq(waddr), wr.data.eq(self.i.payload), wr.en.eq(take & ~drop)]
+        self._lbuf.write(m, waddr, self.i.payload, take & ~drop)
         with m.If(take):
             with m.If(~drop):
                 step(m, waddr, g.rows * g.w * g.c - 1)
@@ -90,25 +90,19 @@ class Conv2dBlock(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         g = self.geo
-        depth = g.rows * g.w * g.c
-        m.submodules.lbuf = lbuf = memory.Memory(
-            shape=element_shape(self.ctx.in_type),
-            depth=depth,
-            init=[],
-            attrs=memory_attrs(depth, rom=False),
-        )
-        self._lb_wr, lb_rd = lbuf.write_port(), lbuf.read_port()
+        self._lbuf = Buffer(m, "lbuf", element_shape(self.ctx.in_type), g.rows * g.w * g.c)
         s = Window(g)
         ahead = s.fw ^ s.fc  # the writer is in the next frame: all of this one is in
         wcount = self._writer(m, s, ahead)
         mac = MacLanes(g.p, element_shape(self.node.dtype), self.o)
         wr, br, ws, bs = self._roms(m)
-        pad1 = self._issue(m, s, lb_rd, wr, ahead, wcount, mac)
-        x = Mux(pad1, 0, lb_rd.data) if pad1 is not None else lb_rd.data
+        pad1 = self._issue(m, s, wr, ahead, wcount, mac)
+        data = self._lbuf.read(m, s.laddr, ~mac.stall)  # outside the image: any word
+        x = Mux(pad1, 0, data) if pad1 is not None else data
         mac.datapath(m, x, ws, br, bs)
         return m
 
-    def _issue(self, m: Module, s: Window, lb_rd, wr, ahead, wcount, mac: MacLanes):
+    def _issue(self, m: Module, s: Window, wr, ahead, wcount, mac: MacLanes):
         """One window term per cycle, when its data is in and the pipeline runs: the
         line-buffer and weight reads (addresses are registers); returns the term's
         padding flag at stage 1 (None where no window reaches the padding)."""
@@ -117,12 +111,7 @@ class Conv2dBlock(wiring.Component):
         last_pixel = (s.oy == g.oh - 1) & (s.ox == g.ow - 1)
         avail = ahead | (~last_pixel & (wcount > s.need))
         go = (~(s.first & (s.gi == 0)) | avail) & run
-        m.d.comb += [
-            lb_rd.addr.eq(s.laddr),  # outside the image: any word, the padding masks it
-            lb_rd.en.eq(run),
-            wr.addr.eq(s.widx),
-            wr.en.eq(run),
-        ]
+        m.d.comb += [wr.addr.eq(s.widx), wr.en.eq(run)]
         mac.control(m, go, s.first, s.last, s.gi)
         with m.If(go):
             s.advance(m)

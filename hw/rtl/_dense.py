@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Signal
-from amaranth.lib import memory, wiring
+from amaranth.hdl import Array, Module, Mux, Signal
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream
+from cosyn.hw.rtl._buffer import Buffer
 from cosyn.hw.rtl._mac import MacLanes
-from cosyn.hw.rtl._rom import memory_attrs, weight_roms
+from cosyn.hw.rtl._rom import weight_roms
 from cosyn.perfmodel.blocks import TIMINGS
 
 from cosyn.ir.nodes import Dense
@@ -50,39 +51,39 @@ class DenseBlock(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         n = self.n
-        m.submodules.buf = buf = memory.Memory(
-            shape=element_shape(self.ctx.in_type),
-            depth=2 * n,
-            init=[],
-            attrs=memory_attrs(2 * n, rom=False),
-        )
+        buf = Buffer(m, "buf", element_shape(self.ctx.in_type), 2 * n)
         full = Array(Signal(name=f"full{k}") for k in range(2))
-        self._writer(m, buf.write_port(), full)
-        brd = buf.read_port(transparent_for=())
+        self._writer(m, buf, full)
         wr, br, ws, bs = self._roms(m)
         mac = MacLanes(self.p, element_shape(self.node.dtype), self.o)
 
-        # the issue stage: element i of group g, while the pipeline does not stall
+        # the issue stage: element i of group g, while the pipeline does not stall; the
+        # addresses are counters of their own (bank * n + i, g * n + i)
         rd_bank, g = Signal(), Signal(range(max(self.groups, 2)))
         i = Signal(range(max(n, 2)))
+        raddr, widx = Signal(range(2 * n)), Signal(range(self.groups * n))
         issue = full[rd_bank] & ~mac.stall
-        m.d.comb += [brd.addr.eq(rd_bank * n + i), wr.addr.eq(g * n + i)]
-        m.d.comb += [brd.en.eq(~mac.stall), wr.en.eq(~mac.stall)]
+        m.d.comb += [wr.addr.eq(widx), wr.en.eq(~mac.stall)]
         with m.If(issue):
             self._advance(m, full, rd_bank, g, i)
+            self._addresses(m, rd_bank, g, i, raddr, widx)
         mac.control(m, issue, i == 0, i == n - 1, g)
-        x = brd.data.as_signed() if self.ctx.in_type.signed else brd.data
-        mac.datapath(m, x, ws, br, bs)
+        mac.datapath(m, buf.read(m, raddr, ~mac.stall), ws, br, bs)
         return m
 
-    def _writer(self, m: Module, bw, full) -> None:
-        """Input side: fill the buffer that is not full."""
+    def _writer(self, m: Module, buf: Buffer, full) -> None:
+        """Input side: fill the buffer that is not full (the write address counts 0 ..
+        2n - 1: bank 0's elements, then bank 1's)."""
         n = self.n
         wr_bank, wr_i = Signal(), Signal(range(max(n, 2)))
-        m.d.comb += [self.i.ready.eq(~full[wr_bank]), bw.data.eq(self.i.payload)]
-        m.d.comb += [bw.addr.eq(wr_bank * n + wr_i), bw.en.eq(self.i.valid & self.i.ready)]
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += wr_i.eq(wr_i + 1)
+        waddr = Signal(range(2 * n))
+        take = self.i.valid & self.i.ready
+        m.d.comb += self.i.ready.eq(~full[wr_bank])
+        buf.write(m, waddr, self.i.payload, take)
+        with m.If(take):
+            m.d.sync += [wr_i.eq(wr_i + 1), waddr.eq(waddr + 1)]
+            with m.If(waddr == 2 * n - 1):
+                m.d.sync += waddr.eq(0)
             with m.If(wr_i == n - 1):
                 m.d.sync += [wr_i.eq(0), wr_bank.eq(~wr_bank), full[wr_bank].eq(1)]
 
@@ -93,6 +94,16 @@ class DenseBlock(wiring.Component):
             m.d.sync += [i.eq(0), g.eq(g + 1)]
             with m.If(g == self.groups - 1):
                 m.d.sync += [g.eq(0), rd_bank.eq(~rd_bank), full[rd_bank].eq(0)]
+
+    def _addresses(self, m: Module, rd_bank, g, i, raddr, widx) -> None:
+        """Step the buffer address (rd_bank * n + i) and the weight row (g * n + i)."""
+        n = self.n
+        m.d.sync += [raddr.eq(raddr + 1), widx.eq(widx + 1)]
+        with m.If(i == n - 1):
+            with m.If(g == self.groups - 1):
+                m.d.sync += [raddr.eq(Mux(rd_bank, 0, n)), widx.eq(0)]
+            with m.Else():
+                m.d.sync += raddr.eq(Mux(rd_bank, n, 0))
 
 
 def _dense(node: Dense, ctx: Ctx) -> DenseBlock:

@@ -9,7 +9,7 @@ not `stall`) and hands over the term's data as the memories return it.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, Value
+from amaranth.hdl import Module, Mux, Signal, Value
 from cosyn.hw.rtl._mul import copies, copy_init, products
 from cosyn.perfmodel.mac import STAGES
 
@@ -74,34 +74,44 @@ class MacLanes:
         self._output(m, accs)
 
     def _output(self, m: Module, accs: list[Signal]) -> None:
-        """The result on offer (`cur`) and the P results loaded behind it, read in order
-        by a pointer (`perfmodel.mac`'s `left` counts them all). A load needs at most
-        one result waiting: one not taken now stays on offer and the P results follow.
-        The P registers load only on a load (a function of registers); `cur` alone
-        follows the consumer's ready. `stall` is a register, next cycle's `done` and
-        "two or more wait", computed this cycle."""
+        """A two-entry queue on offer (`q`, `cnt` entries) and the results loaded behind
+        it in a shift register (`outs`, valid bits `ov`); `perfmodel.mac`'s `left` counts
+        both. A load needs at most one result waiting; result 0 goes straight to the
+        queue, the rest to `outs`. `outs` shifts into the queue while it holds at most
+        one: its enables are functions of registers, only the queue follows the
+        consumer's ready. `stall` is a register, next cycle's `done` and "two or more
+        wait", computed this cycle."""
         p, o = self.p, self.o
-        outs = [Signal(self.acc_shape, name=f"out{j}") for j in range(p)]
-        cur, cv = Signal(self.acc_shape), Signal()
-        rp = Signal(range(p + 1), init=p)  # the next of outs to offer; p: none
-        m.d.comb += [o.valid.eq(cv), o.payload.eq(cur)]
-        take = cv & o.ready
+        outs = [Signal(self.acc_shape, name=f"out{j}") for j in range(p - 1)]
+        ov = [Signal(name=f"out{j}_valid") for j in range(p - 1)]
+        q = [Signal(self.acc_shape, name=f"q{k}") for k in range(2)]
+        cnt = Signal(range(3))
+        m.d.comb += [o.valid.eq(cnt != 0), o.payload.eq(q[0])]
+        take = o.valid & o.ready
         done = self.last[-1]  # set only with a term
         load = done & ~self.stall
-        keep = cv & ~o.ready  # a load keeps the result on offer
-        two_next = Mux(
-            load, 1 if p > 1 else keep, Mux(take, rp < p - 1 if p > 1 else 0, cv & (rp < p))
-        )
+        shift = (ov[0] if p > 1 else 0) & (cnt != 2) & ~load
+        # the queue: drop the head when taken, append result 0 or the head of outs
+        incoming = Mux(load, accs[0], outs[0] if p > 1 else accs[0])
+        pos = cnt - take  # where an incoming result goes
+        with m.If(take):
+            m.d.sync += q[0].eq(q[1])
+        with m.If(load | shift):
+            with m.If(pos == 0):
+                m.d.sync += q[0].eq(incoming)
+            with m.Else():
+                m.d.sync += q[1].eq(incoming)
+        cnt_next = cnt - take + (load | shift)
+        m.d.sync += cnt.eq(cnt_next)
+        if p > 1:
+            with m.If(load):
+                m.d.sync += [outs[j].eq(accs[j + 1]) for j in range(p - 1)]
+                m.d.sync += [v.eq(1) for v in ov]
+            with m.Elif(shift):
+                m.d.sync += [outs[j].eq(outs[j + 1]) for j in range(p - 2)]
+                m.d.sync += [ov[j].eq(ov[j + 1]) for j in range(p - 2)] + [ov[-1].eq(0)]
+        # two or more wait next cycle: the queue's and those still in outs
+        rest = Mux(shift, ov[1] if p > 2 else 0, ov[0] if p > 1 else 0)
+        two_next = Mux(load, (p > 1) | (cnt_next == 2), (cnt_next == 2) | ((cnt_next == 1) & rest))
         done_next = Mux(self.stall, done, self.last[-2])
         m.d.sync += self.stall.eq(done_next & two_next)
-        with m.If(take):
-            with m.If(rp == p):
-                m.d.sync += cv.eq(0)
-            with m.Else():
-                m.d.sync += [cur.eq(Array(outs)[rp]), rp.eq(rp + 1)]
-        with m.If(load):
-            m.d.sync += [outs[j].eq(accs[j]) for j in range(p)]
-            with m.If(keep):
-                m.d.sync += rp.eq(0)
-            with m.Else():
-                m.d.sync += [cur.eq(accs[0]), cv.eq(1), rp.eq(1)]

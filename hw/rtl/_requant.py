@@ -5,16 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Value, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Value, signed
 from amaranth.lib import memory
 from cosyn.hw.rtl._base import COMPONENTS, Ctx
+from cosyn.hw.rtl._buffer import BANK
 from cosyn.hw.rtl._elementwise import Elementwise, PhaseTable, Registered, Stage
-from cosyn.hw.rtl._rom import field, memory_attrs, pack, rom_type
+from cosyn.hw.rtl._rom import ROM_DEPTH, field, memory_attrs, pack, rom_type
 from cosyn.perfmodel.blocks import SHIFT_STAGES, threshold_search, threshold_stages
 
 from cosyn.ir.nodes import IntType, Shift, Threshold
 
-__all__ = ["shift_block", "threshold_block"]
+__all__ = ["BANKED", "shift_block", "threshold_block"]
+
+BANKED = 1024  # threshold ROMs of up to this many words are LUT ROMs in banks, deeper block RAM
 
 
 def _get(v: dict[str, Any], tab: PhaseTable, name: str) -> Value | int:
@@ -34,44 +37,62 @@ def _lookup(*names: str) -> Stage:
 
 
 def shift_block(node: Shift, ctx: Ctx) -> Elementwise:
-    """y = clip(round(x / 2**shift), lo, hi) per channel, as `Shift.eval`, in four stages.
+    """y = clip(round(x / 2**shift), lo, hi) per channel, as `Shift.eval`, in five stages.
 
     A negative shift is a left shift (exact). Rounding "floor" is an arithmetic right
     shift; "half_even" adds 2**(r-1) - 1 plus the lowest kept bit before it, so a tie
-    goes to the even neighbour. Stages: look up the channel's constants, round (the
-    add), shift, clip. Members, timing: see `Elementwise` (`SHIFT_STAGES`).
+    goes to the even neighbour. Stages: look up the channel's constants (its shift as
+    an index into the block's few distinct shifts), round (the add), shift (a mux over
+    the distinct shifts, not a barrel shifter), compare with the clip bounds, select.
+    Members, timing: see `Elementwise` (`SHIFT_STAGES`).
     """
     if node.rounding not in ("half_even", "floor"):
         raise ValueError(f"Rounding must be 'half_even' or 'floor', not {node.rounding!r}")
     k = np.asarray(node.shift, dtype=np.int64)
-    m, r = np.maximum(-k, 0), np.maximum(k, 0)
+    shifts = sorted({int(v) for v in k.reshape(-1)})
+    r = np.maximum(k, 0)
     bias = np.where(r > 0, np.left_shift(1, np.maximum(r - 1, 0)) - 1, 0)
     even = node.rounding == "half_even"
-    cols = {"m": m, "r": r, "bias": bias if even else 0 * r, "lo": node.lo, "hi": node.hi}
+    index = np.searchsorted(shifts, k)
+    cols = {"si": index, "bias": bias if even else 0 * r, "lo": node.lo, "hi": node.hi}
     table = PhaseTable(ctx, cols)
 
+    def pick(v: dict[str, Any], t: PhaseTable, f) -> Value:
+        """f(shift) for the element's shift: a mux over the distinct shifts."""
+        si = _get(v, t, "si")
+        if isinstance(si, int):
+            return Value.cast(f(shifts[si]))
+        return Array(Value.cast(f(s)) for s in shifts)[si]
+
     def round_(mod: Module, v: dict[str, Any], t: PhaseTable, run) -> dict[str, Any]:
-        x, r = v["x"], _get(v, t, "r")
-        odd: Value | int = 0  # the lowest kept bit (a right shift has m == 0)
-        if even and not (isinstance(r, int) and r == 0):
-            odd = x[r] if isinstance(r, int) else (x >> r)[0] & (r != 0)
-        return {**v, "x": Value.cast(x + _get(v, t, "bias") + odd)}
+        x = v["x"]
+        odd = pick(v, t, lambda s: _bit(x, s) if even and s > 0 else Const(0, 1))
+        rest = {n: val for n, val in v.items() if n != "bias"}
+        return {**rest, "x": Value.cast(x + _get(v, t, "bias") + odd)}
 
     def shift(mod: Module, v: dict[str, Any], t: PhaseTable, run) -> dict[str, Any]:
-        q = Value.cast(Value.cast(v["x"] << _get(v, t, "m")) >> _get(v, t, "r"))
+        q = pick(v, t, lambda s: v["x"] >> s if s > 0 else v["x"] << -s)
         return {n: val for n, val in v.items() if n in ("lo", "hi")} | {"x": q}
 
-    def clip(mod: Module, v: dict[str, Any], t: PhaseTable, run) -> dict[str, Any]:
-        return {"y": _clip(v["x"], _get(v, t, "lo"), _get(v, t, "hi"), node.dtype)}
+    def compare(mod: Module, v: dict[str, Any], t: PhaseTable, run) -> dict[str, Any]:
+        q, lo, hi = v["x"], _get(v, t, "lo"), _get(v, t, "hi")
+        return {**v, "below": q < lo, "above": q > hi}
 
-    stages = [_lookup(*cols), round_, shift, clip]
+    def select(mod: Module, v: dict[str, Any], t: PhaseTable, run) -> dict[str, Any]:
+        lo, hi = _get(v, t, "lo"), _get(v, t, "hi")
+        return {"y": _fit(Mux(v["below"], lo, Mux(v["above"], hi, v["x"])), node.dtype)}
+
+    stages = [_lookup(*cols), round_, shift, compare, select]
     assert len(stages) == SHIFT_STAGES
     return Elementwise(node, ctx, table, stages)
 
 
-def _clip(q: Value, lo, hi, out: IntType) -> Value:
-    """q clipped to [lo, hi], in the output's width (the clip bounds fit it)."""
-    return _fit(Mux(q < lo, lo, Mux(q > hi, hi, q)), out)
+def _bit(x: Value, k: int) -> Value:
+    """Bit k of x, sign-extended beyond its width."""
+    x = Value.cast(x)
+    if k < x.shape().width:
+        return x[k]
+    return x[-1] if x.shape().signed else Const(0, 1)
 
 
 def _fit(v: Value, out: IntType) -> Value:
@@ -132,17 +153,28 @@ class _Search:
         table[: len(pairs)] = np.asarray(words, dtype=object).reshape(len(pairs), per)
         return table.reshape(-1)
 
-    def read(self, m: Module, k: int, phase: Value, prefix: Value, run) -> Registered:
+    def read(self, m: Module, k: int, phase: Value, prefix: Value, run) -> dict[str, Any]:
+        """Read level k's candidates at (phase, prefix): a ROM's registered word ("pair"),
+        or for a ROM of up to `BANKED` words, the registered words of its banks of `BANK`
+        words and the bank's index, chosen in the next (hold) stage."""
         words = [int(w) for w in self.candidates(k)]
         if len(words) == 1:
-            return Registered(Const(words[0], 2 * self.tt.bits))
-        attrs = memory_attrs(len(words), rom=True)
-        mem = memory.Memory(shape=2 * self.tt.bits, depth=len(words), init=words, attrs=attrs)
-        m.submodules[f"level{k}"] = mem
-        port = mem.read_port()
+            return {"pair": Registered(Const(words[0], 2 * self.tt.bits))}
         addr = Cat(prefix, phase[: self.pbits]) if self.pbits else prefix
-        m.d.comb += [port.addr.eq(addr), port.en.eq(run)]
-        return Registered(port.data)
+        banked = ROM_DEPTH < len(words) <= BANKED
+        size = BANK if banked else len(words)
+        out: dict[str, Any] = {}
+        for j in range(0, len(words), size):
+            part = words[j : j + size]
+            attrs = memory_attrs(len(part), rom=True)
+            mem = memory.Memory(shape=2 * self.tt.bits, depth=len(part), init=part, attrs=attrs)
+            m.submodules[f"level{k}_{j // size}"] = mem
+            port = mem.read_port()
+            m.d.comb += [port.addr.eq(addr[: (size - 1).bit_length()]), port.en.eq(run)]
+            out[f"bank{j // size}"] = Registered(port.data)
+        if not banked:
+            return {"pair": out["bank0"]}
+        return out | {"bsel": addr >> (BANK - 1).bit_length()}
 
     def stages(self) -> list[Stage]:
         """Read level 0, hold; then per level compare (reading the next level), hold; the
@@ -157,7 +189,7 @@ class _Search:
         return out
 
     def _read0(self, m: Module, v: dict[str, Any], tab: PhaseTable, run) -> dict[str, Any]:
-        return {"x": v["x"], "pair": self.read(m, 0, v["phase"], Const(0, 0), run)}
+        return {"x": v["x"], **self.read(m, 0, v["phase"], Const(0, 0), run)}
 
     def _compare(self, k: int) -> Stage:
         def stage(m: Module, v: dict[str, Any], tab: PhaseTable, run) -> dict[str, Any]:
@@ -168,7 +200,7 @@ class _Search:
             x = x.as_signed() if self.in_type.signed else x
             new = {"x": x, "c": Cat(x >= t, c)}
             if k < self.levels - 1:
-                return new | {"pair": self.read(m, k + 1, v["phase"], c, run)}
+                return new | self.read(m, k + 1, v["phase"], c, run)
             ph = v["phase"]
             return {"c": new["c"]} | {
                 n: tab.get(n, ph) for n in ("base", "sign") if tab.const(n) is None
@@ -178,7 +210,11 @@ class _Search:
 
 
 def _hold(m: Module, v: dict[str, Any], tab: PhaseTable, run) -> dict[str, Any]:
-    return dict(v)
+    """Register the candidates; from a banked ROM, choose the bank first."""
+    names = sorted((n for n in v if n.startswith("bank")), key=lambda n: int(n[4:]))
+    banks = [v[n] for n in names]
+    rest = {n: val for n, val in v.items() if not (n.startswith("bank") or n == "bsel")}
+    return rest | ({"pair": Array(banks)[v["bsel"]]} if banks else {})
 
 
 def _level(out: IntType) -> Stage:

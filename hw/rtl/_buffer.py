@@ -1,0 +1,54 @@
+"""Input buffers in LUT RAM, in banks, so that no read is a deep mux.
+
+A buffer of D words is `ceil(D / BANK)` memories of at most `BANK` words. A read
+registers the addressed word of every bank and the bank's index (stage 1 of
+`perfmodel.mac`); the bank is chosen after that, in front of stage 2's registers. So
+a read is a register, a LUT RAM of at most BANK words and its small mux, and a
+register, however deep the buffer.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Module, Shape, Signal, Value
+from amaranth.lib import memory
+from cosyn.hw.rtl._rom import memory_attrs
+
+__all__ = ["BANK", "Buffer"]
+
+BANK = 64
+
+
+class Buffer:
+    """`depth` words of `shape` with one write port and one read port (see above)."""
+
+    def __init__(self, m: Module, name: str, shape: Shape, depth: int) -> None:
+        self.bits = (min(depth, BANK) - 1).bit_length()  # address bits within a bank
+        self.banks = []
+        for k in range(-(-depth // BANK)):
+            d = min(BANK, depth - k * BANK)
+            mem = memory.Memory(shape=shape, depth=d, init=[], attrs=memory_attrs(d, rom=False))
+            m.submodules[f"{name}{k}"] = mem
+            self.banks.append(mem)
+        self.shape = Shape.cast(shape)
+
+    def write(self, m: Module, addr: Value, data: Value, en: Value) -> None:
+        """Write `data` at `addr` where `en`."""
+        for k, mem in enumerate(self.banks):
+            port = mem.write_port()
+            hit = en if len(self.banks) == 1 else en & ((addr >> self.bits) == k)
+            m.d.comb += [port.addr.eq(addr[: self.bits]), port.data.eq(data), port.en.eq(hit)]
+
+    def read(self, m: Module, addr: Value, en: Value) -> Value:
+        """The word at `addr`, registered where `en` (one cycle later), then its bank chosen.
+        An address outside the buffer reads some word."""
+        datas = []
+        for mem in self.banks:
+            port = mem.read_port(transparent_for=())
+            m.d.comb += [port.addr.eq(addr[: self.bits]), port.en.eq(en)]
+            datas.append(port.data)
+        if len(datas) == 1:
+            return datas[0]
+        bank = Signal(range(len(datas)))
+        with m.If(en):
+            m.d.sync += bank.eq(addr >> self.bits)
+        return Array(datas)[bank]
