@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Module, Shape, Signal, Value
 from amaranth.lib import memory
-from cosyn.hw.rtl._rom import memory_attrs
+from cosyn.hw.rtl._rom import BANK, memory_attrs
 
 __all__ = ["BANK", "Buffer"]
-
-BANK = 64
 
 
 class Buffer:

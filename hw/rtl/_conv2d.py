@@ -62,11 +62,12 @@ class Conv2dBlock(wiring.Component):
             {"i": In(element_stream(ctx.in_type)), "o": Out(element_stream(node.dtype))}
         )
 
-    def _roms(self, m: Module) -> tuple:
+    def _roms(self, m: Module, addr, en) -> tuple:
         g = self.geo
         w = self.node.weight.transpose(0, 2, 3, 1)  # (O, KH, KW, C): window order
         rows = w.reshape(g.groups, g.p, g.terms).transpose(0, 2, 1).reshape(-1, g.p)
-        return weight_roms(m, rows, np.asarray(self.node.bias).reshape(g.groups, g.p))
+        bias = np.asarray(self.node.bias).reshape(g.groups, g.p)
+        return weight_roms(m, rows, bias, addr, en)
 
     def _writer(self, m: Module, s: Window, ahead) -> Signal:
         """Input side: rows into rotating slots, while the row is below the window's bound
@@ -95,23 +96,20 @@ class Conv2dBlock(wiring.Component):
         ahead = s.fw ^ s.fc  # the writer is in the next frame: all of this one is in
         wcount = self._writer(m, s, ahead)
         mac = MacLanes(g.p, element_shape(self.node.dtype), self.o)
-        wr, br, ws, bs = self._roms(m)
-        pad1 = self._issue(m, s, wr, ahead, wcount, mac)
+        br, ws, bs = self._roms(m, s.widx, ~mac.stall)
+        pad1 = self._issue(m, s, ahead, wcount, mac)
         data = self._lbuf.read(m, s.laddr, ~mac.stall)  # outside the image: any word
         x = Mux(pad1, 0, data) if pad1 is not None else data
         mac.datapath(m, x, ws, br, bs)
         return m
 
-    def _issue(self, m: Module, s: Window, wr, ahead, wcount, mac: MacLanes):
+    def _issue(self, m: Module, s: Window, ahead, wcount, mac: MacLanes):
         """One window term per cycle, when its data is in and the pipeline runs: the
         line-buffer and weight reads (addresses are registers); returns the term's
         padding flag at stage 1 (None where no window reaches the padding)."""
-        g = self.geo
         run = ~mac.stall
-        last_pixel = (s.oy == g.oh - 1) & (s.ox == g.ow - 1)
-        avail = ahead | (~last_pixel & (wcount > s.need))
-        go = (~(s.first & (s.gi == 0)) | avail) & run
-        m.d.comb += [wr.addr.eq(s.widx), wr.en.eq(run)]
+        avail = ahead | (~s.lastpix & (wcount > s.need))
+        go = (~s.start | avail) & run
         mac.control(m, go, s.first, s.last, s.gi)
         with m.If(go):
             s.advance(m)

@@ -43,10 +43,10 @@ class DenseBlock(wiring.Component):
             {"i": In(element_stream(ctx.in_type)), "o": Out(element_stream(node.dtype))}
         )
 
-    def _roms(self, m: Module) -> tuple:
+    def _roms(self, m: Module, addr, en) -> tuple:
         w = self.node.weight[:, self.ctx.index()]  # columns in stream order
         rows = w.reshape(self.groups, self.p, self.n).transpose(0, 2, 1).reshape(-1, self.p)
-        return weight_roms(m, rows, self.node.bias.reshape(self.groups, self.p))
+        return weight_roms(m, rows, self.node.bias.reshape(self.groups, self.p), addr, en)
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -54,7 +54,6 @@ class DenseBlock(wiring.Component):
         buf = Buffer(m, "buf", element_shape(self.ctx.in_type), 2 * n)
         full = Array(Signal(name=f"full{k}") for k in range(2))
         self._writer(m, buf, full)
-        wr, br, ws, bs = self._roms(m)
         mac = MacLanes(self.p, element_shape(self.node.dtype), self.o)
 
         # the issue stage: element i of group g, while the pipeline does not stall; the
@@ -63,7 +62,7 @@ class DenseBlock(wiring.Component):
         i = Signal(range(max(n, 2)))
         raddr, widx = Signal(range(2 * n)), Signal(range(self.groups * n))
         issue = full[rd_bank] & ~mac.stall
-        m.d.comb += [wr.addr.eq(widx), wr.en.eq(~mac.stall)]
+        br, ws, bs = self._roms(m, widx, ~mac.stall)
         with m.If(issue):
             self._advance(m, full, rd_bank, g, i)
             self._addresses(m, rd_bank, g, i, raddr, widx)

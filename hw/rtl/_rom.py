@@ -4,12 +4,12 @@ and the weight and bias ROMs that dense and conv2d share."""
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, unsigned
+from amaranth.hdl import Array, Module, Signal, unsigned
 from amaranth.lib import memory
 
 from cosyn.ir.nodes import IntType, int_type_for_range
 
-__all__ = ["field", "memory_attrs", "pack", "rom_type", "weight_roms"]
+__all__ = ["BANK", "field", "memory_attrs", "pack", "rom_type", "weight_roms"]
 
 
 def rom_type(a: np.ndarray) -> IntType:
@@ -30,6 +30,7 @@ def field(word, j: int, t: IntType):
     return v.as_signed() if t.signed else v
 
 
+BANK = 64  # words of a bank of a banked ROM or buffer
 ROM_DEPTH = 256  # ROMs deeper than this go to block RAM, shallower ones to LUTs
 RAM_DEPTH = 1024  # the same for buffers (RAMs), shallower ones to LUT RAM
 
@@ -44,25 +45,39 @@ def memory_attrs(depth: int, rom: bool) -> dict[str, str]:
     return {"ram_style": "logic" if rom else "distributed"}
 
 
-def weight_roms(m: Module, rows: np.ndarray, bias_rows: np.ndarray) -> tuple:
+def weight_roms(m: Module, rows: np.ndarray, bias_rows: np.ndarray, addr, en) -> tuple:
     """Weight and bias ROMs of P lanes as submodules of `m`: row r of `rows` (depth, P) and
-    of `bias_rows` (groups, P) is one word. Returns the read ports and the P weight and P
-    bias fields of their data, each in the narrowest type of its table."""
+    of `bias_rows` (groups, P) is one word. The weights are read at `addr` where `en` (the
+    word registered, one cycle later); a ROM deeper than `BANK` words is banks of BANK
+    words, each read registered and the bank chosen after (a small mux, in front of the
+    next stage's registers). Returns the bias ROM's read port (its reader addresses
+    it), the P weight fields of the word read and the P bias fields of the bias port's
+    data, each in the narrowest type of its table."""
     wt, bt = rom_type(rows), rom_type(bias_rows)
     p = rows.shape[1]
-    m.submodules.weights = wmem = memory.Memory(
-        shape=unsigned(wt.bits * p),
-        depth=len(rows),
-        init=pack(rows, wt.bits),
-        attrs=memory_attrs(len(rows), rom=True),
-    )
+    words = pack(rows, wt.bits)
+    datas = []
+    bits = (min(len(words), BANK) - 1).bit_length()
+    for k in range(0, len(words), BANK):
+        part = words[k : k + BANK]
+        mem = memory.Memory(
+            shape=unsigned(wt.bits * p),
+            depth=len(part),
+            init=part,
+            attrs=memory_attrs(len(part), rom=True),
+        )
+        m.submodules[f"weights{k // BANK}"] = mem
+        port = mem.read_port()
+        m.d.comb += [port.addr.eq(addr[:bits]), port.en.eq(en)]
+        datas.append(port.data)
+    word = datas[0]
+    if len(datas) > 1:
+        bank = Signal(range(len(datas)))
+        with m.If(en):
+            m.d.sync += bank.eq(addr >> bits)
+        word = Array(datas)[bank]
     m.submodules.biases = bmem = memory.Memory(
         shape=unsigned(bt.bits * p), depth=len(bias_rows), init=pack(bias_rows, bt.bits)
     )
-    wr, br = wmem.read_port(), bmem.read_port()
-    return (
-        wr,
-        br,
-        [field(wr.data, j, wt) for j in range(p)],
-        [field(br.data, j, bt) for j in range(p)],
-    )
+    br = bmem.read_port()
+    return br, [field(word, j, wt) for j in range(p)], [field(br.data, j, bt) for j in range(p)]

@@ -43,7 +43,8 @@ def _signal(lo: int, hi: int, init: int, name: str) -> Signal:
 class Window:
     """Counters: pixel (oy, ox), group gi, term (ky, kx, c), `widx` the weight ROM row,
     `fbase`/`top_slot`/`rslot` the line-buffer slots of the frame's row 0, of row y_top
-    and of row y_top + ky, `fc` the frame parity (`fw` the writer's).
+    and of row y_top + ky, `fc` the frame parity (`fw` the writer's); `start` and
+    `lastpix` flag the first term of a pixel and the frame's last pixel.
 
     Derived registers: `y_top` and `yy` = y_top + ky (input rows, negative in the
     padding), `xc0` = x_left * C and `xc` = (x_left + kx) * C + c, `laddr` = rslot * W*C
@@ -83,6 +84,8 @@ class Window:
         self._lors = lors
         self.lor = _signal(min(lors), max(lors), lors[0], "lor")
         self.lora = _signal(min(lors) - g.h_used, max(lors) - g.h_used, lors[0] - g.h_used, "lora")
+        self.start = Signal(init=1)  # the next term is a pixel's first (term 0 of group 0)
+        self.lastpix = Signal(init=int(g.oh * g.ow == 1))  # ... of the frame's last pixel
         self.first = (self.ky == 0) & (self.kx == 0) & (self.c == 0)
         self.last = (self.ky == g.kh - 1) & (self.kx == g.kw - 1) & (self.c == g.c - 1)
 
@@ -102,7 +105,7 @@ class Window:
         g = self.g
         rb = [r * g.w * g.c for r in range(g.rows)]
         step(m, self.widx, g.groups * g.terms - 1)
-        m.d.sync += [self.xc.eq(self.xc + 1), self.laddr.eq(self.laddr + 1)]
+        m.d.sync += [self.xc.eq(self.xc + 1), self.laddr.eq(self.laddr + 1), self.start.eq(0)]
         with m.If(step(m, self.c, g.c - 1)), m.If(step(m, self.kx, g.kw - 1)):
             nxt = [rb[(r + 1) % g.rows] for r in range(g.rows)]
             m.d.sync += [
@@ -122,6 +125,13 @@ class Window:
 
     def _next_pixel(self, m: Module, rb: list[int]) -> None:
         g = self.g
+        ox, oy = self.ox, self.oy
+        if g.oh * g.ow > 1:  # the next pixel is the last: this one is the one before
+            wrap_last = (oy == g.oh - 2) if g.ow == 1 else Const(0, 1)
+            m.d.sync += self.lastpix.eq(
+                Mux(ox == g.ow - 1, wrap_last, (oy == g.oh - 1) & (ox == g.ow - 2))
+            )
+        m.d.sync += self.start.eq(1)
         dx = g.sw * g.c
         needs, lors = self._needs, self._lors
         dcol = [needs[0][(x + 1) % g.ow] - needs[0][x] for x in range(g.ow)]
