@@ -238,7 +238,7 @@ class _ForkControl:
 
 
 class FifoTiming(_Timing):
-    """`SkipFifo` (Amaranth's SyncFIFO) of `depth` elements: written in one cycle,
+    """`SkipFifo` of `depth` elements: written in one cycle,
     readable in the next. Latency 1; interval = elements. (One element deep, it would
     pass one element every two cycles; the pipeline's FIFOs are two or more deep.)"""
 

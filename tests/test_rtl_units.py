@@ -293,11 +293,10 @@ def test_parallelism_rounds_up_with_a_note_and_rejects_the_impossible() -> None:
             resolve_parallelism(node, bad, 12)
 
 
-def _control_run(block, n_in: int, n_out: int, offers, readies) -> tuple[list, list]:
-    """Step `block.cycles.control()` with input element k offered in the cycles where
+def _control_run(ctl, n_in: int, n_out: int, offers, readies) -> tuple[list, list]:
+    """Step a block's control model `ctl` with input element k offered in the cycles where
     `offers` is True (once k-1 is taken) and the output ready where `readies` is: the
     cycles inputs are taken and outputs leave."""
-    ctl = block.cycles.control()
     taken: list[int] = []
     outs: list[int] = []
     for t, (off, rdy) in enumerate(zip(offers, readies, strict=True)):
@@ -377,7 +376,22 @@ def test_blocks_follow_their_control_under_back_pressure(case) -> None:
     cycles = 40 * (n_in + n_out) + 400
     offers, readies = rng.random(cycles) >= 0.3, rng.random(cycles) >= 0.4
     taken, outs, ys = _sim_run(block, values, n_out, offers, readies)
-    assert (taken, outs) == _control_run(block, n_in, n_out, offers, readies)
+    assert (taken, outs) == _control_run(block.cycles.control(), n_in, n_out, offers, readies)
     out_order = stream_index(node.shape, "hwc" if len(node.shape) == 3 else "flat")
     y = np.asarray(ys).reshape(samples, -1)[:, np.argsort(out_order)]
     assert np.array_equal(y.reshape(samples, *node.shape), node.eval(x))
+
+
+@pytest.mark.parametrize("depth", [2, 3, 7])
+def test_skip_fifo_follows_its_control_under_back_pressure(depth) -> None:
+    from cosyn.hw.rtl._add import SkipFifo
+    from cosyn.perfmodel.blocks import FifoTiming
+
+    rng = np.random.default_rng(depth)
+    values = rng.integers(-128, 128, 60)
+    fifo = SkipFifo(IntType(8, True), depth)
+    offers, readies = rng.random(900) >= 0.3, rng.random(900) >= 0.5
+    taken, outs, ys = _sim_run(fifo, values, len(values), offers, readies)
+    ctl = FifoTiming(depth, len(values)).control()
+    assert (taken, outs) == _control_run(ctl, len(values), len(values), offers, readies)
+    assert ys == values.tolist()

@@ -10,10 +10,11 @@ all three is `perfmodel.blocks` (`AddTiming`, `ForkTiming`, `FifoTiming`).
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
-from amaranth.lib import fifo, wiring
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream
+from cosyn.hw.rtl._rom import memory_attrs
 from cosyn.perfmodel.blocks import TIMINGS
 
 from cosyn.ir.nodes import Add, IntType
@@ -90,29 +91,47 @@ class SkipFifo(wiring.Component):
     """A first-in first-out buffer of `depth` elements of `dtype` between `i` and `o`.
 
     Members: `i` (In), `o` (Out), element streams. An element written in one cycle
-    can leave in the next; one element per cycle in and out.
+    can leave in the next; one element per cycle in and out. The element on offer is
+    a register (`head`); the others wait in a LUT RAM of depth - 1 words, from which
+    the next one is read into the head as it leaves (an element arriving at an empty
+    head goes straight there). So the consumer sees a register, and the input's ready
+    is a register's function (the count). Timing: `perfmodel.blocks.FifoTiming`.
     """
 
     def __init__(self, dtype: IntType, depth: int) -> None:
-        if depth < 1:
-            raise ValueError(f"FIFO depth must be at least 1, not {depth!r}")
+        if depth < 2:
+            raise ValueError(f"FIFO depth must be at least 2, not {depth!r}")
         self.dtype, self.depth = dtype, depth
         es = element_stream(dtype)
         super().__init__({"i": In(es), "o": Out(es)})
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        m.submodules.q = q = fifo.SyncFIFO(width=self.dtype.bits, depth=self.depth)
-        data = Signal(element_shape(self.dtype))
-        m.d.comb += [
-            q.w_data.eq(self.i.payload),
-            q.w_en.eq(self.i.valid),
-            self.i.ready.eq(q.w_rdy),
-            data.eq(q.r_data),
-            self.o.payload.eq(data),
-            self.o.valid.eq(q.r_rdy),
-            q.r_en.eq(self.o.ready),
-        ]
+        n = self.depth - 1  # words of the RAM
+        shape = element_shape(self.dtype)
+        m.submodules.ram = ram = memory.Memory(
+            shape=shape, depth=n, init=[], attrs=memory_attrs(n, rom=False)
+        )
+        wp, rp = ram.write_port(), ram.read_port(domain="comb")
+        level = Signal(range(self.depth + 1))  # the head and the RAM's
+        head, hv = Signal(shape), Signal()
+        wa, ra = Signal(range(n)), Signal(range(n))
+        m.d.comb += [self.i.ready.eq(level != self.depth), self.o.valid.eq(hv)]
+        m.d.comb += self.o.payload.eq(head)
+        take_in = self.i.valid & self.i.ready
+        refill = ~hv | self.o.ready  # the head is free or leaving
+        stored = level - hv  # elements in the RAM
+        bypass = refill & (stored == 0)
+        m.d.comb += [rp.addr.eq(ra), wp.addr.eq(wa), wp.data.eq(self.i.payload)]
+        m.d.comb += wp.en.eq(take_in & ~bypass)
+        m.d.sync += level.eq(level + take_in - (hv & self.o.ready))
+        with m.If(take_in & ~bypass):
+            m.d.sync += wa.eq(Mux(wa == n - 1, 0, wa + 1))
+        with m.If(refill):
+            with m.If(stored != 0):
+                m.d.sync += [head.eq(rp.data), hv.eq(1), ra.eq(Mux(ra == n - 1, 0, ra + 1))]
+            with m.Else():
+                m.d.sync += [head.eq(self.i.payload), hv.eq(take_in)]
         return m
 
 
