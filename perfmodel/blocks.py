@@ -141,6 +141,12 @@ class _DenseControl:
     def valid(self) -> list[bool]:
         return [self.mac.left != 0]
 
+    def registers(self) -> tuple:
+        """The banks by role (read, the other), not by number: they behave the same."""
+        rd = self.rd_bank
+        full = self.full[rd], self.full[rd ^ 1]
+        return full, self.wr_bank ^ rd, self.wr_i, self.g, self.i, self.mac
+
     def ready(self, valids: list[bool], oready: list[bool]) -> list[bool]:
         return [not self.full[self.wr_bank]]
 

@@ -219,6 +219,13 @@ class _State:
     def left(self) -> int:
         return self.mac.left
 
+    def registers(self) -> tuple:
+        """What the next cycles depend on (see `perfmodel.steady.registers`): every
+        register, the two frame bits only as equal or not, without `ConvSchedule.run`'s
+        cycle and counts."""
+        skip = ("t", "k", "n_out", "fw", "fc")
+        return (self.fw ^ self.fc, *((k, v) for k, v in vars(self).items() if k not in skip))
+
     def cycle(self) -> None:
         offered = self.k < len(self.arr) and self.arr[self.k] <= self.t
         if self.step(offered, True) and (offered or self.k == len(self.arr)):

@@ -4,81 +4,121 @@ Sample 0's timing composes from each block's `timing` (the pipeline puts FIFOs w
 a block would stall its producer within a sample). Consecutive samples interact: a
 convolution whose line buffer is full stops taking its input while it still reads
 rows, its producer's output register fills and that producer stops too, so the next
-sample reaches the slow block later than at full rate. `steady_interval` models
-that: it steps every block's control (`timing.control()`, see `perfmodel.blocks`)
-together, with valid and ready between them, the input always offered and the
-output always ready, for several samples, and returns the steady-state difference
-between consecutive samples' first outputs.
+sample reaches the slow block later than at full rate. `first_outputs` models that:
+it steps every block's control (`timing.control()`, see `perfmodel.blocks`) together,
+with valid and ready between them, the input always offered and the output always
+ready, and records each sample's first input and first output transfer.
+
+`steady_interval` is the difference between consecutive samples' first outputs once
+it repeats: the first of 4, 6, ..., `MAX_SAMPLES` samples whose last three differences
+are equal, else the last at `MAX_SAMPLES`. It need not step them all: the pipeline is
+deterministic, so once every block's registers at one sample's first input transfer
+are those at the previous sample's (`registers`), everything after repeats with that
+period, and the remaining first outputs follow from the ones stepped.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-__all__ = ["steady_interval"]
+__all__ = ["first_outputs", "registers", "steady_interval"]
 
 MIN_SAMPLES = 4
 MAX_SAMPLES = 12
+
+
+class _Joint:
+    """Every stage's control with its wiring. Index n (the stage count) stands for the
+    design's input as a producer and for its output as a consumer."""
+
+    def __init__(self, p: Any) -> None:
+        stages = p.stages
+        n = len(stages)
+        self.n, self.n_in, self.n_out = n, p.source.elements, p.sink.elements
+        self.models = [s.timing.control() for s in stages]
+        self.srcs = [
+            [(n, 0) if x.stage is None else (x.stage, x.port) for x in s.inputs] for s in stages
+        ]
+        cons: list[list[Any]] = [[None] * s.timing.outputs for s in stages] + [[None]]
+        for k, src in enumerate(self.srcs):
+            for j, (a, b) in enumerate(src):
+                cons[a][b] = (k, j)
+        self.sink = (n, 0) if p.sink.stage is None else (p.sink.stage, p.sink.port)
+        cons[self.sink[0]][self.sink[1]] = (n, 0)
+        self.cons, self.src_cons = cons[:n], cons[n][0]
+
+    def run(self, samples: int | None) -> Iterator[tuple[int, int, int]]:
+        """Step every control until `samples` samples (None: no end) have left; yields
+        (0, cycle, outputs so far) at each sample's first input transfer, before the
+        cycle is stepped, and (1, cycle, outputs so far) at each first output transfer."""
+        n, n_in, n_out, models = self.n, self.n_in, self.n_out, self.models
+        srcs, cons = self.srcs, self.cons
+        sc_k, sc_j = self.src_cons
+        sk_k, sk_j = self.sink
+        order = range(n - 1, -1, -1)
+        wiring = list(zip(models, srcs, cons, strict=True))
+        total_in = None if samples is None else samples * n_in
+        sent = got = t = 0
+        ivs: list[Any] = [None] * n
+        ors: list[Any] = [None] * n
+        while True:
+            if samples is not None and t > 1_000_000 + 50 * samples * (n_in + n_out) * max(n, 1):
+                raise RuntimeError(f"the pipeline does not finish {samples} samples in {t} cycles")
+            src_valid = total_in is None or sent < total_in
+            valids = [m.valid() for m in models]
+            valids.append([src_valid])
+            readies: list[Any] = [None] * n
+            readies.append([True])
+            for k in order:
+                m, src, con = wiring[k]
+                ors[k] = orr = [readies[a][b] for a, b in con]
+                ivs[k] = iv = [valids[a][b] for a, b in src]
+                readies[k] = m.ready(iv, orr)
+            if src_valid and readies[sc_k][sc_j]:
+                if sent % n_in == 0:
+                    yield 0, t, got
+                sent += 1
+            if valids[sk_k][sk_j]:
+                if got % n_out == 0:
+                    yield 1, t, got
+                got += 1
+                if samples is not None and got == samples * n_out:
+                    return
+            for k in range(n):
+                models[k].step([v and r for v, r in zip(ivs[k], readies[k], strict=True)], ors[k])
+            t += 1
 
 
 def first_outputs(p: Any, samples: int) -> tuple[np.ndarray, np.ndarray]:
     """(cycle of each sample's first input transfer, cycle of its first output transfer)
     when `samples` samples stream through the plan `p`, the input always offered and
     the output always ready."""
-    n_in, n_out = p.source.elements, p.sink.elements
-    stages = p.stages
-    models = [s.timing.control() for s in stages]
-    # where each stage's inputs come from: (stage index, output index), or None: source
-    srcs = [[None if x.stage is None else (x.stage, x.port) for x in s.inputs] for s in stages]
-    sink = None if p.sink.stage is None else (p.sink.stage, p.sink.port)
-    # consumer of each output: (stage, input index), or "sink"
-    cons: list[list[Any]] = [[None] * s.timing.outputs for s in stages]
-    src_cons: Any = None
-    for k, s in enumerate(srcs):
-        for j, w in enumerate(s):
-            if w is None:
-                src_cons = (k, j)
-            else:
-                cons[w[0]][w[1]] = (k, j)
-    if sink is None:
-        src_cons = "sink"
-    else:
-        cons[sink[0]][sink[1]] = "sink"
-    sent = got = 0
-    firsts_in: list[int] = []
-    firsts_out: list[int] = []
-    limit = 1_000_000 + 50 * samples * (n_in + n_out) * max(len(stages), 1)
-    for t in range(limit):
-        valids = [m.valid() for m in models]
-        readies: list[list[bool]] = [[] for _ in stages]
-        oready: list[list[bool]] = [[] for _ in stages]
-        for k in range(len(stages) - 1, -1, -1):
-            oready[k] = [True if c == "sink" else readies[c[0]][c[1]] for c in cons[k]]
-            ivalid = [sent < samples * n_in if w is None else valids[w[0]][w[1]] for w in srcs[k]]
-            readies[k] = models[k].ready(ivalid, oready[k])
-        src_valid = sent < samples * n_in
-        if src_cons == "sink":
-            src_take = src_valid
-        else:
-            src_take = src_valid and readies[src_cons[0]][src_cons[1]]
-        if src_take:
-            if sent % n_in == 0:
-                firsts_in.append(t)
-            sent += 1
-        out_valid = src_valid if sink is None else valids[sink[0]][sink[1]]
-        if out_valid:
-            if got % n_out == 0:
-                firsts_out.append(t)
-            got += 1
-            if got == samples * n_out:
-                return np.array(firsts_in), np.array(firsts_out)
-        for k, m in enumerate(models):
-            ivalid = [src_valid if w is None else valids[w[0]][w[1]] for w in srcs[k]]
-            takes = [v and r for v, r in zip(ivalid, readies[k], strict=True)]
-            m.step(takes, oready[k])
-    raise RuntimeError(f"the pipeline does not finish {samples} samples in {limit} cycles")
+    firsts: tuple[list[int], list[int]] = ([], [])
+    for kind, t, _ in _Joint(p).run(samples):
+        firsts[kind].append(t)
+    return np.array(firsts[0]), np.array(firsts[1])
+
+
+def registers(x: Any) -> Any:
+    """The state of a control as a hashable value: its `registers()` where it names
+    them, else its attributes, recursively, without recorded cycles (arrays) and the
+    counters a class names in `COUNTERS`."""
+    if isinstance(x, (bool, int, str, type(None))):
+        return x
+    if isinstance(x, (list, tuple)):
+        return tuple(registers(v) for v in x)
+    if isinstance(x, np.ndarray):
+        return None
+    if dataclasses.is_dataclass(x) and x.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        return x
+    if hasattr(x, "registers"):
+        return registers(x.registers())
+    skip = getattr(x, "COUNTERS", ())
+    return tuple((k, registers(v)) for k, v in vars(x).items() if k not in skip)
 
 
 def steady_interval(p: Any) -> int:
@@ -105,10 +145,45 @@ def _key(p: Any) -> tuple:
 
 
 def _steady_interval(p: Any) -> int:
-    samples = MIN_SAMPLES
-    while True:
-        _, outs = first_outputs(p, samples)
-        d = np.diff(outs)
-        if samples >= MAX_SAMPLES or (len(d) >= 3 and d[-1] == d[-2] == d[-3]):
+    """`_rule` over the first outputs of samples streamed without end: stepped until the
+    rule decides, or until the registers at a sample's first input transfer repeat those
+    at an earlier sample's (m samples and D cycles before) and the first output m
+    samples back lies after that earlier one: every later first output is then D
+    cycles after the one m samples before it."""
+    joint = _Joint(p)
+    outs: list[int] = []
+    seen: dict[Any, tuple[int, int]] = {}
+    sample, repeat = 0, None  # repeat: (cycle the repeated state began, samples, cycles)
+    for kind, t, got in joint.run(None):
+        if kind == 1:
+            outs.append(t)
+            interval = _rule(outs)
+            if interval is not None:
+                return interval
+        elif repeat is None:
+            state = (registers(joint.models), got - sample * joint.n_out)
+            if state in seen:
+                i, t0 = seen[state]
+                repeat = (t0, sample - i, t - t0)
+            seen[state] = (sample, t)
+            sample += 1
+        if repeat is not None:
+            t0, m, d = repeat
+            if len(outs) >= m and outs[-m] >= t0:
+                while len(outs) < MAX_SAMPLES:
+                    outs.append(outs[-m] + d)
+                return _rule(outs)
+    raise AssertionError("the input never ends")
+
+
+def _rule(outs: list[int]) -> int | None:
+    """The interval from the first outputs so far, or None while they do not decide it:
+    the first of 4, 6, ..., MAX_SAMPLES samples whose last three differences of first
+    outputs are equal gives it, else the last difference at MAX_SAMPLES."""
+    for samples in range(MIN_SAMPLES, MAX_SAMPLES + 1, 2):
+        if len(outs) < samples:
+            return None
+        d = np.diff(outs[:samples])
+        if samples >= MAX_SAMPLES or d[-1] == d[-2] == d[-3]:
             return int(d[-1])
-        samples += 2
+    return None
