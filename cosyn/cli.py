@@ -100,6 +100,21 @@ def _estimate_line(e: perfmodel.Estimate, r: rtl_sim.SimResult, same: bool) -> s
     )
 
 
+def _synth_line(s: fpga.SynthResult, e: perfmodel.Estimate) -> str:
+    """Synthesized resources and Fmax, each with the estimate's error against it."""
+
+    def vs(got: float, est: float) -> str:
+        if got == est:
+            return "= estimate"
+        return f"estimate {est:,.0f}" + (f", {est / got - 1:+.0%}" if got else "")
+
+    parts = [f"{getattr(s, r):,} {r.upper()} ({vs(getattr(s, r), getattr(e, r))})"
+             for r in ("lut", "ff", "dsp", "bram")]  # fmt: skip
+    fmax = f"Fmax {s.fmax_mhz:.0f} MHz ({vs(s.fmax_mhz, e.fmax_mhz)})" if s.fmax_mhz else "no Fmax"
+    took = "cached" if s.cached else f"yosys {s.yosys_s:.0f} s, nextpnr {s.pnr_s or 0:.0f} s"
+    return f"{', '.join(parts)}; {fmax}; {took}"
+
+
 def _simulate(design: rtl.Design, x: np.ndarray, simulator: str) -> tuple[str, bool]:
     """Simulate `design` on `x` with random back-pressure and input gaps; the simulator's
     build folder is removed, so rtl/ keeps only what `rtl.generate` wrote."""
@@ -114,9 +129,18 @@ def demo(
     epochs: Annotated[int, typer.Option(help="training epochs")] = 30,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     simulator: Annotated[str, typer.Option(help="icarus or verilator")] = "verilator",
+    synth: Annotated[
+        bool,
+        typer.Option(
+            help="also synthesize the RTL for ecp5-85f (yosys + nextpnr; about half an hour "
+            "the first time, then cached by design hash)"
+        ),
+    ] = False,
 ) -> None:
     """Train the default MLP with ReLU and with PolyAct on digits, lower the PolyAct model, and
-    prove the golden model, the RTL simulation and the HLS C simulation bit-exact."""
+    prove the golden model, the RTL simulation and the HLS C simulation bit-exact; the
+    performance model's estimate beside the simulation (and, with --synth, beside yosys'
+    and nextpnr's resources and Fmax)."""
     _choice(simulator, SIMULATORS, "simulator")
     d = data.digits()
     models, accs = {}, {}
@@ -157,10 +181,15 @@ def demo(
         same = (e.latency, e.interval) == (r.latency, r.interval)
         rows.append(("estimate (ecp5-85f) vs simulation", _estimate_line(e, r, same)))
         (tmp / "estimate.json").write_text(e.to_json())
+        if synth:
+            s = fpga.synthesize(design, e.device)
+            rows.append((f"synthesis ({s.device}) vs estimate", _synth_line(s, e)))
+            s.write(tmp / "synth.json")
         ok = ok and hls_bad == 0 and sim_ok and same
     console.print(_agreement(rows, len(x)))
     console.print(
         f"wrote {out / 'graph.md'}, the RTL {out / 'rtl'} and the hls4ml project {out / 'hls'}"
+        + (f" and {out / 'synth.json'}" if synth else "")
     )
     if not ok:
         raise typer.Exit(1)
@@ -331,21 +360,34 @@ def synth(
         str | None, typer.Option(help="device, e.g. ecp5-85f (default), ice40-up5k, xc7z020")
     ] = None,
     board: Annotated[
-        str | None, typer.Option(help="also write a self-checking bitstream, e.g. ulx3s-85f")
+        str | None, typer.Option(help="also write a bitstream, e.g. ulx3s-85f or icebreaker")
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="JSON report (default: FOLDER/synth_DEVICE.json)")
     ] = None,
-    freq: Annotated[float | None, typer.Option(help="nextpnr's target clock, MHz")] = None,
+    freq: Annotated[
+        float | None,
+        typer.Option(help="MHz: nextpnr's target; with --board, the design's clock (PLL)"),
+    ] = None,
+    baud: Annotated[int, typer.Option(help="with --board: the UART's baud rate")] = (
+        fpga.DEFAULT_BAUD
+    ),
+    self_check: Annotated[
+        bool, typer.Option(help="with --board: test vectors from a ROM instead of the UART")
+    ] = False,
     cache: Annotated[bool, typer.Option(help="reuse the result of the same design")] = True,
 ) -> None:
     """Synthesize FOLDER's Verilog with yosys and, on ECP5 and iCE40, place and route it with
     nextpnr: LUT, FF, DSP and BRAM against the device, Fmax, the critical path and the
-    throughput at Fmax; writes the JSON report. A design that does not fit exits 2. With
-    --board, the design runs in a wrapper that streams FOLDER/tb's vectors through it and
-    lights LED 0 when every output is right (LED 1 on any wrong one); writes its .bit."""
+    throughput at Fmax; writes the JSON report. A design that does not fit exits 2.
+
+    With --board, the design runs behind a UART stream bridge (samples in and results out
+    over the board's USB serial port; see the README for the byte framing) at the clock a
+    PLL makes from the board's oscillator; writes the bitstream (.bit for ECP5, .bin for
+    iCE40) beside the report. --self-check builds, instead, a wrapper that streams
+    FOLDER/tb's vectors through the design and lights LED 0 when every output is right."""
     if board is not None:
-        _synth_board(folder, board, device, out)
+        _synth_board(folder, board, device, out, freq, baud, self_check)
         return
     r = fpga.synthesize(folder, device or "ecp5-85f", cache=cache, freq_mhz=freq)
     console.print(r.table())
@@ -363,18 +405,29 @@ def _synth_report_path(folder: Path, name: str) -> Path:
     return (folder if folder.is_dir() else folder.parent) / f"synth_{name}.json"
 
 
-def _synth_board(folder: Path, board: str, device: str | None, out: Path | None) -> None:
-    """`cosyn synth --board`: the bitstream beside the report (same name, .bit)."""
+def _synth_board(
+    folder: Path,
+    board: str,
+    device: str | None,
+    out: Path | None,
+    freq: float | None,
+    baud: int,
+    self_check: bool,
+) -> None:
+    """`cosyn synth --board`: the bitstream beside the report (same name, .bit or .bin)."""
     b = fpga.board(board)
     if device is not None and device.lower() != b.device:
         raise CosynError(f"--device {device} is not the {b.device} on {b.name}; give one of them")
     report = out or _synth_report_path(folder, b.name)
-    built = fpga.bitstream(folder, b, report.with_suffix(".bit"))
+    bit = report.with_suffix(fpga.bitstream_suffix(b))
+    built = fpga.bitstream(folder, b, bit, freq_mhz=freq, baud=baud, self_check=self_check)
     console.print(built.synth.table())
-    console.print(
-        f"on {b.name} at {b.clock_mhz:g} MHz: {built.inferences_per_s or 0:,.0f} inferences/s "
-        f"(interval {built.synth.interval}); {built.vectors} test vectors in the ROM"
-    )
+    rate = f"{built.inferences_per_s or 0:,.0f} inferences/s (interval {built.synth.interval})"
+    if built.baud is not None:
+        how = f"UART at {built.baud:,.0f} baud (asked {baud:,})"
+    else:
+        how = f"self-check with {built.vectors} test vectors in the ROM"
+    console.print(f"on {b.name} at {built.clock_mhz:g} MHz (PLL): {rate}; {how}")
     console.print(f"wrote {built.path} and {built.write(report)}")
 
 

@@ -4,6 +4,7 @@ and routed, 7-series counted), the cache, the errors a user can cause, `cosyn sy
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -14,7 +15,6 @@ import pytest
 from cosyn.hw.fpga._flow import sources
 from cosyn.perfmodel.devices import UnknownDeviceError
 
-import cosyn
 from cosyn import fpga, rtl
 from cosyn.cli import main
 from cosyn.errors import CosynError
@@ -75,7 +75,7 @@ def test_ecp5_placed_and_routed_cached_and_reported_by_the_cli(design, cache, tm
     assert r.device == "ecp5-25f" and not r.cached
     assert r.lut > 0 and r.ff > 0 and r.carry == r.cells["CCU2C"] > 0
     assert r.lut == r.cells["LUT4"] + 2 * r.carry + r.lutram
-    assert r.dsp == design.manifest["multipliers"] == r.cells["MULT18X18D"]
+    assert r.dsp == r.cells.get("MULT18X18D", 0)
     assert r.bram == 0 and r.fits and r.over() == {}
     assert r.fmax_mhz is not None and r.fmax_mhz > 0 and r.target_mhz == fpga.DEFAULT_FREQ_MHZ
     p = r.critical_path
@@ -107,7 +107,7 @@ def test_ice40_placed_and_routed(design, cache) -> None:
     r = fpga.synthesize(design, "ice40-up5k", progress=False)
     assert r.lut == r.cells["SB_LUT4"] > 0 and r.carry > 0
     assert r.ff == sum(n for c, n in r.cells.items() if c.startswith("SB_DFF")) > 0
-    assert r.dsp == design.manifest["multipliers"]
+    assert r.dsp == r.cells.get("SB_MAC16", 0)
     assert r.fmax_mhz is not None and r.fmax_mhz > 0 and r.critical_path is not None
 
 
@@ -115,13 +115,13 @@ def test_ice40_placed_and_routed(design, cache) -> None:
 def test_xc7_counts_without_place_and_route(design, cache) -> None:
     r = fpga.synthesize(design, "xc7z020", progress=False)
     assert r.lut > 0 and r.ff > 0 and r.carry == r.cells["CARRY4"] > 0
-    assert r.dsp == design.manifest["multipliers"] == r.cells["DSP48E1"]
+    assert r.dsp == r.cells.get("DSP48E1", 0)
     assert r.fmax_mhz is None and r.critical_path is None and r.pnr_s is None
     assert "no open place and route" in str(r.table().caption)
 
 
 @pytest.mark.slow
-def test_a_yosys_failure_names_the_file_and_shows_its_lines(tmp_path, cache) -> None:
+def test_a_yosys_failure_names_the_file_and_shows_its_lines(design, tmp_path, cache, cli):
     bad = tmp_path / "bad.v"
     bad.write_text("module cosyn_top(input clk, output reg q);\nalways @(posedge clk) q <= ~q\n")
     with pytest.raises(fpga.SynthesisError) as e:
@@ -130,6 +130,11 @@ def test_a_yosys_failure_names_the_file_and_shows_its_lines(tmp_path, cache) -> 
     assert msg.startswith(f"yosys failed on {bad}") and "bad.v:" in msg and "ERROR" in msg
     assert len(msg.splitlines()) <= 11
     assert not cache.exists() or not any(cache.iterdir())  # nothing cached, nothing half-written
+    (tmp_path / "manifest.json").write_text(json.dumps(design.manifest))  # for --board
+    for args in (["--device", "ecp5-25f"], ["--board", "ulx3s-25f"]):
+        rc, _, stderr = cli("synth", str(bad), *args)
+        assert rc == 2 and f"yosys failed on {bad}" in stderr and "ERROR" in stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.v", "manifest.json"]
 
 
 def test_unknown_device_lists_the_known(design) -> None:
@@ -197,7 +202,7 @@ def _self_check_leds(design: rtl.Design, vectors: fpga.Vectors, tmp: Path) -> li
 
 
 @pytest.mark.slow
-def test_the_board_wrapper_lights_pass_and_only_a_wrong_output_lights_error(design, tmp_path):
+def test_the_self_check_wrapper_lights_pass_and_only_a_wrong_output_lights_error(design, tmp_path):
     v = fpga.Vectors.of_graph(design.graph, design.manifest, 5)
     assert v.expected.shape == (5, 3) and np.array_equal(v.expected, design.graph.run_int(
         v.inputs))  # fmt: skip
@@ -207,22 +212,74 @@ def test_the_board_wrapper_lights_pass_and_only_a_wrong_output_lights_error(desi
 
 
 @pytest.mark.slow
-def test_cli_writes_a_bitstream_for_a_board(design, tmp_path, cli) -> None:
+def test_cli_writes_a_uart_bitstream_for_ulx3s(design, tmp_path, cli) -> None:
     folder = tmp_path / "build"
-    d = rtl.generate(design.graph, folder / "rtl")
-    cosyn.sim.write_testbench(d, folder / "tb", np.arange(-6, 6).reshape(3, 4).astype(np.int64))
-    rc, stdout, stderr = cli("synth", str(folder), "--board", "ulx3s-25f")
+    rtl.generate(design.graph, folder / "rtl")
+    rc, stdout, stderr = cli("synth", str(folder), "--board", "ulx3s-25f", "--freq", "90")
     assert rc == 0, stderr
     bit, report = folder / "synth_ulx3s-25f.bit", folder / "synth_ulx3s-25f.json"
-    assert "3 test vectors" in stdout and "wrote" in stdout
+    stdout = " ".join(stdout.split())
+    assert "UART at 115,237 baud (asked 115,200)" in stdout and "at 90 MHz (PLL)" in stdout
     assert bit.stat().st_size > 100_000
     rep = json.loads(report.read_text())
     assert rep["board"] == "ulx3s-25f" and rep["synth"]["device"] == "ecp5-25f"
-    assert rep["synth"]["fmax_mhz"] >= rep["clock_mhz"] == 25.0
+    assert rep["wrapper"] == "uart" and rep["synth"]["cells"]["EHXPLLL"] == 1
+    assert rep["clock_mhz"] == 90.0 and rep["synth"]["fmax_mhz"] >= 90.0
+    assert rep["baud"] == pytest.approx(90e6 / 781) and rep["vectors"] is None
+    assert sorted(p.name for p in folder.iterdir()) == ["rtl", bit.name, report.name]
+
+
+@pytest.mark.slow
+def test_a_self_checking_bitstream_for_icebreaker(design, tmp_path) -> None:
+    b = fpga.bitstream(design, "icebreaker", tmp_path / "x.bin", self_check=True, vectors=3,
+                       progress=False)  # fmt: skip
+    assert b.wrapper == "self-check" and b.vectors == 3 and b.baud is None
+    assert b.clock_mhz == 24.0 and b.synth.fmax_mhz is not None and b.synth.fmax_mhz >= 24.0
+    assert b.synth.cells["SB_PLL40_PAD"] == 1 and b.synth.device == "ice40-up5k"
+    assert (tmp_path / "x.bin").stat().st_size > 100_000
+    assert fpga.bitstream_suffix("icebreaker") == ".bin"
 
 
 def test_unknown_board_lists_the_known_and_a_board_needs_its_device(design, cli) -> None:
-    with pytest.raises(fpga.UnknownBoardError, match=r"'nope'; known boards: ulx3s-25f, "):
+    with pytest.raises(
+        fpga.UnknownBoardError, match=r"'nope'; known boards: ulx3s-25f, .*, icebreaker"
+    ):
         fpga.board("nope")
+    rc, _, stderr = cli("synth", str(design.path), "--board", "nope")
+    assert rc == 2 and "known boards: ulx3s-25f" in stderr
     rc, _, stderr = cli("synth", str(design.path), "--board", "ulx3s-85f", "--device", "ecp5-25f")
     assert rc == 2 and "is not the ecp5-85f on ulx3s-85f" in stderr
+
+
+def test_a_clock_the_pll_cannot_make_is_refused(design, tmp_path, cli) -> None:
+    rc, _, stderr = cli("synth", str(design.path), "--board", "icebreaker", "--freq", "400")
+    assert rc == 2 and "the ice40 PLL makes 16 to 275 MHz, not 400" in stderr
+    assert not any(design.path.glob("synth_*"))
+
+
+def test_pll_dividers_give_the_clock() -> None:
+    c = fpga.pll_config("ecp5", 25.0, 100.0)
+    assert (c.ref_div, c.fb_div, c.out_div, c.fout, c.vco) == (1, 4, 6, 100.0, 600.0)
+    c = fpga.pll_config("ecp5", 25.0, 48.0)  # not exactly: the nearest
+    assert c.fout == 25.0 / c.ref_div * c.fb_div == 46.875
+    c = fpga.pll_config("ice40", 12.0, 24.0)
+    assert (c.ref_div, c.fb_div, c.out_div, c.filter_range) == (0, 63, 5, 1)
+    assert c.fout == 12.0 / (c.ref_div + 1) * (c.fb_div + 1) / 2**c.out_div == 24.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fout", [150.0, 66.0])
+def test_pll_dividers_agree_with_ecppll_and_icepll(fout) -> None:
+    from cosyn.hw.fpga._flow import tool
+
+    def run(*args: str) -> str:
+        return subprocess.run(args, capture_output=True, text=True, check=True).stdout
+
+    out = run(tool("yowasp-ecppll"), "-i", "25", "-o", f"{fout:g}")
+    c = fpga.pll_config("ecp5", 25.0, fout)
+    want = [int(v) for v in re.findall(r"(?:Refclk|Feedback|clkout0) divisor: (\d+)", out)]
+    assert [c.ref_div, c.fb_div, c.out_div] == want
+    out = run(tool("yowasp-icepll"), "-i", "12", "-o", f"{fout / 3:g}")
+    c = fpga.pll_config("ice40", 12.0, fout / 3)
+    want = [int(v) for v in re.findall(r"^DIV[RFQ]:\s+(\d+)", out, re.M)]
+    assert [c.ref_div, c.fb_div, c.out_div] == want

@@ -111,12 +111,19 @@ def cache_dir() -> Path:
     return Path(root) / "synth"
 
 
+# Per family, yosys commands between reading and synthesis. iCE40 has no LUT RAM: a
+# memory that asks for it (ram_style "distributed") is left to synth_ice40 to map.
+_PREPARE = {"ice40": ["setattr -unset ram_style a:ram_style=distributed"]}
+
+
 def _yosys_script(src: Sources, dev: Device) -> str:
     top = f" -top {src.top}" if src.top else ""
     read = {".v": "read_verilog", ".sv": "read_verilog -sv", ".il": "read_rtlil"}
     reads = [f'{read[Path(n).suffix]} "{n}"' for n in src.files if Path(n).suffix in read]
+    prepare = _PREPARE.get(dev.family, [])
     write = ["write_json netlist.json"] if dev.pnr else []
-    return "\n".join([*reads, dev.synth + top, "tee -q -o stat.json stat -json", *write]) + "\n"
+    stat = "tee -q -o stat.json stat -json"
+    return "\n".join([*reads, *prepare, dev.synth + top, stat, *write]) + "\n"
 
 
 def _pnr_cmd(dev: Device, freq_mhz: float, extra: list[str]) -> list[str]:

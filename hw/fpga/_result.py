@@ -93,15 +93,16 @@ class SynthResult:
     def fits(self) -> bool:
         return not self.over()
 
-    def check_fits(self) -> None:
-        """Raise DoesNotFitError naming each resource that overflows and by how much."""
+    def check_fits(self, what: str = "the design") -> None:
+        """Raise DoesNotFitError naming `what`, each resource that overflows and by how
+        much."""
         if over := self.over():
             parts = [
                 f"{r} {u:,} of {a:,} ({u / a:.0%})" if a else f"{r} {u:,} of 0"
                 for r, (u, a) in over.items()
             ]
             raise DoesNotFitError(
-                f"the design does not fit {self.device}: {'; '.join(parts)}; choose a larger "
+                f"{what} does not fit {self.device}: {'; '.join(parts)}; choose a larger "
                 "device or less parallelism"
             )
 
