@@ -251,6 +251,21 @@ def test_unknown_board_lists_the_known_and_a_board_needs_its_device(design, cli)
     assert rc == 2 and "is not the ecp5-85f on ulx3s-85f" in stderr
 
 
+@pytest.mark.slow
+def test_a_design_too_big_for_icebreaker_says_which_resource(tmp_path, cli) -> None:
+    """12 parallel 8 x 8-bit multipliers: 12 DSPs, where the UP5K has 8."""
+    n = 12
+    x = Quantize("x", (), (n,), IntType(8, True), ONE)
+    w = np.random.default_rng(0).integers(-128, 128, (n, n))
+    d = Dense.sized([(np.array([-128]), np.array([127]))], name="d", inputs=("x",), shape=(n,),
+                    scale=ONE, weight=w, bias=np.zeros(n, int))  # fmt: skip
+    folder = tmp_path / "wide"
+    rtl.generate(Graph([x, d]), folder / "rtl", parallelism=n)
+    rc, _, stderr = cli("synth", str(folder), "--board", "icebreaker")
+    assert rc == 2 and "on icebreaker does not fit ice40-up5k: dsp 12 of 8 (150%)" in stderr
+    assert [p.name for p in folder.iterdir()] == ["rtl"]
+
+
 def test_a_clock_the_pll_cannot_make_is_refused(design, tmp_path, cli) -> None:
     rc, _, stderr = cli("synth", str(design.path), "--board", "icebreaker", "--freq", "400")
     assert rc == 2 and "the ice40 PLL makes 16 to 275 MHz, not 400" in stderr
@@ -283,3 +298,21 @@ def test_pll_dividers_agree_with_ecppll_and_icepll(fout) -> None:
     c = fpga.pll_config("ice40", 12.0, fout / 3)
     want = [int(v) for v in re.findall(r"^DIV[RFQ]:\s+(\d+)", out, re.M)]
     assert [c.ref_div, c.fb_div, c.out_div] == want
+
+
+def test_demo_synth_puts_synthesis_beside_the_estimate(cli) -> None:
+    from cosyn.perfmodel import Estimate
+
+    from cosyn.cli import _synth_line
+
+    e = Estimate("ecp5-85f", [], latency=9, interval=4, lut=110, ff=50, carry=8, dsp=2, bram=0,
+                 fmax_mhz=150.0)  # fmt: skip
+    s = fpga.SynthResult("ecp5-85f", lut=100, ff=50, carry=8, dsp=2, bram=0, lutram=0, cells={},
+                         fmax_mhz=200.0, yosys_s=3.2, pnr_s=10.4)  # fmt: skip
+    line = _synth_line(s, e)
+    assert line.startswith("100 LUT (estimate 110, +10%), 50 FF (= estimate), 2 DSP (= est")
+    assert "Fmax 200 MHz (estimate 150, -25%); yosys 3 s, nextpnr 10 s" in line
+    cached = fpga.SynthResult.from_json(s.to_json(), cached=True)
+    assert _synth_line(cached, e).endswith("; cached")
+    rc, stdout, _ = cli("demo", "--help")
+    assert rc == 0 and "--synth" in stdout

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,9 @@ def test_bytes_on_the_wire_come_back_as_the_golden_model(design, bench, simulato
     tmp, y1, y2 = bench
     for k, v in simulator_env(simulator).items():
         monkeypatch.setenv(k, v)
+    if simulator == "verilator":  # a short run: compile the model unoptimized
+        monkeypatch.setenv("MAKEFLAGS", os.environ["MAKEFLAGS"] + " " + " ".join(
+            f"{opt}=-O0" for opt in ("OPT_FAST", "OPT_SLOW", "OPT_GLOBAL")))  # fmt: skip
     build = tmp / f"build_{simulator}"
     args = ["-Wno-fatal", str(WAIVERS)] if simulator == "verilator" else ["-g2005"]
     runner = get_runner(simulator)
