@@ -13,6 +13,7 @@ adds, its type come from its kind's `infer_range`.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from brevitas.quant_tensor import QuantTensor
 
 from cosyn.errors import UnsupportedLayerError
 from cosyn.ir import nodes as N
+from cosyn.ir.chain import quant_type
 from cosyn.ir.graph import Graph
 from cosyn.ir.requant import as_shift, float_thresholds, threshold_bank
 
@@ -46,9 +48,12 @@ class _Val:
 
 @dataclass
 class _Input:
-    """The model's float input, with any float operations before its first quantizer."""
+    """The model's float input of per-sample `shape`, with the float operations before its
+    first quantizer; `flat` where the model flattens it to (batch, -1) on the way."""
 
+    shape: tuple[int, ...]
     chain: list[Callable[[torch.Tensor], torch.Tensor]] = field(default_factory=list)
+    flat: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,7 @@ class Builder:
             raise UnsupportedLayerError(
                 f"{name}: zero points are not supported; use a symmetric quantizer"
             )
-        dtype = N.IntType(int(probe.bit_width), bool(probe.signed))
+        dtype = quant_type(quant, probe, shape, name)
         if isinstance(v, _Input):
             return self._input(v, quant, probe, dtype, shape, name)
         scale = _per_channel(probe.scale, shape)
@@ -159,13 +164,14 @@ class Builder:
         node = N.Quantize(
             name=self.fresh(name, N.Quantize.kind),
             inputs=(),
-            shape=shape,
+            shape=v.shape,
             dtype=dtype,
             scale=scale.numpy(),
             thresholds=t,
             base=base,
         )
-        return self._val(node, scale)
+        out = self._val(node, scale)
+        return self._flatten(out, shape, "flatten") if v.flat else out
 
     # -- integer layers ---------------------------------------------------------------------
 
@@ -234,8 +240,14 @@ class Builder:
         )
         return self._val(node, scale)
 
-    def flatten(self, n: object, v: object, name: str) -> _Val:
-        v = self.clean(v, f"{name} (flatten)")
+    def flatten(self, n: object, v: object, name: str) -> _Val | _Input:
+        """Flatten to (batch, -1): a Flatten node, or, before the first quantizer, a note
+        on the input (the input quantizer is elementwise, so it is flattened after)."""
+        if isinstance(v, _Input):
+            return v if len(v.shape) == 1 else _Input(v.shape, v.chain, flat=True)
+        return self._flatten(self.clean(v, f"{name} (flatten)"), self.shape(n), name)
+
+    def _flatten(self, v: _Val, shape: tuple[int, ...], name: str) -> _Val:
         src = self.nodes[[x.name for x in self.nodes].index(v.node)]
         if len(src.shape) == 1:
             return v
@@ -244,29 +256,29 @@ class Builder:
         node = N.Flatten(
             name=self.fresh(name, N.Flatten.kind),
             inputs=(v.node,),
-            shape=self.shape(n),
+            shape=shape,
             dtype=src.dtype,
             scale=scale.numpy(),
         )
         return self._val(node, scale)
 
     def finish(self, out: object) -> Graph:
-        if isinstance(out, _Input) or out is None:
+        """The graph; float operations after the last integer node (a TensorNorm) stay the
+        model's float32 arithmetic on the output (`Graph.output_ops`)."""
+        if not isinstance(out, _Val):
             raise UnsupportedLayerError("the model output does not depend on a quantized layer")
-        if out.chain:
-            raise UnsupportedLayerError(
-                "the model output passes through float operations after its last quantized "
-                "layer; end the model with a quantizer or a quantized layer"
-            )
         bias = None if out.bias is None else out.bias.numpy()
-        g = Graph(self.nodes, output_bias=bias)
+        ops = tuple(
+            copy.deepcopy(op) if isinstance(op, torch.nn.Module) else op for op in out.chain
+        )
+        g = Graph(self.nodes, output_bias=bias, output_ops=ops)
         g.check()
         return g
 
 
 def _extend(v: object, op: Callable, what: str) -> object:
     if isinstance(v, _Input):
-        return _Input([*v.chain, op])
+        return _Input(v.shape, [*v.chain, op], v.flat)
     if not isinstance(v, _Val):
         raise UnsupportedLayerError(f"{what}: input is not a tensor")
     return _Val(v.node, v.scale, v.bias, [*v.chain, op])

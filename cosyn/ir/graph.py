@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from cosyn.errors import BitWidthError, GraphError
 from cosyn.ir.intervals import Range
@@ -19,13 +20,16 @@ class Graph:
     """Nodes in topological order; the first is the `Quantize` input, the last the output.
 
     The output integers dequantize as float32(y) * output scale (+ `output_bias`, a
-    float bias the model adds after its last accumulation, if any). Value ranges come
+    float bias the model adds after its last accumulation, if any), then `output_ops`:
+    the model's own float32 operations after its last integer node (a TensorNorm, a
+    scale), which the hardware leaves to whoever reads its integers. Value ranges come
     from the nodes' `infer_range`, computed once when first asked for; `check`
     validates the graph against its node kinds.
     """
 
     nodes: list[Node]
     output_bias: np.ndarray | None = None
+    output_ops: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = ()
     _ranges: dict[str, Range] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -108,7 +112,14 @@ class Graph:
     def dequantize(self, yi: np.ndarray) -> np.ndarray:
         """Integers of the output node to the model's float32 output."""
         y = yi.astype(np.float32) * self.output.scale
-        return y if self.output_bias is None else y + self.output_bias
+        y = y if self.output_bias is None else y + self.output_bias
+        if not self.output_ops:
+            return y
+        t = torch.from_numpy(np.ascontiguousarray(y))
+        with torch.no_grad():
+            for op in self.output_ops:
+                t = op(t)
+        return t.numpy()
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Float32 in, float32 out: equal to the model's own output."""

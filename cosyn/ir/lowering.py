@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from brevitas.nn.quant_layer import QuantNonLinearActLayer
 from brevitas.quant_tensor import QuantTensor
 from torch import fx, nn
 
-from cosyn.errors import UnsupportedLayerError
+from cosyn.errors import CosynError, UnsupportedLayerError
 from cosyn.ir.builder import (  # noqa: F401  (_Val, _Input, _apply, ... stay importable here)
     Builder,
     Conv,
@@ -31,6 +32,7 @@ from cosyn.ir.builder import (  # noqa: F401  (_Val, _Input, _apply, ... stay im
     _per_channel,
     _Val,
 )
+from cosyn.ir.chain import ARITHMETIC, Binary, operand
 from cosyn.ir.graph import Graph
 
 __all__ = ["LOWERINGS", "SUPPORTED", "lower"]
@@ -38,7 +40,8 @@ __all__ = ["LOWERINGS", "SUPPORTED", "lower"]
 SUPPORTED = (
     "QuantIdentity, QuantReLU, QuantHardTanh (and other monotone Brevitas activations), "
     "QuantLinear, QuantConv2d, BatchNorm1d/2d, ReLU, Hardtanh, Dropout, Identity, Flatten, "
-    "add, flatten/view/reshape to (batch, -1)"
+    "add of two quantized values, +, -, *, / by constants (one value, or one per channel), "
+    "flatten/view/reshape to (batch, -1)"
 )
 _ELEMENTWISE = (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.Hardtanh, nn.ReLU6)
 _PASSTHROUGH = (nn.Dropout, nn.Identity)
@@ -85,18 +88,32 @@ class _Builder(Builder):
     def run(self) -> Graph:
         out = None
         for n in self.gm.graph.nodes:
-            if n.op == "placeholder":
-                self.vals[n] = _Input()
-            elif n.op == "output":
-                out = self.vals[n.args[0]]
-            elif n.op == "call_module":
-                self.vals[n] = self.module(n, self.gm.get_submodule(n.target))
-            else:
-                self.vals[n] = self.function(n)
+            try:
+                if n.op == "output":
+                    out = self.vals[n.args[0]]
+                else:
+                    self.vals[n] = self.step(n)
+            except CosynError:
+                raise
+            except Exception as e:  # a bug or an odd model: still one line naming the node
+                raise UnsupportedLayerError(
+                    f"{_describe(self.gm, n)}: cosyn cannot lower this ({type(e).__name__}: "
+                    f"{_first_line(e)}); supported: {SUPPORTED}"
+                ) from e
         return self.finish(out)
 
+    def step(self, n: fx.Node) -> object:
+        if n.op == "placeholder":
+            return _Input(self.shape(n))
+        if n.op == "call_module":
+            return self.module(n, self.gm.get_submodule(n.target))
+        if n.op == "get_attr":
+            return _Const(self.values[n])
+        return self.function(n)
+
     def arg(self, n: fx.Node, i: int = 0) -> object:
-        return self.vals[n.args[i]]
+        a = n.args[i]
+        return self.vals[a] if isinstance(a, fx.Node) else a
 
     def module(self, n: fx.Node, m: nn.Module) -> object:
         name, v = str(n.target), self.arg(n)
@@ -122,21 +139,60 @@ class _Builder(Builder):
         )
 
     def function(self, n: fx.Node) -> object:
-        t = n.target
-        if n.op == "get_attr" or (n.op == "call_method" and t == "size"):
-            return None
-        if t in (operator.add, torch.add) or (n.op == "call_method" and t == "add"):
-            return self.add2(n)
-        if t in (F.relu, torch.relu) or (n.op == "call_method" and t == "relu"):
-            return _extend(self.arg(n), torch.relu, n.name)
-        flat = t == torch.flatten or (n.op == "call_method" and t in ("flatten", "view", "reshape"))
-        batch = _float(self.values[n.args[0]]).shape[0]
-        if flat and len(self.shape(n)) == 1 and _float(self.values[n]).shape[0] == batch:
-            return self.flatten(n, self.arg(n), n.name)
+        """A call_function or call_method node: metadata, a constant, or an operation."""
+        t, method = n.target, n.op == "call_method"
+        args = fx.node.map_arg(n.args, self.vals.__getitem__)
+        kwargs = fx.node.map_arg(n.kwargs, self.vals.__getitem__)
+        leaves = _leaves((args, kwargs))
+        if not any(isinstance(a, _Val | _Input) for a in leaves):
+            out = self.values[n]  # computed from constants (and shapes) alone
+            meta = any(a is _META for a in leaves)
+            constant = isinstance(out, torch.Tensor) or type(out) in (int, float)
+            return _Const(out) if constant and not meta else _META
+        if t is getattr and args[1] in ("device", "dtype", "is_cuda"):
+            return self.values[n]  # the same for every input
+        if (t is getattr and args[1] in ("shape", "ndim")) or (method and t in ("size", "dim")):
+            return _META
+        op = _arithmetic(n)
+        if op is not None:
+            return self.arithmetic(n, op, args, kwargs)
+        if t in (F.relu, torch.relu) or (method and t == "relu"):
+            return _extend(args[0], torch.relu, n.name)
+        flat = t == torch.flatten or (method and t in ("flatten", "view", "reshape"))
+        if flat and isinstance(args[0], _Val | _Input) and self._flattens(n):
+            return self.flatten(n, args[0], n.name)
         raise UnsupportedLayerError(
-            f"{n.name} ({n.op} {getattr(t, '__name__', t)}): cosyn cannot lower this "
-            f"operation; supported: {SUPPORTED}"
+            f"{_describe(self.gm, n)}: cosyn cannot lower this operation; supported: {SUPPORTED}"
         )
+
+    def _flattens(self, n: fx.Node) -> bool:
+        """True where node n reshapes its first input's batch to (batch, -1)."""
+        batch = _float(self.values[n.args[0]]).shape[0]
+        out = _float(self.values[n])
+        return out.dim() == 2 and out.shape[0] == batch
+
+    def arithmetic(self, n: fx.Node, op: str, args: tuple, kwargs: dict) -> object:
+        """`a op b`: an Add node of two quantized values, or a float operation with a
+        constant on the chain of the one value (folded into the next quantizer)."""
+        what = f"{_describe(self.gm, n)}"
+        if kwargs or len(args) != 2:
+            raise UnsupportedLayerError(f"{what}: only `a {op} b` without options is supported")
+        a, b = args
+        if isinstance(a, _Val | _Input) and isinstance(b, _Val | _Input):
+            if op != "add":
+                raise UnsupportedLayerError(
+                    f"{what}: two computed values can only be added; cosyn multiplies by "
+                    "constants only"
+                )
+            return self.add2(n)
+        reverse = not isinstance(a, _Val | _Input)
+        v, c = (b, a) if reverse else (a, b)
+        if c is _META:
+            raise UnsupportedLayerError(f"{what}: its operand depends on the input's shape")
+        c = c.value if isinstance(c, _Const) else c
+        src = n.args[1] if reverse else n.args[0]
+        c = operand(c, self.shape(src), isinstance(v, _Input), what)
+        return _extend(v, Binary(ARITHMETIC[op], c, reverse), what)
 
     def weighted(self, n: fx.Node, m: nn.Module, v: object, name: str, what: str) -> object:
         if m.input_quant.is_quant_enabled:
@@ -169,8 +225,67 @@ class _Builder(Builder):
         return out.reshape(out.shape[1], -1)[:, 0].detach().to(torch.float32)
 
     def add2(self, n: fx.Node) -> _Val:
-        a, b = (self.clean(self.arg(n, i), f"{n.name} (add)") for i in (0, 1))
+        a, b = (self.clean(self.arg(n, i), f"{_describe(self.gm, n)}") for i in (0, 1))
         return self.sum2(a, b, self.shape(n), n.name)
+
+
+class _Meta:
+    """The shape of a traced value (or a number computed from it), not a constant."""
+
+    def __repr__(self) -> str:
+        return "<the shape of a traced value>"
+
+
+_META = _Meta()
+
+
+@dataclass
+class _Const:
+    """A value the model computes from constants alone (a buffer, `torch.tensor([1.0])`)."""
+
+    value: object
+
+
+_FUNCTIONS = {
+    operator.add: "add",
+    torch.add: "add",
+    operator.sub: "sub",
+    torch.sub: "sub",
+    operator.mul: "mul",
+    torch.mul: "mul",
+    operator.truediv: "div",
+    torch.div: "div",
+    torch.true_divide: "div",
+}
+_METHODS = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "true_divide": "div"}
+
+
+def _arithmetic(n: fx.Node) -> str | None:
+    if n.op == "call_method":
+        return _METHODS.get(n.target)
+    return _FUNCTIONS.get(n.target) if n.op == "call_function" else None
+
+
+def _leaves(x: object) -> list:
+    if isinstance(x, list | tuple):
+        return [leaf for a in x for leaf in _leaves(a)]
+    if isinstance(x, dict):
+        return _leaves(list(x.values()))
+    return [x]
+
+
+def _describe(gm: fx.GraphModule, n: fx.Node) -> str:
+    """`path (op)`: the module path where the node is a module, the traced name otherwise."""
+    if n.op == "call_module":
+        return f"{n.target} ({type(gm.get_submodule(n.target)).__name__})"
+    what = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", n.target)
+    stack = n.meta.get("nn_module_stack") or {}
+    path = next(reversed(stack.values()))[0] if stack else ""
+    return f"{path + '.' if path else ''}{n.name} ({n.op} {what})"
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def _check_conv(m: QuantConv2d, what: str) -> None:

@@ -26,12 +26,15 @@ from onnx import NodeProto, numpy_helper
 
 from cosyn.errors import CosynError, ModelFileError, UnsupportedLayerError
 from cosyn.ir.builder import Builder, Conv, _extend, _Input, _per_channel, _Val
+from cosyn.ir.chain import ARITHMETIC, Binary, operand
 from cosyn.ir.graph import Graph
 from cosyn.ir.qonnx_ops import (
     SUPPORTED_OPS,
+    BipolarOp,
     ClipOp,
     attrs,
     batch_norm,
+    bipolar_op,
     clip,
     conv_geometry,
     evaluate,
@@ -43,9 +46,6 @@ from cosyn.ir.qonnx_ops import QuantOp as QuantOp
 __all__ = ["from_qonnx", "input_shape"]
 
 _REFUSED = {
-    "BipolarQuant": "Brevitas exports every 1-bit quantizer as BipolarQuant (values -scale, "
-    "+scale), also unsigned ones that compute 0 or scale, so the file does not say what the "
-    "model computes; use 2 or more bits, or lower the Brevitas model with cosyn.lower",
     "Trunc": "truncation (QuantAvgPool, accumulator truncation) is not supported",
     "QuantizeLinear": "this is a QCDQ export; export the model with "
     "brevitas.export.export_qonnx instead",
@@ -54,12 +54,21 @@ _REFUSED = {
 }
 
 
+_QUANTS = ("Quant", "BipolarQuant")
+_UNSIGNED_BIPOLAR = (
+    "a BipolarQuant (-scale or +scale) of a value that cannot be negative gives +scale for "
+    "every input; Brevitas writes its unsigned 1-bit quantizers (QuantReLU with bit_width=1, "
+    "which compute 0 or scale) this way, so the file does not say what the model computes; "
+    "use 2 or more bits, or lower the Brevitas model with cosyn.lower"
+)
+
+
 @dataclass
 class _Const:
     """A constant tensor; `quant` and `raw` are set where it is a Quant of the constant `raw`."""
 
     value: torch.Tensor
-    quant: QuantOp | None = None
+    quant: QuantOp | BipolarOp | None = None
     raw: torch.Tensor | None = None
 
 
@@ -130,7 +139,7 @@ class _QonnxBuilder(Builder):
         for init in self.graph.initializer:
             self._const(init.name, numpy_helper.to_array(init))
         name, shape = _input(self.path, self.graph)
-        self.values[name], self.vals[name] = torch.zeros((1, *shape)), _Input()
+        self.values[name], self.vals[name] = torch.zeros((1, *shape)), _Input(shape)
         for node in self.graph.node:
             self.step(node)
         out = self.output()
@@ -204,9 +213,15 @@ class _QonnxBuilder(Builder):
         args = [self.vals[i] if i else None for i in node.input]
         if node.op_type == "Transpose" and isinstance(args[0], _Const) and args[0].quant:
             return _transposed(args[0], transpose_perm(node, args[0].raw.dim()))
-        if node.op_type != "Quant" and all(a is None or isinstance(a, _Const) for a in args):
+        if node.op_type not in _QUANTS and all(a is None or isinstance(a, _Const) for a in args):
             return _Const(self.values[out])  # constant folding, e.g. a reshaped weight
-        return getattr(self, f"op_{node.op_type.lower()}")(node, args, out, ident)
+        op = getattr(self, f"op_{node.op_type.lower()}", None)
+        if op is None:
+            raise UnsupportedLayerError(
+                f"cosyn computes {node.op_type} on constants only (a constant folded into the "
+                "layers), not on the model's values"
+            )
+        return op(node, args, out, ident)
 
     # -- operators --------------------------------------------------------------------------
 
@@ -220,6 +235,19 @@ class _QonnxBuilder(Builder):
         q = quant_op(node, *(p.value for p in params))
         if isinstance(x, _Const):
             return _Const(self.values[out], q, x.value)
+        if isinstance(x, _Val) and x.bias is None:
+            x, q = _fuse(x, q)
+        return self.quantize(x, q, out, ident)
+
+    def op_bipolarquant(self, node, args, out, ident) -> object:
+        x, scale = args
+        if not isinstance(scale, _Const):
+            raise UnsupportedLayerError("its scale must be a constant")
+        q = bipolar_op(scale.value)
+        if isinstance(x, _Const):
+            return _Const(self.values[out], q, x.value)
+        if isinstance(x, _Val | _Input) and x.chain and _nonnegative(x.chain[-1]):
+            raise UnsupportedLayerError(_UNSIGNED_BIPOLAR)
         if isinstance(x, _Val) and x.bias is None:
             x, q = _fuse(x, q)
         return self.quantize(x, q, out, ident)
@@ -287,22 +315,34 @@ class _QonnxBuilder(Builder):
         if not isinstance(a, _Const) and not isinstance(b, _Const):
             x, y = (self.clean(t, ident) for t in (a, b))
             return self.sum2(x, y, self.shape(out), ident)
-        v, c = (b, a) if isinstance(a, _Const) else (a, b)
-        c = self.per_channel(v, c.value, out)
-        if isinstance(v, _Val) and v.clean:
-            return _Val(v.node, v.scale, _per_channel(c, self.shape(out)))
-        return _extend(v, _Binary(torch.add, c), ident)
+        v = b if isinstance(a, _Const) else a
+        if isinstance(v, _Val) and v.clean:  # a layer's float bias
+            c = self.operand(node, args, ident)[1]
+            return _Val(v.node, v.scale, _per_channel(torch.as_tensor(c), self.shape(out)))
+        return self.arithmetic("add", node, args, ident)
+
+    def op_sub(self, node, args, out, ident) -> object:
+        return self.arithmetic("sub", node, args, ident)
 
     def op_mul(self, node, args, out, ident) -> object:
-        a, b = args
-        v, c = (b, a) if isinstance(a, _Const) else (a, b)
-        self.constant(c)
-        return _extend(v, _Binary(torch.mul, self.per_channel(v, c.value, out)), ident)
+        return self.arithmetic("mul", node, args, ident)
 
     def op_div(self, node, args, out, ident) -> object:
-        v, c = args
+        return self.arithmetic("div", node, args, ident)
+
+    def arithmetic(self, op: str, node, args, ident) -> object:
+        """A float operation with a constant on the value's chain."""
+        v, c, reverse = self.operand(node, args, ident)
+        return _extend(v, Binary(ARITHMETIC[op], c, reverse), ident)
+
+    def operand(self, node, args, ident) -> tuple[object, object, bool]:
+        """(value, constant, whether the constant comes first) of a binary node."""
+        a, b = args
+        reverse = isinstance(a, _Const)
+        v, c = (b, a) if reverse else (a, b)
         self.constant(c)
-        return _extend(v, _Binary(torch.div, self.per_channel(v, c.value, out)), ident)
+        shape = self.shape(node.input[1 if reverse else 0])
+        return v, operand(c.value, shape, isinstance(v, _Input), ident), reverse
 
     def op_flatten(self, node, args, out, ident) -> object:
         if attrs(node).get("axis", 1) != 1:
@@ -327,31 +367,6 @@ class _QonnxBuilder(Builder):
             raise UnsupportedLayerError("only operations with a constant operand are supported")
         return c
 
-    def per_channel(self, v: object, c: torch.Tensor, out: str) -> torch.Tensor:
-        """`c` as a scalar, or as (C,) / (C, 1, 1) for per-channel constants of a sample."""
-        shape = self.shape(out)
-        if c.numel() == 1:
-            return c.reshape(())
-        lead = c.reshape(c.shape[-len(shape) :]) if c.dim() > len(shape) else c
-        per = (shape[0],) + (1,) * (len(shape) - 1)
-        if isinstance(v, _Input) or c.dim() > len(shape) + 1 or tuple(lead.shape) != per:
-            raise UnsupportedLayerError(
-                "a constant operand must be one value, or one value per channel after the "
-                "first quantizer"
-            )
-        return lead
-
-
-@dataclass(frozen=True)
-class _Binary:
-    """`op(y, c)` with a constant c: an elementwise float operation of the model."""
-
-    op: object
-    c: torch.Tensor
-
-    def __call__(self, y: torch.Tensor) -> torch.Tensor:
-        return self.op(y, self.c)
-
 
 @dataclass(frozen=True)
 class _Fused:
@@ -373,6 +388,11 @@ def _fuse(v: _Val, q: QuantOp) -> tuple[_Val, object]:
     if not v.chain or not all(op is torch.relu or isinstance(op, ClipOp) for op in v.chain):
         return v, q
     return _Val(v.node, v.scale), _Fused(tuple(v.chain), q)
+
+
+def _nonnegative(op: object) -> bool:
+    """True where the float operation's result is never negative (Relu, Clip at 0 or above)."""
+    return op is torch.relu or (isinstance(op, ClipOp) and op.lo is not None and op.lo >= 0)
 
 
 def _transposed(c: _Const, perm: tuple[int, ...]) -> _Const:

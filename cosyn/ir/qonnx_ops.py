@@ -12,7 +12,7 @@ checks that the file is consistent.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +24,12 @@ from cosyn.errors import ModelFileError, UnsupportedLayerError
 __all__ = [
     "ROUNDING",
     "SUPPORTED_OPS",
+    "BipolarOp",
     "ClipOp",
     "QuantOp",
     "attrs",
     "batch_norm",
+    "bipolar_op",
     "clip",
     "conv_geometry",
     "evaluate",
@@ -86,6 +88,30 @@ class QuantOp:
         y = (self.int(x) - self.zero_point) * self.scale
         bw = torch.tensor(float(self.bit_width))
         return IntQuantTensor(y, self.scale, self.zero_point, bw, self.signed, False)
+
+
+@dataclass(frozen=True, eq=False)
+class BipolarOp:
+    """QONNX `BipolarQuant`: scale where x >= 0, else -scale (Brevitas' binary_sign * scale,
+    QONNX's binary_quant); calling it returns an IntQuantTensor of 1 signed bit."""
+
+    scale: torch.Tensor
+    zero_point: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
+
+    def int(self, x: torch.Tensor) -> torch.Tensor:
+        """-1 or +1, as float32."""
+        return torch.where(x >= 0, 1.0, -1.0).to(torch.float32)
+
+    def __call__(self, x: torch.Tensor) -> IntQuantTensor:
+        y = self.int(x) * self.scale
+        zp = torch.zeros_like(self.scale)
+        return IntQuantTensor(y, self.scale, zp, torch.tensor(1.0), True, False)
+
+
+def bipolar_op(scale: torch.Tensor) -> BipolarOp:
+    if not torch.all(scale > 0):
+        raise ModelFileError(f"BipolarQuant scale {scale.tolist()} is not positive")
+    return BipolarOp(scale.to(torch.float32))
 
 
 def attrs(node: NodeProto) -> dict:
@@ -222,6 +248,7 @@ def _flatten(node: NodeProto, x) -> torch.Tensor:
 
 _OPS: dict[str, Callable] = {
     "Quant": _quant,
+    "BipolarQuant": lambda n, x, scale: bipolar_op(scale)(x).value,
     "Gemm": _gemm,
     "MatMul": lambda n, a, b: a @ b,
     "Conv": _conv,
@@ -229,6 +256,9 @@ _OPS: dict[str, Callable] = {
     "Clip": lambda n, x, *b: clip(n, *b)(x),
     "BatchNormalization": lambda n, x, *p: batch_norm(n, *p)(x),
     "Add": lambda n, a, b: a + b,
+    "Sub": lambda n, a, b: a - b,
+    "Pow": lambda n, a, b: torch.pow(a, b.item() if b.numel() == 1 else b),
+    "Sqrt": lambda n, x: torch.sqrt(x),
     "Mul": lambda n, a, b: a * b,
     "Div": lambda n, a, b: a / b,
     "Flatten": _flatten,
