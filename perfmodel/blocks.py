@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 from cosyn.perfmodel.conv import ConvGeometry, ConvTiming
-from cosyn.perfmodel.mac import STAGES, MacPipe, multiply_stages
+from cosyn.perfmodel.mac import QUIET, STAGES, MacPipe, multiply_stages
 
 __all__ = [
     "TIMINGS",
@@ -97,6 +97,22 @@ class _ElementwiseControl:
             return
         self.skid = self.v[-1] and not oready[0]
         self.v = [takes[0], *self.v[:-1]]
+
+    def quiet(self, valids: list[bool], oready: list[bool]) -> int:
+        if self.skid:
+            return 0 if oready[0] else QUIET
+        v, last = self.v, self.v[-1]
+        if last and not oready[0]:
+            return 0
+        for k, x in enumerate(reversed(v[:-1])):  # the output after k + 1 cycles
+            if x != last:
+                return k
+        return QUIET if valids[0] == last else len(v) - 1
+
+    def skip(self, n: int, valids: list[bool], oready: list[bool]) -> None:
+        if not self.skid:
+            s = min(n, len(self.v))
+            self.v = [valids[0]] * s + self.v[: len(self.v) - s]
 
 
 class DenseTiming(_Timing):
@@ -168,6 +184,25 @@ class _DenseControl:
                     self.full[self.rd_bank] = False
                     self.rd_bank ^= 1
 
+    def quiet(self, valids: list[bool], oready: list[bool]) -> int:
+        """Cycles that step only counters (see `perfmodel.conv`'s `quiet`): no group's
+        last term issued or loaded, no buffer filled, the last result not taken."""
+        mac = self.mac
+        q = mac.quiet(oready[0])
+        if valids[0] and not self.full[self.wr_bank]:
+            q = min(q, self.n - 1 - self.wr_i)
+        if self.full[self.rd_bank] and not mac.stall:
+            q = min(q, self.n - 1 - self.i)
+        return q
+
+    def skip(self, n: int, valids: list[bool], oready: list[bool]) -> None:
+        issue = self.full[self.rd_bank] and not self.mac.stall
+        self.mac.advance(n, issue, oready[0])
+        if valids[0] and not self.full[self.wr_bank]:
+            self.wr_i += n
+        if issue:
+            self.i += n
+
 
 class AddTiming(_Timing):
     """`AddBlock`: one output register; a pair is taken when both inputs are valid and
@@ -207,6 +242,14 @@ class _AddControl:
         elif oready[0]:
             self.v = False
 
+    def quiet(self, valids: list[bool], oready: list[bool]) -> int:
+        """Nothing changes while a step would not (the same inputs, the same step)."""
+        takes = valids[0] and valids[1] and (not self.v or oready[0])
+        return QUIET if self.v == (takes or (self.v and not oready[0])) else 0
+
+    def skip(self, n: int, valids: list[bool], oready: list[bool]) -> None:
+        pass
+
 
 class ForkTiming(_Timing):
     """`Fork`: one register per output; an element is taken when both are empty or
@@ -242,6 +285,15 @@ class _ForkControl:
             elif oready[j]:
                 self.v[j] = False
 
+    def quiet(self, valids: list[bool], oready: list[bool]) -> int:
+        """Nothing changes while a step would not (the same inputs, the same step)."""
+        take = valids[0] and self.ready(valids, oready)[0]
+        after = [take or (v and not r) for v, r in zip(self.v, oready, strict=True)]
+        return QUIET if after == self.v else 0
+
+    def skip(self, n: int, valids: list[bool], oready: list[bool]) -> None:
+        pass
+
 
 class FifoTiming(_Timing):
     """`SkipFifo` of `depth` elements: written in one cycle,
@@ -273,6 +325,21 @@ class _FifoControl:
 
     def step(self, takes: list[bool], oready: list[bool]) -> None:
         self.level += int(takes[0]) - int(self.level != 0 and oready[0])
+
+    def _change(self, valids: list[bool], oready: list[bool]) -> int:
+        return int(valids[0] and self.level != self.depth) - int(self.level != 0 and oready[0])
+
+    def quiet(self, valids: list[bool], oready: list[bool]) -> int:
+        """Cycles until the FIFO would become empty, non-empty, full or not full."""
+        d = self._change(valids, oready)
+        if d == 0:
+            return QUIET
+        if self.level in (0, self.depth):
+            return 0
+        return self.depth - self.level - 1 if d > 0 else self.level - 1
+
+    def skip(self, n: int, valids: list[bool], oready: list[bool]) -> None:
+        self.level += n * self._change(valids, oready)
 
 
 def drive(timing: Any, arrivals: list[np.ndarray], n_out: int) -> tuple[list, list]:

@@ -11,10 +11,10 @@ from it; tests hold it to the RTL simulation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
-from cosyn.perfmodel.mac import STAGES, MacPipe
+from cosyn.perfmodel.mac import QUIET, MacPipe
 
 from cosyn.ir.nodes import Conv2d
 
@@ -23,7 +23,8 @@ __all__ = ["ConvGeometry", "ConvSchedule", "ConvTiming"]
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    """Sizes of one conv2d block: input (c, h, w), kernel, stride, padding, output, P."""
+    """Sizes of one conv2d block: input (c, h, w), kernel, stride, padding, output, P.
+    What follows from them is computed once per instance (`cached_property`)."""
 
     c: int
     h: int
@@ -53,43 +54,43 @@ class ConvGeometry:
             raise ValueError(f"{node.name}: every window lies in the padding")
         return geo
 
-    @property
+    @cached_property
     def groups(self) -> int:
         """Groups of P output channels per pixel."""
         return self.o // self.p
 
-    @property
+    @cached_property
     def terms(self) -> int:
         """Multiply-accumulates per output channel: one window."""
         return self.kh * self.kw * self.c
 
-    @property
+    @cached_property
     def y_end(self) -> int:
         """The last input row any window reads; rows below it are dropped."""
         return min((self.oh - 1) * self.sh - self.ph + self.kh - 1, self.h - 1)
 
-    @property
+    @cached_property
     def h_used(self) -> int:
         """Rows per frame written to the line buffer."""
         return self.y_end + 1
 
-    @property
+    @cached_property
     def lo_max(self) -> int:
         """The largest first-needed row the input side compares with: windows wholly in
         the bottom padding count as needing row H'-1, so the input never runs two
         samples ahead of the windows."""
         return self.h_used - 1
 
-    @property
+    @cached_property
     def rows(self) -> int:
         """Rows of the line buffer: a window's KH and the SH the next output row adds."""
         return min(self.kh + self.sh, self.h_used)
 
-    @property
+    @cached_property
     def frame_in(self) -> int:
         return self.c * self.h * self.w
 
-    @property
+    @cached_property
     def frame_out(self) -> int:
         return self.o * self.oh * self.ow
 
@@ -137,7 +138,10 @@ class ConvSchedule:
             raise ValueError(f"Arrivals must be whole samples of {g.frame_in}, not {len(arrivals)}")
         st = _State(g, arrivals)
         while st.n_out < len(st.out):
-            if not st.skip():
+            q = st.window()
+            if 2 <= q < QUIET:
+                st.advance(q, st.k < len(st.arr) and st.arr[st.k] <= st.t, True)
+            else:
                 st.cycle()
         return st.taken, st.out
 
@@ -201,6 +205,12 @@ class _Control:
     def step(self, takes: list[bool], oready: list[bool]) -> None:
         self.st.step(takes[0], oready[0])
 
+    def quiet(self, valids: list[bool], oready: list[bool]) -> int:
+        return self.st.quiet(valids[0], oready[0])
+
+    def skip(self, n: int, valids: list[bool], oready: list[bool]) -> None:
+        self.st.advance(n, valids[0], oready[0])
+
 
 class _State:
     """The block's registers, and one clock cycle of its control (mirrors the RTL)."""
@@ -249,30 +259,61 @@ class _State:
         self.t += 1
         return stuck
 
-    def skip(self) -> bool:
-        """Jump over the middle of a window while no group's last term is in flight:
-        only the term counter and the output register change (no input can be taken,
-        no result is loaded)."""
-        g = self.g
-        term = (self.ky * g.kw + self.kx) * g.c + self.c
-        d = g.terms - 1 - term
-        if term == 0 or d <= 1 or any(self.mac.last):
-            return False
-        if self.k < len(self.arr) and self._ready():
-            d = min(d, int(self.arr[self.k]) - self.t)
-            if d <= 1:
-                return False
-        n = min(self.mac.left, d)
-        self.out[self.n_out : self.n_out + n] = np.arange(self.t, self.t + n)
-        self.n_out += n
-        self.mac.left -= n
-        s = min(d, STAGES)
-        self.mac.v = [True] * s + self.mac.v[: STAGES - s]
-        term += d
-        self.ky, rest = divmod(term, g.kw * g.c)
-        self.kx, self.c = divmod(rest, g.c)
-        self.t += d
-        return True
+    def quiet(self, offered: bool, ready: bool) -> int:
+        """How many cycles, the input offered or not and the output ready or not
+        throughout, step only counters (`advance`): no group's last term issued or
+        loaded, no writer row ended, no result loaded, the last waiting one not taken,
+        and the first term of a pixel kept waiting (or not) for its input. Through them,
+        `valid` and `ready` stay as they are."""
+        mac, g = self.mac, self.g
+        q = mac.quiet(ready)
+        take = offered and self._ready()
+        if take:
+            q = min(q, g.w * g.c - 1 - self.wcol)
+        go = self._go(self.fw != self.fc)
+        if go and not mac.stall:
+            q = min(q, g.terms - 1 - (self.ky * g.kw + self.kx) * g.c - self.c)
+        elif not go and take and not (self.oy == g.oh - 1 and self.ox == g.ow - 1):
+            q = min(q, g.need(self.y_top, self.x_left) + 1 - self.wcount)
+        return max(q, 0)
+
+    def advance(self, n: int, offered: bool, ready: bool) -> None:
+        """`n` cycles at once, no more than `quiet` allows: the same as `step` n times."""
+        g, mac = self.g, self.mac
+        take = offered and self._ready()
+        go = self._go(self.fw != self.fc) and not mac.stall
+        if mac.left and ready:
+            self.out[self.n_out : self.n_out + n] = np.arange(self.t, self.t + n)[
+                : max(len(self.out) - self.n_out, 0)
+            ]
+            self.n_out += n
+        mac.advance(n, go, ready)
+        if take:
+            self.taken[self.k : self.k + n] = np.arange(self.t, self.t + n)[
+                : max(len(self.taken) - self.k, 0)
+            ]
+            self.k += n
+            self.wcount += n
+            self.wcol += n
+        if go:
+            term = (self.ky * g.kw + self.kx) * g.c + self.c + n
+            self.ky, rest = divmod(term, g.kw * g.c)
+            self.kx, self.c = divmod(rest, g.c)
+        self.t += n
+
+    def window(self) -> int:
+        """`quiet` for `ConvSchedule.run`: the output ready, input k offered from
+        arrivals[k], so no longer than the input is offered (or not) throughout."""
+        k, t, arr = self.k, self.t, self.arr
+        offered = k < len(arr) and arr[k] <= t
+        q = self.quiet(offered, True)
+        if k < len(arr) and not offered:
+            q = min(q, int(arr[k]) - t)
+        elif offered and self._ready() and q > 1:
+            q = min(q, len(arr) - k)
+            late = np.flatnonzero(arr[k + 1 : k + q] > np.arange(t + 1, t + q))
+            q = int(late[0]) + 1 if len(late) else q
+        return q
 
     def _ready(self) -> bool:
         g = self.g

@@ -26,10 +26,11 @@ models (`perfmodel.blocks.DenseTiming`, `perfmodel.conv`) drive it, and the RTL
 
 from __future__ import annotations
 
-__all__ = ["NARROW", "STAGES", "MacPipe", "multiply_stages"]
+__all__ = ["NARROW", "QUIET", "STAGES", "MacPipe", "multiply_stages"]
 
 STAGES = 5
 NARROW = 4
+QUIET = 1 << 40  # a control's `quiet`: no change in sight
 
 
 def multiply_stages(bits: int) -> int:
@@ -72,3 +73,26 @@ class MacPipe:
         if not stall:
             self.v = [issue, *self.v[:-1]]
             self.last = [issue and last, *self.last[:-1]]
+
+    def quiet(self, oready: bool) -> int:
+        """Cycles, the output ready or not throughout, in which no result loads and the
+        output register neither empties nor fills: the last result waiting is not taken,
+        a group's last term does not reach the end (or stays stalled there)."""
+        out = self.left - 1 if self.left and oready else QUIET
+        if not any(self.last):
+            return out
+        if self.last[-1]:
+            if self.left < 2:
+                return 0
+            return self.left - 2 if oready else QUIET
+        return min(out, STAGES - 1 - max(j for j, x in enumerate(self.last) if x))
+
+    def advance(self, n: int, issue: bool, oready: bool) -> None:
+        """`step` n times, no more than `quiet` allows, issuing no group's last term."""
+        stall = self.stall
+        if self.left and oready:
+            self.left -= n
+        if not stall:
+            s = min(n, STAGES)
+            self.v = [issue] * s + self.v[: STAGES - s]
+            self.last = [False] * s + self.last[: STAGES - s]

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from cosyn.perfmodel.mac import QUIET
 
 __all__ = ["first_outputs", "registers", "steady_interval"]
 
@@ -51,24 +52,28 @@ class _Joint:
         cons[self.sink[0]][self.sink[1]] = (n, 0)
         self.cons, self.src_cons = cons[:n], cons[n][0]
 
-    def run(self, samples: int | None) -> Iterator[tuple[int, int, int]]:
+    def run(self, samples: int | None, skip: bool = True) -> Iterator[tuple[int, int, int]]:
         """Step every control until `samples` samples (None: no end) have left; yields
         (0, cycle, outputs so far) at each sample's first input transfer, before the
-        cycle is stepped, and (1, cycle, outputs so far) at each first output transfer."""
+        cycle is stepped, and (1, cycle, outputs so far) at each first output transfer.
+        With `skip`, cycles in which every control steps only counters (`quiet`) are
+        stepped at once (`skip`); without, one at a time."""
         n, n_in, n_out, models = self.n, self.n_in, self.n_out, self.models
         srcs, cons = self.srcs, self.cons
         sc_k, sc_j = self.src_cons
         sk_k, sk_j = self.sink
         order = range(n - 1, -1, -1)
         wiring = list(zip(models, srcs, cons, strict=True))
-        total_in = None if samples is None else samples * n_in
+        total_in, total_out = (
+            (QUIET * n_in, QUIET * n_out) if samples is None else (samples * n_in, samples * n_out)
+        )
         sent = got = t = 0
         ivs: list[Any] = [None] * n
         ors: list[Any] = [None] * n
         while True:
             if samples is not None and t > 1_000_000 + 50 * samples * (n_in + n_out) * max(n, 1):
                 raise RuntimeError(f"the pipeline does not finish {samples} samples in {t} cycles")
-            src_valid = total_in is None or sent < total_in
+            src_valid = sent < total_in
             valids = [m.valid() for m in models]
             valids.append([src_valid])
             readies: list[Any] = [None] * n
@@ -78,27 +83,49 @@ class _Joint:
                 ors[k] = orr = [readies[a][b] for a, b in con]
                 ivs[k] = iv = [valids[a][b] for a, b in src]
                 readies[k] = m.ready(iv, orr)
-            if src_valid and readies[sc_k][sc_j]:
+            take = src_valid and readies[sc_k][sc_j]
+            if take:
                 if sent % n_in == 0:
                     yield 0, t, got
                 sent += 1
-            if valids[sk_k][sk_j]:
+            out = valids[sk_k][sk_j]
+            if out:
                 if got % n_out == 0:
                     yield 1, t, got
                 got += 1
-                if samples is not None and got == samples * n_out:
+                if got == total_out:
                     return
+            # cycles through which every control steps only counters, the signals between
+            # them as they are now, and no sample's first element moves but at cycle t
+            q = QUIET if skip else 0
+            if take:
+                q = min(q, -sent % n_in + 1)
+            if out:
+                q = min(q, -got % n_out + 1, total_out - got)
+            for k in range(n):
+                if q < 2:
+                    break
+                q = min(q, models[k].quiet(ivs[k], ors[k]))
+            if q >= QUIET:
+                raise RuntimeError(f"the pipeline deadlocks at cycle {t}")
+            if q >= 2:
+                for k in range(n):
+                    models[k].skip(q, ivs[k], ors[k])
+                sent += (q - 1) * take
+                got += (q - 1) * out
+                t += q
+                continue
             for k in range(n):
                 models[k].step([v and r for v, r in zip(ivs[k], readies[k], strict=True)], ors[k])
             t += 1
 
 
-def first_outputs(p: Any, samples: int) -> tuple[np.ndarray, np.ndarray]:
+def first_outputs(p: Any, samples: int, skip: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(cycle of each sample's first input transfer, cycle of its first output transfer)
     when `samples` samples stream through the plan `p`, the input always offered and
-    the output always ready."""
+    the output always ready (`skip`: see `_Joint.run`)."""
     firsts: tuple[list[int], list[int]] = ([], [])
-    for kind, t, _ in _Joint(p).run(samples):
+    for kind, t, _ in _Joint(p).run(samples, skip):
         firsts[kind].append(t)
     return np.array(firsts[0]), np.array(firsts[1])
 

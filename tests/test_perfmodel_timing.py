@@ -1,8 +1,11 @@
 """Each block's closed forms (latency, interval, timing, transfers) equal its cycle model
-(`control()`, stepped by `drive`) on generated sizes and arrival patterns. The RTL
-tests hold the cycle models to the simulation; these hold the closed forms to them."""
+(`control()`, stepped by `drive`) on generated sizes and arrival patterns, and so do
+its shortcuts (`quiet` and `skip`: many cycles at once). The RTL tests hold the cycle
+models to the simulation; these hold the closed forms and shortcuts to them."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 from cosyn.perfmodel.blocks import (
@@ -68,6 +71,14 @@ def test_add_fork_closed_forms_equal_their_controls(n, data) -> None:
     _check(ForkTiming(n), n, n, data)
 
 
+def _conv(c: int, o: int, k: int, s: int, pad: int, oh: int, ow: int) -> Conv2d:
+    return Conv2d(
+        "c", ("x",), (o, oh, ow), IntType(16, True), np.ones(1, np.float32),
+        weight=np.ones((o, c, k, k), np.int64), bias=np.zeros(o, np.int64),
+        stride=(s, s), padding=(pad, pad),
+    )  # fmt: skip
+
+
 @settings(max_examples=15, deadline=None)
 @given(
     st.integers(1, 3), st.integers(3, 7), st.integers(3, 7), st.integers(1, 4),
@@ -80,13 +91,73 @@ def test_conv_schedule_equals_its_control(c, h, w, o, k, s, pad, data) -> None:
     if min(oh, ow) < 1:
         return
     p = data.draw(st.sampled_from([d for d in range(1, o + 1) if o % d == 0]))
-    node = Conv2d(
-        "c", ("x",), (o, oh, ow), IntType(16, True), np.ones(1, np.float32),
-        weight=np.ones((o, c, k, k), np.int64), bias=np.zeros(o, np.int64),
-        stride=(s, s), padding=(pad, pad),
-    )  # fmt: skip
     try:
-        geo = ConvGeometry.of(node, (c, h, w), p)
+        geo = ConvGeometry.of(_conv(c, o, k, s, pad, oh, ow), (c, h, w), p)
     except ValueError:
         return  # every window in the padding
     _check(ConvTiming(geo), c * h * w, o * oh * ow, data)
+
+
+def _everything(x):
+    """A control's whole state, counters and recorded cycles included."""
+    if isinstance(x, (list, tuple)):
+        return tuple(_everything(v) for v in x)
+    if isinstance(x, np.ndarray):
+        return tuple(x.tolist())
+    if hasattr(x, "__dict__") and not isinstance(x, ConvGeometry):
+        return tuple((k, _everything(v)) for k, v in vars(x).items())
+    return x
+
+
+def _check_quiet(timing, data) -> None:
+    """From a state reached by random inputs, `skip(n)` for any n up to `quiet` equals
+    n steps under the same inputs, through which valid and ready do not change."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    busy = data.draw(st.floats(0.3, 1.0))
+    ctl = timing.control()
+    for _ in range(data.draw(st.integers(0, 120))):
+        iv = list(rng.random(timing.inputs) < busy)
+        orr = list(rng.random(timing.outputs) < busy)
+        ctl.step([v and r for v, r in zip(iv, ctl.ready(iv, orr), strict=True)], orr)
+    iv = list(rng.random(timing.inputs) < busy)
+    orr = list(rng.random(timing.outputs) < busy)
+    q = ctl.quiet(iv, orr)
+    n = min(q, data.draw(st.integers(0, 64)))
+    ref, signals = copy.deepcopy(ctl), (ctl.valid(), ctl.ready(iv, orr))
+    for _ in range(n):
+        ref.step([v and r for v, r in zip(iv, ref.ready(iv, orr), strict=True)], orr)
+        assert (ref.valid(), ref.ready(iv, orr)) == signals
+    ctl.skip(n, iv, orr)
+    assert _everything(ctl) == _everything(ref)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["dense", "elementwise", "fifo", "add", "fork"]), st.data())
+def test_block_shortcuts_equal_their_controls(kind, data) -> None:
+    size = data.draw(st.integers(1, 9))
+    if kind == "dense":
+        outputs = data.draw(st.integers(1, 12))
+        p = data.draw(st.sampled_from([d for d in range(1, outputs + 1) if outputs % d == 0]))
+        timing = DenseTiming(size, outputs, p)
+    else:
+        depth = data.draw(st.integers(2, 6))
+        timing = {"elementwise": ElementwiseTiming(depth, size), "fifo": FifoTiming(depth, size),
+                  "add": AddTiming(size), "fork": ForkTiming(size)}[kind]  # fmt: skip
+    _check_quiet(timing, data)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 3), st.integers(3, 7), st.integers(3, 7), st.integers(1, 4),
+    st.integers(1, 3), st.integers(1, 2), st.integers(0, 1), st.data(),
+)  # fmt: skip
+def test_conv_shortcuts_equal_its_control(c, h, w, o, k, s, pad, data) -> None:
+    oh, ow = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
+    if min(oh, ow) < 1:
+        return
+    p = data.draw(st.sampled_from([d for d in range(1, o + 1) if o % d == 0]))
+    try:
+        geo = ConvGeometry.of(_conv(c, o, k, s, pad, oh, ow), (c, h, w), p)
+    except ValueError:
+        return
+    _check_quiet(ConvTiming(geo), data)
