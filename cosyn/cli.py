@@ -360,7 +360,7 @@ def synth(
         str | None, typer.Option(help="device, e.g. ecp5-85f (default), ice40-up5k, xc7z020")
     ] = None,
     board: Annotated[
-        str | None, typer.Option(help="also write a bitstream, e.g. ulx3s-85f or icebreaker")
+        str | None, typer.Option(help=f"also write a bitstream for: {', '.join(fpga.BOARDS)}")
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="JSON report (default: FOLDER/synth_DEVICE.json)")
