@@ -159,7 +159,13 @@ class Builder:
                 out = quant(y)
             return torch.round(out.value / out.scale).to(torch.int64).numpy()
 
-        t, base = float_thresholds(f)
+        try:
+            t, base = float_thresholds(f)
+        except ValueError as e:
+            raise UnsupportedLayerError(
+                f"{name}: {e} with its input; cosyn reads inputs through an increasing "
+                "quantizer (drop a negative factor from the preprocessing)"
+            ) from e
         scale = probe.scale.detach().reshape(())
         node = N.Quantize(
             name=self.fresh(name, N.Quantize.kind),

@@ -1,0 +1,218 @@
+"""The ways forward code flattens, preprocesses and rescales, through cosyn.lower and
+from_qonnx alike: x.view(x.shape[0], -1), x.reshape(x.size(0), -1), torch.flatten(x, 1) and
+nn.Flatten before or after the input quantizer; float preprocessing before it (2 * x - 1,
+mean/std normalisation) folded into the input quantizer; float operations between an
+accumulator and the next quantizer (scalars, per-channel buffers, BatchNorm1d, TensorNorm,
+a decreasing map) folded into a threshold bank; 1-bit quantizers as they compute; and one
+CosynError line, never a crash, for what cosyn does not lower."""
+
+from __future__ import annotations
+
+import brevitas.nn as qnn
+import numpy as np
+import pytest
+import torch
+from brevitas.quant_tensor import IntQuantTensor
+from brevitas_examples.bnn_pynq.models.common import CommonActQuant, CommonWeightQuant
+from brevitas_examples.bnn_pynq.models.tensor_norm import TensorNorm
+from cosyn.models.train import predict
+from test_qonnx import assert_same_graph, export, one_line
+from torch import nn
+
+import cosyn
+from cosyn.errors import UnsupportedLayerError
+from cosyn.ir import nodes as N
+from cosyn.ir.chain import quant_type
+from cosyn.ir.intervals import IntType
+
+PRE = {
+    "none": lambda x: x,
+    "bipolar": lambda x: 2.0 * x - torch.tensor([1.0]),
+    "normalise": lambda x: (x - 0.1307) / 0.3081,
+    "reversed": lambda x: 0.5 + x * 3.0,  # the constant first
+}
+
+
+def _act(bits: int) -> nn.Module:
+    """FINN's activation quantizer at a power-of-two scale (1/4), so that the model's own
+    float32 matmuls are exact and the graph must equal them bit for bit."""
+    top = (2 ** (bits - 1) - 1) / 4
+    return qnn.QuantIdentity(act_quant=CommonActQuant, bit_width=bits, max_val=top, min_val=-top)
+
+
+def _linear(i: int, o: int, bits: int) -> nn.Module:
+    top = (2 ** (bits - 1) - 1) / (2 if bits == 2 else 4)
+    return qnn.QuantLinear(i, o, bias=False, weight_quant=CommonWeightQuant,
+                           weight_bit_width=bits, weight_scaling_const=top)  # fmt: skip
+
+
+class Net(nn.Module):
+    """Image (1, 4, 4) -> quantizer -> QuantLinear -> `mid` -> quantizer -> QuantLinear ->
+    quantizer, flattened by `flatten` `before` or after the input quantizer."""
+
+    def __init__(self, flatten: str = "view", before: bool = True, pre="none", mid="bn"):
+        super().__init__()
+        self.flatten, self.before, self.pre, self.mid = flatten, before, pre, mid
+        self.flat = nn.Flatten()
+        self.inp = _act(3)
+        self.fc1 = _linear(16, 8, 3)
+        self.bn = nn.BatchNorm1d(8)
+        self.norm = TensorNorm()
+        self.register_buffer("gain", torch.linspace(-1.5, 2.0, 8))
+        self.act = _act(3)
+        self.fc2 = _linear(8, 3, 2)
+        self.out = _act(4)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for m in (self.fc1, self.fc2):
+                m.weight.uniform_(-1, 1, generator=g)
+            for t in (self.bn.weight, self.bn.bias, self.bn.running_mean):
+                t.copy_(torch.randn(8, generator=g))
+            self.bn.running_var.uniform_(0.5, 3.0, generator=g)
+            self.norm.weight.fill_(-0.7)
+            self.norm.running_mean.fill_(0.3)
+            self.norm.running_var.fill_(2.5)
+
+    def _flatten(self, x):
+        if self.flatten == "view":
+            return x.view(x.shape[0], -1)
+        if self.flatten == "reshape":
+            return x.reshape(x.size(0), -1)
+        if self.flatten == "torch":
+            return torch.flatten(x, 1)
+        return self.flat(x)
+
+    def _mid(self, x):
+        if self.mid == "bn":
+            return self.bn(x)
+        if self.mid == "scalars":
+            return x * 0.37 + 0.25
+        if self.mid == "decreasing":
+            return 0.5 - x / 3.0
+        if self.mid == "channel":
+            return x * self.gain - 0.125
+        return self.norm(x)
+
+    def forward(self, x):
+        x = self._flatten(x) if self.before else x
+        x = self.inp(PRE[self.pre](x))
+        x = x if self.before else self._flatten(x)
+        x = self.act(self._mid(self.fc1(x)))
+        return self.out(self.fc2(x))
+
+
+X = torch.rand(256, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+
+
+def both(model: nn.Module, tmp_path, dynamo: bool = False) -> cosyn.ir.Graph:
+    """cosyn.lower and from_qonnx give one graph, equal to the model on X."""
+    model.eval()
+    g = cosyn.lower(model, X[:2])
+    np.testing.assert_array_equal(g.run(X.numpy()), predict(model, X).numpy())
+    h = cosyn.ir.from_qonnx(export(model, (1, 4, 4), tmp_path / "m.onnx", dynamo))
+    assert_same_graph(g, h)
+    np.testing.assert_array_equal(h.run(X.numpy()), predict(model, X).numpy())
+    return g
+
+
+@pytest.mark.parametrize("before", [True, False], ids=["before", "after"])
+@pytest.mark.parametrize("flatten", ["view", "reshape", "torch", "module"])
+def test_flatten_patterns_before_or_after_the_input_quantizer(flatten, before, tmp_path):
+    g = both(Net(flatten, before), tmp_path)
+    assert [n.kind for n in g][:3] == ["quantize", "flatten", "dense"]
+    assert g.input.shape == (1, 4, 4) and g.nodes[2].shape == (8,)
+
+
+@pytest.mark.slow  # torch's default exporter takes seconds
+def test_flatten_of_the_raw_input_reads_back_from_torch_default_exporter(tmp_path):
+    both(Net("view", True, "bipolar"), tmp_path, dynamo=True)  # Reshape before Mul, Sub, Quant
+
+
+@pytest.mark.parametrize("pre", ["bipolar", "normalise", "reversed"])
+def test_float_preprocessing_folds_into_the_input_quantizer(pre, tmp_path):
+    g = both(Net(pre=pre), tmp_path)
+    assert isinstance(g.nodes[0], N.Quantize) and g.nodes[1].kind == "flatten"
+    plain = cosyn.lower(Net().eval(), X[:2])
+    assert not np.array_equal(g.input.thresholds, plain.input.thresholds)
+
+
+@pytest.mark.parametrize("mid", ["bn", "scalars", "decreasing", "channel", "tensornorm"])
+def test_float_chain_between_layers_folds_into_a_threshold_bank(mid, tmp_path):
+    g = both(Net(mid=mid), tmp_path)
+    bank = g.nodes[3]
+    assert isinstance(bank, N.Threshold) and bank.inputs == (g.nodes[2].name,)
+    decreasing = {"decreasing": True, "tensornorm": True, "scalars": False}.get(mid)
+    if decreasing is not None:  # one sign for every channel
+        assert np.all(bank.sign == (-1 if decreasing else 1))
+    if mid == "channel":  # the gain's sign, channel by channel
+        assert np.array_equal(bank.sign.reshape(-1) < 0, Net().gain.numpy() < 0)
+
+
+def test_one_bit_quantizers_lower_as_they_compute():
+    """Binary (CommonActQuant, 1 bit: -1/+1 in two bits) and a 1-bit signed integer
+    quantizer (-1/0 in one bit); the golden model equals Brevitas either way."""
+    for act, dtype in ((CommonActQuant, IntType(2, True)), (None, IntType(1, True))):
+        kw = {} if act is None else {"act_quant": act}  # an injector class is falsy
+        model = Net()
+        model.act = qnn.QuantIdentity(bit_width=1, **kw)
+        g = cosyn.lower(model.eval(), X[:2])
+        assert g.nodes[3].dtype == dtype
+        np.testing.assert_array_equal(g.run(X.numpy()), predict(model, X).numpy())
+
+
+def test_a_one_bit_quantizer_of_unknown_levels_is_refused():
+    def quant(x):
+        y = torch.where(x >= 0, 2.0, 0.0)
+        one = torch.tensor(1.0)
+        return IntQuantTensor(y, one, torch.tensor(0.0), one, True, False)
+
+    with pytest.raises(UnsupportedLayerError, match=r"odd \(.*levels \[0\.0, 2\.0\]"):
+        quant_type(quant, quant(torch.zeros(1, 3)), (3,), "odd (QuantIdentity)")
+
+
+class Bad(Net):
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.register_buffer("mean", torch.linspace(0.1, 0.9, 16).reshape(1, 4, 4))
+
+    def forward(self, x):
+        if self.kind == "per_pixel":
+            return super().forward(x - self.mean)
+        if self.kind == "sigmoid":
+            return torch.sigmoid(super().forward(x))
+        x = super().forward(x)
+        if self.kind == "product":
+            return x * x
+        if self.kind == "shape":
+            return x * x.shape[1]
+        return x.view(-1)  # "batch": the batch flattened away
+
+
+@pytest.mark.parametrize(
+    ("kind", "parts"),
+    [
+        ("per_pixel", ("sub (call_function sub)", "before the input quantizer must be one value")),
+        ("sigmoid", ("sigmoid (call_function sigmoid)", "supported: QuantIdentity")),
+        ("product", ("mul (call_function mul)", "two computed values can only be added")),
+        ("shape", ("mul (call_function mul)", "depends on the input's shape")),
+        ("batch", ("view_1 (call_method view)", "flatten/view/reshape to (batch, -1)")),
+    ],
+)
+def test_what_cosyn_does_not_lower_is_one_line_naming_the_operation(kind, parts):
+    with pytest.raises(UnsupportedLayerError) as e:
+        cosyn.lower(Bad(kind).eval(), X[:2])
+    one_line(e, *parts)
+
+
+def test_an_error_inside_a_submodule_names_its_path():
+    class Inner(nn.Module):
+        def forward(self, x):
+            return torch.tanh(x)
+
+    model = Net()
+    model.norm = Inner()
+    model.mid = "tensornorm"
+    with pytest.raises(UnsupportedLayerError) as e:
+        cosyn.lower(model.eval(), X[:2])
+    one_line(e, "norm.tanh (call_function tanh)", "cannot lower this operation")
