@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -55,69 +56,131 @@ class _Joint:
     def run(self, samples: int | None, skip: bool = True) -> Iterator[tuple[int, int, int]]:
         """Step every control until `samples` samples (None: no end) have left; yields
         (0, cycle, outputs so far) at each sample's first input transfer, before the
-        cycle is stepped, and (1, cycle, outputs so far) at each first output transfer.
-        With `skip`, cycles in which every control steps only counters (`quiet`) are
-        stepped at once (`skip`); without, one at a time."""
+        cycle is stepped (every control then at that cycle), and (1, cycle, outputs so
+        far) at each first output transfer. With `skip`, each control is stepped only
+        at the cycles it is not `quiet` and through cycles it is at once (`_events`);
+        without, every control every cycle (`_cycles`)."""
+        total = (QUIET, QUIET) if samples is None else (samples, samples)
+        yield from (self._events if skip else self._cycles)(total[0] * self.n_in,
+                                                             total[1] * self.n_out)  # fmt: skip
+
+    def _cycles(self, total_in: int, total_out: int) -> Iterator[tuple[int, int, int]]:
         n, n_in, n_out, models = self.n, self.n_in, self.n_out, self.models
-        srcs, cons = self.srcs, self.cons
         sc_k, sc_j = self.src_cons
         sk_k, sk_j = self.sink
-        order = range(n - 1, -1, -1)
-        wiring = list(zip(models, srcs, cons, strict=True))
-        total_in, total_out = (
-            (QUIET * n_in, QUIET * n_out) if samples is None else (samples * n_in, samples * n_out)
-        )
+        wiring = list(zip(models, self.srcs, self.cons, strict=True))
         sent = got = t = 0
         ivs: list[Any] = [None] * n
         ors: list[Any] = [None] * n
         while True:
-            if samples is not None and t > 1_000_000 + 50 * samples * (n_in + n_out) * max(n, 1):
-                raise RuntimeError(f"the pipeline does not finish {samples} samples in {t} cycles")
+            self._limit(t, total_in)
             src_valid = sent < total_in
             valids = [m.valid() for m in models]
             valids.append([src_valid])
             readies: list[Any] = [None] * n
             readies.append([True])
-            for k in order:
+            for k in range(n - 1, -1, -1):
                 m, src, con = wiring[k]
                 ors[k] = orr = [readies[a][b] for a, b in con]
                 ivs[k] = iv = [valids[a][b] for a, b in src]
                 readies[k] = m.ready(iv, orr)
-            take = src_valid and readies[sc_k][sc_j]
-            if take:
+            if src_valid and readies[sc_k][sc_j]:
                 if sent % n_in == 0:
                     yield 0, t, got
                 sent += 1
-            out = valids[sk_k][sk_j]
-            if out:
+            if valids[sk_k][sk_j]:
                 if got % n_out == 0:
                     yield 1, t, got
                 got += 1
                 if got == total_out:
                     return
-            # cycles through which every control steps only counters, the signals between
-            # them as they are now, and no sample's first element moves but at cycle t
-            q = QUIET if skip else 0
-            if take:
-                q = min(q, -sent % n_in + 1)
-            if out:
-                q = min(q, -got % n_out + 1, total_out - got)
-            for k in range(n):
-                if q < 2:
-                    break
-                q = min(q, models[k].quiet(ivs[k], ors[k]))
-            if q >= QUIET:
-                raise RuntimeError(f"the pipeline deadlocks at cycle {t}")
-            if q >= 2:
-                for k in range(n):
-                    models[k].skip(q, ivs[k], ors[k])
-                sent += (q - 1) * take
-                got += (q - 1) * out
-                t += q
-                continue
             for k in range(n):
                 models[k].step([v and r for v, r in zip(ivs[k], readies[k], strict=True)], ors[k])
             t += 1
+
+    def _limit(self, t: int, total_in: int) -> None:
+        if total_in < QUIET and t > 1_000_000 + 50 * (total_in // self.n_in) * (
+            self.n_in + self.n_out
+        ) * max(self.n, 1):
+            raise RuntimeError(f"the pipeline does not finish in {t} cycles")
+
+    def _events(self, total_in: int, total_out: int) -> Iterator[tuple[int, int, int]]:
+        """`_cycles`, each control stepped lazily: at[k] is the cycle its state is at, its
+        inputs (iv, orr) and outputs (val, rdy) hold from there until due[k], the first
+        cycle it is not quiet. At each such cycle the due controls step; the others
+        whose inputs then change catch up (`skip`) and are asked again."""
+        n, n_in, n_out, models = self.n, self.n_in, self.n_out, self.models
+        srcs, cons = self.srcs, self.cons
+        (sc_k, sc_j), (sk_k, sk_j) = self.src_cons, self.sink
+        users = [sorted({c for c, _ in con if c < n}) for con in cons]
+        makers = [sorted({a for a, _ in src if a < n}) for src in srcs]
+        val: list[Any] = [m.valid() for m in models] + [[total_in > 0]]
+        rdy: list[Any] = [None] * n + [[True]]
+        iv: list[Any] = [None] * n
+        orr: list[Any] = [None] * n
+        for k in range(n - 1, -1, -1):
+            orr[k] = [rdy[c][j] for c, j in cons[k]]
+            iv[k] = [val[a][b] for a, b in srcs[k]]
+            rdy[k] = models[k].ready(iv[k], orr[k])
+        at = [0] * n
+        due = [models[k].quiet(iv[k], orr[k]) for k in range(n)]
+        sent = got = base = 0  # transfers in and out before cycle `base`
+        while True:
+            take, out = val[n][0] and rdy[sc_k][sc_j], val[sk_k][sk_j]
+            t = min(due, default=QUIET)
+            if take:
+                t = min(t, base + -sent % n_in, base + total_in - sent - 1)
+            if out:
+                t = min(t, base + -got % n_out, base + total_out - got - 1)
+            if t >= QUIET:
+                raise RuntimeError(f"the pipeline deadlocks at cycle {base}")
+            self._limit(t, total_in)
+            sent, got, base = sent + (t - base) * take, got + (t - base) * out, t
+            if take and sent % n_in == 0:
+                for k in range(n):
+                    if at[k] < t:
+                        models[k].skip(t - at[k], iv[k], orr[k])
+                        at[k] = t
+                yield 0, t, got
+            if out:
+                if got % n_out == 0:
+                    yield 1, t, got
+                if got + 1 == total_out:
+                    return
+            sent, got, base = sent + take, got + out, t + 1
+            mark = [False] * n
+            stepped = [k for k in range(n) if due[k] == t]
+            for k in stepped:
+                m = models[k]
+                if at[k] < t:
+                    m.skip(t - at[k], iv[k], orr[k])
+                m.step([v and r for v, r in zip(iv[k], rdy[k], strict=True)], orr[k])
+                at[k] = t + 1
+                mark[k] = True
+                new = m.valid()
+                if new != val[k]:
+                    val[k] = new
+                    for c in users[k]:
+                        mark[c] = True
+            if (sent < total_in) != val[n][0]:
+                val[n] = [sent < total_in]
+                if sc_k < n:
+                    mark[sc_k] = True
+            for k in range(n - 1, -1, -1):
+                if not mark[k]:
+                    continue
+                m = models[k]
+                if at[k] <= t:
+                    m.skip(t + 1 - at[k], iv[k], orr[k])
+                    at[k] = t + 1
+                iv[k] = [val[a][b] for a, b in srcs[k]]
+                orr[k] = [rdy[c][j] for c, j in cons[k]]
+                new = m.ready(iv[k], orr[k])
+                if new != rdy[k]:
+                    rdy[k] = new
+                    for a in makers[k]:
+                        mark[a] = True
+                due[k] = t + 1 + m.quiet(iv[k], orr[k])
 
 
 def first_outputs(p: Any, samples: int, skip: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +273,7 @@ def _rule(outs: list[int]) -> int | None:
     for samples in range(MIN_SAMPLES, MAX_SAMPLES + 1, 2):
         if len(outs) < samples:
             return None
-        d = np.diff(outs[:samples])
+        d = [b - a for a, b in pairwise(outs[:samples])]
         if samples >= MAX_SAMPLES or d[-1] == d[-2] == d[-3]:
             return int(d[-1])
     return None
