@@ -15,6 +15,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 from cosyn.perfmodel.mac import QUIET, MacPipe
+from cosyn.perfmodel.steady import registers
 
 from cosyn.ir.nodes import Conv2d
 
@@ -119,12 +120,31 @@ class ConvSchedule:
         self.geo = geo
 
     def latency_interval(self) -> tuple[int, int]:
-        """Latency (first input to first output) and steady-state cycles per sample."""
-        g = self.geo
-        n = self.frames_for_interval
-        taken, out = self.run(np.zeros(n * g.frame_in, dtype=np.int64))
-        firsts = out[:: g.frame_out]
-        return int(out[0] - taken[0]), int(firsts[-1] - firsts[-2])
+        """Latency (first input to first output) and steady-state cycles per sample:
+        `frames_for_interval` samples at full rate, the last two first outputs apart.
+        Stepped until the registers at a sample's first input transfer repeat an earlier
+        sample's (as in `perfmodel.steady`), the later first outputs from the period."""
+        g, n = self.geo, self.frames_for_interval
+        st = _State(g, np.zeros(n * g.frame_in, dtype=np.int64))
+        seen: dict = {}
+        frame, repeat = 0, None
+        while True:
+            if repeat is None and st.k == frame * g.frame_in < len(st.arr) and st._ready():
+                state = (registers(st), st.n_out - frame * g.frame_out)
+                if state in seen:
+                    f0, t0 = seen[state]
+                    repeat = (t0, frame - f0, st.t - t0)
+                seen[state] = (frame, st.t)
+                frame += 1
+            if repeat is not None or st.n_out >= len(st.out):
+                firsts = [int(x) for x in st.out[: st.n_out : g.frame_out]]
+                if repeat is not None:
+                    t0, m, d = repeat
+                    while m <= len(firsts) < n and firsts[-m] >= t0:
+                        firsts.append(firsts[-m] + d)
+                if len(firsts) >= n:
+                    return firsts[0] - int(st.taken[0]), firsts[n - 1] - firsts[n - 2]
+            st.next()
 
     def run(self, arrivals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(cycle each input is taken, cycle each output leaves) for whole samples.
@@ -138,11 +158,7 @@ class ConvSchedule:
             raise ValueError(f"Arrivals must be whole samples of {g.frame_in}, not {len(arrivals)}")
         st = _State(g, arrivals)
         while st.n_out < len(st.out):
-            q = st.window()
-            if 2 <= q < QUIET:
-                st.advance(q, st.k < len(st.arr) and st.arr[st.k] <= st.t, True)
-            else:
-                st.cycle()
+            st.next()
         return st.taken, st.out
 
 
@@ -300,6 +316,14 @@ class _State:
             self.ky, rest = divmod(term, g.kw * g.c)
             self.kx, self.c = divmod(rest, g.c)
         self.t += n
+
+    def next(self) -> None:
+        """For `ConvSchedule`: the cycles `window` allows at once, else one."""
+        q = self.window()
+        if 2 <= q < QUIET:
+            self.advance(q, self.k < len(self.arr) and self.arr[self.k] <= self.t, True)
+        else:
+            self.cycle()
 
     def window(self) -> int:
         """`quiet` for `ConvSchedule.run`: the output ready, input k offered from
