@@ -228,6 +228,13 @@ class _Control:
         self.st.advance(n, valids[0], oready[0])
 
 
+def _record(cycles: np.ndarray, i: int, t: int, n: int) -> None:
+    """cycles[i : i + n] = t, t + 1, ... where recorded (none in the pipeline's stepping)."""
+    if i < len(cycles):
+        m = min(n, len(cycles) - i)
+        cycles[i : i + m] = np.arange(t, t + m)
+
+
 class _State:
     """The block's registers, and one clock cycle of its control (mirrors the RTL)."""
 
@@ -299,15 +306,11 @@ class _State:
         take = offered and self._ready()
         go = self._go(self.fw != self.fc) and not mac.stall
         if mac.left and ready:
-            self.out[self.n_out : self.n_out + n] = np.arange(self.t, self.t + n)[
-                : max(len(self.out) - self.n_out, 0)
-            ]
+            _record(self.out, self.n_out, self.t, n)
             self.n_out += n
         mac.advance(n, go, ready)
         if take:
-            self.taken[self.k : self.k + n] = np.arange(self.t, self.t + n)[
-                : max(len(self.taken) - self.k, 0)
-            ]
+            _record(self.taken, self.k, self.t, n)
             self.k += n
             self.wcount += n
             self.wcol += n
