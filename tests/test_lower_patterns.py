@@ -15,12 +15,15 @@ import torch
 from brevitas.quant_tensor import IntQuantTensor
 from brevitas_examples.bnn_pynq.models.common import CommonActQuant, CommonWeightQuant
 from brevitas_examples.bnn_pynq.models.tensor_norm import TensorNorm
+from cosyn.models.quant import Uint8ActPow2
 from cosyn.models.train import predict
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_qonnx import assert_same_graph, export, one_line
 from torch import nn
 
 import cosyn
-from cosyn.errors import UnsupportedLayerError
+from cosyn.errors import CosynError, UnsupportedLayerError
 from cosyn.ir import nodes as N
 from cosyn.ir.chain import quant_type
 from cosyn.ir.intervals import IntType
@@ -34,14 +37,14 @@ PRE = {
 
 
 def _act(bits: int) -> nn.Module:
-    """FINN's activation quantizer at a power-of-two scale (1/4), so that the model's own
-    float32 matmuls are exact and the graph must equal them bit for bit."""
-    top = (2 ** (bits - 1) - 1) / 4
+    """FINN's activation quantizer at a power-of-two scale (1/4; binary: 1), so that the
+    model's own float32 matmuls are exact and the graph must equal them bit for bit."""
+    top = (2 ** (bits - 1) - 1) / 4 if bits > 1 else 1.0
     return qnn.QuantIdentity(act_quant=CommonActQuant, bit_width=bits, max_val=top, min_val=-top)
 
 
 def _linear(i: int, o: int, bits: int) -> nn.Module:
-    top = (2 ** (bits - 1) - 1) / (2 if bits == 2 else 4)
+    top = {1: 0.25, 2: 0.5}.get(bits, (2 ** (bits - 1) - 1) / 4)
     return qnn.QuantLinear(i, o, bias=False, weight_quant=CommonWeightQuant,
                            weight_bit_width=bits, weight_scaling_const=top)  # fmt: skip
 
@@ -216,3 +219,60 @@ def test_an_error_inside_a_submodule_names_its_path():
     with pytest.raises(UnsupportedLayerError) as e:
         cosyn.lower(model.eval(), X[:2])
     one_line(e, "norm.tanh (call_function tanh)", "cannot lower this operation")
+
+
+class Op(nn.Module):
+    """One line of forward code, as a module a generated Sequential can hold."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__()
+        self.code = code
+        self.register_buffer("c", torch.linspace(-1.0, 1.0, 6))
+
+    def forward(self, y):
+        return {
+            "scale": lambda: y * -2.0 + 0.5,
+            "channel": lambda: y * self.c,
+            "square": lambda: y * y,
+            "double": lambda: y + y,
+            "batch": lambda: y.view(-1),
+            "flatten": lambda: torch.flatten(y, 1),
+            "exp": lambda: torch.exp(y),
+            "shape": lambda: y + y.shape[0],
+            "slice": lambda: y[:, :6],
+            "cat": lambda: torch.cat([y, y], 1)[:, :6],
+        }[self.code]()
+
+
+CODES = ["scale", "channel", "square", "double", "batch", "flatten", "exp", "shape", "slice", "cat"]
+LAYERS = [
+    lambda: _act(2),
+    lambda: _act(1),
+    lambda: qnn.QuantReLU(act_quant=Uint8ActPow2, bit_width=2),
+    lambda: qnn.QuantReLU(act_quant=Uint8ActPow2, bit_width=1),
+    lambda: _linear(6, 6, 2),
+    lambda: _linear(6, 6, 1),
+    lambda: nn.BatchNorm1d(6),
+    lambda: TensorNorm(),
+    lambda: nn.ReLU(),
+    lambda: nn.Sigmoid(),
+    lambda: nn.Dropout(),
+    lambda: nn.Softmax(dim=1),
+    lambda: nn.LayerNorm(6),
+    lambda: nn.Flatten(),
+    *(lambda c=c: Op(c) for c in CODES),
+]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.sampled_from(range(len(LAYERS))), min_size=1, max_size=6))
+def test_generated_models_lower_or_raise_one_cosyn_error_line(layers):
+    torch.manual_seed(0)
+    model = nn.Sequential(*(LAYERS[i]() for i in layers)).eval()
+    x = torch.rand(4, 6) * 4 - 2
+    try:
+        g = cosyn.lower(model, x[:2])
+    except CosynError as e:
+        assert "\n" not in str(e) and str(e)
+        return
+    np.testing.assert_array_equal(g.run(x.numpy()), predict(model, x).numpy())

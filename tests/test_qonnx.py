@@ -12,6 +12,8 @@ import pytest
 import torch
 from brevitas.export import export_qonnx
 from brevitas.quant import Int32Bias
+from brevitas_examples.bnn_pynq.models.common import CommonActQuant, CommonWeightQuant
+from brevitas_examples.bnn_pynq.models.tensor_norm import TensorNorm
 from cosyn.models import data, fit, zoo
 from cosyn.models.quant import Int8ActPow2, Int8WeightPow2, Uint8ActPow2
 from cosyn.models.train import predict
@@ -23,8 +25,9 @@ from test_ir_exact import user_net
 from torch import nn
 
 import cosyn
-from cosyn.errors import ModelFileError, UnsupportedLayerError
+from cosyn.errors import CosynError, ModelFileError, UnsupportedLayerError
 from cosyn.ir import nodes as N
+from cosyn.ir.intervals import IntType
 from cosyn.ir.qonnx import input_shape
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
@@ -249,3 +252,107 @@ def test_dilated_convolution_is_refused(tmp_path):
     with pytest.raises(UnsupportedLayerError) as e:
         cosyn.ir.from_qonnx(path)
     one_line(e, "m.onnx", f"'{conv.name}' (Conv)", "dilation=1")
+
+
+class TinyFC(nn.Module):
+    """FINN's FC network in small: the raw input viewed flat, 2x - 1, a bipolar input
+    quantizer, binary weights, BatchNorm1d, 2-bit activations, TensorNorm at the end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = qnn.QuantIdentity(act_quant=CommonActQuant, bit_width=1)
+        self.fc1 = qnn.QuantLinear(16, 6, bias=False, weight_quant=CommonWeightQuant,
+                                   weight_bit_width=1)  # fmt: skip
+        self.bn = nn.BatchNorm1d(6)
+        self.act = qnn.QuantIdentity(act_quant=CommonActQuant, bit_width=2)
+        self.fc2 = qnn.QuantLinear(6, 3, bias=False, weight_quant=CommonWeightQuant,
+                                   weight_bit_width=2)  # fmt: skip
+        self.norm = TensorNorm()
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for t in (self.fc1.weight, self.fc2.weight):
+                t.uniform_(-1, 1, generator=g)
+            for t in (self.bn.weight, self.bn.bias, self.bn.running_mean):
+                t.copy_(torch.randn(6, generator=g) * 2)
+            self.norm.weight.fill_(-0.4)
+
+    def forward(self, x):
+        x = x.view(x.shape[0], -1)
+        x = 2.0 * x - torch.tensor([1.0])
+        return self.norm(self.fc2(self.act(self.bn(self.fc1(self.inp(x))))))
+
+
+@pytest.mark.parametrize(
+    "dynamo", [pytest.param(True, marks=pytest.mark.slow), False], ids=["dynamo", "torchscript"]
+)
+def test_finn_style_binary_network_reads_back_exact(tmp_path, dynamo):
+    """BipolarQuant on the input, the weights and nothing else; Reshape/Flatten, Mul and
+    Sub before the first quantizer; Sub, Div, Mul, Add after the last layer."""
+    x = torch.rand(300, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    g = assert_exact(TinyFC().eval(), x, tmp_path / "m.onnx", dynamo)
+    ops = {n.op_type for n in onnx.load(tmp_path / "m.onnx").graph.node}
+    assert {"BipolarQuant", "Mul", "Sub", "Div"} <= ops
+    assert g.input.dtype == IntType(2, True) and len(g.output_ops) == 4
+    assert [n.kind for n in g] == ["quantize", "flatten", "dense", "threshold", "dense"]
+
+
+@pytest.fixture(scope="module")
+def tiny_fc_file(tmp_path_factory) -> bytes:
+    path = export(TinyFC().eval(), (1, 4, 4), tmp_path_factory.mktemp("fc") / "m.onnx")
+    return Path(path).read_bytes()
+
+
+OP_TYPES = ["Relu", "Sigmoid", "MaxPool", "Quant", "BipolarQuant", "Gemm", "MatMul", "Add",
+            "Sub", "Mul", "Div", "Pow", "Reshape", "Flatten", "Conv", "Identity", "Transpose",
+            "BatchNormalization", "Constant", "Clip", "Trunc"]  # fmt: skip
+
+
+@st.composite
+def corrupted(draw, content: bytes) -> bytes:
+    """The file with one to three random edits: an op type, a node dropped or moved, an
+    input rewired, an attribute or an initializer replaced, or bytes cut off."""
+    m = onnx.load_from_string(content)
+    nodes, inits = m.graph.node, m.graph.initializer
+    names = [o for n in nodes for o in n.output] + [i.name for i in inits] + ["", "nowhere"]
+    for _ in range(draw(st.integers(1, 3))):
+        n = nodes[draw(st.integers(0, len(nodes) - 1))]
+        kind = draw(st.sampled_from(["op", "drop", "move", "input", "attr", "init", "cut"]))
+        if kind == "op":
+            n.op_type = draw(st.sampled_from(OP_TYPES))
+        elif kind == "drop":
+            nodes.remove(n)
+        elif kind == "move":
+            copy = onnx.NodeProto()
+            copy.CopyFrom(n)
+            nodes.remove(n)
+            nodes.insert(draw(st.integers(0, len(nodes))), copy)
+        elif kind == "input" and n.input:
+            n.input[draw(st.integers(0, len(n.input) - 1))] = draw(st.sampled_from(names))
+        elif kind == "attr":
+            name = draw(st.sampled_from(["signed", "narrow", "transB", "axis", "rounding_mode"]))
+            value = draw(st.one_of(st.integers(-2, 3), st.sampled_from(["ROUND", "FLOOR", "X"])))
+            n.attribute.append(onnx.helper.make_attribute(name, value))
+        elif kind == "init" and inits:
+            i = inits[draw(st.integers(0, len(inits) - 1))]
+            shape = draw(st.lists(st.integers(0, 3), max_size=3))
+            a = np.asarray(draw(st.sampled_from([0.0, -1.0, 0.5, 3.0, np.nan])), np.float32)
+            i.CopyFrom(onnx.numpy_helper.from_array(np.full(shape, a, np.float32), i.name))
+        elif kind == "cut":
+            data = m.SerializeToString()
+            return data[: draw(st.integers(0, len(data) - 1))]
+    return m.SerializeToString()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_corrupted_files_give_a_graph_or_one_cosyn_error_line(
+    tiny_fc_file, tmp_path_factory, data_
+):
+    path = tmp_path_factory.mktemp("bad") / "m.onnx"
+    path.write_bytes(data_.draw(corrupted(tiny_fc_file)))
+    try:
+        g = cosyn.ir.from_qonnx(path)
+    except CosynError as e:
+        assert "\n" not in str(e) and "m.onnx" in str(e)
+        return
+    g.run(np.zeros((2, *g.input.shape), np.float32))

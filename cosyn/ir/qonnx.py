@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from cosyn.ir.builder import Builder, Conv, _extend, _Input, _per_channel, _Val
 from cosyn.ir.chain import ARITHMETIC, Binary, operand
 from cosyn.ir.graph import Graph
 from cosyn.ir.qonnx_ops import (
+    OPS,
     SUPPORTED_OPS,
     BipolarOp,
     ClipOp,
@@ -76,14 +79,31 @@ def from_qonnx(path: str | os.PathLike) -> Graph:
     """The integer graph of the QONNX file at `path` (one float input, one output)."""
     path = Path(path)
     model = _load(path)
-    with torch.no_grad():
+    with torch.no_grad(), _one_line(path):
         return _QonnxBuilder(path, model).run()
 
 
 def input_shape(path: str | os.PathLike) -> tuple[int, ...]:
     """Per-sample shape of the file's input, as declared in the file."""
     path = Path(path)
-    return _input(path, _load(path).graph)[1]
+    model = _load(path)
+    with _one_line(path):
+        return _input(path, model.graph)[1]
+
+
+@contextmanager
+def _one_line(path: Path) -> Iterator[None]:
+    """Any exception but a CosynError (a file malformed in a way no check foresaw) becomes
+    one ModelFileError line naming the file."""
+    try:
+        yield
+    except CosynError:
+        raise
+    except Exception as e:
+        raise ModelFileError(
+            f"{path}: cosyn cannot read this file ({type(e).__name__}: {_first_line(e)}); "
+            "export the model with brevitas.export.export_qonnx"
+        ) from e
 
 
 def _load(path: Path) -> onnx.ModelProto:
@@ -169,7 +189,7 @@ class _QonnxBuilder(Builder):
     # -- one node ---------------------------------------------------------------------------
 
     def step(self, node: NodeProto) -> None:
-        label = node.name or node.output[0]
+        label = node.name or (node.output[0] if node.output else "")
         where = f"{self.path}: node {label!r} ({node.op_type})"
         ident = re.sub(r"\W+", "_", label.replace("export_handler", ""))
         ident = re.sub(r"^(node_+)?_?(symbolic)?", "", ident).strip("_") or "0"
@@ -179,6 +199,10 @@ class _QonnxBuilder(Builder):
         except CosynError as e:
             msg = re.sub(rf"^{re.escape(ident)}( \(\w+\))?:? ?", "", str(e))
             raise type(e)(f"{where}: {msg}") from e
+        except Exception as e:  # malformed in a way no check foresaw
+            raise ModelFileError(
+                f"{where}: cosyn cannot read this node ({type(e).__name__}: {_first_line(e)})"
+            ) from e
 
     def replay(self, node: NodeProto) -> None:
         """Compute the node's float output on the zero input (its shape, and a check)."""
@@ -194,12 +218,12 @@ class _QonnxBuilder(Builder):
                 "or not in topological order"
             )
         ins = [self.values[i] if i else None for i in node.input]
-        try:
-            self.values[node.output[0]] = evaluate(node, ins)
-        except KeyError as e:
+        if node.op_type not in OPS:
             raise UnsupportedLayerError(
                 f"cosyn cannot lower this operation; supported: {SUPPORTED_OPS}"
-            ) from e
+            )
+        try:
+            self.values[node.output[0]] = evaluate(node, ins)
         except CosynError:
             raise
         except Exception as e:

@@ -246,7 +246,7 @@ def _flatten(node: NodeProto, x) -> torch.Tensor:
     return x.reshape(int(torch.tensor(x.shape[:axis]).prod()), -1)
 
 
-_OPS: dict[str, Callable] = {
+OPS: dict[str, Callable] = {
     "Quant": _quant,
     "BipolarQuant": lambda n, x, scale: bipolar_op(scale)(x).value,
     "Gemm": _gemm,
@@ -268,9 +268,9 @@ _OPS: dict[str, Callable] = {
     "Dropout": lambda n, x, *rest: x,
 }
 
-SUPPORTED_OPS = ", ".join(_OPS)
+SUPPORTED_OPS = ", ".join(OPS)
 
 
 def evaluate(node: NodeProto, inputs: list[torch.Tensor | None]) -> torch.Tensor:
-    """Node's first output in torch float32; KeyError for an op cosyn does not read."""
-    return _OPS[node.op_type](node, *inputs)
+    """Node's first output in torch float32; KeyError for an op not in OPS."""
+    return OPS[node.op_type](node, *inputs)
