@@ -269,10 +269,18 @@ class Builder:
         return self._val(node, scale)
 
     def finish(self, out: object) -> Graph:
-        """The graph; float operations after the last integer node (a TensorNorm) stay the
-        model's float32 arithmetic on the output (`Graph.output_ops`)."""
+        """The graph; an affine float map after the last integer node (a scale, a bias, a
+        batch norm, TensorNorm: dequantization) stays the model's float32 arithmetic on the
+        output (`Graph.output_ops`)."""
         if not isinstance(out, _Val):
             raise UnsupportedLayerError("the model output does not depend on a quantized layer")
+        other = [op for op in out.chain if not _affine(op)]
+        if other:
+            raise UnsupportedLayerError(
+                "the model output passes through float operations after its last quantized "
+                f"layer that are not a scale, a bias or a batch norm ({_op_name(other[0])}); "
+                "end the model with a quantizer or a quantized layer"
+            )
         bias = None if out.bias is None else out.bias.numpy()
         ops = tuple(
             copy.deepcopy(op) if isinstance(op, torch.nn.Module) else op for op in out.chain
@@ -280,6 +288,17 @@ class Builder:
         g = Graph(self.nodes, output_bias=bias, output_ops=ops)
         g.check()
         return g
+
+
+def _affine(op: Callable) -> bool:
+    """True for an affine float map of the output: +, -, *, / by constants, a batch norm."""
+    return bool(getattr(op, "affine", False)) or isinstance(
+        op, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d
+    )
+
+
+def _op_name(op: Callable) -> str:
+    return getattr(op, "__name__", type(op).__name__)
 
 
 def _extend(v: object, op: Callable, what: str) -> object:

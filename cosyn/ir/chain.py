@@ -43,6 +43,11 @@ class Binary:
     def __call__(self, y: torch.Tensor) -> torch.Tensor:
         return self.op(self.c, y) if self.reverse else self.op(y, self.c)
 
+    @property
+    def affine(self) -> bool:
+        """True unless it divides by the value (c / y)."""
+        return not (self.reverse and self.op is operator.truediv)
+
 
 def operand(c: object, shape: tuple[int, ...], first: bool, what: str) -> torch.Tensor | float:
     """The constant `c` as the model applies it to a batch of samples of `shape`.

@@ -136,6 +136,8 @@ class _BatchNorm:
     def __call__(self, y: torch.Tensor) -> torch.Tensor:
         return F.batch_norm(y, self.mean, self.var, self.weight, self.bias, False, 0.0, self.eps)
 
+    affine = True
+
 
 def batch_norm(node: NodeProto, weight, bias, mean, var) -> _BatchNorm:
     a = attrs(node)
