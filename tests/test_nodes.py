@@ -6,6 +6,7 @@ in cosyn.ir.nodes has no entry, so a new kind is tested as soon as it is defined
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from cosyn.errors import BitWidthError, GraphError
 from cosyn.ir import nodes as N
+from cosyn.ir.chain import Binary
 from cosyn.ir.graph import Graph
 from cosyn.ir.intervals import Range, as_range
 from cosyn.report import graph_table
@@ -336,3 +338,19 @@ def test_graph_ranges_are_the_nodes_and_computed_once() -> None:
     assert d.dtype == N.IntType(6, True)
     table = graph_table(g)
     assert "| d | dense | x | 1 | i3 |  | i6 | 2 |" in table  # the accumulator column
+
+
+def test_output_ops_are_the_models_float32_arithmetic_after_the_last_node() -> None:
+    """Graph.run applies the output scale, then `output_ops` in order, in float32."""
+    t = N.IntType(3, True)
+    x = N.Quantize("x", (), (2,), t, np.float32(0.5), thresholds=np.float32([-1, 0, 1]), base=-1)
+    d = N.Dense.sized([x.infer_range()], name="d", inputs=("x",), shape=(2,),
+                      scale=np.float32(0.25), weight=np.array([[2, -3], [1, 1]]),
+                      bias=np.array([1, 0]))  # fmt: skip
+    ops = (Binary(operator.sub, torch.tensor(0.1)), Binary(operator.truediv, 0.3))
+    g = Graph([x, d], output_ops=ops)
+    xs = np.float32([[-2, 0.5], [0, 3], [1, -1]])
+    acc = g.run_int(g.quantize(xs))
+    expect = (torch.from_numpy(acc.astype(np.float32) * np.float32(0.25)) - 0.1) / 0.3
+    assert np.array_equal(g.run(xs), expect.numpy())
+    assert not np.array_equal(g.run(xs), Graph([x, d]).run(xs))
