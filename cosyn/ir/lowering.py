@@ -6,6 +6,13 @@ The walk keeps, for each traced value, a `_Val` (builder.py): the integer node t
 produces it, its float32 scale, and the float operations still to be applied
 before the next quantizer. A quantizer closes that chain into a requantize node
 found against the model's own modules (see requant.py), so it is exact.
+
+Forward code is read as FINN's example networks write it: values computed from
+constants alone (a buffer, `torch.tensor([1.0])`) are constants, a traced value's
+shape (`x.shape[0]`, `x.size(0)`) is metadata for a flatten, and +, -, *, / by a
+constant join the value's float chain (`2 * x - 1` before the input quantizer,
+TensorNorm after the last layer; see chain.py). Whatever else the code does is
+refused in one UnsupportedLayerError line naming the module path and the operation.
 """
 
 from __future__ import annotations

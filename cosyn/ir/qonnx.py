@@ -1,13 +1,17 @@
 """Read the integer graph from a QONNX file, as Brevitas' `export_qonnx` writes it.
 
 The nodes are walked in the file's (topological) order with the same builder as
-`cosyn.lower`: a `Quant` on a constant gives integer weights, a `Quant` on a
-value closes its float chain (bias, BatchNormalization, Relu, Clip, Mul/Div by a
-constant) into a requantize node found by bisection against torch float32
-implementations of the operators (qonnx_ops.py), Gemm/MatMul/Conv become
-Dense/Conv2d, Add of two values an Add node, Flatten/Reshape to (batch, -1) a
-Flatten. The file is replayed once on a zero input of its declared shape, which
-gives every value's shape.
+`cosyn.lower`: a `Quant` or `BipolarQuant` on a constant gives integer weights, on
+a value it closes its float chain (bias, BatchNormalization, Relu, Clip,
+Add/Sub/Mul/Div by a constant; before the first quantizer, the input's
+preprocessing) into the input quantizer or a requantize node found by bisection
+against torch float32 implementations of the operators (qonnx_ops.py).
+Gemm/MatMul/Conv become Dense/Conv2d, Add of two values an Add node,
+Flatten/Reshape to (batch, -1) a Flatten, and an affine chain after the last layer
+(FINN's TensorNorm) the graph's `output_ops`. Operators on constants alone (Pow,
+Sqrt, Transpose, ...) are folded. The file is replayed once on a zero input of its
+declared shape, which gives every value's shape; a file malformed in any way gives
+one CosynError line naming it.
 
     g = from_qonnx("m.onnx")   # g.run(x) equals the exported Brevitas model's output
 """
