@@ -11,9 +11,12 @@ A block's timing is a class here with
   `key`       what the timing depends on (a hashable tuple);
   `control()` the cycle model of the block's control: the same registers and
               conditions as its RTL, without the data, stepped one clock at a time
-              (`valid()`, `ready(valids, oready)`, `step(takes, oready)`).
+              (`valid()`, `ready(valids, oready)`, `step(takes, oready)`), and its
+              shortcut: `quiet(valids, oready)`, how many cycles with those
+              inputs only count (valid and ready unchanged after each), and
+              `skip(n, valids, oready)`, n of them at once (`perfmodel.steady`).
 Closed forms (`latency`, `interval`, `timing`) sit beside the control they describe
-and tests hold them to it (`drive`) and to the RTL simulation. The pipeline
+and tests hold them (and `quiet`/`skip`) to it (`drive`) and to the RTL simulation. The pipeline
 (`perfmodel.pipeline`) composes these; the RTL blocks carry the same object as
 `block.cycles`, and the manifest is written from the composition.
 

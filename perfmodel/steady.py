@@ -1,4 +1,4 @@
-"""The pipeline's steady state: every block's control stepped together, cycle by cycle.
+"""The pipeline's steady state: every block's control stepped together.
 
 Sample 0's timing composes from each block's `timing` (the pipeline puts FIFOs where
 a block would stall its producer within a sample). Consecutive samples interact: a
@@ -7,7 +7,13 @@ rows, its producer's output register fills and that producer stops too, so the n
 sample reaches the slow block later than at full rate. `first_outputs` models that:
 it steps every block's control (`timing.control()`, see `perfmodel.blocks`) together,
 with valid and ready between them, the input always offered and the output always
-ready, and records each sample's first input and first output transfer.
+ready, and records each sample's first input and first output transfer. A control
+need not be stepped one cycle at a time through cycles in which it only counts (its
+`quiet` cycles: its valid and ready stay as they are while its inputs do); it is
+stepped through them at once (`skip`), and only when it is no longer quiet, or a
+neighbour's valid or ready changes, is it stepped alone or asked again (`_events`).
+The controls' tests hold `quiet` and `skip` to `step`, and these to stepping every
+control every cycle (`_cycles`, `skip=False`).
 
 `steady_interval` is the difference between consecutive samples' first outputs once
 it repeats: the first of 4, 6, ..., `MAX_SAMPLES` samples whose last three differences
@@ -195,8 +201,7 @@ def first_outputs(p: Any, samples: int, skip: bool = True) -> tuple[np.ndarray, 
 
 def registers(x: Any) -> Any:
     """The state of a control as a hashable value: its `registers()` where it names
-    them, else its attributes, recursively, without recorded cycles (arrays) and the
-    counters a class names in `COUNTERS`."""
+    them, else its attributes, recursively, without recorded cycles (arrays)."""
     if isinstance(x, (bool, int, str, type(None))):
         return x
     if isinstance(x, (list, tuple)):
@@ -207,8 +212,7 @@ def registers(x: Any) -> Any:
         return x
     if hasattr(x, "registers"):
         return registers(x.registers())
-    skip = getattr(x, "COUNTERS", ())
-    return tuple((k, registers(v)) for k, v in vars(x).items() if k not in skip)
+    return tuple((k, registers(v)) for k, v in vars(x).items())
 
 
 def steady_interval(p: Any) -> int:
