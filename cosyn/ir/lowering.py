@@ -107,7 +107,14 @@ class _Builder(Builder):
                     f"{_describe(self.gm, n)}: cosyn cannot lower this ({type(e).__name__}: "
                     f"{_first_line(e)}); supported: {SUPPORTED}"
                 ) from e
-        return self.finish(out)
+        try:
+            return self.finish(out)
+        except CosynError:
+            raise
+        except Exception as e:
+            raise UnsupportedLayerError(
+                f"the model output: cosyn cannot lower it ({type(e).__name__}: {_first_line(e)})"
+            ) from e
 
     def step(self, n: fx.Node) -> object:
         if n.op == "placeholder":
