@@ -420,7 +420,11 @@ def _synth_board(
         raise CosynError(f"--device {device} is not the {b.device} on {b.name}; give one of them")
     report = out or _synth_report_path(folder, b.name)
     bit = report.with_suffix(fpga.bitstream_suffix(b))
-    built = fpga.bitstream(folder, b, bit, freq_mhz=freq, baud=baud, self_check=self_check)
+    try:
+        built = fpga.bitstream(folder, b, bit, freq_mhz=freq, baud=baud, self_check=self_check)
+    except fpga.TimingError as e:  # what the long run found, before the one-line error
+        console.print(e.result.table())
+        raise
     console.print(built.synth.table())
     rate = f"{built.inferences_per_s or 0:,.0f} inferences/s (interval {built.synth.interval})"
     if built.baud is not None:

@@ -240,6 +240,19 @@ def test_a_self_checking_bitstream_for_icebreaker(design, tmp_path) -> None:
     assert fpga.bitstream_suffix("icebreaker") == ".bin"
 
 
+@pytest.mark.slow
+def test_a_clock_too_fast_for_the_design_says_which_freq_and_writes_nothing(design, tmp_path,
+                                                                           cli):  # fmt: skip
+    folder = tmp_path / "build"
+    rtl.generate(design.graph, folder / "rtl")
+    rc, stdout, stderr = cli("synth", str(folder), "--board", "icebreaker", "--freq", "100")
+    m = re.search(r"Fmax (\d+)\.\d MHz is below the design's 100.5 MHz clock; rerun with "
+                  r"--freq (\d+) or lower", stderr)  # fmt: skip
+    assert rc == 2 and m is not None and m.group(1) == m.group(2), stderr
+    assert "synthesis on ice40-up5k" in stdout and f"Fmax: {m.group(1)}." in stdout
+    assert [p.name for p in folder.iterdir()] == ["rtl"]
+
+
 def test_unknown_board_lists_the_known_and_a_board_needs_its_device(design, cli) -> None:
     with pytest.raises(
         fpga.UnknownBoardError, match=r"'nope'; known boards: ulx3s-25f, .*, icebreaker"

@@ -21,7 +21,13 @@ from cosyn.hw.fpga._board import BOARDS, Board, BoardTop, UnknownBoardError, boa
 from cosyn.hw.fpga._cells import RESOURCES, count_resources
 from cosyn.hw.fpga._flow import DEFAULT_FREQ_MHZ, cache_dir, synthesize
 from cosyn.hw.fpga._pll import PLL, PLLConfig, pll_config
-from cosyn.hw.fpga._result import CriticalPath, DoesNotFitError, SynthesisError, SynthResult
+from cosyn.hw.fpga._result import (
+    CriticalPath,
+    DoesNotFitError,
+    SynthesisError,
+    SynthResult,
+    TimingError,
+)
 from cosyn.hw.fpga._selfcheck import SelfCheck, Vectors
 from cosyn.hw.fpga._uart import UartBridge, UartRx, UartTx, decode, divisor, encode
 
@@ -40,6 +46,7 @@ __all__ = [
     "SelfCheck",
     "SynthResult",
     "SynthesisError",
+    "TimingError",
     "UartBridge",
     "UartRx",
     "UartTx",

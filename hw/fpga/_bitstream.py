@@ -19,7 +19,7 @@ import numpy as np
 from cosyn.hw.fpga._board import Board, BoardTop, board
 from cosyn.hw.fpga._flow import Sources, run_flow, run_tool, sources, status_display, tool
 from cosyn.hw.fpga._pll import pll_config
-from cosyn.hw.fpga._result import SynthesisError, SynthResult, write_whole
+from cosyn.hw.fpga._result import SynthResult, TimingError, write_whole
 from cosyn.hw.fpga._selfcheck import SelfCheck, Vectors
 from cosyn.hw.fpga._uart import UartBridge, divisor
 from cosyn.hw.rtl import Design
@@ -127,7 +127,7 @@ def bitstream(
     folder's: its tb/ vectors). yosys, nextpnr (with the board's pins) and the packer
     run in a temporary folder; `out` is written whole or not at all. A design that does
     not fit raises DoesNotFitError, per resource; one slower than its clock,
-    SynthesisError."""
+    TimingError (with the synthesis result)."""
     b = board(board_name)
     dev = device(b.device)
     src = sources(design)
@@ -156,10 +156,11 @@ def bitstream(
         result.check_fits(f"{src.origin} on {b.name}")
         if result.fmax_mhz is None or result.fmax_mhz < clock:
             fmax = result.fmax_mhz or 0.0
-            raise SynthesisError(
+            raise TimingError(
                 f"{src.origin} on {b.name}: Fmax {fmax:.1f} MHz is below the design's "
                 f"{clock:g} MHz clock; rerun with --freq {math.floor(fmax)} or lower, or "
-                "lower the parallelism"
+                "lower the parallelism",
+                result,
             )
         run_tool(pack, work, Path(pack[0]).name.removeprefix("yowasp-"), src.origin, status)
         write_whole(Path(out), (work / pack[-1]).read_bytes())

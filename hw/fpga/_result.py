@@ -14,7 +14,14 @@ from rich.table import Table
 
 from cosyn.errors import CosynError
 
-__all__ = ["CriticalPath", "DoesNotFitError", "SynthResult", "SynthesisError", "write_whole"]
+__all__ = [
+    "CriticalPath",
+    "DoesNotFitError",
+    "SynthResult",
+    "SynthesisError",
+    "TimingError",
+    "write_whole",
+]
 
 
 class SynthesisError(CosynError):
@@ -23,6 +30,15 @@ class SynthesisError(CosynError):
 
 class DoesNotFitError(CosynError):
     """A design that needs more of some resource than the device has."""
+
+
+class TimingError(SynthesisError):
+    """A design placed and routed, but slower than the clock it must run at; `result`
+    holds what synthesis found (resources, Fmax, the critical path)."""
+
+    def __init__(self, message: str, result: SynthResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass(frozen=True)
