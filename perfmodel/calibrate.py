@@ -161,8 +161,7 @@ def _row(c: Config, dev_name: str, synth: Callable[..., Any]) -> dict[str, Any]:
     feats = np.zeros(len(co["lut"]))
     for s in p.stages:
         feats += features(primitives(s), dev, co)[0]
-    clock = max((clock_features(primitives(s), dev, co) for s in p.stages),
-                key=lambda f: float(np.dot(co["fmax"], f)))  # fmt: skip
+    clock = clock_features(primitives(p.stages[-1]), dev, co)  # the block under test
     with tempfile.TemporaryDirectory() as tmp:
         r = synth(generate(g, Path(tmp) / "rtl", c.parallelism), dev_name)
     return {"config": c.__dict__ | {"name": c.name}, "device": dev_name,

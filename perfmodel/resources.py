@@ -19,20 +19,53 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from cosyn.perfmodel.blocks import (
+    threshold_search,
+)
 from cosyn.perfmodel.devices import Device
+from cosyn.perfmodel.mac import NARROW, multiply_stages
 
 from cosyn.ir.nodes import IntType, int_type_for_range
 
 __all__ = [
+    "AUTO",
+    "BANK",
+    "BANKED",
+    "BLOCK",
+    "CLOCK_FEATURES",
+    "FANOUT",
     "FEATURES",
+    "LUT",
+    "RAM_DEPTH",
+    "ROM_DEPTH",
     "Primitives",
     "Resources",
     "clock_features",
+    "copies",
     "cost",
     "delay_ns",
     "features",
     "primitives",
 ]
+
+
+# How the RTL lays out memories and shared registers (hw/rtl reads these, so the two
+# cannot differ): where a memory goes (LUT: LUT ROM or RAM, BLOCK: block RAM, AUTO:
+# yosys decides), the bank size of banked memories, the depths above which ROMs and
+# RAMs go to block RAM (a DP16KD read, as yosys maps it, takes most of a 150 MHz cycle),
+# and how many lanes one copy of a shared register feeds.
+LUT, BLOCK, AUTO = "lut", "block", "auto"
+BANK = 64  # words of a bank of a banked ROM or buffer
+ROM_DEPTH = 256  # ROMs deeper than this go to block RAM, shallower ones to LUTs
+RAM_DEPTH = 1024  # the same for RAMs, shallower ones to LUT RAM
+BANKED = 1024  # threshold ROMs of ROM_DEPTH to this many words: LUT ROMs in banks
+FANOUT = 16  # lanes fed by one copy of a shared register
+
+
+def copies(n: int, fanout: int = FANOUT) -> int:
+    """Copies of a shared register so that each feeds at most `fanout` of n lanes: at most
+    two, the most synthesis keeps apart (`hw/rtl/_mul.copy_init`)."""
+    return 2 if n > fanout else 1
 
 
 @dataclass
@@ -41,13 +74,13 @@ class Primitives:
 
     kind: str = ""  # the block's kind: its own fixed cost in the linear model
     mults: list[tuple[int, int]] = field(default_factory=list)  # (a bits, b bits) each
-    const_mults: list[tuple[int, int]] = field(default_factory=list)  # by a constant
     add_bits: int = 0  # adder, subtractor and comparator bits (carry chains)
     reg_bits: int = 0  # flip-flops
     mux_bits: int = 0  # 2:1 multiplexer bits
     lanes: int = 0  # multiply-accumulate lanes (dense, conv2d)
     lane_bits: int = 0  # their accumulator bits, all lanes
-    mems: list[tuple[int, int, bool]] = field(default_factory=list)  # (depth, width, rom)
+    # (depth, width, rom, where: LUT, BLOCK or AUTO as the RTL asks synthesis)
+    mems: list[tuple[int, int, bool, str]] = field(default_factory=list)
     depth: int = 0  # carry bits on the longest register-to-register path
     levels: int = 0  # LUT levels on it (a DSP block counts as `dsp_levels`)
 
@@ -88,124 +121,218 @@ def _counter(n: int) -> int:
     return max(int(n - 1).bit_length(), 1)
 
 
-def _const_mult(var_bits: int, const: int) -> list[tuple[int, int]]:
-    """A multiplication of a `var_bits` value by a constant, as yosys maps it: a power of
-    two (or a one-bit value) is wiring, any other constant a multiplier."""
-    c = abs(int(const))
-    return [] if var_bits < 2 or c & (c - 1) == 0 else [(var_bits, c.bit_length())]
+def _banked(prims: Primitives, depth: int, width: int, rom: bool) -> None:
+    """A memory in banks of `BANK` words in LUTs, each read registered, the bank chosen
+    after (`hw/rtl/_buffer.py`, `_rom.weight_roms`)."""
+    banks = -(-depth // BANK)
+    for k in range(banks):
+        prims.mems.append((min(BANK, depth - k * BANK), width, rom, LUT))
+    if banks > 1:
+        prims.mux_bits += (banks - 1) * width
+        prims.reg_bits += _counter(banks)
+    prims.reg_bits += banks * width if rom else 0  # a ROM bank's registered read
 
 
 def _mac(p: int, acc: IntType, w_bits: int, x_bits: int, prims: Primitives) -> None:
-    """P multiply-accumulates: the lanes of dense and conv2d."""
-    prims.mults += [(w_bits, x_bits)] * p
+    """The P lanes of `hw/rtl/_mac.py` behind the issue stage (`perfmodel.mac`): the element
+    in copies, weight registers, the multiplies, accumulators and the output register."""
+    xc = copies(p)
+    prims.reg_bits += xc * x_bits + p * w_bits + 5 * 3 + 3 * 8  # copies, weights, flags
+    prims.mux_bits += xc * x_bits  # a stage without a term carries zero
+    prod = w_bits + x_bits
+    if w_bits <= NARROW:  # multiples x, 3x, -x shared; a 4:1 select per pair of weight bits
+        shared = xc * copies(p, 2 * FANOUT)
+        prims.reg_bits += shared * (3 * x_bits + 3) + p * (w_bits + prod)
+        prims.add_bits += shared * 2 * (x_bits + 2) + p * prod * (w_bits > 2)
+        prims.mux_bits += p * -(-w_bits // 2) * 3 * (x_bits + 2)
+    else:  # a multiplier block, a register on each side
+        prims.mults += [(w_bits, x_bits)] * p
+        prims.reg_bits += 2 * p * prod
     prims.lanes, prims.lane_bits = p, p * acc.bits
     prims.add_bits += p * acc.bits
-    prims.reg_bits += 2 * p * acc.bits + 4  # accumulators, output shift register, flags
-    prims.mux_bits += 2 * p * acc.bits  # bias-or-accumulator, shift-or-load
-    prims.depth, prims.levels = acc.bits, 2 + max(math.ceil(math.log2(max(p, 2))), 1)
+    prims.mux_bits += p * acc.bits + max(p - 1, 0) * acc.bits + 2 * acc.bits  # bias, load, queue
+    prims.reg_bits += p * acc.bits + max(p - 1, 0) * (acc.bits + 1) + 2 * acc.bits + 3
+    prims.depth, prims.levels = max(acc.bits, prod), 3
+
+
+def _weights(prims: Primitives, depth: int, p: int, w_bits: int, groups: int, b_bits: int) -> None:
+    """The weight ROM (rows of P weights, banked in LUTs) and the bias ROM (yosys decides)."""
+    _banked(prims, depth, p * w_bits, rom=True)
+    prims.mems.append((groups, p * b_bits, True, AUTO))
 
 
 def _dense(stage: Any) -> Primitives:
     node, ctx, t = stage.node, stage.ctx, stage.timing
     prims = Primitives()
-    w = node.weight
-    wb, bb = _bits(w), _bits(node.bias)
-    _mac(t.p, node.dtype, wb, ctx.in_type.bits, prims)
-    prims.mems += [
-        (2 * t.n, ctx.in_type.bits, False),
-        (t.groups * t.n, t.p * wb, True),
-        (t.groups, t.p * bb, True),
-    ]
-    prims.reg_bits += 2 * _counter(t.n) + _counter(t.groups) + _counter(t.p + 1) + 2
-    prims.const_mults += _const_mult(_counter(max(t.groups, 2)), t.n)  # ROM address g * n
-    prims.add_bits += 2 * _counter(t.n) + _counter(t.groups)
+    wb, bb, xb = _bits(node.weight), _bits(node.bias), ctx.in_type.bits
+    _mac(t.p, node.dtype, wb, xb, prims)
+    _banked(prims, 2 * t.n, xb, rom=False)
+    _weights(prims, t.groups * t.n, t.p, wb, t.groups, bb)
+    counters = 3 * _counter(t.n) + _counter(t.groups) + _counter(2 * t.n) + _counter(t.groups * t.n)
+    prims.reg_bits += counters + 4
+    prims.add_bits += counters
     return prims
 
 
 def _conv(stage: Any) -> Primitives:
     node, ctx, g = stage.node, stage.ctx, stage.timing.geo
     prims = Primitives()
-    wb, bb = _bits(node.weight), _bits(node.bias)
-    _mac(g.p, node.dtype, wb, ctx.in_type.bits, prims)
-    prims.mems += [
-        (g.rows * g.w * g.c, ctx.in_type.bits, False),
-        (g.groups * g.terms, g.p * wb, True),
-        (g.groups, g.p * bb, True),
-    ]
-    counters = [g.h, g.w * g.c, g.frame_in, g.rows * g.w * g.c, g.oh, g.ow, g.groups,
-                g.kh, g.kw, g.c, g.groups * g.terms, g.rows, g.rows, g.rows]  # fmt: skip
-    bits = sum(_counter(n) for n in counters) + 2 * _counter(g.h + g.kh + g.ph)
-    prims.reg_bits += bits + _counter(g.p + 1) + 4
-    # the line buffer address and the window's last element: rows and columns by constants
-    for var, const in ((g.rows, g.w * g.c), (g.w + 2 * g.pw + g.kw, g.c), (g.h + g.kh, g.w),
-                       (g.h * g.w + g.w, g.c)):  # fmt: skip
-        prims.const_mults += _const_mult(_counter(var), const)
-    prims.add_bits += bits + 2 * _counter(g.frame_in)  # steps, window address, compares
-    prims.depth = max(prims.depth, 2 * _counter(g.rows * g.w * g.c))  # the address sum
+    wb, bb, xb = _bits(node.weight), _bits(node.bias), ctx.in_type.bits
+    _mac(g.p, node.dtype, wb, xb, prims)
+    _banked(prims, g.rows * g.w * g.c, xb, rom=False)
+    _weights(prims, g.groups * g.terms, g.p, wb, g.groups, bb)
+    line = g.rows * g.w * g.c
+    # the window's counters and the registers derived from them (`hw/rtl/_window.py`),
+    # and the writer's
+    counters = [g.oh, g.ow, g.groups, g.kh, g.kw, g.c, g.groups * g.terms, g.rows, g.rows,
+                g.rows, g.h + g.kh + g.ph, g.h + g.kh + g.ph, g.w * g.c + g.kw * g.c,
+                g.w * g.c + g.kw * g.c, 2 * line, g.frame_in, g.h + g.rows, g.h + g.rows,
+                g.h, g.w * g.c, g.frame_in, line]  # fmt: skip
+    bits = sum(_counter(n) for n in counters)
+    prims.reg_bits += bits + 8
+    prims.add_bits += 2 * bits
+    prims.mux_bits += bits
     return prims
 
 
-def _table(stage: Any, width: int) -> tuple[int, int, bool] | None:
-    """A per-channel constant table read by stream phase: a small ROM, or none."""
+def _table(prims: Primitives, stage: Any, width: int, *cols: Any) -> int:
+    """Per-channel constants `cols` (`width` bits in all) looked up by stream phase
+    (`PhaseTable`: a constant table in LUTs, its entry registered with the element);
+    returns the bits registered (0 where every channel's are alike)."""
+    rows = [np.asarray(c).reshape(np.size(c) if np.ndim(c) <= 1 else len(c), -1) for c in cols]
+    if all(len(np.unique(r, axis=0)) == 1 for r in rows):
+        return 0
     ch = len(np.unique(stage.ctx.channel()))
-    return (ch, width, True) if ch > 1 else None
+    prims.mems.append((ch, width, True, LUT))
+    prims.reg_bits += _counter(ch)  # the phase counter
+    prims.add_bits += _counter(ch)
+    return width
 
 
-def _elementwise(stage: Any) -> Primitives:
+def _pipeline(prims: Primitives, widths: list[int], y: int) -> None:
+    """An `Elementwise` pipeline: the bits each stage registers, its valid, and the skid
+    register and its mux behind the last."""
+    prims.reg_bits += sum(widths) + len(widths) + y + 1
+    prims.mux_bits += y
+
+
+def _shift(stage: Any) -> Primitives:
+    """The five stages of `hw/rtl/_requant.shift_block`: look up, round, shift (a mux over
+    the distinct shifts), compare with the clip bounds, select."""
+    node, x, y = stage.node, stage.ctx.in_type.bits, stage.node.dtype.bits
+    prims = Primitives()
+    shifts = np.unique(np.asarray(node.shift))
+    table = _table(prims, stage, _counter(len(shifts)) + 3 * (x + 1), node.shift, node.lo, node.hi)
+    q = x + 1 - max(int(shifts.min()), 0) + max(-int(shifts.min()), 0)  # the shifted value
+    bounds = 2 * (y + 1) if table else 0  # lo and hi ride along where they differ
+    _pipeline(prims, [x + table, x + 1 + bounds, q + bounds, q + 2 + bounds, y], y)
+    prims.add_bits = (x + 1) + 2 * q  # the rounding add, two clip compares
+    prims.mux_bits += (len(shifts) - 1) * q + 2 * y
+    prims.depth, prims.levels = x + 1, 2
+    return prims
+
+
+def _threshold(stage: Any) -> Primitives:
+    """The binary search of `hw/rtl/_requant.threshold_block`: per level a compare while
+    the next level's candidate pair is read from its ROM (by phase and prefix), then a
+    stage that holds the pair; base plus or minus the count at the end."""
     node, ctx = stage.node, stage.ctx
     x, y = ctx.in_type.bits, node.dtype.bits
-    prims = Primitives(reg_bits=stage.timing.latency * (y + 1))  # registered stages
-    kind = node.kind
-    if kind == "shift":
-        prims.add_bits = 3 * (x + 1)  # rounding add, two clip compares
-        prims.mux_bits = 2 * y
-        table = _table(stage, 4 * x)
-        prims.depth, prims.levels = x + 1, 3
-    elif kind == "threshold":
-        n = int(np.asarray(node.thresholds).reshape(len(node.thresholds), -1).shape[1])
-        prims.add_bits = n * x + n  # one compare per threshold, then the adder tree
-        prims.reg_bits += _counter(n + 1)
-        prims.mux_bits = y
-        table = _table(stage, n * x)
-        tree = math.ceil(math.log2(max(n, 2)))
-        prims.depth, prims.levels = x + tree * (tree + 1) // 2, 2 + tree
-    elif kind == "poly":
-        c0 = np.asarray(node.coeffs)[:, 0]
-        if np.all(c0 == c0[0]):  # h starts as a constant: c_d * x
-            prims.const_mults += _const_mult(x, int(c0[0]))
+    rows, _ = threshold_search(node.thresholds, ctx.in_type.lo, ctx.in_type.hi)
+    levels = int(rows.shape[1]).bit_length()
+    prims = Primitives()
+    phases = len(np.unique(ctx.channel())) if len(np.unique(rows, axis=0)) > 1 else 1
+    tt = _bits(np.append(rows, [ctx.in_type.lo, ctx.in_type.hi + 1]))
+    pbits = (phases - 1).bit_length()
+    pair = []  # bits of level k's candidate pair as read (0: a constant)
+    for k in range(levels):
+        words = (1 << pbits) * max((1 << k) >> 1, 1)
+        pair.append(0 if words == 1 else 2 * tt)
+        if words == 1:
+            continue
+        if words <= ROM_DEPTH:
+            prims.mems.append((words, 2 * tt, True, LUT))
+        elif words <= BANKED:
+            _banked(prims, words, 2 * tt, rom=True)
         else:
-            prims.mults.append((_bits(c0), x))
-        prims.mults += [(t.bits, x) for t in node.stages[:-1]]  # h * x, h of the last step
-        for t in node.stages:
-            prims.add_bits += t.bits
-            prims.reg_bits += t.bits + x
-        table = _table(stage, int(np.asarray(node.coeffs).shape[1]) * 16)
-        prims.depth, prims.levels = max(s.bits for s in node.stages), 3
-    else:  # add
-        prims.add_bits = y
-        prims.depth, prims.levels = y, 1
-    if kind != "add" and table is not None:
-        prims.mems.append(table)
-        prims.reg_bits += _counter(table[0])
+            prims.mems.append((words, 2 * tt, True, BLOCK))
+    table = _table(prims, stage, 2 * y, rows, node.base, node.sign)
+    ph = pbits if pbits else 0
+    widths = [x + ph] if levels else [table]
+    for k in range(levels):
+        widths.append(x + ph + k + pair[k])  # hold level k's pair
+        if k < levels - 1:
+            widths.append(x + ph + k + 1)  # compare k (the next pair: the ROM's register)
+            prims.reg_bits += pair[k + 1]
+        else:
+            widths.append(levels + table)
+    if levels:
+        widths.append(y)
+    _pipeline(prims, widths, y)
+    prims.add_bits = levels * tt + y  # a compare per level, then base +- count
+    prims.mux_bits += max(levels - 1, 0) * tt + y
+    prims.depth, prims.levels = tt, 2
     return prims
+
+
+def _poly(stage: Any) -> Primitives:
+    """Horner's rule as `hw/rtl/_poly.poly_block` builds it: look up the coefficients,
+    then per step the multiples of h (registered), a select per pair of the element's
+    bits (summed in pairs), and the add of the next coefficient; a wide element
+    multiplies in a multiplier block instead."""
+    node, ctx = stage.node, stage.ctx
+    x = ctx.in_type.bits
+    prims = Primitives()
+    coeffs = np.asarray(node.coeffs)
+    table = _table(prims, stage, sum(_bits(c) for c in coeffs.T), coeffs)
+    widths = [x + table]
+    h, const = _bits(coeffs[:, 0]), not table
+    for k, t in enumerate(node.stages):  # h * x, then + c_k, in t
+        last = k == len(node.stages) - 1
+        if multiply_stages(x) == 2 and x > NARROW:
+            prims.mults.append((h, x))
+            widths += [x + h + x, x + t.bits]
+        else:
+            pairs = -(-x // 2)
+            sums = min(-(-pairs // 2), 2)
+            widths.append(x + (0 if const else 3 * (h + 2)))  # the multiples of h
+            widths.append(x + sums * min(h + 4, t.bits))  # the pairs summed
+            if multiply_stages(x) == 3:
+                widths.append(x + t.bits)
+            prims.add_bits += (0 if const else 2 * (h + 2)) + (pairs - 1) * t.bits
+            prims.mux_bits += pairs * 3 * min(h + 2, t.bits)
+        widths.append(t.bits + (0 if last else x))
+        prims.add_bits += t.bits
+        h, const = t.bits, False
+    _pipeline(prims, widths, node.dtype.bits)
+    prims.depth, prims.levels = max(s.bits for s in node.stages), 3
+    return prims
+
+
+def _add(stage: Any) -> Primitives:
+    y = stage.node.dtype.bits
+    return Primitives(add_bits=y, reg_bits=2 * (y + 1), mux_bits=y, depth=y, levels=1)
 
 
 def _fifo(stage: Any) -> Primitives:
     d, b = stage.timing.depth, stage.dtype.bits
     c = _counter(d + 1)
-    return Primitives(add_bits=3 * c, reg_bits=3 * c + b, mems=[(d, b, False)], depth=c, levels=2)
+    prims = Primitives(add_bits=3 * c, reg_bits=3 * c + b + 1, mux_bits=b, depth=c, levels=2)
+    prims.mems.append((d - 1, b, False, BLOCK if d - 1 > RAM_DEPTH else LUT))
+    return prims
 
 
 def _fork(stage: Any) -> Primitives:
     return Primitives(reg_bits=2 * (stage.dtype.bits + 1), levels=2)
 
 
-_PRIMITIVES = {"dense": _dense, "conv2d": _conv, "fifo": _fifo, "fork": _fork}
+_PRIMITIVES = {"dense": _dense, "conv2d": _conv, "fifo": _fifo, "fork": _fork, "shift": _shift,
+               "threshold": _threshold, "poly": _poly, "add": _add}  # fmt: skip
 
 
 def primitives(stage: Any) -> Primitives:
     """The primitives of one stage of a `perfmodel.pipeline.Plan`."""
-    prims = _PRIMITIVES.get(stage.kind, _elementwise)(stage)
+    prims = _PRIMITIVES[stage.kind](stage)
     prims.kind = stage.kind
     return prims
 
@@ -218,21 +345,22 @@ FEATURES = ("lut_mult_bits", "add_bits", "mux_bits", "lut_ram_bits", "reg_bits",
             "other_blocks")  # fmt: skip
 
 
-def _to_dsp(a: int, b: int, dev: Device, co: dict[str, Any], const: bool = False) -> int:
+def _to_dsp(a: int, b: int, dev: Device, co: dict[str, Any]) -> int:
     """DSP blocks for an a x b multiplier (0: it goes to LUTs), by the family's rule (yosys'
-    `mul2dsp` minimum widths; whether a multiplication by a constant takes a DSP)."""
+    `mul2dsp` minimum widths)."""
     if min(a, b) < co["dsp_min_bits"] or a + b < co["dsp_min_out_bits"]:
-        return 0
-    if const and not co["dsp_const_mults"]:
         return 0
     da, db = dev.dsp_bits
     hi, lo = max(a, b), min(a, b)
     return math.ceil(hi / max(da, db)) * math.ceil(lo / min(da, db))
 
 
-def _in_bram(depth: int, width: int, rom: bool, co: dict[str, Any]) -> bool:
-    """Whether yosys puts a memory in block RAM: a ROM from a size and depth on, a RAM
-    (whose LUT RAM costs more) from a depth on; per family, from the calibration."""
+def _in_bram(depth: int, width: int, rom: bool, where: str, co: dict[str, Any]) -> bool:
+    """Whether yosys puts a memory in block RAM: where the RTL says, else (AUTO) a ROM
+    from a size and depth on, a RAM (whose LUT RAM costs more) from a depth on; per
+    family, from the calibration."""
+    if where != AUTO:
+        return where == BLOCK
     if rom:
         return depth * width >= co["rom_bram_min_bits"] and depth >= co["rom_bram_min_depth"]
     return depth >= co["ram_bram_min_depth"]
@@ -246,13 +374,13 @@ def features(prims: Primitives, dev: Device, co: dict[str, Any]) -> tuple[list[f
     """(the linear model's features, DSP blocks, block RAMs) of one block on `dev`."""
     dsp = bram = 0
     lut_mult = 0
-    for (a, b), const in [(m, False) for m in prims.mults] + [(m, True) for m in prims.const_mults]:
-        n = _to_dsp(a, b, dev, co, const)
+    for a, b in prims.mults:
+        n = _to_dsp(a, b, dev, co)
         dsp += n
         lut_mult += 0 if n else a * b
     ram = rom = rom_width = 0
-    for depth, width, is_rom in prims.mems:
-        if _in_bram(depth, width, is_rom, co):
+    for depth, width, is_rom, where in prims.mems:
+        if _in_bram(depth, width, is_rom, where, co):
             bram += _brams(depth, width, dev)
         elif is_rom:
             rom, rom_width = rom + depth * width, rom_width + width * (depth > 1)
@@ -273,11 +401,18 @@ def cost(prims: Primitives, dev: Device, co: dict[str, Any]) -> Resources:
     return Resources(max(lut, 0.0), max(ff, 0.0), carry, dsp, bram)
 
 
+# the clock model's features, in `baseline.json`'s fmax order (see `clock_features`)
+CLOCK_FEATURES = ("ns", "carry_cells", "lut_levels", "log2_enable_fanout")
+
+
 def clock_features(prims: Primitives, dev: Device, co: dict[str, Any]) -> list[float]:
-    """(1, carry cells, LUT levels) of the block's longest path: the clock model's features."""
+    """The clock model's features (`CLOCK_FEATURES`): 1, the carry cells and LUT levels of
+    the block's longest path, and log2 of the fanout of its pipeline enable (every
+    register of a block holds together, on one net: in a design pipelined one primitive
+    deep, that net's routing is the longest delay)."""
     dsp_on_path = any(_to_dsp(a, b, dev, co) for a, b in prims.mults)  # the datapath's
     levels = prims.levels + (co["dsp_levels"] if dsp_on_path else 0)
-    return [1.0, prims.depth / dev.carry[1], float(levels)]
+    return [1.0, prims.depth / dev.carry[1], float(levels), math.log2(max(prims.reg_bits, 2))]
 
 
 def delay_ns(prims: Primitives, dev: Device, co: dict[str, Any]) -> float:

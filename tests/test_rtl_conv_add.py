@@ -15,7 +15,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 from cosyn.hw.rtl._add import AddBlock, Fork, SkipFifo
-from cosyn.hw.rtl._base import Ctx, element_stream
+from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_stream
 from cosyn.hw.rtl._conv2d import Conv2dBlock
 from cosyn.hw.rtl._verilog import component_verilog, lint
 from cosyn.perfmodel.blocks import ForkTiming
@@ -294,7 +294,7 @@ class _Sinks(wiring.Component):
 def test_add_rejects_mismatched_inputs() -> None:
     t = IntType(4, True)
     with pytest.raises(ValueError, match="add_t"):
-        AddBlock(add_node(t, t, (0, 0), 6), Ctx((t, t), ((6,), (2, 3))))
+        COMPONENTS["add"](add_node(t, t, (0, 0), 6), Ctx((t, t), ((6,), (2, 3))))
 
 
 def test_fork_copies_under_backpressure() -> None:

@@ -13,6 +13,7 @@ from cosyn.hw.rtl._verilog import lint
 from cosyn.models.data import digits
 from cosyn.models.train import fit
 from cosyn.models.zoo import cnn, mlp
+from cosyn.perfmodel.pipeline import plan
 from cosyn.perfmodel.steady import first_outputs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,7 +28,7 @@ SETTINGS = settings(max_examples=4, deadline=None, suppress_health_check=list(He
 def check(g: cosyn.ir.Graph, x: np.ndarray, parallelism=None, samples: int = 5) -> Top:
     """Simulate `samples` vectors at full rate: exact outputs, latency and interval, and
     every sample's first input and output transfer where the pipeline's model has it."""
-    top = Top(g, parallelism)
+    top = Top(plan(g, parallelism))
     xi = g.quantize(x[:samples])
     y, ins, outs = run_top(top, xi)
     assert np.array_equal(y, g.run_int(xi))

@@ -14,6 +14,7 @@ from cosyn.hw.rtl._verilog import lint
 from cosyn.models.data import digits
 from cosyn.models.train import fit
 from cosyn.models.zoo import mlp
+from cosyn.perfmodel.pipeline import plan
 
 import cosyn
 from cosyn.errors import CosynError, UnsupportedLayerError
@@ -35,7 +36,7 @@ def trained_mlp() -> tuple[Graph, np.ndarray]:
 def test_mlp_exact_with_manifest_timing(trained_mlp, tmp_path) -> None:
     g, xi = trained_mlp
     d = generate(g, tmp_path / "rtl")
-    y, ins, outs = run_top(Top(g), xi)
+    y, ins, outs = run_top(Top(plan(g)), xi)
     assert np.array_equal(y, g.run_int(xi))
     assert outs[0, 0] - ins[0, 0] == d.manifest["latency"]
     assert set(np.diff(outs[:, 0]).tolist()) == {d.manifest["interval"]}
@@ -43,14 +44,14 @@ def test_mlp_exact_with_manifest_timing(trained_mlp, tmp_path) -> None:
 
 def test_mlp_back_pressure_and_gaps_lose_nothing(trained_mlp) -> None:
     g, xi = trained_mlp
-    y, _, _ = run_top(Top(g, parallelism=4), xi[:6], gaps=0.3, stalls=0.5, seed=3)
+    y, _, _ = run_top(Top(plan(g, 4)), xi[:6], gaps=0.3, stalls=0.5, seed=3)
     assert np.array_equal(y, g.run_int(xi[:6]))
 
 
 @pytest.mark.parametrize("p", [1, 3, {"dense_1": 16, "dense_3": 5}])
 def test_parallelism_timing_measured(trained_mlp, p) -> None:
     g, xi = trained_mlp
-    top = Top(g, parallelism=p)
+    top = Top(plan(g, p))
     y, ins, outs = run_top(top, xi[:5])
     assert np.array_equal(y, g.run_int(xi[:5]))
     assert outs[0, 0] - ins[0, 0] == top.plan.latency
@@ -60,7 +61,7 @@ def test_parallelism_timing_measured(trained_mlp, p) -> None:
 def test_dense_interval_near_ideal(trained_mlp) -> None:
     g, _ = trained_mlp
     for p in (1, 2, 4, 8):
-        for s in Top(g, parallelism=p).plan.stages:
+        for s in Top(plan(g, p)).plan.stages:
             if s.node.kind == "dense":
                 ideal = -(-s.node.macs // s.parallelism)
                 assert s.timing.interval <= 1.05 * ideal, (s.node.name, p)

@@ -118,19 +118,5 @@ def _private_uses(path: Path) -> list[str]:
     return [lines[k].strip() for k in sorted(set(found))]
 
 
-# Another change is removing `_MustUse__silence` from these; until then it is allowed there.
-_SILENCING = {"hw/rtl/_top.py", "hw/rtl/_conv2d.py", "hw/rtl/_add.py"}
-
-
-def test_no_private_amaranth_names_beyond_the_pending_ones() -> None:
-    found = _found()
-    assert [(f, line) for f, line in found if not (f in _SILENCING and "_MustUse__" in line)] == []
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="hw/rtl/_top.py, _conv2d.py and _add.py still set `_MustUse__silence`; another "
-    "change removes it: then this passes, and this marker must go",
-)
 def test_no_private_amaranth_names() -> None:
     assert _found() == []

@@ -32,12 +32,6 @@ class AddBlock(wiring.Component):
     """
 
     def __init__(self, node: Add, ctx: Ctx) -> None:
-        if len(set(ctx.in_shapes)) != 1 or min(node.shifts) < 0:
-            self._MustUse__silence = True  # never built
-            raise ValueError(
-                f"{node.name}: add takes two inputs of one shape and left shifts >= 0, "
-                f"not shapes {ctx.in_shapes} and shifts {node.shifts}"
-            )
         self.node, self.cycles = node, TIMINGS["add"](node, ctx)
         ta, tb = ctx.in_types
         super().__init__(
@@ -136,6 +130,11 @@ class SkipFifo(wiring.Component):
 
 
 def _add(node: Add, ctx: Ctx) -> AddBlock:
+    if len(set(ctx.in_shapes)) != 1 or min(node.shifts) < 0:  # before the block exists
+        raise ValueError(
+            f"{node.name}: add takes two inputs of one shape and left shifts >= 0, "
+            f"not shapes {ctx.in_shapes} and shifts {node.shifts}"
+        )
     return AddBlock(node, ctx)
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Module, Shape, Signal, Value
 from amaranth.lib import memory
-from cosyn.hw.rtl._rom import BANK, memory_attrs
+from cosyn.hw.rtl._rom import memory_attrs
+from cosyn.perfmodel.resources import BANK
 
-__all__ = ["BANK", "Buffer"]
+__all__ = ["Buffer"]
 
 
 class Buffer:

@@ -51,13 +51,9 @@ class Conv2dBlock(wiring.Component):
     """
 
     def __init__(self, node: Conv2d, ctx: Ctx) -> None:
-        self._MustUse__silence = True  # until the checks pass
-        if ctx.order != "hwc" or len(ctx.in_shape) != 3:
-            raise ValueError(f"{node.name}: conv2d takes a (C, H, W) input in HWC order")
         self.node, self.ctx = node, ctx
         self.cycles = TIMINGS["conv2d"](node, ctx)
         self.geo = self.cycles.geo
-        self._MustUse__silence = False
         super().__init__(
             {"i": In(element_stream(ctx.in_type)), "o": Out(element_stream(node.dtype))}
         )
@@ -123,6 +119,8 @@ class Conv2dBlock(wiring.Component):
 
 
 def _conv2d(node: Conv2d, ctx: Ctx) -> Conv2dBlock:
+    if ctx.order != "hwc" or len(ctx.in_shape) != 3:  # checked before the block exists
+        raise ValueError(f"{node.name}: conv2d takes a (C, H, W) input in HWC order")
     return Conv2dBlock(node, ctx)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from cosyn.hw.rtl._top import Top, tdata_width
 from cosyn.hw.rtl._verilog import component_verilog
-from cosyn.perfmodel.pipeline import Stream
+from cosyn.perfmodel.pipeline import Stream, plan
 
 from cosyn.ir.graph import Graph
 from cosyn.report import atomic_dir
@@ -79,7 +79,7 @@ def generate(g: Graph, out_dir: str | Path, parallelism: int | dict | None = Non
     `parallelism`: None (the default rule, `default_parallelism`), an int for every
     dense/conv node, or a dict node name -> int. The folder appears whole or not at all.
     """
-    top = Top(g, parallelism)
+    top = Top(plan(g, parallelism))
     text = verilog_text(top)
     man = manifest(top)
     out = Path(out_dir)

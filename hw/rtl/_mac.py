@@ -10,8 +10,9 @@ not `stall`) and hands over the term's data as the memories return it.
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, Value
-from cosyn.hw.rtl._mul import copies, copy_init, products
+from cosyn.hw.rtl._mul import copy_init, products
 from cosyn.perfmodel.mac import STAGES
+from cosyn.perfmodel.resources import copies
 
 __all__ = ["MacLanes"]
 

@@ -12,16 +12,9 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, Value
 from cosyn.perfmodel.mac import NARROW
+from cosyn.perfmodel.resources import FANOUT, copies
 
-__all__ = ["FANOUT", "copies", "copy_init", "multiples", "pair_terms", "products", "sum_pairs"]
-
-FANOUT = 16  # lanes fed by one copy of a shared register
-
-
-def copies(n: int, fanout: int = FANOUT) -> int:
-    """Copies of a shared register so that each feeds at most `fanout` of n lanes: at most
-    two, the most synthesis keeps apart (see `copy_init`)."""
-    return 2 if n > fanout else 1
+__all__ = ["copy_init", "multiples", "pair_terms", "products", "sum_pairs"]
 
 
 def copy_init(k: int, shape) -> int:

@@ -8,16 +8,14 @@ import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Value, signed
 from amaranth.lib import memory
 from cosyn.hw.rtl._base import COMPONENTS, Ctx
-from cosyn.hw.rtl._buffer import BANK
 from cosyn.hw.rtl._elementwise import Elementwise, PhaseTable, Registered, Stage
-from cosyn.hw.rtl._rom import ROM_DEPTH, field, memory_attrs, pack, rom_type
+from cosyn.hw.rtl._rom import field, memory_attrs, pack, rom_type
 from cosyn.perfmodel.blocks import SHIFT_STAGES, threshold_search, threshold_stages
+from cosyn.perfmodel.resources import BANK, BANKED, ROM_DEPTH
 
 from cosyn.ir.nodes import IntType, Shift, Threshold
 
-__all__ = ["BANKED", "shift_block", "threshold_block"]
-
-BANKED = 1024  # threshold ROMs of up to this many words are LUT ROMs in banks, deeper block RAM
+__all__ = ["shift_block", "threshold_block"]
 
 
 def _get(v: dict[str, Any], tab: PhaseTable, name: str) -> Value | int:

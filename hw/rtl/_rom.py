@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 from amaranth.hdl import Array, Module, Signal, unsigned
 from amaranth.lib import memory
+from cosyn.perfmodel.resources import BANK, RAM_DEPTH, ROM_DEPTH
 
 from cosyn.ir.nodes import IntType, int_type_for_range
 
-__all__ = ["BANK", "field", "memory_attrs", "pack", "rom_type", "weight_roms"]
+__all__ = ["field", "memory_attrs", "pack", "rom_type", "weight_roms"]
 
 
 def rom_type(a: np.ndarray) -> IntType:
@@ -28,11 +29,6 @@ def field(word, j: int, t: IntType):
     """Element j of a packed ROM word, as a value of type t."""
     v = word[j * t.bits : (j + 1) * t.bits]
     return v.as_signed() if t.signed else v
-
-
-BANK = 64  # words of a bank of a banked ROM or buffer
-ROM_DEPTH = 256  # ROMs deeper than this go to block RAM, shallower ones to LUTs
-RAM_DEPTH = 1024  # the same for buffers (RAMs), shallower ones to LUT RAM
 
 
 def memory_attrs(depth: int, rom: bool) -> dict[str, str]:

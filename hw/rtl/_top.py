@@ -7,10 +7,9 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._add import Fork, SkipFifo
 from cosyn.hw.rtl._base import COMPONENTS, element_shape
-from cosyn.perfmodel.pipeline import Plan, Stage, plan
+from cosyn.perfmodel.pipeline import Plan, Stage
 
 from cosyn.errors import UnsupportedLayerError
-from cosyn.ir.graph import Graph
 from cosyn.ir.nodes import IntType
 
 __all__ = ["Top", "tdata_width"]
@@ -37,12 +36,14 @@ class Top(wiring.Component):
     order (`blocks`); timing: `plan.latency` and `plan.interval`.
     """
 
-    def __init__(self, g: Graph, parallelism: int | dict | None = None) -> None:
-        self._MustUse__silence = True  # a top level; plan errors may leave it unbuilt
+    def __init__(self, plan: Plan) -> None:
+        g = plan.graph
+        for s in plan.stages:  # before any block exists, so none is left unbuilt
+            _check(s)
         self.source = stream.Signature(element_shape(g.input.dtype)).create()
-        self.plan: Plan = plan(g, parallelism)
-        self.blocks = [_block(s) for s in self.plan.stages]
-        t_in, t_out = g.input.dtype, self.plan.sink.dtype
+        self.plan = plan
+        self.blocks = [_block(s) for s in plan.stages]
+        t_in, t_out = g.input.dtype, plan.sink.dtype
         self.in_type, self.out_type = t_in, t_out
         super().__init__(
             {
@@ -96,21 +97,22 @@ class Top(wiring.Component):
                 m.d.sync += count.eq(0)
 
 
-def _block(stage: Stage) -> wiring.Component:
-    """The Amaranth block of one stage of the plan."""
-    if stage.kind == "fifo":
-        block = SkipFifo(stage.dtype, stage.timing.depth)
-    elif stage.kind == "fork":
-        block = Fork(stage.dtype)
-    elif stage.kind in COMPONENTS:
-        block = COMPONENTS[stage.kind](stage.node, stage.ctx)
-    else:
+def _check(stage: Stage) -> None:
+    """Raise for a stage the RTL backend cannot build."""
+    if stage.kind not in ("fifo", "fork", *COMPONENTS):
         raise UnsupportedLayerError(
             f"{stage.name}: the RTL backend has no block for node kind {stage.kind!r}; "
             f"supported: {', '.join(sorted(COMPONENTS))}"
         )
-    block._MustUse__silence = True  # the Top builds it; an error may leave it unbuilt
-    return block
+
+
+def _block(stage: Stage) -> wiring.Component:
+    """The Amaranth block of one stage of the plan."""
+    if stage.kind == "fifo":
+        return SkipFifo(stage.dtype, stage.timing.depth)
+    if stage.kind == "fork":
+        return Fork(stage.dtype)
+    return COMPONENTS[stage.kind](stage.node, stage.ctx)
 
 
 def _outputs(block: wiring.Component) -> list:
