@@ -195,12 +195,18 @@ def _conv(stage: Any) -> Primitives:
     return prims
 
 
+def _differ(a: Any) -> bool:
+    """Whether a per-channel constant (one value, or a row per channel) differs by channel."""
+    a = np.asarray(a)
+    a = a.reshape(a.size if a.ndim <= 1 else len(a), -1)
+    return bool((a != a[:1]).any())
+
+
 def _table(prims: Primitives, stage: Any, width: int, *cols: Any) -> int:
     """Per-channel constants `cols` (`width` bits in all) looked up by stream phase
     (`PhaseTable`: a constant table in LUTs, its entry registered with the element);
     returns the bits registered (0 where every channel's are alike)."""
-    rows = [np.asarray(c).reshape(np.size(c) if np.ndim(c) <= 1 else len(c), -1) for c in cols]
-    if all(len(np.unique(r, axis=0)) == 1 for r in rows):
+    if not any(_differ(c) for c in cols):
         return 0
     ch = len(np.unique(stage.ctx.channel()))
     prims.mems.append((ch, width, True, LUT))
@@ -241,7 +247,7 @@ def _threshold(stage: Any) -> Primitives:
     rows, _ = threshold_search(node.thresholds, ctx.in_type.lo, ctx.in_type.hi)
     levels = int(rows.shape[1]).bit_length()
     prims = Primitives()
-    phases = len(np.unique(ctx.channel())) if len(np.unique(rows, axis=0)) > 1 else 1
+    phases = len(np.unique(ctx.channel())) if _differ(rows) else 1
     tt = _bits(np.append(rows, [ctx.in_type.lo, ctx.in_type.hi + 1]))
     pbits = (phases - 1).bit_length()
     pair = []  # bits of level k's candidate pair as read (0: a constant)
