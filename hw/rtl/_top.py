@@ -29,8 +29,8 @@ class Top(wiring.Component):
     (Out, the output element, sign-extended if signed), `m_axis_tvalid` (Out),
     `m_axis_tready` (In), `m_axis_tlast` (Out, high on the last element of a sample).
 
-    Clock `clk`; `rst` is a synchronous, active-high reset: registers have no
-    power-up value in top.v, so hold `rst` for a cycle before streaming.
+    Clock `clk`; `rst` is a synchronous, active-high reset to the registers' initial
+    values (which top.v also declares, so an FPGA starts there without a reset).
 
     The blocks are the stages of `plan` (`cosyn.perfmodel.pipeline`), one each, in
     order (`blocks`); timing: `plan.latency` and `plan.interval`.
