@@ -48,12 +48,13 @@ class Config:
     p: int = 1  # parallelism
     x_bits: int = 8
     w_bits: int = 4
-    c: int = 1  # conv2d: input channels
+    c: int = 1  # conv2d: input channels; threshold: channels with thresholds of their own
     k: int = 3  # conv2d: kernel size (stride 1, zero padding k // 2)
 
     @property
     def name(self) -> str:
         conv = f"-c{self.c}-k{self.k}" if self.kind == "conv2d" else ""
+        conv = f"-c{self.c}" if self.kind == "threshold" and self.c > 1 else conv
         return f"{self.kind}-n{self.n}-o{self.o}-p{self.p}-x{self.x_bits}-w{self.w_bits}{conv}"
 
     @property
@@ -83,7 +84,7 @@ def _conv(c: Config, rng: np.random.Generator) -> list:
 
 def _threshold(c: Config, rng: np.random.Generator) -> list:
     lo, hi = -(1 << (c.x_bits - 1)), 1 << (c.x_bits - 1)
-    t = np.sort(rng.integers(lo, hi, (1, c.o)), axis=1)
+    t = np.sort(rng.integers(lo, hi, (c.c, c.o)), axis=1)  # a row per channel (element)
     out = IntType(max(int(c.o).bit_length() + 1, 2), True)
     return [Threshold("t", ("x",), (c.n,), out, ONE, thresholds=t, base=np.zeros(1, np.int64),
                       sign=np.ones(1, np.int64))]  # fmt: skip
@@ -141,6 +142,8 @@ SWEEP: tuple[Config, ...] = (
     *(Config("poly", n, o, 1, x, w)
       for n, o, x, w in [(16, 2, 4, 4), (16, 2, 8, 6), (16, 3, 6, 4), (16, 2, 8, 8),
                          (16, 1, 8, 8), (16, 3, 8, 6), (16, 2, 6, 3), (16, 3, 4, 8)]),
+    *(Config("threshold", n, o, 1, x, c=n)  # per-channel thresholds, as after PolyAct
+      for n, o, x in [(8, 7, 8), (16, 15, 12), (32, 63, 16), (64, 255, 22)]),
 )  # fmt: skip
 
 
