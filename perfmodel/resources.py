@@ -45,6 +45,7 @@ __all__ = [
     "cost",
     "delay_ns",
     "features",
+    "placement",
     "primitives",
 ]
 
@@ -60,6 +61,12 @@ ROM_DEPTH = 256  # ROMs deeper than this go to block RAM, shallower ones to LUTs
 RAM_DEPTH = 1024  # the same for RAMs, shallower ones to LUT RAM
 BANKED = 1024  # threshold ROMs of ROM_DEPTH to this many words: LUT ROMs in banks
 FANOUT = 16  # lanes fed by one copy of a shared register
+
+
+def placement(depth: int, rom: bool) -> str:
+    """Where the RTL asks synthesis to put one memory of `depth` words: block RAM above
+    `ROM_DEPTH` words (a ROM) or `RAM_DEPTH` (a RAM), else LUTs."""
+    return BLOCK if depth > (ROM_DEPTH if rom else RAM_DEPTH) else LUT
 
 
 def copies(n: int, fanout: int = FANOUT) -> int:
@@ -256,19 +263,16 @@ def _threshold(stage: Any) -> Primitives:
         pair.append(0 if words == 1 else 2 * tt)
         if words == 1:
             continue
-        if words <= ROM_DEPTH:
-            prims.mems.append((words, 2 * tt, True, LUT))
-        elif words <= BANKED:
+        if ROM_DEPTH < words <= BANKED:
             _banked(prims, words, 2 * tt, rom=True)
         else:
-            prims.mems.append((words, 2 * tt, True, BLOCK))
+            prims.mems.append((words, 2 * tt, True, placement(words, rom=True)))
     table = _table(prims, stage, 2 * y, rows, node.base, node.sign)
-    ph = pbits if pbits else 0
-    widths = [x + ph] if levels else [table]
+    widths = [x + pbits] if levels else [table]
     for k in range(levels):
-        widths.append(x + ph + k + pair[k])  # hold level k's pair
+        widths.append(x + pbits + k + pair[k])  # hold level k's pair
         if k < levels - 1:
-            widths.append(x + ph + k + 1)  # compare k (the next pair: the ROM's register)
+            widths.append(x + pbits + k + 1)  # compare k (the next pair: the ROM's register)
             prims.reg_bits += pair[k + 1]
         else:
             widths.append(levels + table)
@@ -324,7 +328,7 @@ def _fifo(stage: Any) -> Primitives:
     d, b = stage.timing.depth, stage.dtype.bits
     c = _counter(d + 1)
     prims = Primitives(add_bits=3 * c, reg_bits=3 * c + b + 1, mux_bits=b, depth=c, levels=2)
-    prims.mems.append((d - 1, b, False, BLOCK if d - 1 > RAM_DEPTH else LUT))
+    prims.mems.append((d - 1, b, False, placement(d - 1, rom=False)))
     return prims
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from amaranth.hdl import Array, Module, Signal, unsigned
 from amaranth.lib import memory
-from cosyn.perfmodel.resources import BANK, RAM_DEPTH, ROM_DEPTH
+from cosyn.perfmodel.resources import BANK, BLOCK, placement
 
 from cosyn.ir.nodes import IntType, int_type_for_range
 
@@ -36,7 +36,7 @@ def memory_attrs(depth: int, rom: bool) -> dict[str, str]:
     DP16KD as yosys maps it, without its output register) takes most of a 150 MHz
     cycle, so only memories too deep for LUTs go there; a wide, shallow ROM (a row of
     P weights) is a shallow LUT tree per bit."""
-    if depth > (ROM_DEPTH if rom else RAM_DEPTH):
+    if placement(depth, rom) == BLOCK:
         return {"ram_style": "block"}
     return {"ram_style": "logic" if rom else "distributed"}
 
