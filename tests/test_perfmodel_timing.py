@@ -17,7 +17,7 @@ from cosyn.perfmodel.blocks import (
     drive,
 )
 from cosyn.perfmodel.conv import ConvGeometry, ConvTiming
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from cosyn.ir.nodes import Conv2d, IntType
@@ -79,23 +79,28 @@ def _conv(c: int, o: int, k: int, s: int, pad: int, oh: int, ow: int) -> Conv2d:
     )  # fmt: skip
 
 
-@settings(max_examples=15, deadline=None)
-@given(
-    st.integers(1, 3), st.integers(3, 7), st.integers(3, 7), st.integers(1, 4),
-    st.integers(1, 3), st.integers(1, 2), st.integers(0, 1), st.data(),
-)  # fmt: skip
-def test_conv_schedule_equals_its_control(c, h, w, o, k, s, pad, data) -> None:
-    """`ConvSchedule.run` (which jumps over the middle of windows) equals the control
-    stepped one cycle at a time."""
+@st.composite
+def conv_timings(draw) -> tuple[ConvTiming, int, int]:
+    """A conv2d's timing (channels, image, outputs, kernel, stride, padding and a
+    parallelism that divides the outputs drawn), its input and output elements."""
+    c, h, w, o = (draw(st.integers(lo, hi)) for lo, hi in ((1, 3), (3, 7), (3, 7), (1, 4)))
+    k, s, pad = (draw(st.integers(lo, hi)) for lo, hi in ((1, 3), (1, 2), (0, 1)))
     oh, ow = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
-    if min(oh, ow) < 1:
-        return
-    p = data.draw(st.sampled_from([d for d in range(1, o + 1) if o % d == 0]))
+    assume(min(oh, ow) >= 1)
+    p = draw(st.sampled_from([d for d in range(1, o + 1) if o % d == 0]))
     try:
         geo = ConvGeometry.of(_conv(c, o, k, s, pad, oh, ow), (c, h, w), p)
     except ValueError:
-        return  # every window in the padding
-    _check(ConvTiming(geo), c * h * w, o * oh * ow, data)
+        assume(False)  # every window in the padding
+    return ConvTiming(geo), c * h * w, o * oh * ow
+
+
+@settings(max_examples=15, deadline=None)
+@given(conv_timings(), st.data())
+def test_conv_schedule_equals_its_control(conv, data) -> None:
+    """`ConvSchedule.run` (which jumps over the middle of windows) equals the control
+    stepped one cycle at a time."""
+    _check(*conv, data)
 
 
 def _everything(x):
@@ -147,17 +152,6 @@ def test_block_shortcuts_equal_their_controls(kind, data) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    st.integers(1, 3), st.integers(3, 7), st.integers(3, 7), st.integers(1, 4),
-    st.integers(1, 3), st.integers(1, 2), st.integers(0, 1), st.data(),
-)  # fmt: skip
-def test_conv_shortcuts_equal_its_control(c, h, w, o, k, s, pad, data) -> None:
-    oh, ow = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
-    if min(oh, ow) < 1:
-        return
-    p = data.draw(st.sampled_from([d for d in range(1, o + 1) if o % d == 0]))
-    try:
-        geo = ConvGeometry.of(_conv(c, o, k, s, pad, oh, ow), (c, h, w), p)
-    except ValueError:
-        return
-    _check_quiet(ConvTiming(geo), data)
+@given(conv_timings(), st.data())
+def test_conv_shortcuts_equal_its_control(conv, data) -> None:
+    _check_quiet(conv[0], data)

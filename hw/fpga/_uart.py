@@ -57,6 +57,13 @@ def divisor(clock_mhz: float, baud: int) -> int:
     return div
 
 
+def _divisor(divisor: int) -> int:
+    """A UART's clock cycles per bit, checked."""
+    if divisor < MIN_DIVISOR:
+        raise ValueError(f"Divisor must be at least {MIN_DIVISOR}, not {divisor!r}")
+    return divisor
+
+
 class UartRx(wiring.Component):
     """A UART receiver (8N1) with `divisor` clock cycles per bit.
 
@@ -67,9 +74,7 @@ class UartRx(wiring.Component):
     """
 
     def __init__(self, divisor: int) -> None:
-        if divisor < MIN_DIVISOR:
-            raise ValueError(f"Divisor must be at least {MIN_DIVISOR}, not {divisor!r}")
-        self.divisor = divisor
+        self.divisor = _divisor(divisor)
         super().__init__({"rx": In(1), "data": Out(8), "valid": Out(1), "brk": Out(1)})
 
     def elaborate(self, platform: Any) -> Module:
@@ -116,9 +121,7 @@ class UartTx(wiring.Component):
     """
 
     def __init__(self, divisor: int) -> None:
-        if divisor < MIN_DIVISOR:
-            raise ValueError(f"Divisor must be at least {MIN_DIVISOR}, not {divisor!r}")
-        self.divisor = divisor
+        self.divisor = _divisor(divisor)
         super().__init__({"data": In(8), "valid": In(1), "ready": Out(1), "tx": Out(1)})
 
     def elaborate(self, platform: Any) -> Module:
