@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from cosyn.perfmodel.conv import ConvGeometry, ConvTiming
 from cosyn.perfmodel.mac import QUIET, STAGES, MacPipe, multiply_stages
+from cosyn.perfmodel.thresholds import threshold_search, threshold_stages
 
 __all__ = [
     "TIMINGS",
@@ -43,8 +44,6 @@ __all__ = [
     "drive",
     "lockstep",
     "poly_stages",
-    "threshold_search",
-    "threshold_stages",
 ]
 
 
@@ -379,27 +378,6 @@ def poly_stages(degree: int, x_bits: int) -> int:
     """Look up the coefficients, then per Horner step a multiply by the element
     (`multiply_stages` of its width) and an add."""
     return 1 + degree * (multiply_stages(x_bits) + 1)
-
-
-def threshold_search(thresholds: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-    """The threshold bank as a binary search over inputs in [lo, hi]: per row (channel)
-    the thresholds an input can fall either side of, sorted, padded with hi + 1 (never
-    reached) to 2**L - 1 entries, and the count of those every input reaches (<= lo).
-    #{j : x >= t_j} = always + #{entries <= x}, which L compares find."""
-    t = np.sort(np.asarray(thresholds, dtype=np.int64).reshape(len(thresholds), -1), axis=1)
-    always = (t <= lo).sum(axis=1)
-    mid = [row[(row > lo) & (row <= hi)] for row in t]
-    levels = max((len(r) for r in mid), default=0).bit_length()
-    rows = np.full((len(t), (1 << levels) - 1), hi + 1, dtype=np.int64)
-    for c, r in enumerate(mid):
-        rows[c, : len(r)] = r
-    return rows, always
-
-
-def threshold_stages(levels: int) -> int:
-    """Two per level of the search (compare while the next level's two candidates are
-    read, then hold them), the first read, and the level's base and sign."""
-    return 2 * levels + 2
 
 
 def _threshold(node: Any, ctx: Any) -> ElementwiseTiming:

@@ -153,22 +153,27 @@ def build(c: Config) -> Graph:
     return Graph([_input(c), *BUILDERS[c.kind](c, rng)])
 
 
-def _row(c: Config, dev_name: str, synth: Callable[..., Any]) -> dict[str, Any]:
-    """Synthesize one configuration; its features, and what synthesis measured."""
-    from cosyn.hw.rtl import generate
-
-    g = build(c)
-    p = plan(g, c.parallelism)
+def _features(c: Config, dev_name: str) -> tuple[list[float], list[float]]:
+    """The configuration's resource features (`perfmodel.resources.FEATURES`, summed over
+    its blocks) and the clock features of its block under test."""
+    p = plan(build(c), c.parallelism)
     dev = device(dev_name)
     co = coefficients(dev.family)
     feats = np.zeros(len(co["lut"]))
     for s in p.stages:
         feats += features(primitives(s), dev, co)[0]
-    clock = clock_features(primitives(p.stages[-1]), dev, co)  # the block under test
+    return feats.tolist(), clock_features(primitives(p.stages[-1]), dev, co)
+
+
+def _row(c: Config, dev_name: str, synth: Callable[..., Any]) -> dict[str, Any]:
+    """Synthesize one configuration; its features, and what synthesis measured."""
+    from cosyn.hw.rtl import generate
+
+    feats, clock = _features(c, dev_name)
     with tempfile.TemporaryDirectory() as tmp:
-        r = synth(generate(g, Path(tmp) / "rtl", c.parallelism), dev_name)
+        r = synth(generate(build(c), Path(tmp) / "rtl", c.parallelism), dev_name)
     return {"config": c.__dict__ | {"name": c.name}, "device": dev_name,
-            "features": feats.tolist(), "clock": clock,
+            "features": feats, "clock": clock,
             "synth": {k: getattr(r, k) for k in SYNTH_FIELDS}}  # fmt: skip
 
 
@@ -215,20 +220,44 @@ def run(
                 )
             )
             print(f"{name} {k + 1}/{len(configs)} {c.name}: {rows[-1]['synth']}", file=sys.stderr)
-        train, held = rows[0::2], rows[1::2]
-        fam = {**coefficients(dev.family), **fit(train)}
-        fam["fitted"] = f"perfmodel/calibration.json ({name}, {len(train)} designs)"
+        fitted[dev.family], results[name] = _fitted(name, rows)
+    return _write(fitted, results, len(configs))
+
+
+def refit(devices: tuple[str, ...] = ("ecp5-85f", "xc7z020")) -> dict[str, Any]:
+    """Fit again on the designs calibration.json records, their features recomputed by
+    the model as it is now (no synthesis: for a change to the model, not to the RTL)."""
+    record = json.loads(RECORD.read_text())
+    fitted, results = {}, {}
+    for name in devices:
+        rows = record["devices"][name]["rows"]
         for r in rows:
-            f = np.array(r["features"])
-            r["estimate"] = {"lut": float(f @ fam["lut"]), "ff": float(f @ fam["ff"])}
-        fitted[dev.family] = fam
-        results[name] = {
-            "rows": rows,
-            "held_out_mape": {m: _mape([r["estimate"][m] for r in held],
-                                       [r["synth"][m] for r in held]) for m in ("lut", "ff")},
-        }  # fmt: skip
+            c = Config(**{k: v for k, v in r["config"].items() if k != "name"})
+            r["features"], r["clock"] = _features(c, name)
+        fitted[device(name).family], results[name] = _fitted(name, rows)
+    return _write(fitted, results, record["configs"])
+
+
+def _fitted(name: str, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The family's coefficients fitted on the even rows, and the rows with their
+    estimates and the held-out (odd rows') error."""
+    dev = device(name)
+    train, held = rows[0::2], rows[1::2]
+    fam = {**coefficients(dev.family), **fit(train)}
+    fam["fitted"] = f"perfmodel/calibration.json ({name}, {len(train)} designs)"
+    for r in rows:
+        f = np.array(r["features"])
+        r["estimate"] = {"lut": float(f @ fam["lut"]), "ff": float(f @ fam["ff"])}
+    return fam, {
+        "rows": rows,
+        "held_out_mape": {m: _mape([r["estimate"][m] for r in held],
+                                   [r["synth"][m] for r in held]) for m in ("lut", "ff")},
+    }  # fmt: skip
+
+
+def _write(fitted: dict[str, Any], results: dict[str, Any], configs: int) -> dict[str, Any]:
     _merge(BASELINE, lambda b: b["families"].update(fitted), {})
-    _merge(RECORD, lambda r: r["devices"].update(results), {"configs": len(configs), "devices": {}})
+    _merge(RECORD, lambda r: r["devices"].update(results), {"configs": configs, "devices": {}})
     return {"devices": results}
 
 
@@ -249,6 +278,8 @@ def estimate_of(c: Config, dev: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    out = run(tuple(sys.argv[1:]) or ("ecp5-85f", "xc7z020"))
+    args = sys.argv[1:]
+    redo = refit if args[:1] == ["--refit"] else run
+    out = redo(tuple(a for a in args if a != "--refit") or ("ecp5-85f", "xc7z020"))
     for name, d in out["devices"].items():
         print(name, "held-out MAPE", d["held_out_mape"])

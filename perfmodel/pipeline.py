@@ -137,6 +137,30 @@ class Ctx:
         per = math.prod(self.in_shape[1:]) if len(self.in_shape) > 1 else 1
         return self.index() // per
 
+    def by_phase(self, cols: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Per-channel constants (name -> one value, or a row per channel) laid out by
+        stream phase: name -> (period, width), where the period is the fewest positions
+        after which every constant repeats (`hw/rtl/_elementwise.PhaseTable` reads this)."""
+        chan = self.channel()
+        per_pos = {k: _rows(v)[chan % len(_rows(v))] for k, v in cols.items()}
+        if not per_pos:
+            return {}
+        period = _period(np.concatenate(list(per_pos.values()), axis=1))
+        return {k: v[:period] for k, v in per_pos.items()}
+
+
+def _rows(a: Any) -> np.ndarray:
+    a = np.asarray(a, dtype=np.int64)
+    return a.reshape(-1, 1) if a.ndim <= 1 else a.reshape(a.shape[0], -1)
+
+
+def _period(flat: np.ndarray) -> int:
+    n = len(flat)
+    for p in range(1, n + 1):
+        if n % p == 0 and np.array_equal(flat, np.tile(flat[:p], (n // p, 1))):
+            return p
+    return n
+
 
 @dataclass
 class Stream:

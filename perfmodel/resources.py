@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from cosyn.perfmodel.blocks import (
-    threshold_search,
-)
 from cosyn.perfmodel.devices import Device
 from cosyn.perfmodel.mac import NARROW, multiply_stages
+from cosyn.perfmodel.thresholds import candidates, threshold_cols
 
 from cosyn.ir.nodes import IntType, int_type_for_range
 
@@ -215,7 +214,7 @@ def _table(prims: Primitives, stage: Any, width: int, *cols: Any) -> int:
     returns the bits registered (0 where every channel's are alike)."""
     if not any(_differ(c) for c in cols):
         return 0
-    ch = len(np.unique(stage.ctx.channel()))
+    ch = len(stage.ctx.by_phase(dict(enumerate(cols)))[0])  # the table's phases
     prims.mems.append((ch, width, True, LUT))
     prims.reg_bits += _counter(ch)  # the phase counter
     prims.add_bits += _counter(ch)
@@ -239,7 +238,8 @@ def _shift(stage: Any) -> Primitives:
     q = x + 1 - max(int(shifts.min()), 0) + max(-int(shifts.min()), 0)  # the shifted value
     bounds = 2 * (y + 1) if table else 0  # lo and hi ride along where they differ
     _pipeline(prims, [x + table, x + 1 + bounds, q + bounds, q + 2 + bounds, y], y)
-    prims.add_bits = (x + 1) + 2 * q  # the rounding add, two clip compares
+    rounds = node.rounding == "half_even" and int(shifts.max()) > 0  # else no add is left
+    prims.add_bits = (x + 1) * rounds + 2 * q  # the rounding add, two clip compares
     prims.mux_bits += (len(shifts) - 1) * q + 2 * y
     prims.depth, prims.levels = x + 1, 2
     return prims
@@ -247,27 +247,30 @@ def _shift(stage: Any) -> Primitives:
 
 def _threshold(stage: Any) -> Primitives:
     """The binary search of `hw/rtl/_requant.threshold_block`: per level a compare while
-    the next level's candidate pair is read from its ROM (by phase and prefix), then a
-    stage that holds the pair; base plus or minus the count at the end."""
+    the next level's candidate pair is read from its ROM (`thresholds.candidates`, by
+    phase and prefix), then a stage that holds the pair; base plus or minus the count at
+    the end. A ROM's bits that are the same in every word are constants, not memory."""
     node, ctx = stage.node, stage.ctx
     x, y = ctx.in_type.bits, node.dtype.bits
-    rows, _ = threshold_search(node.thresholds, ctx.in_type.lo, ctx.in_type.hi)
-    levels = int(rows.shape[1]).bit_length()
+    cols, levels = threshold_cols(node, ctx)
+    t = ctx.by_phase(cols)["t"]
     prims = Primitives()
-    phases = len(np.unique(ctx.channel())) if _differ(rows) else 1
-    tt = _bits(np.append(rows, [ctx.in_type.lo, ctx.in_type.hi + 1]))
-    pbits = (phases - 1).bit_length()
+    tt = _bits(np.append(t, [ctx.in_type.lo, ctx.in_type.hi + 1]))
+    pbits = (len(t) - 1).bit_length()
     pair = []  # bits of level k's candidate pair as read (0: a constant)
     for k in range(levels):
-        words = (1 << pbits) * max((1 << k) >> 1, 1)
-        pair.append(0 if words == 1 else 2 * tt)
-        if words == 1:
-            continue
-        if ROM_DEPTH < words <= BANKED:
-            _banked(prims, words, 2 * tt, rom=True)
-        else:
-            prims.mems.append((words, 2 * tt, True, placement(words, rom=True)))
-    table = _table(prims, stage, 2 * y, rows, node.base, node.sign)
+        words = candidates(t, levels, k)
+        size = BANK if ROM_DEPTH < len(words) <= BANKED else len(words)
+        banks = [words[j : j + size] for j in range(0, len(words), size)]
+        widths = [_varying(b, tt) for b in banks] if len(words) > 1 else [0]
+        pair.append(max(widths))
+        for b, w in zip(banks, widths, strict=True):
+            if len(words) > 1:
+                prims.mems.append((len(b), w, True, placement(len(b), rom=True)))
+        if len(banks) > 1:  # each bank's read registered, the bank chosen after
+            prims.mux_bits += (len(banks) - 1) * pair[-1]
+            prims.reg_bits += sum(widths) + _counter(len(banks))
+    table = _table(prims, stage, 2 * y, cols["t"], cols["base"], cols["sign"])
     widths = [x + pbits] if levels else [table]
     for k in range(levels):
         widths.append(x + pbits + k + pair[k])  # hold level k's pair
@@ -283,6 +286,14 @@ def _threshold(stage: Any) -> Primitives:
     prims.mux_bits += max(levels - 1, 0) * tt + y
     prims.depth, prims.levels = tt, 2
     return prims
+
+
+def _varying(words: np.ndarray, bits: int) -> int:
+    """Bits of a ROM of `bits`-bit fields (a row of fields per word) that differ between
+    words; yosys makes the others constants (`opt_mem`)."""
+    w = np.asarray(words, dtype=np.int64) & ((1 << bits) - 1)
+    diff = np.bitwise_or.reduce(w ^ w[:1], axis=0)
+    return sum(int(d).bit_count() for d in diff)
 
 
 def _poly(stage: Any) -> Primitives:
@@ -376,8 +387,16 @@ def _in_bram(depth: int, width: int, rom: bool, where: str, co: dict[str, Any]) 
     return depth >= co["ram_bram_min_depth"]
 
 
-def _brams(depth: int, width: int, dev: Device) -> int:
-    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in dev.bram_shapes)
+@lru_cache(maxsize=1024)
+def _brams(depth: int, width: int, shapes: tuple[tuple[int, int], ...]) -> int:
+    """Block RAMs for a depth x width memory: its width split into columns, each of the
+    shape that costs least for its bits (as yosys' `memory_libmap` does: 4096 x 46 is
+    ten blocks of 2048 x 9 and one of 4096 x 4 for the last bit, 11 where one shape
+    needs 12)."""
+    best = [0] * (width + 1)  # best[b]: blocks for the first b bits
+    for b in range(1, width + 1):
+        best[b] = min(math.ceil(depth / d) + best[max(b - w, 0)] for d, w in shapes)
+    return best[width]
 
 
 def features(prims: Primitives, dev: Device, co: dict[str, Any]) -> tuple[list[float], int, int]:
@@ -391,7 +410,7 @@ def features(prims: Primitives, dev: Device, co: dict[str, Any]) -> tuple[list[f
     ram = rom = rom_width = 0
     for depth, width, is_rom, where in prims.mems:
         if _in_bram(depth, width, is_rom, where, co):
-            bram += _brams(depth, width, dev)
+            bram += _brams(depth, width, dev.bram_shapes)
         elif is_rom:
             rom, rom_width = rom + depth * width, rom_width + width * (depth > 1)
         else:

@@ -34,11 +34,8 @@ class PhaseTable:
     """
 
     def __init__(self, ctx: Ctx, cols: dict[str, np.ndarray]) -> None:
-        chan = ctx.channel()
-        per_pos = {k: _rows(v)[chan % len(_rows(v))] for k, v in cols.items()}
-        flat = np.concatenate([v for v in per_pos.values()], axis=1) if per_pos else None
-        self.period = _period(flat) if flat is not None else 1
-        self.cols = {k: v[: self.period] for k, v in per_pos.items()}
+        self.cols = ctx.by_phase(cols)
+        self.period = len(next(iter(self.cols.values()))) if self.cols else 1
 
     def const(self, name: str, j: int = 0) -> int | None:
         """The constant's value when it does not depend on the phase, else None."""
@@ -56,19 +53,6 @@ class PhaseTable:
 
     def width(self, name: str) -> int:
         return self.cols[name].shape[1]
-
-
-def _rows(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.int64)
-    return a.reshape(-1, 1) if a.ndim <= 1 else a.reshape(a.shape[0], -1)
-
-
-def _period(flat: np.ndarray) -> int:
-    n = len(flat)
-    for p in range(1, n + 1):
-        if n % p == 0 and np.array_equal(flat, np.tile(flat[:p], (n // p, 1))):
-            return p
-    return n
 
 
 class Registered:

@@ -10,8 +10,9 @@ from amaranth.lib import memory
 from cosyn.hw.rtl._base import COMPONENTS, Ctx
 from cosyn.hw.rtl._elementwise import Elementwise, PhaseTable, Registered, Stage
 from cosyn.hw.rtl._rom import field, memory_attrs, pack, rom_type
-from cosyn.perfmodel.blocks import SHIFT_STAGES, threshold_search, threshold_stages
+from cosyn.perfmodel.blocks import SHIFT_STAGES
 from cosyn.perfmodel.resources import BANK, BANKED, ROM_DEPTH
+from cosyn.perfmodel.thresholds import candidates, threshold_cols, threshold_stages
 
 from cosyn.ir.nodes import IntType, Shift, Threshold
 
@@ -105,7 +106,7 @@ def _fit(v: Value, out: IntType) -> Value:
 def threshold_block(node: Threshold, ctx: Ctx) -> Elementwise:
     """y = base + sign * #{j : x >= thresholds[c, j]} per channel, as `Threshold.eval`.
 
-    A binary search over the channel's sorted thresholds (`perfmodel.blocks.
+    A binary search over the channel's sorted thresholds (`perfmodel.thresholds.
     threshold_search`: those the input range can fall either side of, padded to
     2**L - 1; the ones every input reaches add to the base). Level k compares the
     element with one threshold and appends the result to the prefix c: after L levels
@@ -115,14 +116,8 @@ def threshold_block(node: Threshold, ctx: Ctx) -> Elementwise:
     primitive deep: a read, a compare, or the level's base plus or minus the count.
     Members, timing: see `Elementwise` (`threshold_stages(L)`).
     """
-    lo, hi = ctx.in_type.lo, ctx.in_type.hi
-    rows, always = threshold_search(node.thresholds, lo, hi)
-    n_ch = max(len(rows), np.size(node.base), np.size(node.sign))
-    sign = np.broadcast_to(np.asarray(node.sign, np.int64).reshape(-1), (n_ch,))
-    base = np.asarray(node.base, np.int64).reshape(-1) + sign * np.resize(always, n_ch)
-    rows = np.resize(rows, (n_ch, rows.shape[1]))
-    table = PhaseTable(ctx, {"t": rows, "base": base, "sign": sign})
-    levels = rows.shape[1].bit_length()
+    cols, levels = threshold_cols(node, ctx)
+    table = PhaseTable(ctx, cols)
     search = _Search(table, levels, ctx.in_type)
     stages = [*search.stages(), _level(node.dtype)]
     if len(stages) != threshold_stages(levels):
@@ -139,23 +134,11 @@ class _Search:
         self.tt = rom_type(np.append(self.t, [in_type.lo, in_type.hi + 1]))
         self.pbits = (table.period - 1).bit_length()
 
-    def candidates(self, k: int) -> np.ndarray:
-        """Level k's ROM: at (phase, prefix c of k-1 bits), the thresholds of prefixes 2c
-        and 2c + 1 (level 0: by phase alone, its one threshold twice)."""
-        span = 1 << (self.levels - k)  # counts under one prefix of level k
-        tk = self.t[:, span // 2 - 1 :: span]  # (period, 2**k) thresholds of level k
-        pairs = tk.reshape(len(tk), -1, 2) if k else np.repeat(tk, 2, axis=1)[:, None]
-        words = pack(pairs.reshape(-1, 2), self.tt.bits)
-        per = pairs.shape[1]
-        table = np.zeros((1 << self.pbits, per), dtype=object)
-        table[: len(pairs)] = np.asarray(words, dtype=object).reshape(len(pairs), per)
-        return table.reshape(-1)
-
     def read(self, m: Module, k: int, phase: Value, prefix: Value, run) -> dict[str, Any]:
         """Read level k's candidates at (phase, prefix): a ROM's registered word ("pair"),
         or for a ROM of up to `BANKED` words, the registered words of its banks of `BANK`
         words and the bank's index, chosen in the next (hold) stage."""
-        words = [int(w) for w in self.candidates(k)]
+        words = pack(candidates(self.t, self.levels, k), self.tt.bits)
         if len(words) == 1:
             return {"pair": Registered(Const(words[0], 2 * self.tt.bits))}
         addr = Cat(prefix, phase[: self.pbits]) if self.pbits else prefix
