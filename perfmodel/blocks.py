@@ -83,38 +83,44 @@ class ElementwiseTiming(_Timing):
 
 
 class _ElementwiseControl:
+    """Bit j of `v`: stage j + 1 holds a result (the last stage's is the output)."""
+
     def __init__(self, stages: int) -> None:
-        self.v = [False] * stages
-        self.skid = False
+        self.stages, self.v, self.skid = stages, 0, False
+        self.end, self.all = 1 << (stages - 1), (1 << stages) - 1
 
     def valid(self) -> list[bool]:
-        return [self.skid or self.v[-1]]
+        return [self.skid or bool(self.v & self.end)]
 
     def ready(self, valids: list[bool], oready: list[bool]) -> list[bool]:
         return [not self.skid]
+
+    def registers(self) -> tuple:
+        return self.v, self.skid
 
     def step(self, takes: list[bool], oready: list[bool]) -> None:
         if self.skid:
             self.skid = not oready[0]
             return
-        self.skid = self.v[-1] and not oready[0]
-        self.v = [takes[0], *self.v[:-1]]
+        self.skid = bool(self.v & self.end) and not oready[0]
+        self.v = ((self.v << 1) | (1 if takes[0] else 0)) & self.all
 
     def quiet(self, valids: list[bool], oready: list[bool]) -> int:
         if self.skid:
             return 0 if oready[0] else QUIET
-        v, last = self.v, self.v[-1]
+        last = self.v & self.end
         if last and not oready[0]:
             return 0
-        for k, x in enumerate(reversed(v[:-1])):  # the output after k + 1 cycles
-            if x != last:
-                return k
-        return QUIET if valids[0] == last else len(v) - 1
+        # the stages that differ from the output: the nearest reaches it first
+        differ = (self.v ^ (self.all if last else 0)) & (self.end - 1)
+        if differ:
+            return self.stages - 1 - differ.bit_length()
+        return QUIET if valids[0] == bool(last) else self.stages - 1
 
     def skip(self, n: int, valids: list[bool], oready: list[bool]) -> None:
         if not self.skid:
-            s = min(n, len(self.v))
-            self.v = [valids[0]] * s + self.v[: len(self.v) - s]
+            s = min(n, self.stages)
+            self.v = ((self.v << s) | ((1 << s) - 1 if valids[0] else 0)) & self.all
 
 
 class DenseTiming(_Timing):

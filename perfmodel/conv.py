@@ -10,6 +10,7 @@ from it; tests hold it to the RTL simulation.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
@@ -88,6 +89,11 @@ class ConvGeometry:
         return min(self.kh + self.sh, self.h_used)
 
     @cached_property
+    def wc(self) -> int:
+        """Elements per input row."""
+        return self.w * self.c
+
+    @cached_property
     def frame_in(self) -> int:
         return self.c * self.h * self.w
 
@@ -129,21 +135,21 @@ class ConvSchedule:
         seen: dict = {}
         frame, repeat = 0, None
         while True:
-            if repeat is None and st.k == frame * g.frame_in < len(st.arr) and st._ready():
+            if repeat is None and st.k == frame * g.frame_in < st.n_arr and st.ready():
                 state = (registers(st), st.n_out - frame * g.frame_out)
                 if state in seen:
                     f0, t0 = seen[state]
                     repeat = (t0, frame - f0, st.t - t0)
                 seen[state] = (frame, st.t)
                 frame += 1
-            if repeat is not None or st.n_out >= len(st.out):
-                firsts = [int(x) for x in st.out[: st.n_out : g.frame_out]]
+            if repeat is not None or st.n_out >= st.out_max:
+                firsts = st.out[: st.n_out : g.frame_out]
                 if repeat is not None:
                     t0, m, d = repeat
                     while m <= len(firsts) < n and firsts[-m] >= t0:
                         firsts.append(firsts[-m] + d)
                 if len(firsts) >= n:
-                    return firsts[0] - int(st.taken[0]), firsts[n - 1] - firsts[n - 2]
+                    return firsts[0] - st.taken[0], firsts[n - 1] - firsts[n - 2]
             st.next()
 
     def run(self, arrivals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -157,9 +163,9 @@ class ConvSchedule:
         if len(arrivals) % g.frame_in:
             raise ValueError(f"Arrivals must be whole samples of {g.frame_in}, not {len(arrivals)}")
         st = _State(g, arrivals)
-        while st.n_out < len(st.out):
+        while st.n_out < st.out_max:
             st.next()
-        return st.taken, st.out
+        return np.array(st.taken, dtype=np.int64), np.array(st.out, dtype=np.int64)
 
 
 class ConvTiming:
@@ -213,10 +219,13 @@ class _Control:
         self.st = st
 
     def valid(self) -> list[bool]:
-        return [self.st.left != 0]
+        return [self.st.mac.left != 0]
+
+    def registers(self) -> tuple:
+        return self.st.registers()
 
     def ready(self, valids: list[bool], oready: list[bool]) -> list[bool]:
-        return [self.st._ready()]
+        return [self.st.ready()]
 
     def step(self, takes: list[bool], oready: list[bool]) -> None:
         self.st.step(takes[0], oready[0])
@@ -228,25 +237,24 @@ class _Control:
         self.st.advance(n, valids[0], oready[0])
 
 
-def _record(cycles: np.ndarray, i: int, t: int, n: int) -> None:
-    """cycles[i : i + n] = t, t + 1, ... where recorded (none in the pipeline's stepping)."""
-    if i < len(cycles):
-        m = min(n, len(cycles) - i)
-        cycles[i : i + m] = np.arange(t, t + m)
-
-
 class _State:
-    """The block's registers, and one clock cycle of its control (mirrors the RTL)."""
+    """The block's registers, and one clock cycle of its control (mirrors the RTL). The
+    window term (ky, kx, c) is kept as one index `term` = (ky * KW + kx) * C + c; `need`
+    and `last_px` follow from the pixel (oy, ox)."""
 
     def __init__(self, g: ConvGeometry, arrivals: np.ndarray) -> None:
-        self.g, self.arr = g, arrivals
-        self.taken = np.zeros(len(arrivals), dtype=np.int64)
-        self.out = np.zeros(len(arrivals) // g.frame_in * g.frame_out, dtype=np.int64)
+        self.g, self.arr, self.n_arr = g, arrivals.tolist(), len(arrivals)
+        # the running maximum of arr[j] - j (see `window`)
+        self.late = np.maximum.accumulate(arrivals - np.arange(self.n_arr)).tolist()
+        self.taken: list[int] = []  # recorded while k < len(arrivals)
+        self.out: list[int] = []  # recorded up to `frames` samples
+        self.out_max = self.n_arr // g.frame_in * g.frame_out
         self.t = self.k = self.n_out = 0
         self.wy = self.wcol = self.wcount = self.fw = 0  # writer
-        self.fc = self.oy = self.ox = self.gi = self.ky = self.kx = self.c = 0  # compute
+        self.fc = self.oy = self.ox = self.gi = self.term = 0  # compute
         self.y_top, self.x_left = -g.ph, -g.pw
         self.mac = MacPipe(g.p)  # the pipeline behind the issue, the output register
+        self._pixel()
 
     @property
     def left(self) -> int:
@@ -256,25 +264,28 @@ class _State:
         """What the next cycles depend on (see `perfmodel.steady.registers`): every
         register, the two frame bits only as equal or not, without `ConvSchedule.run`'s
         cycle and counts."""
-        skip = ("t", "k", "n_out", "fw", "fc")
-        return (self.fw ^ self.fc, *((k, v) for k, v in vars(self).items() if k not in skip))
+        mac = self.mac
+        return (self.fw ^ self.fc, self.wy, self.wcol, self.wcount, self.oy, self.ox,
+                self.gi, self.term, mac.v, mac.last, mac.left)  # fmt: skip
 
     def cycle(self) -> None:
-        offered = self.k < len(self.arr) and self.arr[self.k] <= self.t
-        if self.step(offered, True) and (offered or self.k == len(self.arr)):
+        k = self.k
+        offered = k < self.n_arr and self.arr[k] <= self.t
+        if self.step(offered, True) and (offered or k == self.n_arr):
             raise RuntimeError(f"conv2d schedule deadlocks at cycle {self.t - 1}: {self.g}")
 
     def step(self, offered: bool, ready: bool) -> bool:
         """One clock cycle: input offered or not, output ready or not. Returns True when
         nothing moved (no transfer, no term issued, nothing in flight)."""
-        take = offered and self._ready()
-        go = self._go(self.fw != self.fc) and not self.mac.stall
-        stuck = not (take or go or self.mac.busy)
-        if self.mac.left and ready:
-            if self.n_out < len(self.out):
-                self.out[self.n_out] = self.t
+        mac = self.mac
+        take = offered and self.ready()
+        go = self._go() and not mac.stall
+        stuck = not (take or go or mac.busy)
+        if mac.left and ready:
+            if self.n_out < self.out_max:
+                self.out.append(self.t)
             self.n_out += 1
-        self.mac.step(go, self._last_term(), ready)
+        mac.step(go, self.term == self.g.terms - 1, ready)
         if take:
             self._write()
         if go:
@@ -290,85 +301,89 @@ class _State:
         `valid` and `ready` stay as they are."""
         mac, g = self.mac, self.g
         q = mac.quiet(ready)
-        take = offered and self._ready()
+        take = offered and self.ready()
         if take:
-            q = min(q, g.w * g.c - 1 - self.wcol)
-        go = self._go(self.fw != self.fc)
-        if go and not mac.stall:
-            q = min(q, g.terms - 1 - (self.ky * g.kw + self.kx) * g.c - self.c)
-        elif not go and take and not (self.oy == g.oh - 1 and self.ox == g.ow - 1):
-            q = min(q, g.need(self.y_top, self.x_left) + 1 - self.wcount)
+            q = min(q, g.wc - 1 - self.wcol)
+        if self._go():
+            if not mac.stall:
+                q = min(q, g.terms - 1 - self.term)
+        elif take and not self.last_px:
+            q = min(q, self.need + 1 - self.wcount)
         return max(q, 0)
 
     def advance(self, n: int, offered: bool, ready: bool) -> None:
         """`n` cycles at once, no more than `quiet` allows: the same as `step` n times."""
-        g, mac = self.g, self.mac
-        take = offered and self._ready()
-        go = self._go(self.fw != self.fc) and not mac.stall
+        mac = self.mac
+        take = offered and self.ready()
+        go = self._go() and not mac.stall
+        t = self.t
         if mac.left and ready:
-            _record(self.out, self.n_out, self.t, n)
+            m = min(n, self.out_max - self.n_out)
+            if m > 0:
+                self.out.extend(range(t, t + m))
             self.n_out += n
         mac.advance(n, go, ready)
         if take:
-            _record(self.taken, self.k, self.t, n)
+            m = min(n, self.n_arr - self.k)
+            if m > 0:
+                self.taken.extend(range(t, t + m))
             self.k += n
             self.wcount += n
             self.wcol += n
         if go:
-            term = (self.ky * g.kw + self.kx) * g.c + self.c + n
-            self.ky, rest = divmod(term, g.kw * g.c)
-            self.kx, self.c = divmod(rest, g.c)
-        self.t += n
+            self.term += n
+        self.t = t + n
 
     def next(self) -> None:
         """For `ConvSchedule`: the cycles `window` allows at once, else one."""
         q = self.window()
         if 2 <= q < QUIET:
-            self.advance(q, self.k < len(self.arr) and self.arr[self.k] <= self.t, True)
+            k = self.k
+            self.advance(q, k < self.n_arr and self.arr[k] <= self.t, True)
         else:
             self.cycle()
 
     def window(self) -> int:
         """`quiet` for `ConvSchedule.run`: the output ready, input k offered from
-        arrivals[k], so no longer than the input is offered (or not) throughout."""
-        k, t, arr = self.k, self.t, self.arr
-        offered = k < len(arr) and arr[k] <= t
+        arrivals[k], so no longer than the input is offered (or not) throughout: input j
+        is late at cycle t + (j - k) where arr[j] - j > t - k, the first such j found in
+        the running maximum of arr[j] - j (the earlier inputs were all taken in time)."""
+        k, t = self.k, self.t
+        offered = k < self.n_arr and self.arr[k] <= t
         q = self.quiet(offered, True)
-        if k < len(arr) and not offered:
-            q = min(q, int(arr[k]) - t)
-        elif offered and self._ready() and q > 1:
-            q = min(q, len(arr) - k)
-            late = np.flatnonzero(arr[k + 1 : k + q] > np.arange(t + 1, t + q))
-            q = int(late[0]) + 1 if len(late) else q
+        if k < self.n_arr and not offered:
+            q = min(q, self.arr[k] - t)
+        elif offered and q > 1 and self.ready():
+            q = min(q, self.n_arr - k, bisect_right(self.late, t - k) - k)
         return q
 
-    def _ready(self) -> bool:
-        g = self.g
-        ahead = self.fw != self.fc
+    def ready(self) -> bool:
+        """The line buffer takes the next input element."""
+        g, wy = self.g, self.wy
+        if wy > g.y_end:
+            return True
         lo = min(max(self.y_top, 0), g.lo_max)
-        row = g.h_used + self.wy if ahead else self.wy
-        return self.wy > g.y_end or row < lo + g.rows
+        return (g.h_used + wy if self.fw != self.fc else wy) < lo + g.rows
 
-    def _last_term(self) -> bool:
-        g = self.g
-        return self.ky == g.kh - 1 and self.kx == g.kw - 1 and self.c == g.c - 1
-
-    def _go(self, ahead: bool) -> bool:
+    def _go(self) -> bool:
         """A term can issue: its window's input is in (checked at a pixel's first term)."""
+        if self.term or self.gi or self.fw != self.fc:
+            return True
+        return not self.last_px and self.wcount > self.need
+
+    def _pixel(self) -> None:
         g = self.g
-        start = self.ky == 0 and self.kx == 0 and self.c == 0 and self.gi == 0
-        last_pixel = self.oy == g.oh - 1 and self.ox == g.ow - 1
-        avail = ahead or (not last_pixel and self.wcount > g.need(self.y_top, self.x_left))
-        return not start or avail
+        self.need = g.need(self.y_top, self.x_left)
+        self.last_px = self.oy == g.oh - 1 and self.ox == g.ow - 1
 
     def _write(self) -> None:
         g = self.g
-        if self.k < len(self.taken):
-            self.taken[self.k] = self.t
+        if self.k < self.n_arr:
+            self.taken.append(self.t)
         self.k += 1
         self.wcount += 1
         self.wcol += 1
-        if self.wcol == g.w * g.c:
+        if self.wcol == g.wc:
             self.wcol = 0
             self.wy += 1
             if self.wy == g.h:
@@ -378,19 +393,21 @@ class _State:
     def _advance(self) -> None:
         """Step the window term, then the group, the pixel, the row and the frame."""
         g = self.g
-        for name, n in (("c", g.c), ("kx", g.kw), ("ky", g.kh), ("gi", g.groups)):
-            setattr(self, name, getattr(self, name) + 1)
-            if getattr(self, name) < n:
-                return
-            setattr(self, name, 0)
+        self.term += 1
+        if self.term < g.terms:
+            return
+        self.term = 0
+        self.gi += 1
+        if self.gi < g.groups:
+            return
+        self.gi = 0
         self.ox += 1
         self.x_left += g.sw
-        if self.ox < g.ow:
-            return
-        self.ox, self.x_left = 0, -g.pw
-        self.oy += 1
-        self.y_top += g.sh
-        if self.oy < g.oh:
-            return
-        self.oy, self.y_top = 0, -g.ph
-        self.fc ^= 1
+        if self.ox == g.ow:
+            self.ox, self.x_left = 0, -g.pw
+            self.oy += 1
+            self.y_top += g.sh
+            if self.oy == g.oh:
+                self.oy, self.y_top = 0, -g.ph
+                self.fc ^= 1
+        self._pixel()

@@ -42,57 +42,63 @@ def multiply_stages(bits: int) -> int:
 
 
 class MacPipe:
-    """Valid and last flags per stage, and the results in the output register (`left`,
-    the head included)."""
+    """Valid and last flags per stage (bit j of `v` and `last`: stage j + 1), and the
+    results in the output register (`left`, the head included)."""
 
     def __init__(self, p: int) -> None:
         self.p = p
-        self.v = [False] * STAGES
-        self.last = [False] * STAGES
+        self.v = self.last = 0
         self.left = 0
 
     @property
     def stall(self) -> bool:
         """A group's results are done but two or more results still wait to leave."""
-        return self.v[-1] and self.last[-1] and self.left >= 2
+        return bool(self.last & _END) and self.left >= 2
 
     @property
     def busy(self) -> bool:
         """A term is in flight or a result waits to leave."""
-        return self.left != 0 or any(self.v)
+        return self.left != 0 or self.v != 0
 
     def step(self, issue: bool, last: bool, oready: bool) -> None:
         """One cycle: a term issued or not (and whether it is its group's last), the
         output ready or not. The caller issues only when not `stall`."""
-        stall = self.stall
+        done = self.last & _END
+        if done and self.left >= 2:  # stall: everything holds, the output may leave
+            self.left -= bool(oready)
+            return
         out = self.left != 0 and oready
-        if self.v[-1] and self.last[-1] and not stall:
-            self.left += self.p - int(out)
+        if done:
+            self.left += self.p - out
         elif out:
             self.left -= 1
-        if not stall:
-            self.v = [issue, *self.v[:-1]]
-            self.last = [issue and last, *self.last[:-1]]
+        self.v = ((self.v << 1) | (1 if issue else 0)) & _ALL
+        self.last = ((self.last << 1) | (1 if issue and last else 0)) & _ALL
 
     def quiet(self, oready: bool) -> int:
         """Cycles, the output ready or not throughout, in which no result loads and the
         output register neither empties nor fills: the last result waiting is not taken,
         a group's last term does not reach the end (or stays stalled there)."""
-        out = self.left - 1 if self.left and oready else QUIET
-        if not any(self.last):
+        left, last = self.left, self.last
+        out = left - 1 if left and oready else QUIET
+        if not last:
             return out
-        if self.last[-1]:
-            if self.left < 2:
+        if last & _END:
+            if left < 2:
                 return 0
-            return self.left - 2 if oready else QUIET
-        return min(out, STAGES - 1 - max(j for j, x in enumerate(self.last) if x))
+            return left - 2 if oready else QUIET
+        return min(out, STAGES - last.bit_length())
 
     def advance(self, n: int, issue: bool, oready: bool) -> None:
         """`step` n times, no more than `quiet` allows, issuing no group's last term."""
-        stall = self.stall
+        stall = self.last & _END and self.left >= 2
         if self.left and oready:
             self.left -= n
         if not stall:
             s = min(n, STAGES)
-            self.v = [issue] * s + self.v[: STAGES - s]
-            self.last = [False] * s + self.last[: STAGES - s]
+            self.v = ((self.v << s) | (((1 << s) - 1) if issue else 0)) & _ALL
+            self.last = (self.last << s) & _ALL
+
+
+_ALL = (1 << STAGES) - 1
+_END = 1 << (STAGES - 1)
