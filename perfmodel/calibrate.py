@@ -50,11 +50,13 @@ class Config:
     w_bits: int = 4
     c: int = 1  # conv2d: input channels; threshold: channels with thresholds of their own
     k: int = 3  # conv2d: kernel size (stride 1, zero padding k // 2)
+    uniform: bool = False  # threshold: a uniform quantizer's thresholds, not random ones
 
     @property
     def name(self) -> str:
         conv = f"-c{self.c}-k{self.k}" if self.kind == "conv2d" else ""
         conv = f"-c{self.c}" if self.kind == "threshold" and self.c > 1 else conv
+        conv += "-u" if self.uniform else ""
         return f"{self.kind}-n{self.n}-o{self.o}-p{self.p}-x{self.x_bits}-w{self.w_bits}{conv}"
 
     @property
@@ -85,6 +87,10 @@ def _conv(c: Config, rng: np.random.Generator) -> list:
 def _threshold(c: Config, rng: np.random.Generator) -> list:
     lo, hi = -(1 << (c.x_bits - 1)), 1 << (c.x_bits - 1)
     t = np.sort(rng.integers(lo, hi, (c.c, c.o)), axis=1)  # a row per channel (element)
+    if c.uniform:  # as a requantizer by a float scale: evenly spaced, the top ones clipped
+        step = rng.uniform(0.5, 1.5, (c.c, 1)) * (hi - lo) / (c.o + 1)
+        start = lo + rng.uniform(0, 0.5, (c.c, 1)) * (hi - lo)
+        t = np.minimum(np.round(start + step * (np.arange(c.o) + 0.5)), hi).astype(np.int64)
     out = IntType(max(int(c.o).bit_length() + 1, 2), True)
     return [Threshold("t", ("x",), (c.n,), out, ONE, thresholds=t, base=np.zeros(1, np.int64),
                       sign=np.ones(1, np.int64))]  # fmt: skip
@@ -144,6 +150,8 @@ SWEEP: tuple[Config, ...] = (
                          (16, 1, 8, 8), (16, 3, 8, 6), (16, 2, 6, 3), (16, 3, 4, 8)]),
     *(Config("threshold", n, o, 1, x, c=n)  # per-channel thresholds, as after PolyAct
       for n, o, x in [(8, 7, 8), (16, 15, 12), (32, 63, 16), (64, 255, 22)]),
+    *(Config("threshold", n, o, 1, x, c=n, uniform=True)  # as a trained model's
+      for n, o, x in [(8, 15, 10), (16, 63, 16), (32, 127, 20), (64, 143, 28)]),
 )  # fmt: skip
 
 
@@ -178,14 +186,14 @@ def _row(c: Config, dev_name: str, synth: Callable[..., Any]) -> dict[str, Any]:
 
 
 def fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """LUT and FF coefficients (non-negative least squares, each row weighted by
-    1/sqrt(its count): between absolute and relative error) and clock coefficients from
-    the rows given (one family)."""
+    """LUT and FF coefficients (non-negative least squares on the relative error, the
+    error the model is judged by: each row divided by its count) and clock coefficients
+    from the rows given (one family)."""
     a = np.array([r["features"] for r in rows])
     out = {}
     for m in ("lut", "ff"):
         y = np.array([r["synth"][m] for r in rows], float)
-        w = 1 / np.sqrt(np.maximum(y, 1))
+        w = 1 / np.maximum(y, 1)
         out[m] = nnls(a * w[:, None], y * w)[0].tolist()
     timed = [r for r in rows if r["synth"]["fmax_mhz"]]
     if len(timed) >= 3:

@@ -46,6 +46,7 @@ __all__ = [
     "features",
     "placement",
     "primitives",
+    "weight_rows",
 ]
 
 
@@ -85,8 +86,10 @@ class Primitives:
     mux_bits: int = 0  # 2:1 multiplexer bits
     lanes: int = 0  # multiply-accumulate lanes (dense, conv2d)
     lane_bits: int = 0  # their accumulator bits, all lanes
-    # (depth, width, rom, where: LUT, BLOCK or AUTO as the RTL asks synthesis)
-    mems: list[tuple[int, int, bool, str]] = field(default_factory=list)
+    # (depth, width, rom, where: LUT, BLOCK or AUTO as the RTL asks synthesis, and for a
+    # ROM whose words the model knows, its bits that vary, a column each (`_rom_bits`);
+    # None: the words are not known, every bit varies)
+    mems: list[tuple[int, int, bool, str, np.ndarray | None]] = field(default_factory=list)
     depth: int = 0  # carry bits on the longest register-to-register path
     levels: int = 0  # LUT levels on it (a DSP block counts as `dsp_levels`)
 
@@ -132,11 +135,19 @@ def _banked(prims: Primitives, depth: int, width: int, rom: bool) -> None:
     after (`hw/rtl/_buffer.py`, `_rom.weight_roms`)."""
     banks = -(-depth // BANK)
     for k in range(banks):
-        prims.mems.append((min(BANK, depth - k * BANK), width, rom, LUT))
+        prims.mems.append((min(BANK, depth - k * BANK), width, rom, LUT, None))
     if banks > 1:
         prims.mux_bits += (banks - 1) * width
         prims.reg_bits += _counter(banks)
     prims.reg_bits += banks * width if rom else 0  # a ROM bank's registered read
+
+
+def weight_rows(w: np.ndarray, p: int) -> np.ndarray:
+    """The weight ROM's rows, (groups * terms, P), from the weights (outputs, terms) with
+    the terms in issue order: row g * terms + t holds term t of outputs g*P .. g*P + P-1,
+    one per lane (`hw/rtl/_rom.weight_roms` stores them)."""
+    w = np.asarray(w)
+    return w.reshape(-1, p, w.shape[1]).transpose(0, 2, 1).reshape(-1, p)
 
 
 def _mac(p: int, acc: IntType, w_bits: int, x_bits: int, prims: Primitives) -> None:
@@ -161,10 +172,17 @@ def _mac(p: int, acc: IntType, w_bits: int, x_bits: int, prims: Primitives) -> N
     prims.depth, prims.levels = max(acc.bits, prod), 3
 
 
-def _weights(prims: Primitives, depth: int, p: int, w_bits: int, groups: int, b_bits: int) -> None:
-    """The weight ROM (rows of P weights, banked in LUTs) and the bias ROM (yosys decides)."""
-    _banked(prims, depth, p * w_bits, rom=True)
-    prims.mems.append((groups, p * b_bits, True, AUTO))
+def _weights(prims: Primitives, rows: np.ndarray, w_bits: int, groups: int, b_bits: int) -> None:
+    """The weight ROM (`weight_rows`, in LUT banks of `BANK` rows, each read registered,
+    the bank chosen after: `hw/rtl/_rom.weight_roms`) and the bias ROM (yosys decides)."""
+    banks = [_rom_bits(rows[k : k + BANK], w_bits) for k in range(0, len(rows), BANK)]
+    for b in banks:
+        prims.mems.append((len(b), b.shape[1], True, LUT, b))
+    prims.reg_bits += sum(b.shape[1] for b in banks)
+    if len(banks) > 1:
+        prims.mux_bits += (len(banks) - 1) * max(b.shape[1] for b in banks)
+        prims.reg_bits += _counter(len(banks))
+    prims.mems.append((groups, len(rows[0]) * b_bits, True, AUTO, None))
 
 
 def _dense(stage: Any) -> Primitives:
@@ -173,7 +191,7 @@ def _dense(stage: Any) -> Primitives:
     wb, bb, xb = _bits(node.weight), _bits(node.bias), ctx.in_type.bits
     _mac(t.p, node.dtype, wb, xb, prims)
     _banked(prims, 2 * t.n, xb, rom=False)
-    _weights(prims, t.groups * t.n, t.p, wb, t.groups, bb)
+    _weights(prims, weight_rows(node.weight[:, ctx.index()], t.p), wb, t.groups, bb)
     counters = 3 * _counter(t.n) + _counter(t.groups) + _counter(2 * t.n) + _counter(t.groups * t.n)
     prims.reg_bits += counters + 4
     prims.add_bits += counters
@@ -186,7 +204,8 @@ def _conv(stage: Any) -> Primitives:
     wb, bb, xb = _bits(node.weight), _bits(node.bias), ctx.in_type.bits
     _mac(g.p, node.dtype, wb, xb, prims)
     _banked(prims, g.rows * g.w * g.c, xb, rom=False)
-    _weights(prims, g.groups * g.terms, g.p, wb, g.groups, bb)
+    w = np.transpose(node.weight, (0, 2, 3, 1))  # (O, KH, KW, C): window order
+    _weights(prims, weight_rows(w.reshape(len(w), -1), g.p), wb, g.groups, bb)
     line = g.rows * g.w * g.c
     # the window's counters and the registers derived from them (`hw/rtl/_window.py`),
     # and the writer's
@@ -215,7 +234,7 @@ def _table(prims: Primitives, stage: Any, width: int, *cols: Any) -> int:
     if not any(_differ(c) for c in cols):
         return 0
     ch = len(stage.ctx.by_phase(dict(enumerate(cols)))[0])  # the table's phases
-    prims.mems.append((ch, width, True, LUT))
+    prims.mems.append((ch, width, True, LUT, None))
     prims.reg_bits += _counter(ch)  # the phase counter
     prims.add_bits += _counter(ch)
     return width
@@ -262,14 +281,13 @@ def _threshold(stage: Any) -> Primitives:
         words = candidates(t, levels, k)
         size = BANK if ROM_DEPTH < len(words) <= BANKED else len(words)
         banks = [words[j : j + size] for j in range(0, len(words), size)]
-        widths = [_varying(b, tt) for b in banks] if len(words) > 1 else [0]
-        pair.append(max(widths))
-        for b, w in zip(banks, widths, strict=True):
-            if len(words) > 1:
-                prims.mems.append((len(b), w, True, placement(len(b), rom=True)))
+        bits = [_rom_bits(b, tt) for b in banks]
+        pair.append(max(b.shape[1] for b in bits) if len(words) > 1 else 0)
+        for b in bits if len(words) > 1 else []:
+            prims.mems.append((len(b), b.shape[1], True, placement(len(b), rom=True), b))
         if len(banks) > 1:  # each bank's read registered, the bank chosen after
             prims.mux_bits += (len(banks) - 1) * pair[-1]
-            prims.reg_bits += sum(widths) + _counter(len(banks))
+            prims.reg_bits += sum(b.shape[1] for b in bits) + _counter(len(banks))
     table = _table(prims, stage, 2 * y, cols["t"], cols["base"], cols["sign"])
     widths = [x + pbits] if levels else [table]
     for k in range(levels):
@@ -288,12 +306,36 @@ def _threshold(stage: Any) -> Primitives:
     return prims
 
 
-def _varying(words: np.ndarray, bits: int) -> int:
-    """Bits of a ROM of `bits`-bit fields (a row of fields per word) that differ between
-    words; yosys makes the others constants (`opt_mem`)."""
+def _rom_bits(words: np.ndarray, bits: int) -> np.ndarray:
+    """The bits of a ROM of `bits`-bit fields (a row of fields per word) that differ
+    between words, (words, varying bits): yosys makes the others constants (`opt_mem`)."""
     w = np.asarray(words, dtype=np.int64) & ((1 << bits) - 1)
-    diff = np.bitwise_or.reduce(w ^ w[:1], axis=0)
-    return sum(int(d).bit_count() for d in diff)
+    b = ((w[:, :, None] >> np.arange(bits)) & 1).reshape(len(w), -1).astype(bool)
+    return b[:, (b != b[:1]).any(axis=0)]
+
+
+def _rom_luts(depth: int, width: int, bits: np.ndarray | None, k: int) -> tuple[int, int]:
+    """A LUT ROM as logic of k-input LUTs: (leaf LUTs, multiplexers). Each bit is a
+    function of the address: a tree whose leaves are pieces of k address bits (a LUT
+    each, unless constant) and whose nodes above choose by one more address bit (a
+    multiplexer, unless its two halves are the same function); equal leaves or nodes,
+    in any bit, are built once. `bits`: the words' varying bits, or None (unknown: every
+    leaf and node differs)."""
+    a = (depth - 1).bit_length()
+    pieces = 1 << max(a - k, 0)
+    if bits is None:
+        return width * pieces * (depth > 1), width * (pieces - 1)
+    if bits.shape[1] == 0:
+        return 0, 0
+    t = np.concatenate([bits, np.repeat(bits[-1:], (1 << a) - len(bits), axis=0)]).T
+    leaves = t.reshape(-1, len(t[0]) // pieces)
+    leaves = leaves[leaves.any(axis=1) & ~leaves.all(axis=1)]
+    muxes = 0
+    for j in range(max(a - k, 0)):  # nodes choosing between halves of 2**(k + j) entries
+        nodes = t.reshape(-1, 2, 1 << (k + j))
+        nodes = nodes[(nodes[:, 0] != nodes[:, 1]).any(axis=1)]
+        muxes += len(np.unique(nodes.reshape(len(nodes), -1), axis=0)) if len(nodes) else 0
+    return (len(np.unique(leaves, axis=0)) if len(leaves) else 0), muxes
 
 
 def _poly(stage: Any) -> Primitives:
@@ -339,7 +381,7 @@ def _fifo(stage: Any) -> Primitives:
     d, b = stage.timing.depth, stage.dtype.bits
     c = _counter(d + 1)
     prims = Primitives(add_bits=3 * c, reg_bits=3 * c + b + 1, mux_bits=b, depth=c, levels=2)
-    prims.mems.append((d - 1, b, False, placement(d - 1, rom=False)))
+    prims.mems.append((d - 1, b, False, placement(d - 1, rom=False), None))
     return prims
 
 
@@ -362,7 +404,7 @@ def primitives(stage: Any) -> Primitives:
 # fixed cost per block of each kind (control, counters), the rest sharing one
 KINDS = ("dense", "conv2d", "threshold", "shift", "poly")
 FEATURES = ("lut_mult_bits", "add_bits", "mux_bits", "lut_ram_bits", "reg_bits", "lanes",
-            "lane_bits", "lut_rom_bits", "lut_rom_width", *(f"{k}_blocks" for k in KINDS),
+            "lane_bits", "lut_rom_luts", "lut_rom_muxes", *(f"{k}_blocks" for k in KINDS),
             "other_blocks")  # fmt: skip
 
 
@@ -407,17 +449,18 @@ def features(prims: Primitives, dev: Device, co: dict[str, Any]) -> tuple[list[f
         n = _to_dsp(a, b, dev, co)
         dsp += n
         lut_mult += 0 if n else a * b
-    ram = rom = rom_width = 0
-    for depth, width, is_rom, where in prims.mems:
+    ram = rom = rom_mux = 0
+    for depth, width, is_rom, where, bits in prims.mems:
         if _in_bram(depth, width, is_rom, where, co):
             bram += _brams(depth, width, dev.bram_shapes)
         elif is_rom:
-            rom, rom_width = rom + depth * width, rom_width + width * (depth > 1)
+            leaves, muxes = _rom_luts(depth, width, bits, dev.lut_inputs)
+            rom, rom_mux = rom + leaves, rom_mux + muxes
         else:
             ram += depth * width
     blocks = [float(prims.kind == k) for k in KINDS] + [float(prims.kind not in KINDS)]
     f = [lut_mult, prims.add_bits, prims.mux_bits, ram, prims.reg_bits, prims.lanes,
-         prims.lane_bits, rom, rom_width, *blocks]  # fmt: skip
+         prims.lane_bits, rom, rom_mux, *blocks]  # fmt: skip
     return [float(v) for v in f], dsp, bram
 
 

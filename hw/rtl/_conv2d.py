@@ -20,6 +20,7 @@ from cosyn.hw.rtl._mac import MacLanes
 from cosyn.hw.rtl._rom import weight_roms
 from cosyn.hw.rtl._window import Window, step
 from cosyn.perfmodel.blocks import TIMINGS
+from cosyn.perfmodel.resources import weight_rows
 
 from cosyn.ir.nodes import Conv2d
 
@@ -61,7 +62,7 @@ class Conv2dBlock(wiring.Component):
     def _roms(self, m: Module, addr, en) -> tuple:
         g = self.geo
         w = self.node.weight.transpose(0, 2, 3, 1)  # (O, KH, KW, C): window order
-        rows = w.reshape(g.groups, g.p, g.terms).transpose(0, 2, 1).reshape(-1, g.p)
+        rows = weight_rows(w.reshape(len(w), -1), g.p)
         bias = np.asarray(self.node.bias).reshape(g.groups, g.p)
         return weight_roms(m, rows, bias, addr, en)
 

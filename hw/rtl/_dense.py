@@ -10,6 +10,7 @@ from cosyn.hw.rtl._buffer import Buffer
 from cosyn.hw.rtl._mac import MacLanes
 from cosyn.hw.rtl._rom import weight_roms
 from cosyn.perfmodel.blocks import TIMINGS
+from cosyn.perfmodel.resources import weight_rows
 
 from cosyn.ir.nodes import Dense
 
@@ -44,8 +45,7 @@ class DenseBlock(wiring.Component):
         )
 
     def _roms(self, m: Module, addr, en) -> tuple:
-        w = self.node.weight[:, self.ctx.index()]  # columns in stream order
-        rows = w.reshape(self.groups, self.p, self.n).transpose(0, 2, 1).reshape(-1, self.p)
+        rows = weight_rows(self.node.weight[:, self.ctx.index()], self.p)  # stream order
         return weight_roms(m, rows, self.node.bias.reshape(self.groups, self.p), addr, en)
 
     def elaborate(self, platform) -> Module:
