@@ -120,20 +120,27 @@ class _Joint:
         (sc_k, sc_j), (sk_k, sk_j) = self.src_cons, self.sink
         users = [sorted({c for c, _ in con if c < n}) for con in cons]
         makers = [sorted({a for a, _ in src if a < n}) for src in srcs]
-        val: list[Any] = [m.valid() for m in models] + [[total_in > 0]]
+        valid, ready = [m.valid for m in models], [m.ready for m in models]
+        step, skip, quiet = (
+            [m.step for m in models],
+            [m.skip for m in models],
+            [m.quiet for m in models],
+        )
+        val: list[Any] = [v() for v in valid] + [[total_in > 0]]
         rdy: list[Any] = [None] * n + [[True]]
         iv: list[Any] = [None] * n
         orr: list[Any] = [None] * n
         for k in range(n - 1, -1, -1):
             orr[k] = [rdy[c][j] for c, j in cons[k]]
             iv[k] = [val[a][b] for a, b in srcs[k]]
-            rdy[k] = models[k].ready(iv[k], orr[k])
+            rdy[k] = ready[k](iv[k], orr[k])
         at = [0] * n
-        due = [models[k].quiet(iv[k], orr[k]) for k in range(n)]
+        due = [quiet[k](iv[k], orr[k]) for k in range(n)] + [QUIET]
+        down = range(n - 1, -1, -1)
         sent = got = base = 0  # transfers in and out before cycle `base`
         while True:
             take, out = val[n][0] and rdy[sc_k][sc_j], val[sk_k][sk_j]
-            t = min(due, default=QUIET)
+            t = min(due)
             if take:
                 t = min(t, base + -sent % n_in, base + total_in - sent - 1)
             if out:
@@ -141,29 +148,34 @@ class _Joint:
             if t >= QUIET:
                 raise RuntimeError(f"the pipeline deadlocks at cycle {base}")
             self._limit(t, total_in)
-            sent, got, base = sent + (t - base) * take, got + (t - base) * out, t
-            if take and sent % n_in == 0:
-                for k in range(n):
-                    if at[k] < t:
-                        models[k].skip(t - at[k], iv[k], orr[k])
-                        at[k] = t
-                yield 0, t, got
+            if out:
+                got += t - base
+            if take:
+                sent += t - base
+                if sent % n_in == 0:
+                    for k in range(n):
+                        if at[k] < t:
+                            skip[k](t - at[k], iv[k], orr[k])
+                            at[k] = t
+                    yield 0, t, got
+                sent += 1
             if out:
                 if got % n_out == 0:
                     yield 1, t, got
                 if got + 1 == total_out:
                     return
-            sent, got, base = sent + take, got + out, t + 1
+                got += 1
+            base = t + 1
             mark = [False] * n
-            stepped = [k for k in range(n) if due[k] == t]
-            for k in stepped:
-                m = models[k]
+            for k in range(n):
+                if due[k] != t:
+                    continue
                 if at[k] < t:
-                    m.skip(t - at[k], iv[k], orr[k])
-                m.step([v and r for v, r in zip(iv[k], rdy[k], strict=True)], orr[k])
-                at[k] = t + 1
+                    skip[k](t - at[k], iv[k], orr[k])
+                step[k]([v and r for v, r in zip(iv[k], rdy[k], strict=True)], orr[k])
+                at[k] = base
                 mark[k] = True
-                new = m.valid()
+                new = valid[k]()
                 if new != val[k]:
                     val[k] = new
                     for c in users[k]:
@@ -172,21 +184,20 @@ class _Joint:
                 val[n] = [sent < total_in]
                 if sc_k < n:
                     mark[sc_k] = True
-            for k in range(n - 1, -1, -1):
+            for k in down:
                 if not mark[k]:
                     continue
-                m = models[k]
                 if at[k] <= t:
-                    m.skip(t + 1 - at[k], iv[k], orr[k])
-                    at[k] = t + 1
-                iv[k] = [val[a][b] for a, b in srcs[k]]
-                orr[k] = [rdy[c][j] for c, j in cons[k]]
-                new = m.ready(iv[k], orr[k])
+                    skip[k](base - at[k], iv[k], orr[k])
+                    at[k] = base
+                ivk = iv[k] = [val[a][b] for a, b in srcs[k]]
+                ork = orr[k] = [rdy[c][j] for c, j in cons[k]]
+                new = ready[k](ivk, ork)
                 if new != rdy[k]:
                     rdy[k] = new
                     for a in makers[k]:
                         mark[a] = True
-                due[k] = t + 1 + m.quiet(iv[k], orr[k])
+                due[k] = base + quiet[k](ivk, ork)
 
 
 def first_outputs(p: Any, samples: int, skip: bool = True) -> tuple[np.ndarray, np.ndarray]:
