@@ -15,6 +15,7 @@ counts are a linear model whose coefficients (`baseline.json`, fitted by
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "FANOUT",
     "FEATURES",
     "LUT",
+    "PRIMITIVES",
     "RAM_DEPTH",
     "ROM_DEPTH",
     "Primitives",
@@ -389,13 +391,16 @@ def _fork(stage: Any) -> Primitives:
     return Primitives(reg_bits=2 * (stage.dtype.bits + 1), levels=2)
 
 
-_PRIMITIVES = {"dense": _dense, "conv2d": _conv, "fifo": _fifo, "fork": _fork, "shift": _shift,
-               "threshold": _threshold, "poly": _poly, "add": _add}  # fmt: skip
+# node kind -> primitives(stage): a kind defined in a module of its own registers here
+PRIMITIVES: dict[str, Callable[[Any], Primitives]] = {
+    "dense": _dense, "conv2d": _conv, "fifo": _fifo, "fork": _fork, "shift": _shift,
+    "threshold": _threshold, "poly": _poly, "add": _add,
+}  # fmt: skip
 
 
 def primitives(stage: Any) -> Primitives:
     """The primitives of one stage of a `perfmodel.pipeline.Plan`."""
-    prims = _PRIMITIVES[stage.kind](stage)
+    prims = PRIMITIVES[stage.kind](stage)
     prims.kind = stage.kind
     return prims
 
