@@ -103,6 +103,20 @@ def conv2d(draw) -> Case:
 
 
 @st.composite
+def maxpool2d(draw) -> Case:
+    shape = draw(shapes(flat=False))
+    r = draw(ranges(shape))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    pad = (draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2)))
+    assume(shape[1] + 2 * pad[0] >= kh and shape[2] + 2 * pad[1] >= kw)
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    common = dict(name="m", inputs=("in0",), scale=ONE, kernel=(kh, kw), stride=stride,
+                  padding=pad)  # fmt: skip
+    out = N.MaxPool2d(shape=(), dtype=N.IntType(1, False), **common).infer_shape(shape)
+    return Case(N.MaxPool2d.sized([r], shape=out, **common), [shape], [r])
+
+
+@st.composite
 def shift(draw) -> Case:
     shape = draw(shapes())
     r, g = draw(ranges(shape)), rng(draw)
@@ -160,6 +174,7 @@ CASES = {
     N.Quantize: quantize(),
     N.Dense: dense(),
     N.Conv2d: conv2d(),
+    N.MaxPool2d: maxpool2d(),
     N.Shift: shift(),
     N.Threshold: threshold(),
     N.Add: add(),
@@ -231,6 +246,15 @@ def test_conv2d_eval_equals_torch_at_its_inferred_shape(case: Case, seed: int) -
 
 
 @SETTINGS
+@given(case=maxpool2d(), seed=st.integers(0, 2**32 - 1))
+def test_maxpool2d_eval_equals_torch_at_its_inferred_shape(case: Case, seed: int) -> None:
+    node = case.node
+    x = samples(np.random.default_rng(seed), case.shapes[0], case.ranges[0], 4)
+    want = F.max_pool2d(torch.from_numpy(x).double(), node.kernel, node.stride, node.padding)
+    assert np.array_equal(node.eval(x), want.numpy().astype(np.int64))
+
+
+@SETTINGS
 @given(case=dense())
 def test_dense_range_ends_are_reached(case: Case) -> None:
     """Each output's bounds: every input at the end its weight's sign picks."""
@@ -241,7 +265,9 @@ def test_dense_range_ends_are_reached(case: Case) -> None:
         assert node.eval(np.where(w > 0, lo_x, hi_x)[None])[0, o] == lo[o]
 
 
-@pytest.mark.parametrize("kind", [N.Add.kind, N.Shift.kind, N.Threshold.kind, N.Flatten.kind])
+@pytest.mark.parametrize(
+    "kind", [N.Add.kind, N.Shift.kind, N.Threshold.kind, N.Flatten.kind, N.MaxPool2d.kind]
+)
 @SETTINGS
 @given(data=st.data())
 def test_monotone_range_ends_are_reached(kind: str, data: st.DataObject) -> None:

@@ -28,7 +28,7 @@ from cosyn.ir.chain import quant_type
 from cosyn.ir.graph import Graph
 from cosyn.ir.requant import as_shift, float_thresholds, threshold_bank
 
-__all__ = ["Builder", "Conv", "_Input", "_Val"]
+__all__ = ["Builder", "Conv", "Pool", "_Input", "_Val"]
 
 
 @dataclass
@@ -62,6 +62,17 @@ class Conv:
 
     stride: tuple[int, int]
     padding: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Geometry of a 2-D max pooling, as the frontend read it (pairs: height, width)."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int] = (1, 1)
+    ceil_mode: bool = False
 
 
 class Builder:
@@ -245,6 +256,38 @@ class Builder:
             shifts=shifts,
         )
         return self._val(node, scale)
+
+    def maxpool(self, v: object, pool: Pool, shape: tuple[int, ...], name: str, what: str) -> _Val:
+        """A MaxPool2d node on the clean value `v`: the same integers' maxima at the same
+        scale (a positive scale commutes with max), `shape` the model's output shape."""
+        if pool.dilation != (1, 1):
+            raise UnsupportedLayerError(
+                f"{what}: only dilation 1 is supported, not {pool.dilation}"
+            )
+        v = self.clean(v, what)
+        if torch.any(v.scale <= 0):
+            raise UnsupportedLayerError(f"{what}: its input's scale is not positive")
+        src = self.nodes[[x.name for x in self.nodes].index(v.node)]
+        node = N.MaxPool2d(
+            name=self.fresh(name, N.MaxPool2d.kind),
+            inputs=(v.node,),
+            shape=shape,
+            dtype=src.dtype,
+            scale=v.scale.numpy(),
+            kernel=pool.kernel,
+            stride=pool.stride,
+            padding=pool.padding,
+        )
+        try:
+            floor = node.infer_shape(src.shape)
+        except ValueError as e:
+            raise UnsupportedLayerError(f"{what}: {e}") from e
+        if floor != tuple(shape):
+            raise UnsupportedLayerError(
+                f"{what}: ceil_mode gives {tuple(shape)} where floor mode gives {floor}; "
+                "only windows that end inside the padded input are supported (ceil_mode=False)"
+            )
+        return self._val(node, v.scale)
 
     def flatten(self, n: object, v: object, name: str) -> _Val | _Input:
         """Flatten to (batch, -1): a Flatten node, or, before the first quantizer, a note

@@ -32,6 +32,7 @@ from cosyn.errors import CosynError, UnsupportedLayerError
 from cosyn.ir.builder import (  # noqa: F401  (_Val, _Input, _apply, ... stay importable here)
     Builder,
     Conv,
+    Pool,
     _apply,
     _extend,
     _Input,
@@ -46,7 +47,8 @@ __all__ = ["LOWERINGS", "SUPPORTED", "lower"]
 
 SUPPORTED = (
     "QuantIdentity, QuantReLU, QuantHardTanh (and other monotone Brevitas activations), "
-    "QuantLinear, QuantConv2d, BatchNorm1d/2d, ReLU, Hardtanh, Dropout, Identity, Flatten, "
+    "QuantLinear, QuantConv2d, MaxPool2d (and F.max_pool2d) of a quantized value, "
+    "BatchNorm1d/2d, ReLU, Hardtanh, Dropout, Identity, Flatten, "
     "add of two quantized values, +, -, *, / by constants (one value, or one per channel), "
     "flatten/view/reshape to (batch, -1)"
 )
@@ -146,6 +148,9 @@ class _Builder(Builder):
             return _extend(v, m, what)
         if isinstance(m, _PASSTHROUGH):
             return v
+        if isinstance(m, nn.MaxPool2d):
+            params = {k: getattr(m, k) for k in _POOL_ARGS}
+            return self.maxpool(v, _pool(params, what), self.shape(n), name, what)
         if isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
             return self.flatten(n, v, name)
         raise UnsupportedLayerError(
@@ -172,6 +177,10 @@ class _Builder(Builder):
             return self.arithmetic(n, op, args, kwargs)
         if t in (F.relu, torch.relu) or (method and t == "relu"):
             return _extend(args[0], torch.relu, n.name)
+        if t in (F.max_pool2d, torch.max_pool2d) and isinstance(args[0], _Val | _Input):
+            what = _describe(self.gm, n)
+            params = {**dict(zip(_POOL_ARGS, n.args[1:], strict=False)), **n.kwargs}
+            return self.maxpool(args[0], _pool(params, what), self.shape(n), n.name, what)
         flat = t == torch.flatten or (method and t in ("flatten", "view", "reshape"))
         if flat and isinstance(args[0], _Val | _Input) and self._flattens(n):
             return self.flatten(n, args[0], n.name)
@@ -312,6 +321,27 @@ def _check_conv(m: QuantConv2d, what: str) -> None:
         raise UnsupportedLayerError(
             f"{what}: only groups=1, dilation=1 and integer zero padding are supported"
         )
+
+
+_POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+
+
+def _pool(params: dict, what: str) -> Pool:
+    """The geometry of nn.MaxPool2d or F.max_pool2d from its arguments (`_POOL_ARGS`)."""
+    if any(isinstance(a, fx.Node) for a in _leaves(list(params.values()))):
+        raise UnsupportedLayerError(f"{what}: its window must be constant, not computed")
+    if params.get("return_indices"):
+        raise UnsupportedLayerError(f"{what}: return_indices=True is not supported")
+
+    def pair(a: object) -> tuple[int, int]:
+        a = tuple(a) if isinstance(a, list | tuple) else (a, a)
+        return (int(a[0]), int(a[-1]))
+
+    kernel = pair(params["kernel_size"])
+    stride = params.get("stride")
+    stride = kernel if stride is None or stride == [] or stride == () else pair(stride)
+    return Pool(kernel, stride, pair(params.get("padding", 0)), pair(params.get("dilation", 1)),
+                bool(params.get("ceil_mode", False)))  # fmt: skip
 
 
 # Extension point: module type -> lowering function(builder, fx_node, module, value, name).

@@ -38,6 +38,7 @@ __all__ = [
     "Dense",
     "Flatten",
     "IntType",
+    "MaxPool2d",
     "Node",
     "Poly",
     "Quantize",
@@ -251,6 +252,45 @@ class Conv2d(Node):
     @property
     def macs(self) -> int:
         return int(self.weight.size * self.shape[1] * self.shape[2])
+
+
+@dataclass(eq=False)
+class MaxPool2d(Node):
+    """2-D max pooling: out[c, y, x] = max of the kernel window of channel c at (y*sh - ph,
+    x*sw - pw), as torch's MaxPool2d (dilation 1, floor mode). The padding counts as the
+    input type's minimum, so it never wins: each window holds an input element (padding
+    at most half the kernel), and the max is theirs. The values are the input's, so its
+    range, type and scale pass through (max commutes with a positive scale)."""
+
+    kernel: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] = (2, 2)
+    padding: tuple[int, int] = (0, 0)
+    kind: ClassVar[str] = "maxpool2d"
+
+    def eval(self, x: np.ndarray) -> np.ndarray:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        low = np.iinfo(np.int64).min  # below every input: the padding never wins
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=low)
+        oh, ow = self.shape[1], self.shape[2]
+        windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
+        return windows[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw].max((4, 5))
+
+    def infer_shape(self, x: tuple[int, ...]) -> tuple[int, ...]:
+        if len(x) != 3:
+            raise ValueError(f"it takes (C, H, W) inputs, not {x}")
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel, strict=True)):
+            raise ValueError(f"padding {self.padding} is more than half the kernel {self.kernel}")
+        size = [
+            (n + 2 * p - k) // s + 1
+            for n, k, s, p in zip(x[1:], self.kernel, self.stride, self.padding, strict=True)
+        ]
+        if min(size) < 1:
+            raise ValueError(f"a {self.kernel} window does not fit its {x[1]}x{x[2]} input")
+        return (x[0], *size)
+
+    def infer_range(self, x: Range) -> Range:
+        """The input's, channel by channel: every output is one of its inputs."""
+        return as_range(*x)
 
 
 def _channel(a: np.ndarray, ndim: int) -> np.ndarray:

@@ -6,7 +6,7 @@ a value it closes its float chain (bias, BatchNormalization, Relu, Clip,
 Add/Sub/Mul/Div by a constant; before the first quantizer, the input's
 preprocessing) into the input quantizer or a requantize node found by bisection
 against torch float32 implementations of the operators (qonnx_ops.py).
-Gemm/MatMul/Conv become Dense/Conv2d, Add of two values an Add node,
+Gemm/MatMul/Conv become Dense/Conv2d, MaxPool a MaxPool2d, Add of two values an Add node,
 Flatten/Reshape to (batch, -1) a Flatten, and an affine chain after the last layer
 (FINN's TensorNorm) the graph's `output_ops`. Operators on constants alone (Pow,
 Sqrt, Transpose, ...) are folded. The file is replayed once on a zero input of its
@@ -31,7 +31,7 @@ import torch
 from onnx import NodeProto, numpy_helper
 
 from cosyn.errors import CosynError, ModelFileError, UnsupportedLayerError
-from cosyn.ir.builder import Builder, Conv, _extend, _Input, _per_channel, _Val
+from cosyn.ir.builder import Builder, Conv, Pool, _extend, _Input, _per_channel, _Val
 from cosyn.ir.chain import ARITHMETIC, Binary, operand
 from cosyn.ir.graph import Graph
 from cosyn.ir.qonnx_ops import (
@@ -45,6 +45,7 @@ from cosyn.ir.qonnx_ops import (
     clip,
     conv_geometry,
     evaluate,
+    pool_geometry,
     quant_op,
     transpose_perm,
 )
@@ -296,6 +297,9 @@ class _QonnxBuilder(Builder):
         bias = self.bias(args[2:], w.shape[0])
         v = self.clean(args[0], ident)
         return self.accumulate(v, w, s_w, bias, self.shape(out), ident, ident, Conv(stride, pad))
+
+    def op_maxpool(self, node, args, out, ident) -> object:
+        return self.maxpool(args[0], Pool(*pool_geometry(node)), self.shape(out), ident, ident)
 
     def dense(self, x, w: tuple, bias, out: str, ident: str) -> _Val:
         v = self.clean(x, ident)

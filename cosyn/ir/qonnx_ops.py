@@ -33,6 +33,7 @@ __all__ = [
     "clip",
     "conv_geometry",
     "evaluate",
+    "pool_geometry",
     "quant_op",
     "transpose_perm",
 ]
@@ -185,6 +186,32 @@ def conv_geometry(node: NodeProto, kernel: tuple[int, ...]) -> tuple[tuple, tupl
     return tuple(a.get("strides", (1, 1))), pads[:2]
 
 
+def pool_geometry(node: NodeProto) -> tuple[tuple, tuple, tuple, tuple, bool]:
+    """(kernel, strides, padding, dilations, ceil_mode) of a 2-D MaxPool node cosyn can
+    lower (symmetric explicit padding, one output); UnsupportedLayerError otherwise."""
+    a = attrs(node)
+    kernel = tuple(a.get("kernel_shape", ()))
+    pads = tuple(a.get("pads", (0, 0, 0, 0)))
+    if (
+        len(kernel) != 2
+        or a.get("auto_pad", "NOTSET") != "NOTSET"
+        or len(pads) != 4
+        or pads[:2] != pads[2:]
+        or len([o for o in node.output if o]) != 1
+    ):
+        raise UnsupportedLayerError(
+            "only 2-D max pooling with symmetric explicit padding and no indices output "
+            "is supported"
+        )
+    strides = tuple(a.get("strides", (1, 1)))
+    return kernel, strides, pads[:2], tuple(a.get("dilations", (1, 1))), bool(a.get("ceil_mode", 0))
+
+
+def _maxpool(node: NodeProto, x) -> torch.Tensor:
+    kernel, stride, pad, dilation, ceil = pool_geometry(node)
+    return F.max_pool2d(x, kernel, stride, pad, dilation, ceil)
+
+
 def _gemm(node: NodeProto, a, b, c=None) -> torch.Tensor:
     at = attrs(node)
     if at.get("transA", 0):
@@ -254,6 +281,7 @@ OPS: dict[str, Callable] = {
     "Gemm": _gemm,
     "MatMul": lambda n, a, b: a @ b,
     "Conv": _conv,
+    "MaxPool": _maxpool,
     "Relu": lambda n, x: torch.relu(x),
     "Clip": lambda n, x, *b: clip(n, *b)(x),
     "BatchNormalization": lambda n, x, *p: batch_norm(n, *p)(x),
