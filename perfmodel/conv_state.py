@@ -1,0 +1,312 @@
+"""The cycle model of `Conv2dBlock`'s control (`perfmodel.conv`): its registers, stepped
+one clock at a time (`step`), and its shortcuts: `quiet` and `advance`, cycles that
+only count, and whole pixels at once where the control provably repeats.
+
+A pixel's period runs from the cycle its first term issues (its anchor) to the next
+pixel's. When no input is taken, the output's ready holds and the next pixel's window
+is in, what happens in a period depends only on the multiply-accumulate pipeline at
+its anchor (`MacPipe`: the terms then issue whenever it does not stall). So when the
+pipeline at an anchor is what it was at the previous pixel's, in the same row, every
+later pixel of the row whose window is in repeats that period: the same cycles, the
+same outputs, D cycles later (`_period`, `_jump`). Tests hold `quiet` and `advance`
+to `step` from states reached under held inputs.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from typing import TYPE_CHECKING
+
+import numpy as np
+from cosyn.perfmodel.mac import QUIET, MacPipe
+
+if TYPE_CHECKING:
+    from cosyn.perfmodel.conv import ConvGeometry
+
+__all__ = ["Control", "State"]
+
+
+class Control:
+    """`State` behind the interface of `perfmodel.blocks` controls."""
+
+    def __init__(self, st: State) -> None:
+        self.st = st
+
+    def valid(self) -> list[bool]:
+        return [self.st.mac.left != 0]
+
+    def registers(self) -> tuple:
+        return self.st.registers()
+
+    def ready(self, valids: list[bool], oready: list[bool]) -> list[bool]:
+        return [self.st.ready()]
+
+    def step(self, takes: list[bool], oready: list[bool]) -> None:
+        self.st.step(takes[0], oready[0])
+
+    def quiet(self, valids: list[bool], oready: list[bool]) -> int:
+        return self.st.quiet(valids[0], oready[0])
+
+    def skip(self, n: int, valids: list[bool], oready: list[bool]) -> None:
+        self.st.advance(n, valids[0], oready[0])
+
+
+class State:
+    """The block's registers, and one clock cycle of its control (mirrors the RTL). The
+    window term (ky, kx, c) is kept as one index `term` = (ky * KW + kx) * C + c; `need`
+    and `last_px` follow from the pixel (oy, ox). What `_period` reads of the past (the
+    last anchor `_a`, the cycles since which the output's ready and valid hold and the
+    last input taken) is history, not registers."""
+
+    def __init__(self, g: ConvGeometry, arrivals: np.ndarray) -> None:
+        self.g, self.arr, self.n_arr = g, arrivals.tolist(), len(arrivals)
+        # the running maximum of arr[j] - j (see `window`)
+        self.late = np.maximum.accumulate(arrivals - np.arange(self.n_arr)).tolist()
+        self.taken: list[int] = []  # recorded while k < len(arrivals)
+        self.out: list[int] = []  # recorded up to `frames` samples
+        self.out_max = self.n_arr // g.frame_in * g.frame_out
+        self.t = self.k = self.n_out = 0
+        self.wy = self.wcol = self.wcount = self.fw = 0  # writer
+        self.fc = self.oy = self.ox = self.gi = self.term = 0  # compute
+        self.y_top, self.x_left = -g.ph, -g.pw
+        self.mac = MacPipe(g.p)  # the pipeline behind the issue, the output register
+        self._pixel()
+        self._a: tuple | None = None  # (pipeline, cycle, ox, oy, fc, outputs before)
+        self._oready: bool | None = None
+        self._since = self._vsince = self._took = 0
+
+    def registers(self) -> tuple:
+        """What the next cycles depend on (see `perfmodel.steady.registers`): every
+        register, the two frame bits only as equal or not, without `ConvSchedule.run`'s
+        cycle and counts."""
+        mac = self.mac
+        return (self.fw ^ self.fc, self.wy, self.wcol, self.wcount, self.oy, self.ox,
+                self.gi, self.term, mac.v, mac.last, mac.left)  # fmt: skip
+
+    def cycle(self) -> None:
+        k = self.k
+        offered = k < self.n_arr and self.arr[k] <= self.t
+        if self.step(offered, True) and (offered or k == self.n_arr):
+            raise RuntimeError(f"conv2d schedule deadlocks at cycle {self.t - 1}: {self.g}")
+
+    def step(self, offered: bool, ready: bool) -> bool:
+        """One clock cycle: input offered or not, output ready or not. Returns True when
+        nothing moved (no transfer, no term issued, nothing in flight)."""
+        mac, t = self.mac, self.t
+        self._hold(ready)
+        take = offered and self.ready()
+        go = self._go() and not mac.stall
+        stuck = not (take or go or mac.busy)
+        valid = mac.left != 0
+        if go and not self.term and not self.gi:
+            self._a = ((mac.v, mac.last, mac.left), t, self.ox, self.oy, self.fc, self.n_out)
+        if valid and ready:
+            if self.n_out < self.out_max:
+                self.out.append(t)
+            self.n_out += 1
+        mac.step(go, self.term == self.g.terms - 1, ready)
+        if (mac.left != 0) != valid:
+            self._vsince = t + 1
+        if take:
+            self._write()
+        if go:
+            self._advance()
+        self.t = t + 1
+        return stuck
+
+    def quiet(self, offered: bool, ready: bool, steady: bool = True) -> int:
+        """How many cycles, the input offered or not and the output ready or not
+        throughout, step only counters (`advance`): no group's last term issued or
+        loaded, no writer row ended, no result loaded, the last waiting one not taken,
+        and the first term of a pixel kept waiting (or not) for its input; or, at an
+        anchor, whole periods (`_period`). Through them, `valid` (where `steady`) and
+        `ready` stay as they are."""
+        q = self._quiet(offered, ready)
+        per = self._period(offered, ready, steady)
+        return max(q, per[0] * per[1]) if per else q
+
+    def advance(self, n: int, offered: bool, ready: bool) -> None:
+        """`n` cycles at once, no more than `quiet` allows: the same as `step` n times."""
+        if n <= self._quiet(offered, ready):
+            self._count(n, offered, ready)
+            return
+        per = self._period(offered, ready, False)
+        assert per is not None and n <= per[0] * per[1], "advance beyond quiet"
+        d = per[1]
+        self._jump(n // d, d)
+        n %= d
+        while n:  # the rest of a period, as `step` goes
+            q = min(self._quiet(offered, ready), n)
+            if q:
+                self._count(q, offered, ready)
+            else:
+                self.step(offered, ready)
+                q = 1
+            n -= q
+
+    def next(self) -> None:
+        """For `ConvSchedule`: the cycles `window` allows at once, else one."""
+        q = self.window()
+        if 2 <= q < QUIET:
+            k = self.k
+            self.advance(q, k < self.n_arr and self.arr[k] <= self.t, True)
+        else:
+            self.cycle()
+
+    def window(self) -> int:
+        """`quiet` for `ConvSchedule.run`: the output ready, input k offered from
+        arrivals[k], so no longer than the input is offered (or not) throughout: input j
+        is late at cycle t + (j - k) where arr[j] - j > t - k, the first such j found in
+        the running maximum of arr[j] - j (the earlier inputs were all taken in time)."""
+        k, t = self.k, self.t
+        offered = k < self.n_arr and self.arr[k] <= t
+        q = self.quiet(offered, True, steady=False)
+        if k < self.n_arr and not offered:
+            q = min(q, self.arr[k] - t)
+        elif offered and q > 1 and self.ready():
+            q = min(q, self.n_arr - k, bisect_right(self.late, t - k) - k)
+        return q
+
+    def ready(self) -> bool:
+        """The line buffer takes the next input element."""
+        g, wy = self.g, self.wy
+        if wy > g.y_end:
+            return True
+        lo = min(max(self.y_top, 0), g.lo_max)
+        return (g.h_used + wy if self.fw != self.fc else wy) < lo + g.rows
+
+    def _quiet(self, offered: bool, ready: bool) -> int:
+        mac, g = self.mac, self.g
+        q = mac.quiet(ready)
+        take = offered and self.ready()
+        if take:
+            q = min(q, g.wc - 1 - self.wcol)
+        if self._go():
+            if not mac.stall:
+                q = min(q, g.terms - 1 - self.term)
+        elif take and not self.last_px:
+            q = min(q, self.need + 1 - self.wcount)
+        return max(q, 0)
+
+    def _count(self, n: int, offered: bool, ready: bool) -> None:
+        """`n` cycles that only count (no more than `_quiet`)."""
+        mac, t = self.mac, self.t
+        self._hold(ready)
+        take = offered and self.ready()
+        go = self._go() and not mac.stall
+        if go and not self.term and not self.gi:
+            self._a = ((mac.v, mac.last, mac.left), t, self.ox, self.oy, self.fc, self.n_out)
+        if mac.left and ready:
+            m = min(n, self.out_max - self.n_out)
+            if m > 0:
+                self.out.extend(range(t, t + m))
+            self.n_out += n
+        mac.advance(n, go, ready)
+        if take:
+            m = min(n, self.n_arr - self.k)
+            if m > 0:
+                self.taken.extend(range(t, t + m))
+            self.k += n
+            self.wcount += n
+            self.wcol += n
+            self._took = t + n - 1
+        if go:
+            self.term += n
+        self.t = t + n
+
+    def _hold(self, ready: bool) -> None:
+        if ready != self._oready:
+            self._oready, self._since = ready, self.t
+
+    def _period(self, offered: bool, ready: bool, steady: bool) -> tuple[int, int] | None:
+        """(whole periods that repeat from here, cycles per period), or None: at an
+        anchor whose pipeline is the previous pixel's (in the same row and frame), no
+        input taken since nor now, the output's ready (and, where `steady`, valid) held
+        since; as many pixels as lie before the row's end whose window is in."""
+        a = self._a
+        if a is None or self.term or self.gi or a[2] != self.ox - 1 or a[3] != self.oy:
+            return None
+        mac, t0 = self.mac, a[1]
+        if a[4] != self.fc or a[0] != (mac.v, mac.last, mac.left) or self._took >= t0:
+            return None
+        if ready != self._oready or self._since > t0 or (steady and self._vsince > t0):
+            return None
+        if (offered and self.ready()) or not self._go() or mac.stall:
+            return None
+        g = self.g
+        base = self.oy * g.ow
+        if self.fw != self.fc:
+            last = g.ow - 1
+        else:  # the last pixel whose window is in (the frame's last waits for the next)
+            last = bisect_left(g.need_list, self.wcount, base, base + g.ow) - 1 - base
+            if self.oy == g.oh - 1:
+                last = min(last, g.ow - 2)
+        k = last - self.ox
+        return (k, t - t0) if k > 0 and (t := self.t) > t0 else None
+
+    def _jump(self, j: int, d: int) -> None:
+        """`j` periods of `d` cycles at once (`_period` allows them): the pixel moves on,
+        the outputs repeat the last period's."""
+        g, a = self.g, self._a
+        assert a is not None
+        per = self.n_out - a[5]
+        if self.n_out < self.out_max:
+            ref = self.out[a[5] :]
+            more = [c + i * d for i in range(1, j + 1) for c in ref]
+            self.out.extend(more[: self.out_max - self.n_out])
+        self.n_out += j * per
+        if self._vsince > a[1]:  # valid changed within the period: last in the last one
+            self._vsince += j * d
+        self.t += j * d
+        self.ox += j
+        self.x_left += j * g.sw
+        self._pixel()
+        self._a = (a[0], self.t - d, self.ox - 1, self.oy, self.fc, self.n_out - per)
+
+    def _go(self) -> bool:
+        """A term can issue: its window's input is in (checked at a pixel's first term)."""
+        if self.term or self.gi or self.fw != self.fc:
+            return True
+        return not self.last_px and self.wcount > self.need
+
+    def _pixel(self) -> None:
+        g = self.g
+        self.need = g.need(self.y_top, self.x_left)
+        self.last_px = self.oy == g.oh - 1 and self.ox == g.ow - 1
+
+    def _write(self) -> None:
+        g = self.g
+        if self.k < self.n_arr:
+            self.taken.append(self.t)
+        self._took = self.t
+        self.k += 1
+        self.wcount += 1
+        self.wcol += 1
+        if self.wcol == g.wc:
+            self.wcol = 0
+            self.wy += 1
+            if self.wy == g.h:
+                self.wy = self.wcount = 0
+                self.fw ^= 1
+
+    def _advance(self) -> None:
+        """Step the window term, then the group, the pixel, the row and the frame."""
+        g = self.g
+        self.term += 1
+        if self.term < g.terms:
+            return
+        self.term = 0
+        self.gi += 1
+        if self.gi < g.groups:
+            return
+        self.gi = 0
+        self.ox += 1
+        self.x_left += g.sw
+        if self.ox == g.ow:
+            self.ox, self.x_left = 0, -g.pw
+            self.oy += 1
+            self.y_top += g.sh
+            if self.oy == g.oh:
+                self.oy, self.y_top = 0, -g.ph
+                self.fc ^= 1
+        self._pixel()
