@@ -156,6 +156,43 @@ def _conv2d(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Conv
     return Converted(layer, prec, Tensor((oh, ow, o), o, None, node.dtype))
 
 
+def _maxpool2d(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
+    """hls4ml's MaxPooling2D (channels last). Its padding is the type's top bit set: the
+    minimum of a signed type, but not of an unsigned one, so padding needs a signed input."""
+    assert isinstance(node, N.MaxPool2d)
+    (x,) = ins
+    if len(x.shape) != 3 or x.perm is not None:
+        raise UnsupportedLayerError(f"{node.name}: max pooling needs a (C, H, W) input")
+    (kh, kw), (sh, sw), (ph, pw) = node.kernel, node.stride, node.padding
+    if (ph or pw) and not x.dtype.signed:
+        raise UnsupportedLayerError(
+            f"{node.name}: hls4ml pads max pooling with the type's top bit, not the minimum of "
+            f"an unsigned input ({ap_type(x.dtype)}); use padding 0 or a signed input"
+        )
+    _, oh, ow = node.shape
+    layer = dict(
+        class_name="MaxPooling2D",
+        name=name,
+        inputs=srcs,
+        data_format="channels_last",
+        in_height=x.shape[0],
+        in_width=x.shape[1],
+        n_filt=x.shape[2],
+        out_height=oh,
+        out_width=ow,
+        pool_height=kh,
+        pool_width=kw,
+        stride_height=sh,
+        stride_width=sw,
+        pad_top=ph,
+        pad_bottom=ph,
+        pad_left=pw,
+        pad_right=pw,
+    )
+    prec = dict(accum=ap_type(x.dtype), result=ap_type(node.dtype))
+    return Converted(layer, prec, Tensor((oh, ow, x.shape[2]), x.shape[2], None, node.dtype))
+
+
 def _out(node: N.Node, x: Tensor) -> Tensor:
     return Tensor(x.shape, x.n_chan, x.perm, node.dtype)
 
@@ -290,6 +327,7 @@ def _flatten(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Con
 CONVERTERS: dict[str, Converter] = {
     N.Dense.kind: _dense,
     N.Conv2d.kind: _conv2d,
+    N.MaxPool2d.kind: _maxpool2d,
     N.Shift.kind: _shift,
     N.Threshold.kind: _threshold,
     N.Add.kind: _add,
@@ -328,6 +366,20 @@ def _repack_flattens(layers: list[dict[str, Any]]) -> None:
             layer["class_name"] = "Repack"
 
 
+def _check_stream_pooling(g: Graph, layers: list[dict[str, Any]]) -> None:
+    """hls4ml's io_stream pooling takes windows that tile the input: kernel = stride, no
+    padding (it asserts so in C simulation); refuse others here, naming the node."""
+    nodes = {hls_name(n.name): n for n in g}
+    for layer in layers:
+        node = nodes.get(layer["name"])
+        if isinstance(node, N.MaxPool2d) and (node.kernel != node.stride or any(node.padding)):
+            raise UnsupportedLayerError(
+                f"{node.name}: hls4ml's io_stream max pooling needs kernel = stride and no "
+                f"padding, not kernel {node.kernel}, stride {node.stride}, padding "
+                f"{node.padding}; use io_type='io_parallel'"
+            )
+
+
 def convert(
     g: Graph, io_type: str = "io_parallel"
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]], Tensor]:
@@ -360,6 +412,7 @@ def convert(
         precision[names[node.name]] = c.precision
         values[node.name] = c.out
     if io_type == "io_stream":
+        _check_stream_pooling(g, layers)
         _repack_flattens(layers)
     out = values[g.output.name]
     if out.dtype.bits > _EXACT_DOUBLE:
