@@ -2,10 +2,11 @@
 
 `estimate(g, device, parallelism)` is the entry point (`estimate_hls` for the HLS
 backend's reuse factor); `devices` the target parts;
-`blocks` and `conv` each block's timing, defined once; `pipeline` their composition
+`blocks`, `conv` and `pool` each block's timing, defined once; `pipeline` their composition
 (which the RTL backend builds and writes its manifest from).
 """
 
+from cosyn.perfmodel import pool  # noqa: F401  (registers the maxpool2d block's timing)
 from cosyn.perfmodel.devices import DEVICES, Device, UnknownDeviceError, device
 from cosyn.perfmodel.estimate import Estimate, NodeEstimate, estimate, estimate_plan
 from cosyn.perfmodel.hls import HLSLayer, estimate_hls

@@ -1,0 +1,232 @@
+"""The maxpool2d block's geometry, timing and resources, defined once.
+
+`MaxPoolBlock` (`hw/rtl/_pool.py`) takes the (C, H, W) input in HWC order, one element
+per cycle, and keeps one running maximum per output column and channel in a line
+buffer of OW*C words. Windows must not overlap (kernel <= stride on both axes), so
+each element belongs to at most one window: its first element starts the maximum,
+the others raise it, and its last (in stream order) sends it out. Rows and columns no
+window reads are taken and dropped. Outputs leave in HWC order.
+
+Its control, which `_PoolControl` steps register for register: the position of the
+next input in the frame (`k`); stage 1 (read, compare, select) holds an element and
+whether it ends a window (`e1`); stage 2, the output register, holds a window's
+maximum (`o2`); and a skid register (`full`) takes that maximum when the consumer is
+not ready, after which both stages and the input hold until it has left. So every
+element is taken as offered while the output is ready, and a window's maximum leaves
+`DEPTH` cycles after its last element arrives.
+
+This module registers the kind's timing (`perfmodel.blocks.TIMINGS`) and primitives
+(`perfmodel.resources.PRIMITIVES`); `cosyn.perfmodel` imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from cosyn.perfmodel.blocks import TIMINGS
+from cosyn.perfmodel.mac import QUIET
+from cosyn.perfmodel.resources import PRIMITIVES, Primitives, placement
+
+from cosyn.ir.nodes import MaxPool2d
+
+__all__ = ["DEPTH", "Axis", "MaxPoolTiming", "PoolGeometry"]
+
+DEPTH = 2  # stage 1: read, compare, select; stage 2: the output register
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One input coordinate along an axis: whether a window reads it, whether it is its
+    window's first or last there, and the window's index (0 where none reads it)."""
+
+    inwin: bool
+    first: bool
+    last: bool
+    index: int
+
+
+def _axis(n: int, k: int, s: int, p: int, out: int) -> tuple[Axis, ...]:
+    axis = []
+    for i in range(n):
+        o, r = divmod(i + p, s)
+        inwin = r < k and o < out
+        first = inwin and (r == 0 or i == 0)
+        last = inwin and (r == k - 1 or i == n - 1)
+        axis.append(Axis(inwin, first, last, o if inwin else 0))
+    return tuple(axis)
+
+
+@dataclass(frozen=True)
+class PoolGeometry:
+    """Sizes of one maxpool2d block: input (c, h, w), kernel, stride, padding, output."""
+
+    c: int
+    h: int
+    w: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    oh: int
+    ow: int
+
+    @classmethod
+    def of(cls, node: MaxPool2d, in_shape: tuple[int, ...]) -> PoolGeometry:
+        if len(in_shape) != 3:
+            raise ValueError(f"max pooling takes a (C, H, W) input, not {tuple(in_shape)}")
+        (kh, kw), (sh, sw) = node.kernel, node.stride
+        if kh > sh or kw > sw:
+            raise ValueError(
+                f"the RTL block keeps one maximum per output column, so windows must not "
+                f"overlap: kernel {node.kernel} is larger than stride {node.stride}"
+            )
+        return cls(*in_shape, kh, kw, sh, sw, *node.padding, node.shape[1], node.shape[2])
+
+    @cached_property
+    def cols(self) -> tuple[Axis, ...]:
+        return _axis(self.w, self.kw, self.sw, self.pw, self.ow)
+
+    @cached_property
+    def rows(self) -> tuple[Axis, ...]:
+        return _axis(self.h, self.kh, self.sh, self.ph, self.oh)
+
+    @cached_property
+    def depth(self) -> int:
+        """Words of the line buffer: a running maximum per output column and channel."""
+        return self.ow * self.c
+
+    @cached_property
+    def frame_in(self) -> int:
+        return self.c * self.h * self.w
+
+    @cached_property
+    def ends(self) -> tuple[bool, ...]:
+        """Whether the element at each position of the frame (HWC order) ends a window."""
+        rows = np.array([r.last for r in self.rows])
+        cols = np.array([c.last for c in self.cols])
+        e = np.repeat((rows[:, None] & cols[None, :]).reshape(-1), self.c)
+        return tuple(bool(v) for v in e)
+
+
+class MaxPoolTiming:
+    """`MaxPoolBlock`'s timing (see `perfmodel.blocks`): every input taken as offered
+    while the output is ready, a window's maximum `DEPTH` cycles after its last
+    element. Latency: the first window's last element's position + DEPTH; interval:
+    C*H*W, one element per cycle."""
+
+    inputs, outputs = 1, 1
+
+    def __init__(self, geo: PoolGeometry) -> None:
+        self.geo = geo
+        self.end_pos = np.flatnonzero(geo.ends)
+        self.latency = int(self.end_pos[0]) + DEPTH
+        self.interval = geo.frame_in
+        self.key = ("maxpool2d", geo)
+
+    def timing(self, arrivals: np.ndarray) -> np.ndarray:
+        return np.asarray(arrivals, dtype=np.int64)[self.end_pos] + DEPTH
+
+    def transfers(self, arrivals: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(arrivals, dtype=np.int64)]
+
+    def control(self) -> _PoolControl:
+        return _PoolControl(self.geo.ends, _runs(self.geo.ends))
+
+
+def _runs(ends: tuple[bool, ...]) -> tuple[int, ...]:
+    """For each position, how many positions from it on (cyclically) have its `ends`
+    value; QUIET where every position has it."""
+    n = len(ends)
+    if all(e == ends[0] for e in ends):
+        return (QUIET,) * n
+    runs = [0] * n
+    start = next(i for i in range(n) if ends[i] != ends[i - 1])  # a run begins here
+    for j in range(n, 0, -1):  # backwards from the end of the last run
+        i = (start + j - 1) % n
+        nxt = (i + 1) % n
+        runs[i] = 1 + (runs[nxt] if ends[nxt] == ends[i] and nxt != start else 0)
+    return tuple(runs)
+
+
+class _PoolControl:
+    """The block's control registers (see the module docstring)."""
+
+    def __init__(self, ends: tuple[bool, ...], runs: tuple[int, ...]) -> None:
+        self.ends, self.runs, self.n = ends, runs, len(ends)
+        self.k, self.e1, self.o2, self.full = 0, False, False, False
+
+    def registers(self) -> tuple:
+        return self.k, self.e1, self.o2, self.full
+
+    def valid(self) -> list[bool]:
+        return [self.full or self.o2]
+
+    def ready(self, valids: list[bool], oready: list[bool]) -> list[bool]:
+        return [not self.full]
+
+    def step(self, takes: list[bool], oready: list[bool]) -> None:
+        if self.full:
+            self.full = not oready[0]
+            return
+        self.full = self.o2 and not oready[0]
+        self.o2 = self.e1
+        self.e1 = takes[0] and self.ends[self.k]
+        if takes[0]:
+            self.k = self.k + 1 if self.k + 1 < self.n else 0
+
+    def quiet(self, valids: list[bool], oready: list[bool]) -> int:
+        """Steps after which valid and ready stay as they are: while the stages' flags
+        that reach the output equal the output's valid now."""
+        if self.full:
+            return 0 if oready[0] else QUIET
+        a = self.o2
+        if (a and not oready[0]) or self.e1 != a:
+            return 0
+        if not valids[0]:
+            return 1 if a else QUIET
+        if self.ends[self.k] != a:
+            return 1
+        run = self.runs[self.k]
+        return QUIET if run >= QUIET else 1 + run
+
+    def skip(self, n: int, valids: list[bool], oready: list[bool]) -> None:
+        if self.full or n == 0:
+            return
+        v = valids[0]
+        if n == 1:
+            self.o2, self.e1 = self.e1, v and self.ends[self.k]
+        else:
+            self.o2 = v and self.ends[(self.k + n - 2) % self.n]
+            self.e1 = v and self.ends[(self.k + n - 1) % self.n]
+        if v:
+            self.k = (self.k + n) % self.n
+
+
+def _counter(n: int) -> int:
+    return max(int(n - 1).bit_length(), 1)
+
+
+def primitives(stage: Any) -> Primitives:
+    """`MaxPoolBlock`: the position counters and the next element's flags and address
+    (registers), stage 1 (the element, its address and flags; two compares, with the
+    line buffer's word and with the maximum just written, and the select), the output
+    and skid registers, and the line buffer (a RAM, placed by its depth)."""
+    g, x = stage.timing.geo, stage.ctx.in_type.bits
+    a = _counter(g.depth)
+    counters = _counter(g.c) + _counter(g.w) + _counter(g.h)
+    prims = Primitives()
+    prims.reg_bits = counters + a + 6 + (x + a + 4) + (x + 1) + (x + 1)
+    prims.add_bits = counters + a + a + 2 * x  # counter steps, address step and compare
+    prims.mux_bits = 3 * x + x + a  # the select, the skid's, the address's
+    prims.mems.append((g.depth, x, False, placement(g.depth, rom=False), None))
+    prims.depth, prims.levels = x, 2
+    return prims
+
+
+TIMINGS[MaxPool2d.kind] = lambda node, ctx: MaxPoolTiming(PoolGeometry.of(node, ctx.in_shape))
+PRIMITIVES[MaxPool2d.kind] = primitives

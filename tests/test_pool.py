@@ -1,0 +1,345 @@
+"""Max pooling end to end: the MaxPool2d node's golden eval equals torch; cosyn.lower
+(nn.MaxPool2d, F.max_pool2d) and from_qonnx (ONNX MaxPool) give the same graph, equal
+to the Brevitas model; the RTL block is exact and follows its cycle model
+(`perfmodel.pool`) under random gaps and back-pressure, alone and in a pipeline; one
+small cocotb run; hls4ml's C simulation is exact; what cannot be built is refused in
+one line naming the layer."""
+
+from __future__ import annotations
+
+import brevitas.nn as qnn
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from brevitas.quant_tensor import QuantTensor
+from cosyn.hw.rtl import COMPONENTS, Ctx, Top
+from cosyn.hw.rtl._tb import Port, run_streams, run_top
+from cosyn.perfmodel.blocks import drive
+from cosyn.perfmodel.pipeline import plan, stream_index
+from cosyn.perfmodel.pool import MaxPoolTiming, PoolGeometry
+from cosyn.perfmodel.resources import PRIMITIVES, primitives
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_perfmodel_timing import _arrivals, _check_quiet
+from test_qonnx import assert_same_graph, export
+from test_rtl_units import _control_run, _sim_run
+from torch import nn
+
+import cosyn
+from cosyn.errors import UnsupportedLayerError
+from cosyn.ir import nodes as N
+from cosyn.ir.graph import Graph
+from cosyn.ir.nodes import IntType
+
+ONE = np.float32(1.0)
+
+
+def pool_node(shape, t: IntType, kernel, stride, padding=(0, 0), name="m") -> N.MaxPool2d:
+    node = N.MaxPool2d(name, ("x",), (), t, ONE, kernel=kernel, stride=stride, padding=padding)
+    node.shape = node.infer_shape(shape)
+    return node
+
+
+# -- the node ----------------------------------------------------------------------------------
+
+EVAL_CASES = [  # (C, H, W), kernel, stride, padding
+    ((3, 8, 8), (2, 2), (2, 2), (0, 0)),
+    ((2, 7, 9), (3, 3), (2, 2), (1, 1)),  # overlapping windows, padded
+    ((1, 5, 6), (2, 3), (3, 2), (1, 0)),  # kernel != stride both ways
+    ((4, 6, 5), (1, 2), (2, 3), (0, 1)),  # gaps between windows
+    ((2, 4, 4), (4, 4), (1, 1), (2, 2)),
+]
+
+
+@pytest.mark.parametrize(("shape", "k", "s", "p"), EVAL_CASES)
+@pytest.mark.parametrize("t", [IntType(5, True), IntType(3, False), IntType(40, True)])
+def test_eval_equals_torch(shape, k, s, p, t) -> None:
+    node = pool_node(shape, t, k, s, p)
+    x = np.random.default_rng(len(shape) + k[0]).integers(t.lo, t.hi + 1, (6, *shape))
+    x[0], x[1] = t.lo, t.hi  # padding must lose even to the type's minimum
+    want = F.max_pool2d(torch.from_numpy(x), k, s, p)  # int64: exact
+    assert np.array_equal(node.eval(x), want.numpy())
+    assert node.shape == tuple(want.shape[1:])
+    lo, hi = node.infer_range((np.array([t.lo]), np.array([t.hi])))
+    assert (lo.tolist(), hi.tolist()) == ([t.lo], [t.hi])
+
+
+def test_shape_refuses_what_torch_refuses() -> None:
+    t = IntType(4, True)
+    with pytest.raises(ValueError, match="more than half the kernel"):
+        pool_node((1, 6, 6), t, (2, 2), (2, 2), (2, 0))
+    with pytest.raises(ValueError, match="does not fit"):
+        pool_node((1, 2, 6), t, (3, 3), (1, 1))
+
+
+# -- the frontends -----------------------------------------------------------------------------
+
+
+def _act(bits: int, signed: bool = True) -> nn.Module:
+    cls = qnn.QuantIdentity if signed else qnn.QuantReLU
+    return cls(bit_width=bits, return_quant_tensor=True)
+
+
+class PoolNet(nn.Module):
+    """QuantIdentity -> QuantConv2d -> QuantReLU -> MaxPool2d(2) -> F.max_pool2d(3, 2, 1) ->
+    QuantConv2d -> QuantIdentity -> MaxPool2d((1, 2), (2, 3)) -> flatten -> QuantLinear ->
+    QuantIdentity."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = _act(4)
+        self.conv1 = qnn.QuantConv2d(2, 4, 3, weight_bit_width=4, return_quant_tensor=True)
+        self.relu = _act(3, signed=False)
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = qnn.QuantConv2d(4, 3, 1, weight_bit_width=3, return_quant_tensor=True)
+        self.act2 = _act(4)
+        self.pool3 = nn.MaxPool2d((1, 2), (2, 3))
+        self.fc = qnn.QuantLinear(3 * 2 * 1, 5, weight_bit_width=4, return_quant_tensor=True)
+        self.out = _act(6)
+
+    def forward(self, x):
+        y = self.pool1(self.relu(self.conv1(self.inp(x))))
+        y = F.max_pool2d(y, 3, 2, 1)
+        y = self.pool3(self.act2(self.conv2(y)))
+        return self.out(self.fc(y.view(y.shape[0], -1)))
+
+
+def _float(y) -> np.ndarray:
+    return (y.value if isinstance(y, QuantTensor) else y).detach().numpy()
+
+
+@pytest.fixture(scope="module")
+def pool_net() -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    model = PoolNet().eval()
+    return model, torch.randn(64, 2, 14, 13)
+
+
+def test_lowering_equals_the_model(pool_net) -> None:
+    model, x = pool_net
+    g = cosyn.lower(model, x[:2])
+    kinds = [n.kind for n in g]
+    assert kinds.count("maxpool2d") == 3
+    pools = [n for n in g if isinstance(n, N.MaxPool2d)]
+    assert [(p.kernel, p.stride, p.padding) for p in pools] == [
+        ((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1)), ((1, 2), (2, 3), (0, 0))]  # fmt: skip
+    for p in pools:  # the input's type and scale pass through
+        src = g[p.inputs[0]]
+        assert p.dtype == src.dtype and np.array_equal(p.scale, src.scale)
+    assert np.array_equal(g.run(x.numpy()), _float(model(x)))
+
+
+def test_qonnx_gives_the_same_graph(pool_net, tmp_path) -> None:
+    model, x = pool_net
+    g = cosyn.lower(model, x[:2])
+    h = cosyn.ir.from_qonnx(export(model, (2, 14, 13), tmp_path / "pool.onnx"))
+    assert_same_graph(g, h)
+    for a, b in zip(g, h, strict=True):
+        if isinstance(a, N.MaxPool2d):
+            assert (a.kernel, a.stride, a.padding) == (b.kernel, b.stride, b.padding)
+    assert np.array_equal(h.run(x.numpy()), _float(model(x)))
+
+
+class _Refused(nn.Module):
+    def __init__(self, pool: nn.Module, before_quant: bool = False) -> None:
+        super().__init__()
+        self.inp, self.pool, self.before = _act(4), pool, before_quant
+        self.bn = nn.BatchNorm2d(2)
+        self.out = _act(4)
+
+    def forward(self, x):
+        y = self.inp(x)
+        y = self.pool(self.bn(y) if self.before else y)
+        return self.out(y)
+
+
+@pytest.mark.parametrize(
+    ("pool", "before", "message"),
+    [
+        (nn.MaxPool2d(2, dilation=2), False, "only dilation 1 is supported"),
+        (nn.MaxPool2d(2, ceil_mode=True), False, "(2, 4, 4) where floor mode gives (2, 3, 3)"),
+        (nn.MaxPool2d(2), True, "receives a value that is not quantized"),
+    ],
+)
+def test_unsupported_pooling_is_refused_in_one_line(pool, before, message) -> None:
+    with pytest.raises(UnsupportedLayerError) as e:
+        cosyn.lower(_Refused(pool, before), torch.randn(2, 2, 7, 7))
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("pool (MaxPool2d)") and message in msg
+
+
+# -- the RTL block, alone ------------------------------------------------------------------------
+
+RTL_CASES = [  # (C, H, W), kernel, stride, padding, input type
+    ((1, 4, 6), (2, 2), (2, 2), (0, 0), IntType(4, True)),  # C = 1: the next element's word
+    ((3, 5, 7), (2, 3), (3, 3), (0, 1), IntType(3, False)),  # gaps, padding, dropped rows
+    ((2, 6, 5), (1, 2), (2, 2), (0, 1), IntType(6, True)),
+    ((4, 3, 3), (1, 1), (1, 1), (0, 0), IntType(5, False)),  # every element a window
+    ((2, 7, 7), (3, 3), (3, 3), (1, 1), IntType(8, True)),
+    ((8, 6, 6), (2, 2), (2, 2), (0, 0), IntType(2, True)),  # CNV's pooling, smaller
+]
+
+
+def _ctx(case) -> tuple[N.MaxPool2d, Ctx]:
+    shape, k, s, p, t = case
+    return pool_node(shape, t, k, s, p), Ctx((t,), (shape,), "hwc")
+
+
+@pytest.mark.parametrize("case", range(len(RTL_CASES)))
+def test_block_follows_its_control_under_back_pressure(case) -> None:
+    """Random input gaps and output back-pressure: every transfer in the cycle the
+    control model says, and the outputs exact."""
+    node, ctx = _ctx(RTL_CASES[case])
+    block = COMPONENTS[node.kind](node, ctx)
+    rng = np.random.default_rng(case)
+    samples = 3
+    t = ctx.in_type
+    x = rng.integers(t.lo, t.hi + 1, (samples, *ctx.in_shape))
+    x[0, :, ::2] = t.lo  # runs of one value: the select's ties
+    values = x.reshape(samples, -1)[:, ctx.index()].reshape(-1)
+    n_in, n_out = len(values), samples * int(np.prod(node.shape))
+    cycles = 6 * (n_in + n_out) + 200
+    offers, readies = rng.random(cycles) >= 0.3, rng.random(cycles) >= 0.4
+    taken, outs, ys = _sim_run(block, values, n_out, offers, readies)
+    assert (taken, outs) == _control_run(block.cycles.control(), n_in, n_out, offers, readies)
+    y = np.asarray(ys).reshape(samples, -1)[:, np.argsort(stream_index(node.shape, "hwc"))]
+    assert np.array_equal(y.reshape(samples, *node.shape), node.eval(x))
+
+
+@pytest.mark.parametrize("case", range(len(RTL_CASES)))
+def test_block_at_full_rate_has_its_latency_interval_and_timing(case) -> None:
+    node, ctx = _ctx(RTL_CASES[case])
+    block = COMPONENTS[node.kind](node, ctx)
+    t = ctx.in_type
+    x = np.random.default_rng(case).integers(t.lo, t.hi + 1, (3, *ctx.in_shape))
+    values = x.reshape(3, -1)[:, ctx.index()].reshape(-1)
+    out_n = int(np.prod(node.shape))
+    run = run_streams(block, {"i": (Port.of(block.i), values.tolist())}, Port.of(block.o),
+                      3 * out_n)  # fmt: skip
+    ins = np.asarray(run.in_cycles["i"])  # the last rows no window reads may still wait
+    outs = np.asarray(run.out_cycles).reshape(3, -1)
+    assert outs[0, 0] - ins[0] == block.cycles.latency
+    assert set(np.diff(outs[:, 0]).tolist()) == {block.cycles.interval} == {x[0].size}
+    assert np.array_equal(outs[0], block.cycles.timing(ins[: x[0].size]))
+
+
+@st.composite
+def pool_timings(draw) -> MaxPoolTiming:
+    c, h, w = draw(st.integers(1, 3)), draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    kh, kw = draw(st.integers(1, min(h, 3))), draw(st.integers(1, min(w, 3)))
+    sh, sw = draw(st.integers(kh, 4)), draw(st.integers(kw, 4))
+    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    node = pool_node((c, h, w), IntType(4, True), (kh, kw), (sh, sw), (ph, pw))
+    return MaxPoolTiming(PoolGeometry.of(node, (c, h, w)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(pool_timings(), st.data())
+def test_closed_forms_and_shortcuts_equal_the_control(timing, data) -> None:
+    """One sample with gaps: timing() is the control's output cycles, and every input is
+    taken as offered (those after the last window's, which no output waits for, too);
+    several at full rate: the latency and interval; and the shortcuts."""
+    geo = timing.geo
+    n_in, n_out = geo.frame_in, geo.c * geo.oh * geo.ow
+    arr = _arrivals(data, n_in)
+    (taken,), (outs,) = drive(timing, [arr], n_out)
+    assert np.array_equal(outs, timing.timing(arr))
+    assert np.array_equal(taken, timing.transfers(arr)[0][: len(taken)])
+    (taken,), (outs,) = drive(timing, [np.zeros(4 * n_in, np.int64)], 4 * n_out)
+    assert outs[0] - taken[0] == timing.latency
+    assert set(np.diff(outs[::n_out]).tolist()) == {timing.interval}
+    _check_quiet(timing, data)
+
+
+def test_overlapping_windows_are_refused_naming_the_node(tmp_path) -> None:
+    t = IntType(4, True)
+    g = Graph([N.Quantize("x", (), (2, 7, 7), t, ONE), pool_node((2, 7, 7), t, (3, 3), (2, 2))])
+    with pytest.raises(UnsupportedLayerError) as e:
+        cosyn.rtl.generate(g, tmp_path / "rtl")
+    assert str(e.value).startswith("m: the RTL block keeps one maximum per output column")
+    assert not (tmp_path / "rtl").exists()
+
+
+def test_resources_count_the_line_buffer() -> None:
+    node, ctx = _ctx(RTL_CASES[5])
+    stage = plan(Graph([N.Quantize("x", (), ctx.in_shape, ctx.in_type, ONE), node])).stages[0]
+    prims = primitives(stage)
+    assert PRIMITIVES["maxpool2d"] is not None and prims.kind == "maxpool2d"
+    assert prims.mems == [(3 * 8, 2, False, "lut", None)]  # OW * C words of the input type
+    assert prims.reg_bits > 0 and prims.add_bits >= 2 * 2
+
+
+# -- in a pipeline ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_cnn() -> tuple[Graph, np.ndarray]:
+    """QuantIdentity -> QuantConv2d -> QuantReLU -> MaxPool2d(2) -> QuantConv2d -> QuantIdentity
+    -> MaxPool2d((1, 2), (2, 2)): a pooled image in, a pooled image out."""
+    torch.manual_seed(1)
+    model = nn.Sequential(
+        _act(4), qnn.QuantConv2d(1, 4, 3, weight_bit_width=3, return_quant_tensor=True),
+        _act(3, signed=False), nn.MaxPool2d(2),
+        qnn.QuantConv2d(4, 2, 1, weight_bit_width=3, return_quant_tensor=True), _act(4),
+        nn.MaxPool2d((1, 2), (2, 2)),
+    ).eval()  # fmt: skip
+    x = torch.randn(6, 1, 10, 10)
+    g = cosyn.lower(model, x[:2])
+    assert np.array_equal(g.run(x.numpy()), _float(model(x)))
+    return g, g.quantize(x.numpy())
+
+
+def test_pipeline_exact_with_its_timing(small_cnn) -> None:
+    g, xi = small_cnn
+    top = Top(plan(g))
+    y, ins, outs = run_top(top, xi[:4])
+    assert np.array_equal(y, g.run_int(xi[:4]))
+    assert outs[0, 0] - ins[0, 0] == top.plan.latency
+    assert np.diff(outs[:, 0])[-1] == top.plan.interval
+    y, _, _ = run_top(Top(plan(g, 2)), xi, gaps=0.3, stalls=0.5, seed=4)
+    assert np.array_equal(y, g.run_int(xi))
+
+
+def test_cocotb_icarus_exact_with_the_manifest_timing(small_cnn, tmp_path) -> None:
+    from cosyn.sim import simulate
+
+    g, _ = small_cnn
+    d = cosyn.rtl.generate(g, tmp_path / "rtl")
+    x = np.random.default_rng(2).normal(size=(4, 1, 10, 10)).astype(np.float32)
+    r = simulate(d, x, simulator="icarus", backpressure=True)
+    assert (r.mismatches, r.lost, r.duplicated, r.protocol_errors) == (0, 0, 0, 0), r
+    assert np.array_equal(r.outputs, g.run_int(g.quantize(x)))
+    assert (r.latency, r.interval) == (d.manifest["latency"], d.manifest["interval"])
+
+
+# -- HLS -----------------------------------------------------------------------------------------
+
+
+def test_hls_csim_exact(tmp_path) -> None:
+    """io_parallel: kernel 3x2, stride 2x3, padding 1 on a signed input, then 1x2 stride 1."""
+    from cosyn.hw.hls import generate
+
+    t = IntType(5, True)
+    a = pool_node((3, 7, 6), t, (3, 2), (2, 3), (1, 1))
+    b = pool_node(a.shape, t, (1, 2), (1, 1), name="m2")
+    b.inputs = ("m",)
+    g = Graph([N.Quantize("x", (), (3, 7, 6), t, ONE), a, b])
+    g.check()
+    h = generate(g, tmp_path / "hls", io_type="io_parallel")
+    xi = np.random.default_rng(0).integers(t.lo, t.hi + 1, (40, 3, 7, 6))
+    xi[0], xi[1] = t.lo, t.hi
+    assert np.array_equal(h.predict_int(xi), g.run_int(xi))
+
+
+def test_hls_refuses_what_hls4ml_computes_otherwise(tmp_path) -> None:
+    from cosyn.hw.hls import generate
+
+    t = IntType(4, False)
+    padded = pool_node((2, 6, 6), t, (3, 3), (2, 2), (1, 1))
+    g = Graph([N.Quantize("x", (), (2, 6, 6), t, ONE), padded])
+    with pytest.raises(UnsupportedLayerError, match=r"^m: hls4ml pads max pooling"):
+        generate(g, tmp_path / "a")
+    g.nodes[1] = pool_node((2, 6, 6), t, (3, 3), (2, 2))
+    with pytest.raises(UnsupportedLayerError, match=r"^m: hls4ml's io_stream max pooling"):
+        generate(g, tmp_path / "b", io_type="io_stream")
