@@ -158,3 +158,31 @@ def test_baseline_has_a_coefficient_per_feature() -> None:
     for fam in base["families"].values():
         assert len(fam["lut"]) == len(fam["ff"]) == len(FEATURES)
         assert len(fam["fmax"]) == len(CLOCK_FEATURES)
+
+
+def test_block_rams_split_a_wide_memory_into_the_cheapest_columns() -> None:
+    """yosys maps a 4096 x 46 ROM to ten 2048 x 9 blocks and one 4096 x 4 for the last
+    bit (11, where any one shape needs 12): the 64-channel threshold bank of the sweep
+    synthesizes to 17 DP16KD, its 2048- and 4096-word levels."""
+    from cosyn.perfmodel.resources import _brams
+
+    shapes = device("ecp5-85f").bram_shapes
+    assert (_brams(4096, 46, shapes), _brams(2048, 46, shapes)) == (11, 6)
+    assert _brams(512, 36, shapes) == 1 and _brams(1024, 36, shapes) == 2
+    assert _brams(16, 0, shapes) == 0
+
+
+def test_a_lut_rom_costs_its_logic_not_its_size() -> None:
+    """Bits that never change are constants, equal bits are built once, and a bit that
+    follows one address bit is one LUT; unknown words cost every piece."""
+    from cosyn.perfmodel.resources import _rom_bits, _rom_luts
+
+    addr = np.arange(64)
+    words = np.stack([addr & 1, addr & 1, np.full(64, 3)], axis=1)  # fields of 2 bits
+    bits = _rom_bits(words, 2)
+    assert bits.shape == (64, 2)  # bit 0 of fields 0 and 1 (the same); field 2 constant
+    assert _rom_luts(64, 2, bits, 4) == (1, 0)
+    rng = np.random.default_rng(0)
+    rand = _rom_bits(rng.integers(0, 4, (64, 3)), 2)
+    assert _rom_luts(64, 6, rand, 4) <= _rom_luts(64, 6, None, 4) == (6 * 4, 6 * 3)
+    assert _rom_luts(64, 6, rand, 6)[1] == 0  # a 6-input LUT holds 64 words
