@@ -2,9 +2,9 @@
 in every configuration of its cfg/ folder lower through cosyn.lower and through from_qonnx
 of their export_qonnx files to the same graph. Every quantized activation's integers, the
 last layer's accumulators and the float output (after TensorNorm) equal the Brevitas
-model's, on scikit-learn's digits resized to 28x28 (cosyn.models.data.digits). CNV, which
-needs max pooling, is refused in one line by both frontends. TFC-w2a2 and TFC-w1a1 run
-bit-exact through the generated RTL."""
+model's, on scikit-learn's digits resized to 28x28 (cosyn.models.data.digits). CNV-w2a2,
+with its two max poolings, lowers through both frontends to one graph equal to the model
+on random images. TFC-w2a2 and TFC-w1a1 run bit-exact through the generated RTL."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from test_qonnx import assert_same_graph, export
 from torch import nn
 
 import cosyn
-from cosyn.errors import UnsupportedLayerError
 from cosyn.ir import nodes as N
 from cosyn.ir.intervals import IntType
 
@@ -153,23 +152,61 @@ def test_trained_tfc_runs_bit_exact_in_rtl(name: str, trained, data: Dataset, tm
     assert (r.latency, r.interval) == (d.manifest["latency"], d.manifest["interval"])
 
 
-def cnv() -> nn.Module:
+CNV_KINDS = [
+    "quantize", *["conv2d", "threshold"] * 2, "maxpool2d", *["conv2d", "threshold"] * 2,
+    "maxpool2d", *["conv2d", "threshold"] * 2, "flatten", *["dense", "threshold"] * 2, "dense",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cnv() -> tuple[nn.Module, torch.Tensor]:
+    """CNV-w2a2, its normalisations calibrated on random images, then every gamma and
+    TensorNorm's weight drawn at random (some negative), as `finn_fc`; and 16 images."""
     torch.manual_seed(0)
-    return model_with_cfg("cnv_2w2a", pretrained=False)[0].eval()
+    model, _ = model_with_cfg("cnv_2w2a", pretrained=False)
+    x = torch.rand(64, 3, 32, 32)
+    norms = [
+        m for m in model.modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d | TensorNorm)
+    ]
+    for m in norms:
+        m.momentum = 1.0 if isinstance(m, TensorNorm) else None
+    model.train()
+    with torch.no_grad():
+        model(x)
+        g = torch.Generator().manual_seed(0)
+        for m in norms:
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g))
+            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+    return model.eval(), x[:16]
 
 
-def test_cnv_is_refused_in_one_line_at_its_max_pooling() -> None:
-    with pytest.raises(UnsupportedLayerError) as e:
-        cosyn.lower(cnv(), torch.rand(2, 3, 32, 32))
-    msg = str(e.value)
-    assert "\n" not in msg and msg.startswith("conv_features.7 (MaxPool2d): ")
-    assert "supported: QuantIdentity" in msg
+def test_cnv_lowers_exactly_with_its_max_pooling(cnv) -> None:
+    """Both MaxPool2d(2) become maxpool2d nodes at their input's type and scale; the
+    graph's output equals the model's (and so does every pooled activation's)."""
+    model, x = cnv
+    g = cosyn.lower(model, x[:2])
+    assert [n.kind for n in g] == CNV_KINDS
+    pools = [n for n in g if isinstance(n, N.MaxPool2d)]
+    assert [p.shape for p in pools] == [(64, 14, 14), (128, 5, 5)]
+    assert all(p.kernel == p.stride == (2, 2) and p.padding == (0, 0) for p in pools)
+    seen: list[torch.Tensor] = []
+    pooling = [m for m in model.conv_features if isinstance(m, nn.MaxPool2d)]
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o)) for m in pooling]
+    try:
+        y = predict(model, x).numpy()
+    finally:
+        for h in hooks:
+            h.remove()
+    values = golden_values(g, g.quantize(x.numpy()))
+    for node, out in zip(pools, seen, strict=True):
+        expect = values[node.name].astype(np.float32) * np.float32(node.scale)
+        assert np.array_equal(getattr(out, "value", out).numpy(), expect), node.name
+    assert np.array_equal(g.run(x.numpy()), y)
 
 
 @pytest.mark.slow  # the export takes seconds
-def test_cnv_qonnx_file_is_refused_in_one_line_at_its_max_pooling(tmp_path: Path) -> None:
-    with pytest.raises(UnsupportedLayerError) as e:
-        cosyn.ir.from_qonnx(export(cnv(), (3, 32, 32), tmp_path / "cnv.onnx"))
-    msg = str(e.value)
-    assert "\n" not in msg and "cnv.onnx: node" in msg and "(MaxPool)" in msg
-    assert "supported: Quant, BipolarQuant" in msg
+def test_cnv_qonnx_file_reads_back_the_same_graph(cnv, tmp_path: Path) -> None:
+    model, x = cnv
+    h = cosyn.ir.from_qonnx(export(model, (3, 32, 32), tmp_path / "cnv.onnx"))
+    assert_same_graph(cosyn.lower(model, x[:2]), h)
+    assert np.array_equal(h.run(x.numpy()), predict(model, x).numpy())

@@ -163,10 +163,28 @@ class _Refused(nn.Module):
     ],
 )
 def test_unsupported_pooling_is_refused_in_one_line(pool, before, message) -> None:
+    """Dilation, a ceil_mode that adds a window, a float value (max does not commute with
+    a batch norm of negative gamma): one line naming the module."""
     with pytest.raises(UnsupportedLayerError) as e:
         cosyn.lower(_Refused(pool, before), torch.randn(2, 2, 7, 7))
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("pool (MaxPool2d)") and message in msg
+
+
+class _Indices(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.out = _act(4), _act(4)
+
+    def forward(self, x):
+        return self.out(F.max_pool2d(self.inp(x), 2, return_indices=True)[0])
+
+
+def test_pooling_with_indices_is_refused_in_one_line() -> None:
+    with pytest.raises(UnsupportedLayerError) as e:
+        cosyn.lower(_Indices(), torch.randn(2, 2, 6, 6))
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("max_pool2d_with_indices (call_function")
 
 
 # -- the RTL block, alone ------------------------------------------------------------------------
@@ -222,6 +240,18 @@ def test_block_at_full_rate_has_its_latency_interval_and_timing(case) -> None:
     assert outs[0, 0] - ins[0] == block.cycles.latency
     assert set(np.diff(outs[:, 0]).tolist()) == {block.cycles.interval} == {x[0].size}
     assert np.array_equal(outs[0], block.cycles.timing(ins[: x[0].size]))
+
+
+@pytest.mark.slow
+def test_block_verilog_lints_clean(tmp_path) -> None:
+    from cosyn.hw.rtl._verilog import component_verilog, lint
+
+    for k, case in enumerate(RTL_CASES):
+        node, ctx = _ctx(case)
+        (tmp_path / f"pool{k}").mkdir()
+        path = tmp_path / f"pool{k}" / "top.v"
+        path.write_text(component_verilog(COMPONENTS[node.kind](node, ctx), f"pool{k}"))
+        assert lint(path) == "", k
 
 
 @st.composite
