@@ -3,9 +3,11 @@
 `State` (`perfmodel.conv_state`) holds the same registers as `Conv2dBlock` and steps
 them under the same conditions, cycle by cycle, without the data. `ConvSchedule.run`
 drives it: given the cycle each input element is offered, it returns the cycle each is
-taken and the cycle each output leaves (output always ready). `ConvTiming` (the block's `latency`,
-`interval`, `timing()`, `transfers()` and `control()`, see `perfmodel.blocks`) comes
-from it; tests hold it to the RTL simulation.
+taken and the cycle each output leaves (output always ready). `ConvTiming` (the block's
+`latency`, `interval`, `timing()`, `transfers()` and `control()`, see
+`perfmodel.blocks`, and `stalls()`, which the pipeline asks before it needs the
+transfers) comes from it; tests hold it to the control stepped one cycle at a time and
+to the RTL simulation.
 """
 
 from __future__ import annotations
@@ -136,6 +138,12 @@ class ConvSchedule:
         `frames_for_interval` samples at full rate, the last two first outputs apart.
         Stepped until the registers at a sample's first input transfer repeat an earlier
         sample's (as in `perfmodel.steady`), the later first outputs from the period."""
+        return self.full_rate()[:2]
+
+    def full_rate(self) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """`latency_interval`, and the first sample's `run` at full rate: the samples
+        after it do not change when its inputs are taken nor when its outputs leave (its
+        last pixel waits for its whole input, then for nothing from the next sample)."""
         g, n = self.geo, self.frames_for_interval
         st = State(g, np.zeros(n * g.frame_in, dtype=np.int64))
         seen: dict = {}
@@ -155,8 +163,24 @@ class ConvSchedule:
                     while m <= len(firsts) < n and firsts[-m] >= t0:
                         firsts.append(firsts[-m] + d)
                 if len(firsts) >= n:
-                    return firsts[0] - st.taken[0], firsts[n - 1] - firsts[n - 2]
+                    break
             st.next()
+        while st.n_out < g.frame_out:
+            st.next()
+        taken = np.array(st.taken[: g.frame_in], dtype=np.int64)
+        out = np.array(st.out[: g.frame_out], dtype=np.int64)
+        return firsts[0] - st.taken[0], firsts[n - 1] - firsts[n - 2], taken, out
+
+    def first_late(self, arrivals: np.ndarray) -> bool:
+        """Whether `run` takes any input later than offered at `arrivals` (increasing),
+        stepped only until the first is; `run`'s answer where none is."""
+        st = State(self.geo, arrivals)
+        arr, n = st.arr, st.n_arr
+        while st.n_out < st.out_max:
+            st.next()
+            if st.k < n and arr[st.k] < st.t:
+                return True
+        return not np.array_equal(st.taken, arrivals)
 
     def run(self, arrivals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(cycle each input is taken, cycle each output leaves) for whole samples.
@@ -186,23 +210,25 @@ class ConvTiming:
     def __init__(self, geo: ConvGeometry) -> None:
         self.geo = geo
         self.schedule = ConvSchedule(geo)
-        self.latency, self.interval = _latency_interval(geo)
+        self.latency, self.interval = _full_rate(geo)[:2]
         self.key = ("conv2d", geo)
 
     def timing(self, arrivals: np.ndarray) -> np.ndarray:
         """Output transfer cycles of one sample, inputs offered at `arrivals` (idle, ready)."""
-        return _run(self.geo, np.asarray(arrivals, dtype=np.int64).tobytes())[1]
+        return _run(self.geo, np.asarray(arrivals, dtype=np.int64))[1]
 
     def transfers(self, arrivals: np.ndarray) -> list[np.ndarray]:
         """Cycles the inputs offered at `arrivals` are taken (the block may stall them)."""
-        return [_run(self.geo, np.asarray(arrivals, dtype=np.int64).tobytes())[0]]
+        return [_run(self.geo, np.asarray(arrivals, dtype=np.int64))[0]]
 
-    @cached_property
-    def need_list(self) -> list[int]:
-        """`need` of each pixel's window, row by row."""
-        ys = range(-self.ph, self.oh * self.sh - self.ph, self.sh)
-        xs = range(-self.pw, self.ow * self.sw - self.pw, self.sw)
-        return [self.need(y, x) for y in ys for x in xs]
+    def stalls(self, arrivals: np.ndarray) -> list[bool]:
+        """Whether any input offered at `arrivals` (increasing) is taken later than
+        offered: `transfers` differs from `arrivals`, found without stepping further."""
+        a = np.asarray(arrivals, dtype=np.int64)
+        key = (self.geo, a.tobytes())
+        if key in _RUNS or _at_full_rate(self.geo, a):
+            return [not np.array_equal(_run(self.geo, a)[0], a)]
+        return [self.schedule.first_late(a)]
 
     def needs(self) -> np.ndarray:
         """Inputs of a sample taken before each output can leave (see `skip_depth`)."""
@@ -213,13 +239,30 @@ class ConvTiming:
 
 
 @lru_cache(maxsize=256)
-def _latency_interval(geo: ConvGeometry) -> tuple[int, int]:
-    return ConvSchedule(geo).latency_interval()
+def _full_rate(geo: ConvGeometry) -> tuple[int, int, np.ndarray, np.ndarray]:
+    return ConvSchedule(geo).full_rate()
 
 
-@lru_cache(maxsize=256)
-def _run(geo: ConvGeometry, arrivals: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """`ConvSchedule.run`, remembered: the pipeline asks for the same sample repeatedly."""
-    taken, out = ConvSchedule(geo).run(np.frombuffer(arrivals, dtype=np.int64))
-    taken.flags.writeable = out.flags.writeable = False
-    return taken, out
+def _at_full_rate(geo: ConvGeometry, arrivals: np.ndarray) -> bool:
+    """One sample whose input k is offered by cycle k: each input is offered whenever
+    the block could take it (it takes one a cycle at most, from cycle 0)."""
+    return len(arrivals) == geo.frame_in and bool(np.all(arrivals <= np.arange(len(arrivals))))
+
+
+_RUNS: dict[tuple[ConvGeometry, bytes], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _run(geo: ConvGeometry, arrivals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`ConvSchedule.run`, remembered: the pipeline asks for the same sample repeatedly;
+    at full rate, the first sample of `ConvSchedule.full_rate`."""
+    key = (geo, arrivals.tobytes())
+    if key not in _RUNS:
+        if len(_RUNS) >= 256:
+            _RUNS.clear()
+        if _at_full_rate(geo, arrivals):
+            taken, out = _full_rate(geo)[2:]
+        else:
+            taken, out = ConvSchedule(geo).run(arrivals)
+        taken.flags.writeable = out.flags.writeable = False
+        _RUNS[key] = taken, out
+    return _RUNS[key]

@@ -71,6 +71,7 @@ class State:
         self.y_top, self.x_left = -g.ph, -g.pw
         self.mac = MacPipe(g.p)  # the pipeline behind the issue, the output register
         self._pixel()
+        self._row()
         self._a: tuple | None = None  # (pipeline, cycle, ox, oy, fc, outputs before)
         self._oready: bool | None = None
         self._since = self._vsince = self._took = 0
@@ -94,7 +95,7 @@ class State:
         nothing moved (no transfer, no term issued, nothing in flight)."""
         mac, t = self.mac, self.t
         self._hold(ready)
-        take = offered and self.ready()
+        take = offered and self._rdy
         go = self._go() and not mac.stall
         stuck = not (take or go or mac.busy)
         valid = mac.left != 0
@@ -129,8 +130,11 @@ class State:
         """`n` cycles at once, no more than `quiet` allows: the same as `step` n times."""
         if n <= self._quiet(offered, ready):
             self._count(n, offered, ready)
-            return
-        per = self._period(offered, ready, False)
+        else:
+            self._periods(n, self._period(offered, ready, False), offered, ready)
+
+    def _periods(self, n: int, per: tuple | None, offered: bool, ready: bool) -> None:
+        """`n` cycles beyond `_quiet`, within the periods `_period` allows."""
         assert per is not None and n <= per[0] * per[1], "advance beyond quiet"
         d = per[1]
         self._jump(n // d, d)
@@ -145,40 +149,42 @@ class State:
             n -= q
 
     def next(self) -> None:
-        """For `ConvSchedule`: the cycles `window` allows at once, else one."""
-        q = self.window()
-        if 2 <= q < QUIET:
-            k = self.k
-            self.advance(q, k < self.n_arr and self.arr[k] <= self.t, True)
-        else:
-            self.cycle()
-
-    def window(self) -> int:
-        """`quiet` for `ConvSchedule.run`: the output ready, input k offered from
-        arrivals[k], so no longer than the input is offered (or not) throughout: input j
-        is late at cycle t + (j - k) where arr[j] - j > t - k, the first such j found in
-        the running maximum of arr[j] - j (the earlier inputs were all taken in time)."""
+        """For `ConvSchedule`: the cycles `quiet` allows at once (the output ready, input
+        k offered from arrivals[k], so no longer than the input is offered (or not)
+        throughout), else one. Input j is late at cycle t + (j - k) where arr[j] - j >
+        t - k, the first such j found in the running maximum of arr[j] - j (the earlier
+        inputs were all taken in time)."""
         k, t = self.k, self.t
         offered = k < self.n_arr and self.arr[k] <= t
-        q = self.quiet(offered, True, steady=False)
+        q = counts = self._quiet(offered, True)
+        per = self._period(offered, True, False)
+        if per:
+            q = max(q, per[0] * per[1])
         if k < self.n_arr and not offered:
             q = min(q, self.arr[k] - t)
-        elif offered and q > 1 and self.ready():
+        elif offered and q > 1 and self._rdy:
             q = min(q, self.n_arr - k, bisect_right(self.late, t - k) - k)
-        return q
+        if q < 2 or q >= QUIET:
+            self.cycle()
+        elif q <= counts:
+            self._count(q, offered, True)
+        else:
+            self._periods(q, per, offered, True)
 
     def ready(self) -> bool:
         """The line buffer takes the next input element."""
+        return self._rdy
+
+    def _row(self) -> None:
+        """`ready`, which changes only with a row written or a row of windows begun."""
         g, wy = self.g, self.wy
-        if wy > g.y_end:
-            return True
         lo = min(max(self.y_top, 0), g.lo_max)
-        return (g.h_used + wy if self.fw != self.fc else wy) < lo + g.rows
+        self._rdy = wy > g.y_end or (g.h_used + wy if self.fw != self.fc else wy) < lo + g.rows
 
     def _quiet(self, offered: bool, ready: bool) -> int:
         mac, g = self.mac, self.g
         q = mac.quiet(ready)
-        take = offered and self.ready()
+        take = offered and self._rdy
         if take:
             q = min(q, g.wc - 1 - self.wcol)
         if self._go():
@@ -192,7 +198,7 @@ class State:
         """`n` cycles that only count (no more than `_quiet`)."""
         mac, t = self.mac, self.t
         self._hold(ready)
-        take = offered and self.ready()
+        take = offered and self._rdy
         go = self._go() and not mac.stall
         if go and not self.term and not self.gi:
             self._a = ((mac.v, mac.last, mac.left), t, self.ox, self.oy, self.fc, self.n_out)
@@ -231,7 +237,7 @@ class State:
             return None
         if ready != self._oready or self._since > t0 or (steady and self._vsince > t0):
             return None
-        if (offered and self.ready()) or not self._go() or mac.stall:
+        if (offered and self._rdy) or not self._go() or mac.stall:
             return None
         g = self.g
         base = self.oy * g.ow
@@ -288,6 +294,7 @@ class State:
             if self.wy == g.h:
                 self.wy = self.wcount = 0
                 self.fw ^= 1
+            self._row()
 
     def _advance(self) -> None:
         """Step the window term, then the group, the pixel, the row and the frame."""
@@ -309,4 +316,5 @@ class State:
             if self.oy == g.oh:
                 self.oy, self.y_top = 0, -g.ph
                 self.fc ^= 1
+            self._row()
         self._pixel()

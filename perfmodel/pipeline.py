@@ -315,15 +315,23 @@ def _buffer_inputs(p: Plan, node: Node, timing: Any, ins: list[Stream]) -> list[
     the design's input: the timing functions take the cycles it offers, and it holds)."""
     offers = [s.times for s in ins]
     buffered: set[int] = {j for j, s in enumerate(ins) if s.holds}
-    while True:
-        taken = timing.transfers(*offers)
-        late = {j for j in range(len(ins)) if j not in buffered and np.any(taken[j] != offers[j])}
+    while len(buffered) < len(ins):
+        late = {j for j, x in enumerate(_stalls(timing, offers)) if x and j not in buffered}
         if not late:
             break
         buffered |= late
         offers = [o + 1 if j in late else o for j, o in enumerate(offers)]
     need = {j for j in buffered if not ins[j].holds}
+    taken = timing.transfers(*offers) if need else []
     return [_fifo(p, node, j, s, taken[j]) if j in need else s for j, s in enumerate(ins)]
+
+
+def _stalls(timing: Any, offers: list[np.ndarray]) -> list[bool]:
+    """Per input: whether the block takes an element later than offered (a timing's
+    `stalls` where it has one: it need not find every transfer)."""
+    if hasattr(timing, "stalls"):
+        return timing.stalls(*offers)
+    return [bool(np.any(t != o)) for t, o in zip(timing.transfers(*offers), offers, strict=True)]
 
 
 def fifo_depth(arrive: np.ndarray, leave: np.ndarray) -> int:

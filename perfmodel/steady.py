@@ -75,11 +75,13 @@ class _Joint:
         sc_k, sc_j = self.src_cons
         sk_k, sk_j = self.sink
         wiring = list(zip(models, self.srcs, self.cons, strict=True))
+        limit = self._limit(total_in)
         sent = got = t = 0
         ivs: list[Any] = [None] * n
         ors: list[Any] = [None] * n
         while True:
-            self._limit(t, total_in)
+            if t > limit:
+                raise RuntimeError(f"the pipeline does not finish in {t} cycles")
             src_valid = sent < total_in
             valids = [m.valid() for m in models]
             valids.append([src_valid])
@@ -104,11 +106,11 @@ class _Joint:
                 models[k].step([v and r for v, r in zip(ivs[k], readies[k], strict=True)], ors[k])
             t += 1
 
-    def _limit(self, t: int, total_in: int) -> None:
-        if total_in < QUIET and t > 1_000_000 + 50 * (total_in // self.n_in) * (
-            self.n_in + self.n_out
-        ) * max(self.n, 1):
-            raise RuntimeError(f"the pipeline does not finish in {t} cycles")
+    def _limit(self, total_in: int) -> int:
+        """The last cycle a run of `total_in` inputs may take (no limit without end)."""
+        if total_in >= QUIET:
+            return QUIET
+        return 1_000_000 + 50 * (total_in // self.n_in) * (self.n_in + self.n_out) * max(self.n, 1)
 
     def _events(self, total_in: int, total_out: int) -> Iterator[tuple[int, int, int]]:
         """`_cycles`, each control stepped lazily: at[k] is the cycle its state is at, its
@@ -136,7 +138,8 @@ class _Joint:
             rdy[k] = ready[k](iv[k], orr[k])
         at = [0] * n
         due = [quiet[k](iv[k], orr[k]) for k in range(n)] + [QUIET]
-        down = range(n - 1, -1, -1)
+        one = [len(src) == 1 and len(con) == 1 for src, con in zip(srcs, cons, strict=True)]
+        limit = self._limit(total_in)
         sent = got = base = 0  # transfers in and out before cycle `base`
         while True:
             take, out = val[n][0] and rdy[sc_k][sc_j], val[sk_k][sk_j]
@@ -147,7 +150,8 @@ class _Joint:
                 t = min(t, base + -got % n_out, base + total_out - got - 1)
             if t >= QUIET:
                 raise RuntimeError(f"the pipeline deadlocks at cycle {base}")
-            self._limit(t, total_in)
+            if t > limit:
+                raise RuntimeError(f"the pipeline does not finish in {t} cycles")
             if out:
                 got += t - base
             if take:
@@ -166,37 +170,40 @@ class _Joint:
                     return
                 got += 1
             base = t + 1
-            mark = [False] * n
-            for k in range(n):
-                if due[k] != t:
-                    continue
+            stepped = [k for k, d in enumerate(due) if d == t]
+            mark = set(stepped)
+            for k in stepped:
                 if at[k] < t:
                     skip[k](t - at[k], iv[k], orr[k])
-                step[k]([v and r for v, r in zip(iv[k], rdy[k], strict=True)], orr[k])
+                if one[k]:
+                    step[k]([iv[k][0] and rdy[k][0]], orr[k])
+                else:
+                    step[k]([v and r for v, r in zip(iv[k], rdy[k], strict=True)], orr[k])
                 at[k] = base
-                mark[k] = True
                 new = valid[k]()
                 if new != val[k]:
                     val[k] = new
-                    for c in users[k]:
-                        mark[c] = True
+                    mark.update(users[k])
             if (sent < total_in) != val[n][0]:
                 val[n] = [sent < total_in]
                 if sc_k < n:
-                    mark[sc_k] = True
-            for k in down:
-                if not mark[k]:
-                    continue
+                    mark.add(sc_k)
+            while mark:  # consumers first: a changed ready marks producers, all earlier
+                k = max(mark)
+                mark.remove(k)
                 if at[k] <= t:
                     skip[k](base - at[k], iv[k], orr[k])
                     at[k] = base
-                ivk = iv[k] = [val[a][b] for a, b in srcs[k]]
-                ork = orr[k] = [rdy[c][j] for c, j in cons[k]]
+                if one[k]:
+                    (a, b), (c, j) = srcs[k][0], cons[k][0]
+                    ivk, ork = iv[k], orr[k] = [val[a][b]], [rdy[c][j]]
+                else:
+                    ivk = iv[k] = [val[a][b] for a, b in srcs[k]]
+                    ork = orr[k] = [rdy[c][j] for c, j in cons[k]]
                 new = ready[k](ivk, ork)
                 if new != rdy[k]:
                     rdy[k] = new
-                    for a in makers[k]:
-                        mark[a] = True
+                    mark.update(makers[k])
                 due[k] = base + quiet[k](ivk, ork)
 
 

@@ -98,9 +98,18 @@ def conv_timings(draw) -> tuple[ConvTiming, int, int]:
 @settings(max_examples=15, deadline=None)
 @given(conv_timings(), st.data())
 def test_conv_schedule_equals_its_control(conv, data) -> None:
-    """`ConvSchedule.run` (which jumps over the middle of windows) equals the control
-    stepped one cycle at a time."""
+    """`ConvSchedule.run` (which jumps over the middle of windows and whole pixels)
+    equals the control stepped one cycle at a time; so do a sample at full rate (the
+    first of `ConvSchedule.full_rate`) and `stalls` (which stops at the first late
+    input)."""
     _check(*conv, data)
+    timing, n_in, n_out = conv
+    late = _arrivals(data, n_in) + data.draw(st.integers(0, 3))
+    for arr in (np.arange(n_in, dtype=np.int64), late):
+        taken, outs = drive(timing, [arr], n_out)
+        assert timing.stalls(arr) == [not np.array_equal(taken[0], arr)]
+        assert np.array_equal(timing.timing(arr), outs[0])
+        assert np.array_equal(timing.transfers(arr)[0], taken[0])
 
 
 def _everything(x):
