@@ -8,12 +8,14 @@ the others raise it, and its last (in stream order) sends it out. Rows and colum
 window reads are taken and dropped. Outputs leave in HWC order.
 
 Its control, which `_PoolControl` steps register for register: the position of the
-next input in the frame (`k`); stage 1 (read, compare, select) holds an element and
-whether it ends a window (`e1`); stage 2, the output register, holds a window's
-maximum (`o2`); and a skid register (`full`) takes that maximum when the consumer is
-not ready, after which both stages and the input hold until it has left. So every
-element is taken as offered while the output is ready, and a window's maximum leaves
-`DEPTH` cycles after its last element arrives.
+next input in the frame (`k`); for each of the `DEPTH` stages (1: the line buffer's
+banks read; 2: the bank's word chosen; 3: the running maximum compared and chosen
+into the output register, written back from there a cycle later), whether its element
+ends a window (`v`), the last stage's flag being the output's valid; and a skid
+register (`full`) that takes a maximum the consumer does not take, after which the
+stages and the input hold until it has left. So every element is taken as offered
+while the output is ready, and a window's maximum leaves `DEPTH` cycles after its
+last element arrives.
 
 This module registers the kind's timing (`perfmodel.blocks.TIMINGS`) and primitives
 (`perfmodel.resources.PRIMITIVES`); `cosyn.perfmodel` imports it.
@@ -28,13 +30,13 @@ from typing import Any
 import numpy as np
 from cosyn.perfmodel.blocks import TIMINGS
 from cosyn.perfmodel.mac import QUIET
-from cosyn.perfmodel.resources import PRIMITIVES, Primitives, placement
+from cosyn.perfmodel.resources import BANK, BLOCK, LUT, PRIMITIVES, Primitives, placement
 
 from cosyn.ir.nodes import MaxPool2d
 
 __all__ = ["DEPTH", "Axis", "MaxPoolTiming", "PoolGeometry"]
 
-DEPTH = 2  # stage 1: read, compare, select; stage 2: the output register
+DEPTH = 3  # stage 1: the line buffer's banks read; 2: the word chosen; 3: the result
 
 
 @dataclass(frozen=True)
@@ -154,17 +156,20 @@ def _runs(ends: tuple[bool, ...]) -> tuple[int, ...]:
 
 
 class _PoolControl:
-    """The block's control registers (see the module docstring)."""
+    """The block's control registers (see the module docstring): bit j of `v` says the
+    element in stage j + 1 ends a window (bit DEPTH - 1: the output register holds a
+    window's maximum)."""
 
     def __init__(self, ends: tuple[bool, ...], runs: tuple[int, ...]) -> None:
         self.ends, self.runs, self.n = ends, runs, len(ends)
-        self.k, self.e1, self.o2, self.full = 0, False, False, False
+        self.k, self.v, self.full = 0, 0, False
+        self.top, self.all = 1 << (DEPTH - 1), (1 << DEPTH) - 1
 
     def registers(self) -> tuple:
-        return self.k, self.e1, self.o2, self.full
+        return self.k, self.v, self.full
 
     def valid(self) -> list[bool]:
-        return [self.full or self.o2]
+        return [self.full or bool(self.v & self.top)]
 
     def ready(self, valids: list[bool], oready: list[bool]) -> list[bool]:
         return [not self.full]
@@ -173,36 +178,40 @@ class _PoolControl:
         if self.full:
             self.full = not oready[0]
             return
-        self.full = self.o2 and not oready[0]
-        self.o2 = self.e1
-        self.e1 = takes[0] and self.ends[self.k]
+        self.full = bool(self.v & self.top) and not oready[0]
+        end = takes[0] and self.ends[self.k]
+        self.v = ((self.v << 1) | end) & self.all
         if takes[0]:
             self.k = self.k + 1 if self.k + 1 < self.n else 0
 
     def quiet(self, valids: list[bool], oready: list[bool]) -> int:
-        """Steps after which valid and ready stay as they are: while the stages' flags
-        that reach the output equal the output's valid now."""
+        """Steps after which valid and ready stay as they are: while the flags that reach
+        the output register (the stages' first, then the coming elements') equal its
+        flag now."""
         if self.full:
             return 0 if oready[0] else QUIET
-        a = self.o2
-        if (a and not oready[0]) or self.e1 != a:
+        a = bool(self.v & self.top)
+        if a and not oready[0]:
             return 0
+        for j in range(1, DEPTH):  # after step j the output holds stage DEPTH - j's flag
+            if bool(self.v >> (DEPTH - 1 - j) & 1) != a:
+                return j - 1
         if not valids[0]:
-            return 1 if a else QUIET
+            return DEPTH - 1 if a else QUIET
         if self.ends[self.k] != a:
-            return 1
+            return DEPTH - 1
         run = self.runs[self.k]
-        return QUIET if run >= QUIET else 1 + run
+        return QUIET if run >= QUIET else DEPTH - 1 + run
 
     def skip(self, n: int, valids: list[bool], oready: list[bool]) -> None:
         if self.full or n == 0:
             return
         v = valids[0]
-        if n == 1:
-            self.o2, self.e1 = self.e1, v and self.ends[self.k]
-        else:
-            self.o2 = v and self.ends[(self.k + n - 2) % self.n]
-            self.e1 = v and self.ends[(self.k + n - 1) % self.n]
+        bits = (self.v << n) & self.all if n < DEPTH else 0
+        for i in range(min(n, DEPTH)):  # bit i: the element taken n - i steps on
+            if v and self.ends[(self.k + n - 1 - i) % self.n]:
+                bits |= 1 << i
+        self.v = bits
         if v:
             self.k = (self.k + n) % self.n
 
@@ -213,17 +222,27 @@ def _counter(n: int) -> int:
 
 def primitives(stage: Any) -> Primitives:
     """`MaxPoolBlock`: the position counters and the next element's flags and address
-    (registers), stage 1 (the element, its address and flags; two compares, with the
-    line buffer's word and with the maximum just written, and the select), the output
-    and skid registers, and the line buffer (a RAM, placed by its depth)."""
+    (registers), the element, its address and flags in stages 1 and 2, the word chosen
+    (from the banks or the results just written), the compare and select, the result,
+    output and skid registers, and the line buffer: LUT RAM banks of `BANK` words, each
+    read registered and the bank chosen after, or block RAM (`placement`)."""
     g, x = stage.timing.geo, stage.ctx.in_type.bits
     a = _counter(g.depth)
     counters = _counter(g.c) + _counter(g.w) + _counter(g.h)
     prims = Primitives()
-    prims.reg_bits = counters + a + 6 + (x + a + 4) + (x + 1) + (x + 1)
-    prims.add_bits = counters + a + a + 2 * x  # counter steps, address step and compare
-    prims.mux_bits = 3 * x + x + a  # the select, the skid's, the address's
-    prims.mems.append((g.depth, x, False, placement(g.depth, rom=False), None))
+    position = counters + a + 6  # the counters, the address, the column's and row's flags
+    stages = (x + a + 6) + (x + a + 4 + x) + (2 * x + a + 2) + (1 + x)  # 1, 2, 3 (y3, y4), skid
+    prims.reg_bits = position + stages
+    prims.add_bits = counters + a + 3 * a + 2 * x  # steps; three address and two value compares
+    prims.mux_bits = 2 * x + 4 * x + x + a  # the word chosen, the select, the skid's, the address
+    if placement(g.depth, rom=False) == BLOCK:
+        prims.mems.append((g.depth, x, False, BLOCK, None))
+    else:
+        banks = -(-g.depth // BANK)
+        for k in range(banks):
+            prims.mems.append((min(BANK, g.depth - k * BANK), x, False, LUT, None))
+        prims.mux_bits += (banks - 1) * x
+        prims.reg_bits += _counter(banks) + banks * x
     prims.depth, prims.levels = x, 2
     return prims
 

@@ -189,13 +189,16 @@ def test_pooling_with_indices_is_refused_in_one_line() -> None:
 
 # -- the RTL block, alone ------------------------------------------------------------------------
 
-RTL_CASES = [  # (C, H, W), kernel, stride, padding, input type
-    ((1, 4, 6), (2, 2), (2, 2), (0, 0), IntType(4, True)),  # C = 1: the next element's word
+RTL_CASES = [  # (C, H, W), kernel, stride, padding, input type; C = 1, 2, 3: the word read
+    # was written by the element 1, 2, 3 ahead after the read (its result forwarded)
+    ((1, 4, 6), (2, 2), (2, 2), (0, 0), IntType(4, True)),
     ((3, 5, 7), (2, 3), (3, 3), (0, 1), IntType(3, False)),  # gaps, padding, dropped rows
     ((2, 6, 5), (1, 2), (2, 2), (0, 1), IntType(6, True)),
     ((4, 3, 3), (1, 1), (1, 1), (0, 0), IntType(5, False)),  # every element a window
     ((2, 7, 7), (3, 3), (3, 3), (1, 1), IntType(8, True)),
     ((8, 6, 6), (2, 2), (2, 2), (0, 0), IntType(2, True)),  # CNV's pooling, smaller
+    ((2, 4, 140), (2, 2), (2, 2), (0, 0), IntType(4, True)),  # three LUT RAM banks
+    ((65, 2, 16), (2, 1), (2, 1), (0, 0), IntType(3, True)),  # 1040 words: block RAM
 ]
 
 
@@ -246,8 +249,8 @@ def test_block_at_full_rate_has_its_latency_interval_and_timing(case) -> None:
 def test_block_verilog_lints_clean(tmp_path) -> None:
     from cosyn.hw.rtl._verilog import component_verilog, lint
 
-    for k, case in enumerate(RTL_CASES):
-        node, ctx = _ctx(case)
+    for k in (0, 1, 6, 7):  # forwarding; padding and dropped rows; LUT RAM banks; block RAM
+        node, ctx = _ctx(RTL_CASES[k])
         (tmp_path / f"pool{k}").mkdir()
         path = tmp_path / f"pool{k}" / "top.v"
         path.write_text(component_verilog(COMPONENTS[node.kind](node, ctx), f"pool{k}"))
@@ -297,6 +300,13 @@ def test_resources_count_the_line_buffer() -> None:
     prims = primitives(stage)
     assert PRIMITIVES["maxpool2d"] is not None and prims.kind == "maxpool2d"
     assert prims.mems == [(3 * 8, 2, False, "lut", None)]  # OW * C words of the input type
+    node, ctx = _ctx(RTL_CASES[6])
+    stage = plan(Graph([N.Quantize("x", (), ctx.in_shape, ctx.in_type, ONE), node])).stages[0]
+    assert [m[:4] for m in primitives(stage).mems] == [(64, 4, False, "lut")] * 2 + [
+        (12, 4, False, "lut")]  # fmt: skip
+    node, ctx = _ctx(RTL_CASES[7])
+    stage = plan(Graph([N.Quantize("x", (), ctx.in_shape, ctx.in_type, ONE), node])).stages[0]
+    assert primitives(stage).mems == [(1040, 3, False, "block", None)]
     assert prims.reg_bits > 0 and prims.add_bits >= 2 * 2
 
 
@@ -327,8 +337,8 @@ def test_pipeline_exact_with_its_timing(small_cnn) -> None:
     assert np.array_equal(y, g.run_int(xi[:4]))
     assert outs[0, 0] - ins[0, 0] == top.plan.latency
     assert np.diff(outs[:, 0])[-1] == top.plan.interval
-    y, _, _ = run_top(Top(plan(g, 2)), xi, gaps=0.3, stalls=0.5, seed=4)
-    assert np.array_equal(y, g.run_int(xi))
+    y, _, _ = run_top(Top(plan(g, 2)), xi[:3], gaps=0.3, stalls=0.5, seed=4)
+    assert np.array_equal(y, g.run_int(xi[:3]))
 
 
 def test_cocotb_icarus_exact_with_the_manifest_timing(small_cnn, tmp_path) -> None:
@@ -346,17 +356,22 @@ def test_cocotb_icarus_exact_with_the_manifest_timing(small_cnn, tmp_path) -> No
 # -- HLS -----------------------------------------------------------------------------------------
 
 
-def test_hls_csim_exact(tmp_path) -> None:
-    """io_parallel: kernel 3x2, stride 2x3, padding 1 on a signed input, then 1x2 stride 1."""
+@pytest.mark.parametrize(
+    ("io_type", "t", "first", "second"),
+    [  # (kernel, stride, padding) of two poolings in a row
+        ("io_parallel", IntType(5, True), ((3, 2), (2, 3), (1, 1)), ((1, 2), (1, 1), (0, 0))),
+        ("io_stream", IntType(3, False), ((2, 2), (2, 2), (0, 0)), ((1, 3), (1, 3), (0, 0))),
+    ],
+)
+def test_hls_csim_exact(tmp_path, io_type, t, first, second) -> None:
     from cosyn.hw.hls import generate
 
-    t = IntType(5, True)
-    a = pool_node((3, 7, 6), t, (3, 2), (2, 3), (1, 1))
-    b = pool_node(a.shape, t, (1, 2), (1, 1), name="m2")
+    a = pool_node((3, 7, 6), t, *first)
+    b = pool_node(a.shape, t, *second, name="m2")
     b.inputs = ("m",)
     g = Graph([N.Quantize("x", (), (3, 7, 6), t, ONE), a, b])
     g.check()
-    h = generate(g, tmp_path / "hls", io_type="io_parallel")
+    h = generate(g, tmp_path / "hls", io_type=io_type)
     xi = np.random.default_rng(0).integers(t.lo, t.hi + 1, (40, 3, 7, 6))
     xi[0], xi[1] = t.lo, t.hi
     assert np.array_equal(h.predict_int(xi), g.run_int(xi))

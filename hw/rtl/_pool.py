@@ -11,10 +11,11 @@ from amaranth.hdl import Array, Const, Module, Mux, Signal, Value
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream
-from cosyn.hw.rtl._rom import memory_attrs
+from cosyn.hw.rtl._buffer import Buffer
 from cosyn.hw.rtl._window import step
 from cosyn.perfmodel.blocks import TIMINGS
 from cosyn.perfmodel.pool import Axis
+from cosyn.perfmodel.resources import BLOCK, placement
 
 from cosyn.ir.nodes import MaxPool2d
 
@@ -38,15 +39,17 @@ class MaxPoolBlock(wiring.Component):
 
     The next element's position (c, x, y) is three counters; whether its column and
     row lie in a window, start it or end it, and its line-buffer address (output
-    column * C + c) are registers stepped with them from small tables. When the
-    element is taken, its word is read (the read registered, LUT RAM or block RAM by
-    `perfmodel.resources.placement`). Stage 1 selects the element where it starts its
-    window, else the larger of it and the running maximum, taken from the word read or,
-    where the element just ahead wrote that word in the cycle of the read, from the
-    stage-2 register that holds what it wrote (a flag registered with the element); it
-    writes the result back. Stage 2 holds the result and offers it where the element
-    ended its window. A skid register behind it takes a result the consumer does not
-    take, and the stages and the input hold until it has left.
+    column * C + c) are registers stepped with them from small tables. The line buffer
+    holds a running maximum per output column and channel: LUT RAM banks of `BANK`
+    words (`Buffer`) or, deeper than `perfmodel.resources.RAM_DEPTH`, block RAM
+    (`placement`). When an element is taken its word is read (stage 1: each bank's word
+    registered); stage 2 registers the bank's word, or the result of the element two or
+    three ahead where that one writes the word after the read; stage 3 registers the
+    element where it starts its window, else the larger of it and that word (or the
+    result of the element just ahead, in the stage-3 register), both compares at once,
+    and writes it back a cycle later. The stage-3 register is the output, offered where
+    the element ended its window. A skid register behind it takes a result the consumer
+    does not take, and the stages and the input hold until it has left.
 
     Timing: `cycles` (`perfmodel.pool.MaxPoolTiming`), the model of this control.
     """
@@ -76,47 +79,73 @@ class MaxPoolBlock(wiring.Component):
         inwin, first, last = (a & b for a, b in zip(col, row, strict=True))
         return inwin, first, last, addr
 
+    def _buffer(self, m: Module):
+        """The line buffer: LUT RAM banks (`Buffer`) or one block RAM, by its depth."""
+        g, shape = self.geo, element_shape(self.ctx.in_type)
+        if placement(g.depth, rom=False) != BLOCK:
+            return Buffer(m, "lbuf", shape, g.depth)
+        return _BlockBuffer(m, shape, g.depth)
+
     def elaborate(self, platform) -> Module:
         m = Module()
-        g, shape = self.geo, element_shape(self.ctx.in_type)
+        shape = element_shape(self.ctx.in_type)
         full = Signal()  # the skid register holds a result
         run = ~full
         take = self.i.valid & run
         m.d.comb += self.i.ready.eq(run)
         inwin, first, last, addr = self._position(m, take)
-        mem = memory.Memory(
-            shape=shape, depth=g.depth, init=[], attrs=memory_attrs(g.depth, rom=False)
-        )
-        m.submodules.lbuf = mem
-        rd, wr = mem.read_port(transparent_for=()), mem.write_port()
-        # stage 1: the element, its address and flags; the word read at its address
-        x1, a1 = Signal(shape), Signal.like(addr)
-        w1, f1, e1, fwd1 = Signal(), Signal(), Signal(), Signal()
+        lbuf = self._buffer(m)
+        # stage k holds its element, address and flags (w: in a window, f: starts it,
+        # e: ends it); y3, y4, y5 the results of the last three elements
+        x1, x2 = Signal(shape), Signal(shape)
+        a1, a2, a3 = (Signal.like(addr, name=f"a{k}") for k in (1, 2, 3))
+        w1, w2, w3, f1, f2, e1, e2, o3 = (Signal(name=n) for n in _STAGE_FLAGS)
+        ma1, mb1, mc1, ma2 = (Signal(name=n) for n in ("ma1", "mb1", "mc1", "ma2"))
+        y3, y4, r2, skid = (Signal(shape, name=n) for n in ("y3", "y4", "r2", "skid"))
+        word = lbuf.read(m, addr, run)  # stage 1: each bank's word registered
         with m.If(run):
             m.d.sync += [
-                x1.eq(self.i.payload),
-                a1.eq(addr),
-                w1.eq(take & inwin),
-                f1.eq(first),
+                x1.eq(self.i.payload), a1.eq(addr), w1.eq(take & inwin), f1.eq(first),
                 e1.eq(take & last),
-                fwd1.eq(w1 & (a1 == addr)),  # the element ahead writes this word now
-            ]
-        m.d.comb += [rd.addr.eq(addr), rd.en.eq(run)]
-        y2, o2, skid = Signal(shape), Signal(), Signal(shape)
-        r1 = rd.data
-        larger = Mux(fwd1, Mux(x1 > y2, x1, y2), Mux(x1 > r1, x1, r1))
-        new = Mux(f1, x1, larger)
-        m.d.comb += [wr.addr.eq(a1), wr.data.eq(new), wr.en.eq(run & w1)]
+                # the elements ahead write their results after this read: which one last
+                # writes this word? Stage 2's result is in y3 and stage 3's in y4 when this
+                # one is in stage 1 (chosen into r2 then), stage 1's in y3 when it compares
+                ma1.eq(w1 & (a1 == addr)), mb1.eq(w2 & (a2 == addr)), mc1.eq(w3 & (a3 == addr)),
+                x2.eq(x1), a2.eq(a1), w2.eq(w1), f2.eq(f1), e2.eq(e1), ma2.eq(ma1),
+                r2.eq(Mux(mb1, y3, Mux(mc1, y4, word))),
+            ]  # fmt: skip
+        # both compares at once: no mux between a register and the carry chains
+        larger = Mux(ma2, Mux(x2 > y3, x2, y3), Mux(x2 > r2, x2, r2))
+        new = Mux(f2, x2, larger)
         with m.If(run):
-            m.d.sync += [y2.eq(new), o2.eq(e1)]
-        m.d.comb += [self.o.valid.eq(full | o2), self.o.payload.eq(Mux(full, skid, y2))]
+            m.d.sync += [y3.eq(new), y4.eq(y3), a3.eq(a2), w3.eq(w2), o3.eq(e2)]
+        lbuf.write(m, a3, y3, run & w3)  # the result written back a cycle later
+        m.d.comb += [self.o.valid.eq(full | o3), self.o.payload.eq(Mux(full, skid, y3))]
         with m.If(full & self.o.ready):
             m.d.sync += full.eq(0)
-        with m.Elif(~full & o2 & ~self.o.ready):
-            m.d.sync += [full.eq(1), skid.eq(y2)]
+        with m.Elif(~full & o3 & ~self.o.ready):
+            m.d.sync += [full.eq(1), skid.eq(y3)]
         return m
 
 
+class _BlockBuffer:
+    """One memory in block RAM with `Buffer`'s read (registered) and write."""
+
+    def __init__(self, m: Module, shape, depth: int) -> None:
+        self.mem = memory.Memory(shape=shape, depth=depth, init=[], attrs={"ram_style": "block"})
+        m.submodules.lbuf = self.mem
+
+    def write(self, m: Module, addr: Value, data: Value, en: Value) -> None:
+        port = self.mem.write_port()
+        m.d.comb += [port.addr.eq(addr), port.data.eq(data), port.en.eq(en)]
+
+    def read(self, m: Module, addr: Value, en: Value) -> Value:
+        port = self.mem.read_port(transparent_for=())
+        m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
+        return port.data
+
+
+_STAGE_FLAGS = ("w1", "w2", "w3", "f1", "f2", "e1", "e2", "o3")
 _FLAGS = ("inwin", "first", "last")
 
 
