@@ -139,6 +139,7 @@ class _Joint:
         at = [0] * n
         due = [quiet[k](iv[k], orr[k]) for k in range(n)] + [QUIET]
         one = [len(src) == 1 and len(con) == 1 for src, con in zip(srcs, cons, strict=True)]
+        wire = [(*s[0], *c[0]) if o else None for s, c, o in zip(srcs, cons, one, strict=True)]
         limit = self._limit(total_in)
         sent = got = base = 0  # transfers in and out before cycle `base`
         while True:
@@ -170,7 +171,10 @@ class _Joint:
                     return
                 got += 1
             base = t + 1
-            stepped = [k for k, d in enumerate(due) if d == t]
+            if due.count(t) == 1:
+                stepped = [due.index(t)]
+            else:
+                stepped = [k for k, d in enumerate(due) if d == t]
             mark = set(stepped)
             for k in stepped:
                 if at[k] < t:
@@ -195,8 +199,9 @@ class _Joint:
                     skip[k](base - at[k], iv[k], orr[k])
                     at[k] = base
                 if one[k]:
-                    (a, b), (c, j) = srcs[k][0], cons[k][0]
-                    ivk, ork = iv[k], orr[k] = [val[a][b]], [rdy[c][j]]
+                    a, b, c, j = wire[k]
+                    ivk = iv[k] = [val[a][b]]
+                    ork = orr[k] = [rdy[c][j]]
                 else:
                     ivk = iv[k] = [val[a][b] for a, b in srcs[k]]
                     ork = orr[k] = [rdy[c][j] for c, j in cons[k]]
