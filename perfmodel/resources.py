@@ -330,14 +330,24 @@ def _rom_luts(depth: int, width: int, bits: np.ndarray | None, k: int) -> tuple[
     if bits.shape[1] == 0:
         return 0, 0
     t = np.concatenate([bits, np.repeat(bits[-1:], (1 << a) - len(bits), axis=0)]).T
+    t = t[_first(t)]  # equal bits are one function
     leaves = t.reshape(-1, len(t[0]) // pieces)
-    leaves = leaves[leaves.any(axis=1) & ~leaves.all(axis=1)]
     muxes = 0
     for j in range(max(a - k, 0)):  # nodes choosing between halves of 2**(k + j) entries
         nodes = t.reshape(-1, 2, 1 << (k + j))
         nodes = nodes[(nodes[:, 0] != nodes[:, 1]).any(axis=1)]
-        muxes += len(np.unique(nodes.reshape(len(nodes), -1), axis=0)) if len(nodes) else 0
-    return (len(np.unique(leaves, axis=0)) if len(leaves) else 0), muxes
+        muxes += len(_first(nodes.reshape(len(nodes), 2 << (k + j))))
+    return len(_first(leaves[leaves.any(axis=1) & ~leaves.all(axis=1)])), muxes
+
+
+def _first(rows: np.ndarray) -> np.ndarray:
+    """Indices of the first of each distinct row of a boolean matrix (rows packed into
+    bytes and compared as one value each: `np.unique(axis=0)` is ten times slower)."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.int64)
+    packed = np.ascontiguousarray(np.packbits(rows, axis=1))
+    keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+    return np.unique(keys, return_index=True)[1]
 
 
 def _poly(stage: Any) -> Primitives:
