@@ -2,7 +2,7 @@
 
 Built by `COMPONENTS["conv2d"](node, ctx)` with `ctx.in_type`, `ctx.in_shape` (C, H,
 W), `ctx.order == "hwc"` and `ctx.parallelism` (a divisor of the output channels).
-Its timing is `perfmodel.conv` (`ConvTiming`, from `_State`, the cycle model of this
+Its timing is `perfmodel.conv` (`ConvTiming`, from `conv_state.State`, the cycle model of this
 control): the block back-pressures its input while the line buffer holds rows still
 to be read, so the timing takes the cycles inputs are *offered* and says when they
 are taken.

@@ -1,6 +1,6 @@
 """The conv2d block's compute position, and what it derives, kept in registers.
 
-The position is the counters of `perfmodel.conv._State` (pixel, group, window term,
+The position is the counters of `perfmodel.conv_state.State` (pixel, group, window term,
 row slots, frame parity). Everything the block computes from them, the line-buffer
 address of the term, whether it lies in the padding, how much input its pixel needs,
 and how far the writer may run ahead, is a register too, stepped with the counters by
