@@ -121,27 +121,16 @@ def _conv2d(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Conv
     o, c, kh, kw = node.weight.shape
     if len(x.shape) != 3 or x.perm is not None:
         raise UnsupportedLayerError(f"{node.name}: a convolution needs a (C, H, W) input")
-    (ph, pw), (sh, sw) = node.padding, node.stride
     _, oh, ow = node.shape
     layer = dict(
         class_name="Conv2D",
         name=name,
         inputs=srcs,
-        data_format="channels_last",
-        in_height=x.shape[0],
-        in_width=x.shape[1],
+        **_window(x, oh, ow, node.stride, node.padding),
         n_chan=c,
         n_filt=o,
         filt_height=kh,
         filt_width=kw,
-        stride_height=sh,
-        stride_width=sw,
-        pad_top=ph,
-        pad_bottom=ph,
-        pad_left=pw,
-        pad_right=pw,
-        out_height=oh,
-        out_width=ow,
         dilation=1,
         weight_data=node.weight.transpose(2, 3, 1, 0).copy(),
         bias_data=node.bias.copy(),
@@ -156,6 +145,15 @@ def _conv2d(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Conv
     return Converted(layer, prec, Tensor((oh, ow, o), o, None, node.dtype))
 
 
+def _window(x: Tensor, oh: int, ow: int, stride: tuple, padding: tuple) -> dict[str, Any]:
+    """The keys hls4ml's 2-D window layers share: channels last, the input's and the
+    output's size, stride and (symmetric) padding."""
+    (sh, sw), (ph, pw) = stride, padding
+    return dict(data_format="channels_last", in_height=x.shape[0], in_width=x.shape[1],
+                out_height=oh, out_width=ow, stride_height=sh, stride_width=sw,
+                pad_top=ph, pad_bottom=ph, pad_left=pw, pad_right=pw)  # fmt: skip
+
+
 def _maxpool2d(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
     """hls4ml's MaxPooling2D (channels last). Its padding is the type's top bit set: the
     minimum of a signed type, but not of an unsigned one, so padding needs a signed input."""
@@ -163,7 +161,7 @@ def _maxpool2d(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> C
     (x,) = ins
     if len(x.shape) != 3 or x.perm is not None:
         raise UnsupportedLayerError(f"{node.name}: max pooling needs a (C, H, W) input")
-    (kh, kw), (sh, sw), (ph, pw) = node.kernel, node.stride, node.padding
+    (kh, kw), (ph, pw) = node.kernel, node.padding
     if (ph or pw) and not x.dtype.signed:
         raise UnsupportedLayerError(
             f"{node.name}: hls4ml pads max pooling with the type's top bit, not the minimum of "
@@ -174,20 +172,10 @@ def _maxpool2d(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> C
         class_name="MaxPooling2D",
         name=name,
         inputs=srcs,
-        data_format="channels_last",
-        in_height=x.shape[0],
-        in_width=x.shape[1],
+        **_window(x, oh, ow, node.stride, node.padding),
         n_filt=x.shape[2],
-        out_height=oh,
-        out_width=ow,
         pool_height=kh,
         pool_width=kw,
-        stride_height=sh,
-        stride_width=sw,
-        pad_top=ph,
-        pad_bottom=ph,
-        pad_left=pw,
-        pad_right=pw,
     )
     prec = dict(accum=ap_type(x.dtype), result=ap_type(node.dtype))
     return Converted(layer, prec, Tensor((oh, ow, x.shape[2]), x.shape[2], None, node.dtype))
