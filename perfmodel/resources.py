@@ -178,13 +178,20 @@ def _weights(prims: Primitives, rows: np.ndarray, w_bits: int, groups: int, b_bi
     """The weight ROM (`weight_rows`, in LUT banks of `BANK` rows, each read registered,
     the bank chosen after: `hw/rtl/_rom.weight_roms`) and the bias ROM (yosys decides)."""
     banks = [_rom_bits(rows[k : k + BANK], w_bits) for k in range(0, len(rows), BANK)]
+    width = _rom_banks(prims, banks)
+    prims.reg_bits += width if len(banks) == 1 else 0  # a lone bank's registered read
+    prims.mems.append((groups, len(rows[0]) * b_bits, True, AUTO, None))
+
+
+def _rom_banks(prims: Primitives, banks: list[np.ndarray]) -> int:
+    """ROM banks of known words (each its varying bits, `_rom_bits`), placed by depth;
+    several are each read registered and the bank chosen after. Returns the bits read."""
     for b in banks:
-        prims.mems.append((len(b), b.shape[1], True, LUT, b))
-    prims.reg_bits += sum(b.shape[1] for b in banks)
+        prims.mems.append((len(b), b.shape[1], True, placement(len(b), rom=True), b))
     if len(banks) > 1:
         prims.mux_bits += (len(banks) - 1) * max(b.shape[1] for b in banks)
-        prims.reg_bits += _counter(len(banks))
-    prims.mems.append((groups, len(rows[0]) * b_bits, True, AUTO, None))
+        prims.reg_bits += sum(b.shape[1] for b in banks) + _counter(len(banks))
+    return max(b.shape[1] for b in banks)
 
 
 def _dense(stage: Any) -> Primitives:
@@ -282,14 +289,8 @@ def _threshold(stage: Any) -> Primitives:
     for k in range(levels):
         words = candidates(t, levels, k)
         size = BANK if ROM_DEPTH < len(words) <= BANKED else len(words)
-        banks = [words[j : j + size] for j in range(0, len(words), size)]
-        bits = [_rom_bits(b, tt) for b in banks]
-        pair.append(max(b.shape[1] for b in bits) if len(words) > 1 else 0)
-        for b in bits if len(words) > 1 else []:
-            prims.mems.append((len(b), b.shape[1], True, placement(len(b), rom=True), b))
-        if len(banks) > 1:  # each bank's read registered, the bank chosen after
-            prims.mux_bits += (len(banks) - 1) * pair[-1]
-            prims.reg_bits += sum(b.shape[1] for b in bits) + _counter(len(banks))
+        banks = [_rom_bits(words[j : j + size], tt) for j in range(0, len(words), size)]
+        pair.append(_rom_banks(prims, banks) if len(words) > 1 else 0)
     table = _table(prims, stage, 2 * y, cols["t"], cols["base"], cols["sign"])
     widths = [x + pbits] if levels else [table]
     for k in range(levels):

@@ -61,17 +61,22 @@ def golden_values(g: cosyn.ir.Graph, xi: np.ndarray) -> dict[str, np.ndarray]:
     return values
 
 
+def _run_seeing(model: nn.Module, x: torch.Tensor, layers: list) -> tuple[np.ndarray, list]:
+    """The model's output on x, and the output of each of `layers` in call order."""
+    seen: list[torch.Tensor] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o)) for m in layers]
+    try:
+        return predict(model, x).numpy(), seen
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def assert_exact(model: nn.Module, g: cosyn.ir.Graph, x: torch.Tensor) -> None:
     """The input quantizer's and every activation's integers (times its scale), the last
     layer's accumulators and the float output equal the model's, element for element."""
     layers = [m for m in model.features if isinstance(m, qnn.QuantIdentity | qnn.QuantLinear)]
-    seen: list[torch.Tensor] = []
-    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o)) for m in layers]
-    try:
-        y = predict(model, x).numpy()
-    finally:
-        for h in hooks:
-            h.remove()
+    y, seen = _run_seeing(model, x, layers)
     outs = [o for o, m in zip(seen, layers, strict=True) if isinstance(m, qnn.QuantIdentity)]
     values = golden_values(g, g.quantize(x.numpy()))
     requants = [n for n in g if isinstance(n, N.Quantize | N.Threshold | N.Shift)]
@@ -189,14 +194,8 @@ def test_cnv_lowers_exactly_with_its_max_pooling(cnv) -> None:
     pools = [n for n in g if isinstance(n, N.MaxPool2d)]
     assert [p.shape for p in pools] == [(64, 14, 14), (128, 5, 5)]
     assert all(p.kernel == p.stride == (2, 2) and p.padding == (0, 0) for p in pools)
-    seen: list[torch.Tensor] = []
     pooling = [m for m in model.conv_features if isinstance(m, nn.MaxPool2d)]
-    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o)) for m in pooling]
-    try:
-        y = predict(model, x).numpy()
-    finally:
-        for h in hooks:
-            h.remove()
+    y, seen = _run_seeing(model, x, pooling)
     values = golden_values(g, g.quantize(x.numpy()))
     for node, out in zip(pools, seen, strict=True):
         expect = values[node.name].astype(np.float32) * np.float32(node.scale)
