@@ -117,6 +117,20 @@ def maxpool2d(draw) -> Case:
 
 
 @st.composite
+def avgpool2d(draw, padded: bool = True) -> Case:
+    shape = draw(shapes(flat=False))
+    r = draw(ranges(shape))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    pad = (draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))) if padded else (0, 0)
+    assume(shape[1] + 2 * pad[0] >= kh and shape[2] + 2 * pad[1] >= kw)
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    common = dict(name="a", inputs=("in0",), scale=ONE, kernel=(kh, kw), stride=stride,
+                  padding=pad)  # fmt: skip
+    out = N.AvgPool2d(shape=(), dtype=N.IntType(1, False), **common).infer_shape(shape)
+    return Case(N.AvgPool2d.sized([r], shape=out, **common), [shape], [r])
+
+
+@st.composite
 def shift(draw) -> Case:
     shape = draw(shapes())
     r, g = draw(ranges(shape)), rng(draw)
@@ -175,6 +189,7 @@ CASES = {
     N.Dense: dense(),
     N.Conv2d: conv2d(),
     N.MaxPool2d: maxpool2d(),
+    N.AvgPool2d: avgpool2d(),
     N.Shift: shift(),
     N.Threshold: threshold(),
     N.Add: add(),
@@ -252,6 +267,27 @@ def test_maxpool2d_eval_equals_torch_at_its_inferred_shape(case: Case, seed: int
     x = samples(np.random.default_rng(seed), case.shapes[0], case.ranges[0], 4)
     want = F.max_pool2d(torch.from_numpy(x).double(), node.kernel, node.stride, node.padding)
     assert np.array_equal(node.eval(x), want.numpy().astype(np.int64))
+
+
+@SETTINGS
+@given(case=avgpool2d(), seed=st.integers(0, 2**32 - 1))
+def test_avgpool2d_eval_is_torchs_window_sum(case: Case, seed: int) -> None:
+    """The sum torch's average divides: avg_pool2d (zero padding counted) with divisor 1."""
+    node = case.node
+    x = samples(np.random.default_rng(seed), case.shapes[0], case.ranges[0], 4)
+    want = F.avg_pool2d(torch.from_numpy(x).double(), node.kernel, node.stride, node.padding,
+                        divisor_override=1)  # fmt: skip
+    assert np.array_equal(node.eval(x), want.numpy().astype(np.int64))
+
+
+@SETTINGS
+@given(case=avgpool2d(padded=False))
+def test_avgpool2d_range_ends_are_reached_without_padding(case: Case) -> None:
+    """Every window full: the inputs at their ends give the sum's ends, channel by channel."""
+    ends = np.stack([full(a, case.shapes[0]) for a in case.ranges[0]])
+    y = case.node.eval(ends)
+    lo, hi = (full(a, case.node.shape) for a in case.node.infer_range(*case.ranges))
+    assert np.array_equal(y.min(0), lo) and np.array_equal(y.max(0), hi)
 
 
 @SETTINGS

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from brevitas.quant import TruncTo8bit
 from brevitas.quant_tensor import QuantTensor
 from cosyn.hw.rtl import COMPONENTS, Ctx, Top
 from cosyn.hw.rtl._tb import Port, run_streams, run_top
+from cosyn.models.quant import Int4WeightPow2, Int8ActPow2, Uint8ActPow2
 from cosyn.perfmodel.blocks import drive
 from cosyn.perfmodel.pipeline import plan, stream_index
 from cosyn.perfmodel.pool import MaxPoolTiming, PoolGeometry
@@ -388,3 +390,185 @@ def test_hls_refuses_what_hls4ml_computes_otherwise(tmp_path) -> None:
     g.nodes[1] = pool_node((2, 6, 6), t, (3, 3), (2, 2))
     with pytest.raises(UnsupportedLayerError, match=r"^m: hls4ml's io_stream max pooling"):
         generate(g, tmp_path / "b", io_type="io_stream")
+
+
+# == average pooling ============================================================================
+
+
+def avg_node(shape, t: IntType, kernel, stride, padding=(0, 0), name="a") -> N.AvgPool2d:
+    fields = dict(kernel=kernel, stride=stride, padding=padding)
+    node = N.AvgPool2d(name, ("x",), (), t, ONE, **fields)
+    node.shape = node.infer_shape(shape)
+    return N.AvgPool2d.sized([node_range(t)], name=name, inputs=("x",), shape=node.shape,
+                             scale=ONE, **fields)  # fmt: skip
+
+
+def node_range(t: IntType) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([t.lo]), np.array([t.hi])
+
+
+@pytest.mark.parametrize(("shape", "k", "s", "p"), EVAL_CASES)
+@pytest.mark.parametrize("t", [IntType(5, True), IntType(3, False)])
+def test_avg_eval_is_the_sum_torch_divides(shape, k, s, p, t) -> None:
+    """torch's average times kh*kw (zero padding counted) is the node's sum, exactly; its
+    type holds every window's sum (the first two samples reach the ends)."""
+    node = avg_node(shape, t, k, s, p)
+    x = np.random.default_rng(len(shape) + k[0]).integers(t.lo, t.hi + 1, (6, *shape))
+    x[0], x[1] = t.lo, t.hi
+    want = F.avg_pool2d(torch.from_numpy(x).double(), k, s, p, divisor_override=1)
+    assert np.array_equal(node.eval(x), want.numpy())
+    lo, hi = node.infer_range(node_range(t))
+    assert lo[0] <= node.eval(x).min() and node.eval(x).max() <= hi[0]
+    assert (node.dtype.lo <= lo[0], hi[0] <= node.dtype.hi) == (True, True)
+    if p == (0, 0):
+        assert (lo[0], hi[0]) == (k[0] * k[1] * t.lo, k[0] * k[1] * t.hi)
+
+
+def _pow2(bits: int, signed: bool = True) -> nn.Module:
+    """A power-of-two-scaled activation (cosyn's presets): the model's sums are exact."""
+    cls, quant = (qnn.QuantIdentity, Int8ActPow2) if signed else (qnn.QuantReLU, Uint8ActPow2)
+    return cls(act_quant=quant, bit_width=bits, return_quant_tensor=True)
+
+
+class AvgNet(nn.Module):
+    """A 4-bit activation, the pooling `f`, a 4-bit activation."""
+
+    def __init__(self, f) -> None:
+        super().__init__()
+        self.inp, self.out = _pow2(4), _pow2(4)
+        self.pool = f if isinstance(f, nn.Module) else None
+        self.f = None if isinstance(f, nn.Module) else f
+
+    def forward(self, x):
+        y = self.inp(x)
+        return self.out(self.pool(y) if self.pool is not None else self.f(y))
+
+
+def _mean(keepdim: bool):
+    def f(y):
+        return torch.mean(y, (-1, -2), keepdim=keepdim)
+
+    return f
+
+
+AVG_CASES = {  # name: (pooling, the kinds after the input, (kernel, stride, padding))
+    "2x2": (nn.AvgPool2d(2), "shift", ((2, 2), (2, 2), (0, 0))),
+    "3x3 s2 p1": (nn.AvgPool2d(3, 2, 1), "threshold", ((3, 3), (2, 2), (1, 1))),
+    "divisor 5": (nn.AvgPool2d((2, 3), 2, (1, 0), divisor_override=5), "threshold",
+                  ((2, 3), (2, 2), (1, 0))),
+    "global": (nn.AdaptiveAvgPool2d(1), "threshold", ((12, 10), (12, 10), (0, 0))),
+    "adaptive 3x2": (nn.AdaptiveAvgPool2d((3, 2)), "threshold", ((4, 5), (4, 5), (0, 0))),
+    "adaptive 3xNone": (nn.AdaptiveAvgPool2d((3, None)), "shift", ((4, 1), (4, 1), (0, 0))),
+    "F.avg_pool2d": (lambda y: F.avg_pool2d(y, 3, 1, 1, False, True, None), "threshold",
+                     ((3, 3), (1, 1), (1, 1))),
+    "F.adaptive": (lambda y: F.adaptive_avg_pool2d(y, (6, 5)), "shift", ((2, 2), (2, 2), (0, 0))),
+    "mean keepdim": (_mean(True), "threshold", ((12, 10), (12, 10), (0, 0))),
+    "mean": (_mean(False), "flatten threshold", ((12, 10), (12, 10), (0, 0))),
+    "trunc 3x3": (qnn.TruncAvgPool2d(3), "shift threshold", ((3, 3), (3, 3), (0, 0))),
+    "trunc floor 2x2": (qnn.TruncAvgPool2d(2, trunc_quant=TruncTo8bit), "shift shift",
+                        ((2, 2), (2, 2), (0, 0))),
+    "trunc global": (qnn.TruncAdaptiveAvgPool2d(1), "shift threshold",
+                     ((12, 10), (12, 10), (0, 0))),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def avg_input() -> torch.Tensor:
+    torch.manual_seed(3)
+    return torch.randn(256, 3, 12, 10) * 2
+
+
+@pytest.mark.parametrize("case", list(AVG_CASES))
+def test_avg_lowering_equals_the_model(case, avg_input) -> None:
+    """Every form of average pooling: the window sum (one AvgPool2d node), then the next
+    quantizer (a threshold bank found against the model's own division, a shift where the
+    divisor is a power of two, or Brevitas' truncation: a shift of the sum), equal to the
+    model on every input."""
+    f, kinds, geometry = AVG_CASES[case]
+    model = AvgNet(f).eval()
+    g = cosyn.lower(model, avg_input[:2])
+    assert [n.kind for n in g][1:] == ["avgpool2d", *kinds.split()]
+    a = g.nodes[1]
+    assert (a.kernel, a.stride, a.padding) == geometry
+    assert np.array_equal(g.run(avg_input.numpy()), _float(model(avg_input)))
+
+
+def test_avg_division_is_the_models_own() -> None:
+    """Why an average whose divisor is not a power of two keeps the division on the float
+    chain: torch divides the exact sum once (fl(S * s / 9)), and S * fl(s / 9), the
+    integers at a divided scale, differs on some sums, ties of the next quantizer among
+    them; with power-of-two divisors the two agree on every sum."""
+    s = torch.tensor(2.0**-3)
+    sums = torch.arange(-(2**12), 2**12, dtype=torch.float32)
+    x = torch.zeros(sums.numel(), 1, 3, 3)
+    x[:, 0, 0, 0] = sums * s
+    model = F.avg_pool2d(x, 3).reshape(-1)
+    assert torch.equal(model, sums * s / 9)
+    assert not torch.equal(model, sums * (s / 9))
+    assert torch.equal(F.avg_pool2d(x[..., :2, :2], 2).reshape(-1), sums * (s / 4))
+
+
+@pytest.mark.parametrize("case", ["3x3 s2 p1", "2x2", "global", "mean", "trunc 3x3",
+                                  "trunc global"])  # fmt: skip
+def test_avg_qonnx_gives_the_same_graph(case, avg_input, tmp_path) -> None:
+    """AveragePool, GlobalAveragePool, ReduceMean and Brevitas' Trunc read back to the graph
+    cosyn.lower gives, equal to the model."""
+    model = AvgNet(AVG_CASES[case][0]).eval()
+    g = cosyn.lower(model, avg_input[:2])
+    h = cosyn.ir.from_qonnx(export(model, (3, 12, 10), tmp_path / "avg.onnx"))
+    assert_same_graph(g, h)
+    a, b = g.nodes[1], h.nodes[1]
+    assert (a.kernel, a.stride, a.padding) == (b.kernel, b.stride, b.padding)
+    assert np.array_equal(h.run(avg_input.numpy()), _float(model(avg_input)))
+
+
+@pytest.mark.parametrize(
+    ("f", "message"),
+    [
+        (nn.AvgPool2d(3, 2, 1, count_include_pad=False), "count_include_pad=False divides"),
+        (nn.AvgPool2d(2, ceil_mode=True), "ceil_mode gives (3, 4, 4) where floor mode"),
+        (nn.AdaptiveAvgPool2d((5, 5)), "output size (5, 5) does not divide the input's (7, 7)"),
+        (lambda y: torch.mean(y, 1), "only the mean over the last two axes"),
+    ],
+)
+def test_inexact_averages_are_refused_in_one_line(f, message) -> None:
+    with pytest.raises(UnsupportedLayerError) as e:
+        cosyn.lower(AvgNet(f).eval(), torch.randn(2, 3, 7, 7))
+    msg = str(e.value)
+    assert "\n" not in msg and message in msg and msg.split(":")[0] in (
+        "pool (AvgPool2d)", "pool (AdaptiveAvgPool2d)", "mean (call_function mean)")  # fmt: skip
+
+
+class GapNet(nn.Module):
+    """The ResNet/MobileNet ending: convolutions, a global average pooling of their last
+    feature map, flatten, a quantizer (or Brevitas' truncating pooling), the classifier."""
+
+    def __init__(self, trunc: bool) -> None:
+        super().__init__()
+        self.inp = _pow2(4)
+        self.conv1 = qnn.QuantConv2d(2, 6, 3, weight_quant=Int4WeightPow2, bias=False,
+                                     return_quant_tensor=True)  # fmt: skip
+        self.relu1 = _pow2(4, signed=False)
+        self.conv2 = qnn.QuantConv2d(6, 8, 3, stride=2, padding=1, weight_quant=Int4WeightPow2,
+                                     bias=False, return_quant_tensor=True)  # fmt: skip
+        self.relu2 = _pow2(4, signed=False)
+        self.pool = qnn.TruncAdaptiveAvgPool2d(1) if trunc else nn.AdaptiveAvgPool2d(1)
+        self.act = _pow2(6)
+        self.fc = qnn.QuantLinear(8, 5, weight_quant=Int4WeightPow2, bias=False,
+                                  return_quant_tensor=True)  # fmt: skip
+
+    def forward(self, x):
+        y = self.relu2(self.conv2(self.relu1(self.conv1(self.inp(x)))))
+        y = self.act(torch.flatten(self.pool(y), 1))
+        return self.fc(y)
+
+
+@pytest.mark.parametrize("trunc", [False, True])
+def test_global_average_before_the_classifier_lowers_exactly(trunc) -> None:
+    torch.manual_seed(5)
+    model = GapNet(trunc).eval()
+    x = torch.randn(128, 2, 12, 12) * 2
+    g = cosyn.lower(model, x[:2])
+    kinds = [n.kind for n in g]
+    assert kinds[kinds.index("avgpool2d") :][:2] == ["avgpool2d", "shift" if trunc else "flatten"]
+    assert np.array_equal(g.run(x.numpy()), _float(model(x)))

@@ -5,6 +5,7 @@ from cosyn.ir.lowering import lower
 from cosyn.ir.nodes import (
     KINDS,
     Add,
+    AvgPool2d,
     Conv2d,
     Dense,
     Flatten,
@@ -22,6 +23,7 @@ from cosyn.ir.qonnx import from_qonnx
 __all__ = [
     "KINDS",
     "Add",
+    "AvgPool2d",
     "Conv2d",
     "Dense",
     "Flatten",

@@ -14,6 +14,7 @@ adds, its type come from its kind's `infer_range`.
 from __future__ import annotations
 
 import copy
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from brevitas.quant_tensor import QuantTensor
 
 from cosyn.errors import UnsupportedLayerError
 from cosyn.ir import nodes as N
-from cosyn.ir.chain import quant_type
+from cosyn.ir.chain import Binary, quant_type
 from cosyn.ir.graph import Graph
 from cosyn.ir.requant import as_shift, float_thresholds, threshold_bank
 
@@ -66,13 +67,17 @@ class Conv:
 
 @dataclass(frozen=True)
 class Pool:
-    """Geometry of a 2-D max pooling, as the frontend read it (pairs: height, width)."""
+    """Geometry of a 2-D pooling, as the frontend read it (pairs: height, width). For an
+    average, `divisors` are the model's float32 divisions of the window sum, in order
+    (torch's avg_pool2d: one, kh*kw or divisor_override; adaptive_avg_pool2d: kh then kw)."""
 
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int]
     dilation: tuple[int, int] = (1, 1)
     ceil_mode: bool = False
+    count_include_pad: bool = True
+    divisors: tuple[int, ...] = ()
 
 
 class Builder:
@@ -94,6 +99,9 @@ class Builder:
         self.nodes.append(node)
         self.ranges[node.name] = node.infer_range(*self.in_ranges(node.inputs))
         return node
+
+    def node(self, name: str) -> N.Node:
+        return next(n for n in self.nodes if n.name == name)
 
     def in_ranges(self, inputs: tuple[str, ...]) -> list[N.Range]:
         return [self.ranges[i] for i in inputs]
@@ -260,24 +268,53 @@ class Builder:
     def maxpool(self, v: object, pool: Pool, shape: tuple[int, ...], name: str, what: str) -> _Val:
         """A MaxPool2d node on the clean value `v`: the same integers' maxima at the same
         scale (a positive scale commutes with max), `shape` the model's output shape."""
+        node = self._pool_node(N.MaxPool2d, v, pool, shape, name, what)
+        if torch.any(v.scale <= 0):
+            raise UnsupportedLayerError(f"{what}: its input's scale is not positive")
+        return self._val(node, v.scale)
+
+    def avgpool(
+        self, v: object, pool: Pool, shape: tuple[int, ...], name: str, what: str,
+        trunc: bool = False,
+    ) -> _Val:  # fmt: skip
+        """An AvgPool2d node on the clean value `v`: its window sums, the model's mean once
+        divided. Divisors that are powers of two go into the scale (exact in float32); others
+        stay on the value's float chain as the model's own divisions, so the next quantizer
+        is found against fl(fl(sum * s) / d), what the model computes. With `trunc` (the sum
+        read back as an integer by Brevitas' truncation, at the scale s / d Brevitas gives
+        it) the scale is s / d in float32 either way."""
+        node = self._pool_node(N.AvgPool2d, v, pool, shape, name, what)
+        s = self.clean(v, what).scale
+        if trunc or all(d & (d - 1) == 0 for d in pool.divisors):
+            scale = (s / int(np.prod(pool.divisors))).to(torch.float32)
+            node.scale = scale.numpy()
+            return self._val(node, scale)
+        node.scale = s.numpy()
+        self.add(node)
+        return _Val(node.name, s, None, [Binary(operator.truediv, d) for d in pool.divisors])
+
+    def _pool_node(
+        self, kind: type, v: object, pool: Pool, shape: tuple[int, ...], name: str, what: str
+    ) -> N.MaxPool2d | N.AvgPool2d:
+        """A MaxPool2d or AvgPool2d node of `pool` on the clean value `v` (not yet added);
+        UnsupportedLayerError where the model pools otherwise (a border window's count,
+        dilation, ceil_mode)."""
         if pool.dilation != (1, 1):
             raise UnsupportedLayerError(
                 f"{what}: only dilation 1 is supported, not {pool.dilation}"
             )
+        if not pool.count_include_pad and any(pool.padding):
+            raise UnsupportedLayerError(
+                f"{what}: count_include_pad=False divides a border window by fewer elements "
+                "than the others; use count_include_pad=True or padding 0"
+            )
         v = self.clean(v, what)
-        if torch.any(v.scale <= 0):
-            raise UnsupportedLayerError(f"{what}: its input's scale is not positive")
-        src = self.nodes[[x.name for x in self.nodes].index(v.node)]
-        node = N.MaxPool2d(
-            name=self.fresh(name, N.MaxPool2d.kind),
-            inputs=(v.node,),
-            shape=shape,
-            dtype=src.dtype,
-            scale=v.scale.numpy(),
-            kernel=pool.kernel,
-            stride=pool.stride,
-            padding=pool.padding,
-        )
+        src = self.node(v.node)
+        fields = dict(kernel=pool.kernel, stride=pool.stride, padding=pool.padding)
+        node = kind(
+            name=self.fresh(name, kind.kind), inputs=(v.node,), shape=shape,
+            dtype=src.dtype, scale=v.scale.numpy(), **fields,
+        )  # fmt: skip
         try:
             floor = node.infer_shape(src.shape)
         except ValueError as e:
@@ -287,13 +324,19 @@ class Builder:
                 f"{what}: ceil_mode gives {tuple(shape)} where floor mode gives {floor}; "
                 "only windows that end inside the padded input are supported (ceil_mode=False)"
             )
-        return self._val(node, v.scale)
+        if kind is N.AvgPool2d:
+            node.dtype = node.fit(*node.infer_range(*self.in_ranges((v.node,))))
+        return node
 
     def flatten(self, n: object, v: object, name: str) -> _Val | _Input:
         """Flatten to (batch, -1): a Flatten node, or, before the first quantizer, a note
-        on the input (the input quantizer is elementwise, so it is flattened after)."""
+        on the input (the input quantizer is elementwise, so it is flattened after). A
+        value's float chain of operations by one number (an average's division) is kept."""
         if isinstance(v, _Input):
             return v if len(v.shape) == 1 else _Input(v.shape, v.chain, flat=True)
+        if isinstance(v, _Val) and v.bias is None and v.chain and all(map(_scalar, v.chain)):
+            out = self._flatten(_Val(v.node, v.scale), self.shape(n), name)
+            return _Val(out.node, out.scale, None, list(v.chain))
         return self._flatten(self.clean(v, f"{name} (flatten)"), self.shape(n), name)
 
     def _flatten(self, v: _Val, shape: tuple[int, ...], name: str) -> _Val:
@@ -338,6 +381,11 @@ def _affine(op: Callable) -> bool:
     return bool(getattr(op, "affine", False)) or isinstance(
         op, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d
     )
+
+
+def _scalar(op: Callable) -> bool:
+    """True for an operation by one Python number, which commutes with a flatten."""
+    return isinstance(op, Binary) and isinstance(op.c, int | float)
 
 
 def _op_name(op: Callable) -> str:

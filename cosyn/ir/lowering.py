@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
-from brevitas.nn import QuantConv2d, QuantLinear
+from brevitas.nn import QuantConv2d, QuantLinear, TruncAdaptiveAvgPool2d, TruncAvgPool2d
 from brevitas.nn.quant_layer import QuantNonLinearActLayer
 from brevitas.quant_tensor import QuantTensor
 from torch import fx, nn
@@ -48,6 +48,8 @@ __all__ = ["LOWERINGS", "SUPPORTED", "lower"]
 SUPPORTED = (
     "QuantIdentity, QuantReLU, QuantHardTanh (and other monotone Brevitas activations), "
     "QuantLinear, QuantConv2d, MaxPool2d (and F.max_pool2d) of a quantized value, "
+    "AvgPool2d, AdaptiveAvgPool2d of sizes that divide, TruncAvgPool2d, "
+    "TruncAdaptiveAvgPool2d, F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean over (H, W), "
     "BatchNorm1d/2d, ReLU, Hardtanh, Dropout, Identity, Flatten, "
     "add of two quantized values, +, -, *, / by constants (one value, or one per channel), "
     "flatten/view/reshape to (batch, -1)"
@@ -151,6 +153,10 @@ class _Builder(Builder):
         if isinstance(m, nn.MaxPool2d):
             params = {k: getattr(m, k) for k in _POOL_ARGS}
             return self.maxpool(v, _pool(params, what), self.shape(n), name, what)
+        if isinstance(m, TruncAvgPool2d | TruncAdaptiveAvgPool2d):
+            return self.trunc_avgpool(n, m, v, name, what)
+        if isinstance(m, nn.AvgPool2d | nn.AdaptiveAvgPool2d):
+            return self.avgpool(v, self._avg(n, m, what), self.shape(n), name, what)
         if isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
             return self.flatten(n, v, name)
         raise UnsupportedLayerError(
@@ -181,12 +187,64 @@ class _Builder(Builder):
             what = _describe(self.gm, n)
             params = {**dict(zip(_POOL_ARGS, n.args[1:], strict=False)), **n.kwargs}
             return self.maxpool(args[0], _pool(params, what), self.shape(n), n.name, what)
+        if t in _AVG_FUNCTIONS and isinstance(args[0], _Val | _Input):
+            what = _describe(self.gm, n)
+            return self.avgpool(args[0], self._avg(n, t, what), self.shape(n), n.name, what)
+        if t is torch.mean and isinstance(args[0], _Val | _Input):
+            return self.mean(n, args[0])
         flat = t == torch.flatten or (method and t in ("flatten", "view", "reshape"))
         if flat and isinstance(args[0], _Val | _Input) and self._flattens(n):
             return self.flatten(n, args[0], n.name)
         raise UnsupportedLayerError(
             f"{_describe(self.gm, n)}: cosyn cannot lower this operation; supported: {SUPPORTED}"
         )
+
+    def _avg(self, n: fx.Node, op: object, what: str) -> Pool:
+        """The geometry of an average pooling module or function (`op`) at node n."""
+        if isinstance(op, nn.AdaptiveAvgPool2d) or op is F.adaptive_avg_pool2d:
+            size = op.output_size if isinstance(op, nn.Module) else _arg(n, 1, "output_size")
+            return _adaptive(_float(self.values[n.args[0]]).shape[2:], size, what)
+        if isinstance(op, nn.Module):
+            params = {k: getattr(op, k) for k in _AVG_ARGS}
+        else:
+            params = {**dict(zip(_AVG_ARGS, n.args[1:], strict=False)), **n.kwargs}
+        return _avg_pool(params, what)
+
+    def trunc_avgpool(self, n: fx.Node, m: nn.Module, v: object, name: str, what: str) -> _Val:
+        """Brevitas' TruncAvgPool2d: the window sum, then its truncation quantizer, which
+        reads the average back as the integer sum at the scale s / d Brevitas gives it (its
+        own avg_pool2d handler's, run here on the recorded input) and shifts it."""
+        pool = self._avg(n, m, what)
+        qin = self.values[n.args[0]]
+        if not (isinstance(qin, QuantTensor) and m.is_trunc_quant_enabled):
+            return self.avgpool(v, pool, self.shape(n), name, what)  # a plain average
+        base = nn.AdaptiveAvgPool2d if isinstance(m, nn.AdaptiveAvgPool2d) else nn.AvgPool2d
+        with torch.no_grad():
+            acc = base.forward(m, qin)
+
+        def quant(y: torch.Tensor) -> QuantTensor:
+            return m.trunc_quant(acc.set(value=y))
+
+        s = self.avgpool(v, pool, self.shape(n), name, what, trunc=True)
+        return self.quantize(s, quant, n, f"{name}.trunc_quant")
+
+    def mean(self, n: fx.Node, v: object) -> _Val:
+        """torch.mean over the last two axes of a (batch, C, H, W) value: a global average
+        pooling (torch divides the sum once), flattened to (batch, C) without keepdim."""
+        what = _describe(self.gm, n)
+        shape = _float(self.values[n.args[0]]).shape
+        dims = _arg(n, 1, "dim")
+        dims = dims if isinstance(dims, list | tuple) else (dims,)
+        if len(shape) != 4 or sorted(int(d) % 4 for d in dims) != [2, 3] or "dtype" in n.kwargs:
+            raise UnsupportedLayerError(
+                f"{what}: only the mean over the last two axes of a (batch, C, H, W) value "
+                "(global average pooling) is supported"
+            )
+        h, w = shape[2:]
+        pool = Pool((h, w), (h, w), (0, 0), divisors=(h * w,))
+        keep = bool(n.kwargs.get("keepdim", n.args[2] if len(n.args) > 2 else False))
+        out = self.avgpool(v, pool, (shape[1], 1, 1), n.name, what)
+        return out if keep else self.flatten(n, out, n.name)
 
     def _flattens(self, n: fx.Node) -> bool:
         """True where node n reshapes its first input's batch to (batch, -1)."""
@@ -342,6 +400,41 @@ def _pool(params: dict, what: str) -> Pool:
     stride = kernel if stride is None or stride == [] or stride == () else pair(stride)
     return Pool(kernel, stride, pair(params.get("padding", 0)), pair(params.get("dilation", 1)),
                 bool(params.get("ceil_mode", False)))  # fmt: skip
+
+
+_AVG_ARGS = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+             "divisor_override")  # fmt: skip
+_AVG_FUNCTIONS = (F.avg_pool2d, F.adaptive_avg_pool2d)
+
+
+def _arg(n: fx.Node, i: int, name: str) -> object:
+    """Argument `name` of call node n, given at position i or by keyword."""
+    return n.args[i] if len(n.args) > i else n.kwargs[name]
+
+
+def _avg_pool(params: dict, what: str) -> Pool:
+    """The geometry of nn.AvgPool2d or F.avg_pool2d from its arguments (`_AVG_ARGS`): torch
+    divides the window sum by divisor_override or kh*kw, once."""
+    p = _pool({k: v for k, v in params.items() if k in _POOL_ARGS}, what)
+    d = params.get("divisor_override") or p.kernel[0] * p.kernel[1]
+    return replace(p, count_include_pad=bool(params.get("count_include_pad", True)),
+                   divisors=(int(d),))  # fmt: skip
+
+
+def _adaptive(size_in: tuple[int, int], size: object, what: str) -> Pool:
+    """The windows of an adaptive average pooling to `size` (None keeps an axis), exact
+    where each output size divides its input's: kernel = stride = in / out. torch divides
+    the sum by kh then kw, or, to (1, 1), once by kh*kw (its mean)."""
+    size = tuple(size) if isinstance(size, list | tuple) else (size, size)
+    out = tuple(int(n if o is None else o) for n, o in zip(size_in, size, strict=True))
+    if any(n % o for n, o in zip(size_in, out, strict=True)):
+        raise UnsupportedLayerError(
+            f"{what}: output size {out} does not divide the input's {tuple(size_in)}, so its "
+            "windows differ in size; use an output size that divides it"
+        )
+    k = (size_in[0] // out[0], size_in[1] // out[1])
+    divisors = (k[0] * k[1],) if out == (1, 1) else k
+    return Pool(k, k, (0, 0), divisors=divisors)
 
 
 # Extension point: module type -> lowering function(builder, fx_node, module, value, name).

@@ -34,6 +34,7 @@ from cosyn.ir.intervals import (
 __all__ = [
     "KINDS",
     "Add",
+    "AvgPool2d",
     "Conv2d",
     "Dense",
     "Flatten",
@@ -276,21 +277,72 @@ class MaxPool2d(Node):
         return windows[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw].max((4, 5))
 
     def infer_shape(self, x: tuple[int, ...]) -> tuple[int, ...]:
-        if len(x) != 3:
-            raise ValueError(f"it takes (C, H, W) inputs, not {x}")
-        if any(2 * p > k for p, k in zip(self.padding, self.kernel, strict=True)):
-            raise ValueError(f"padding {self.padding} is more than half the kernel {self.kernel}")
-        size = [
-            (n + 2 * p - k) // s + 1
-            for n, k, s, p in zip(x[1:], self.kernel, self.stride, self.padding, strict=True)
-        ]
-        if min(size) < 1:
-            raise ValueError(f"a {self.kernel} window does not fit its {x[1]}x{x[2]} input")
-        return (x[0], *size)
+        return _pool_shape(self, x)
 
     def infer_range(self, x: Range) -> Range:
         """The input's, channel by channel: every output is one of its inputs."""
         return as_range(*x)
+
+
+@dataclass(eq=False)
+class AvgPool2d(Node):
+    """2-D average pooling as window sums: out[c, y, x] = sum of the kernel window of
+    channel c at (y*sh - ph, x*sw - pw), the padding counting 0 (torch's AvgPool2d with
+    count_include_pad=True, dilation 1, floor mode). The mean is that sum at the input's
+    scale over the divisor (kh*kw, or divisor_override): no integer rounds, and the
+    following requantize node does the rest. Where the divisor is a power of two, `scale`
+    is the input's over it (exact in float32); otherwise no float32 factor gives the
+    model's own fl(fl(sum * s) / divisor), so `scale` is the input's and the builder leaves
+    the division to the model's float chain (the next quantizer, or `Graph.output_ops`)."""
+
+    kernel: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] = (2, 2)
+    padding: tuple[int, int] = (0, 0)
+    kind: ClassVar[str] = "avgpool2d"
+
+    def eval(self, x: np.ndarray) -> np.ndarray:
+        return self.windows(np.asarray(x, np.int64)).sum((4, 5))
+
+    def windows(self, x: np.ndarray) -> np.ndarray:
+        """(N, C, OH, OW, kh, kw) views of the zero-padded input's windows."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        oh, ow = self.shape[1], self.shape[2]
+        windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
+        return windows[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw]
+
+    def infer_shape(self, x: tuple[int, ...]) -> tuple[int, ...]:
+        return _pool_shape(self, x)
+
+    def infer_range(self, x: Range) -> Range:
+        """Per channel, over every window: n inputs of the window at their ends, n from the
+        fewest to the most a window holds (padding adds nothing). Exact without padding;
+        with it, as Conv2d's, over every input size that gives the output's."""
+        _, oh, ow = self.shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        counts = [
+            np.outer(th.sum(1), tw.sum(1))
+            for th in window_taps(oh, kh, sh, ph)
+            for tw in window_taps(ow, kw, sw, pw)
+        ]
+        few, most = min(int(c.min()) for c in counts), max(int(c.max()) for c in counts)
+        lo, hi = x
+        return as_range(np.minimum(few * lo, most * lo), np.maximum(few * hi, most * hi))
+
+
+def _pool_shape(node: MaxPool2d | AvgPool2d, x: tuple[int, ...]) -> tuple[int, ...]:
+    """(C, OH, OW) of a pooling's (C, H, W) input, as torch's floor mode gives it."""
+    if len(x) != 3:
+        raise ValueError(f"it takes (C, H, W) inputs, not {x}")
+    if any(2 * p > k for p, k in zip(node.padding, node.kernel, strict=True)):
+        raise ValueError(f"padding {node.padding} is more than half the kernel {node.kernel}")
+    size = [
+        (n + 2 * p - k) // s + 1
+        for n, k, s, p in zip(x[1:], node.kernel, node.stride, node.padding, strict=True)
+    ]
+    if min(size) < 1:
+        raise ValueError(f"a {node.kernel} window does not fit its {x[1]}x{x[2]} input")
+    return (x[0], *size)
 
 
 def _channel(a: np.ndarray, ndim: int) -> np.ndarray:

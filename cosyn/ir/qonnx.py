@@ -6,7 +6,9 @@ a value it closes its float chain (bias, BatchNormalization, Relu, Clip,
 Add/Sub/Mul/Div by a constant; before the first quantizer, the input's
 preprocessing) into the input quantizer or a requantize node found by bisection
 against torch float32 implementations of the operators (qonnx_ops.py).
-Gemm/MatMul/Conv become Dense/Conv2d, MaxPool a MaxPool2d, Add of two values an Add node,
+Gemm/MatMul/Conv become Dense/Conv2d, MaxPool a MaxPool2d, AveragePool,
+GlobalAveragePool and ReduceMean over (H, W) an AvgPool2d (a Trunc after it, as
+Brevitas writes TruncAvgPool2d, the requantize node), Add of two values an Add node,
 Flatten/Reshape to (batch, -1) a Flatten, and an affine chain after the last layer
 (FINN's TensorNorm) the graph's `output_ops`. Operators on constants alone (Pow,
 Sqrt, Transpose, ...) are folded. The file is replayed once on a zero input of its
@@ -31,7 +33,7 @@ import torch
 from onnx import NodeProto, numpy_helper
 
 from cosyn.errors import CosynError, ModelFileError, UnsupportedLayerError
-from cosyn.ir.builder import Builder, Conv, Pool, _extend, _Input, _per_channel, _Val
+from cosyn.ir.builder import Builder, Conv, Pool, _extend, _Input, _per_channel, _scalar, _Val
 from cosyn.ir.chain import ARITHMETIC, Binary, operand
 from cosyn.ir.graph import Graph
 from cosyn.ir.qonnx_ops import (
@@ -40,6 +42,7 @@ from cosyn.ir.qonnx_ops import (
     BipolarOp,
     ClipOp,
     attrs,
+    avg_geometry,
     batch_norm,
     bipolar_op,
     clip,
@@ -48,13 +51,13 @@ from cosyn.ir.qonnx_ops import (
     pool_geometry,
     quant_op,
     transpose_perm,
+    trunc_op,
 )
 from cosyn.ir.qonnx_ops import QuantOp as QuantOp
 
 __all__ = ["from_qonnx", "input_shape"]
 
 _REFUSED = {
-    "Trunc": "truncation (QuantAvgPool, accumulator truncation) is not supported",
     "QuantizeLinear": "this is a QCDQ export; export the model with "
     "brevitas.export.export_qonnx instead",
     "DequantizeLinear": "this is a QCDQ export; export the model with "
@@ -300,6 +303,46 @@ class _QonnxBuilder(Builder):
 
     def op_maxpool(self, node, args, out, ident) -> object:
         return self.maxpool(args[0], Pool(*pool_geometry(node)), self.shape(out), ident, ident)
+
+    def op_averagepool(self, node, args, out, ident) -> object:
+        """AveragePool or GlobalAveragePool: the window sum, divided once by kh*kw."""
+        k, stride, pad, ceil, count = avg_geometry(node, tuple(self.values[node.input[0]].shape))
+        pool = Pool(
+            k, stride, pad, ceil_mode=ceil, count_include_pad=count, divisors=(k[0] * k[1],)
+        )
+        return self.avgpool(args[0], pool, self.shape(out), ident, ident)
+
+    op_globalaveragepool = op_averagepool
+
+    def op_reducemean(self, node, args, out, ident) -> object:
+        """ReduceMean over the last two axes of an (N, C, H, W) value: a global average."""
+        x = self.values[node.input[0]]
+        axes = attrs(node).get("axes") if len(args) < 2 else self.constant(args[1]).value.tolist()
+        if x.dim() != 4 or sorted(int(a) % 4 for a in axes or ()) != [2, 3]:
+            raise UnsupportedLayerError(
+                "only ReduceMean over the last two axes of an (N, C, H, W) value (global "
+                "average pooling) is supported"
+            )
+        h, w = x.shape[2:]
+        pool = Pool((h, w), (h, w), (0, 0), divisors=(h * w,))
+        v = self.avgpool(args[0], pool, (x.shape[1], 1, 1), ident, ident)
+        return v if attrs(node).get("keepdims", 1) else self.flatten(out, v, ident)
+
+    def op_trunc(self, node, args, out, ident) -> object:
+        """Trunc (Brevitas' TruncAvgPool2d): it reads its input back as integers at its
+        `scale`, so an average's divisions left on the chain are that scale's."""
+        x, *params = args
+        if len(params) != 5 or not all(isinstance(p, _Const) for p in params):
+            raise UnsupportedLayerError("Trunc needs constant scales, zero point and bit widths")
+        q = trunc_op(node, *(p.value for p in params))
+        if isinstance(x, _Val) and x.bias is None and x.chain and all(map(_scalar, x.chain)):
+            s = x.scale
+            for op in x.chain:
+                s = op(s)
+            if q.scale.numel() == 1 and torch.allclose(s, q.scale, rtol=1e-6, atol=0):
+                x = _Val(x.node, q.scale.reshape(()))
+                self.node(x.node).scale = q.scale.reshape(()).numpy()
+        return self.quantize(x, q, out, ident)
 
     def dense(self, x, w: tuple, bias, out: str, ident: str) -> _Val:
         v = self.clean(x, ident)

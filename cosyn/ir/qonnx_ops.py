@@ -12,7 +12,7 @@ checks that the file is consistent.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,9 @@ __all__ = [
     "BipolarOp",
     "ClipOp",
     "QuantOp",
+    "TruncOp",
     "attrs",
+    "avg_geometry",
     "batch_norm",
     "bipolar_op",
     "clip",
@@ -36,6 +38,7 @@ __all__ = [
     "pool_geometry",
     "quant_op",
     "transpose_perm",
+    "trunc_op",
 ]
 
 
@@ -207,6 +210,66 @@ def pool_geometry(node: NodeProto) -> tuple[tuple, tuple, tuple, tuple, bool]:
     return kernel, strides, pads[:2], tuple(a.get("dilations", (1, 1))), bool(a.get("ceil_mode", 0))
 
 
+def avg_geometry(
+    node: NodeProto, in_shape: tuple[int, ...]
+) -> tuple[tuple, tuple, tuple, bool, bool]:
+    """(kernel, strides, padding, ceil_mode, count_include_pad) of a 2-D AveragePool node
+    (symmetric explicit padding), or of a GlobalAveragePool of an (N, C, H, W) input."""
+    if node.op_type == "GlobalAveragePool":
+        if len(in_shape) != 4:
+            raise UnsupportedLayerError("only 2-D global average pooling is supported")
+        return tuple(in_shape[2:]), tuple(in_shape[2:]), (0, 0), False, True
+    a = attrs(node)
+    kernel = tuple(a.get("kernel_shape", ()))
+    pads = tuple(a.get("pads", (0, 0, 0, 0)))
+    if len(kernel) != 2 or a.get("auto_pad", "NOTSET") != "NOTSET" or pads[:2] != pads[2:]:
+        raise UnsupportedLayerError(
+            "only 2-D average pooling with symmetric explicit padding is supported"
+        )
+    if tuple(a.get("dilations", (1, 1))) != (1, 1):
+        raise UnsupportedLayerError("only dilation 1 is supported")
+    strides = tuple(a.get("strides", (1, 1)))
+    ceil, count = bool(a.get("ceil_mode", 0)), bool(a.get("count_include_pad", 0))
+    return kernel, strides, pads[:2], ceil, count
+
+
+def _avgpool(node: NodeProto, x) -> torch.Tensor:
+    kernel, stride, pad, ceil, count = avg_geometry(node, tuple(x.shape))
+    return F.avg_pool2d(x, kernel, stride, pad, ceil, count)
+
+
+def _reduce_mean(node: NodeProto, x, axes=None) -> torch.Tensor:
+    axes = attrs(node).get("axes") if axes is None else axes.tolist()
+    return torch.mean(x, tuple(int(a) for a in axes), keepdim=bool(attrs(node).get("keepdims", 1)))
+
+
+@dataclass(frozen=True, eq=False)
+class TruncOp:
+    """QONNX `Trunc` (as Brevitas' TruncIntQuant, which TruncAvgPool2d applies): the input's
+    integers round(x / scale + zero point), divided by 2**round(log2(output_scale /
+    scale)), rounded, clamped to the output bit width, times output_scale; calling it
+    returns an IntQuantTensor."""
+
+    scale: torch.Tensor
+    out: QuantOp
+
+    def __call__(self, x: torch.Tensor) -> IntQuantTensor:
+        y = torch.round(x / self.scale + self.out.zero_point)
+        y = y / torch.exp2(torch.round(torch.log2(self.out.scale / self.scale)))
+        y = torch.clamp(ROUNDING[self.out.rounding](y), self.out.lo, self.out.hi)
+        bw = torch.tensor(float(self.out.bit_width))
+        return IntQuantTensor(y * self.out.scale, self.out.scale, self.out.zero_point, bw,
+                              self.out.signed, False)  # fmt: skip
+
+
+def trunc_op(node: NodeProto, scale, zp, in_bw, out_scale, out_bw) -> TruncOp:
+    """The TruncOp of a QONNX Trunc node (version 2: with an output scale) of constants."""
+    if torch.any(zp != 0):
+        raise UnsupportedLayerError("Trunc with a zero point is not supported")
+    q = quant_op(node, out_scale, zp, out_bw)
+    return TruncOp(scale.to(torch.float32), replace(q, narrow=bool(attrs(node).get("narrow", 0))))
+
+
 def _maxpool(node: NodeProto, x) -> torch.Tensor:
     kernel, stride, pad, dilation, ceil = pool_geometry(node)
     return F.max_pool2d(x, kernel, stride, pad, dilation, ceil)
@@ -282,6 +345,12 @@ OPS: dict[str, Callable] = {
     "MatMul": lambda n, a, b: a @ b,
     "Conv": _conv,
     "MaxPool": _maxpool,
+    "AveragePool": _avgpool,
+    "GlobalAveragePool": _avgpool,
+    "ReduceMean": _reduce_mean,
+    "Trunc": lambda n, x, *p: trunc_op(n, *p)(x).value,
+    "Log": lambda n, x: torch.log(x),
+    "Ceil": lambda n, x: torch.ceil(x),
     "Relu": lambda n, x: torch.relu(x),
     "Clip": lambda n, x, *b: clip(n, *b)(x),
     "BatchNormalization": lambda n, x, *p: batch_norm(n, *p)(x),
