@@ -1,23 +1,26 @@
-"""The maxpool2d block's geometry, timing and resources, defined once.
+"""The pooling block's geometry, timing and resources, defined once (maxpool2d and
+avgpool2d: one control, a comparator or an adder).
 
-`MaxPoolBlock` (`hw/rtl/_pool.py`) takes the (C, H, W) input in HWC order, one element
-per cycle, and keeps one running maximum per output column and channel in a line
-buffer of OW*C words. Windows must not overlap (kernel <= stride on both axes), so
-each element belongs to at most one window: its first element starts the maximum,
-the others raise it, and its last (in stream order) sends it out. Rows and columns no
-window reads are taken and dropped. Outputs leave in HWC order.
+`PoolBlock` (`hw/rtl/_pool.py`) takes the (C, H, W) input in HWC order, one element
+per cycle, and keeps one running result (a maximum, or a window sum) per output column
+and channel in a line buffer of OW*C words. Windows must not overlap (kernel <= stride
+on both axes), so each element belongs to at most one window: its first element
+starts the result, the others raise it (or add to it), and its last (in stream order)
+sends it out. Padding never changes a result (the minimum for a maximum, 0 for a sum),
+so only the input's elements are read. Rows and columns no window reads are taken and
+dropped. Outputs leave in HWC order.
 
 Its control, which `_PoolControl` steps register for register: the position of the
 next input in the frame (`k`); for each of the `DEPTH` stages (1: the line buffer's
 banks read; 2: the bank's word chosen; 3: the running maximum compared and chosen
 into the output register, written back from there a cycle later), whether its element
 ends a window (`v`), the last stage's flag being the output's valid; and a skid
-register (`full`) that takes a maximum the consumer does not take, after which the
+register (`full`) that takes a result the consumer does not take, after which the
 stages and the input hold until it has left. So every element is taken as offered
 while the output is ready, and a window's maximum leaves `DEPTH` cycles after its
 last element arrives.
 
-This module registers the kind's timing (`perfmodel.blocks.TIMINGS`) and primitives
+This module registers the kinds' timing (`perfmodel.blocks.TIMINGS`) and primitives
 (`perfmodel.resources.PRIMITIVES`); `cosyn.perfmodel` imports it.
 """
 
@@ -32,11 +35,12 @@ from cosyn.perfmodel.blocks import TIMINGS
 from cosyn.perfmodel.mac import QUIET
 from cosyn.perfmodel.resources import BANK, BLOCK, LUT, PRIMITIVES, Primitives, placement
 
-from cosyn.ir.nodes import MaxPool2d
+from cosyn.ir.nodes import AvgPool2d, MaxPool2d
 
-__all__ = ["DEPTH", "Axis", "MaxPoolTiming", "PoolGeometry"]
+__all__ = ["DEPTH", "Axis", "MaxPoolTiming", "PoolGeometry", "PoolTiming"]
 
 DEPTH = 3  # stage 1: the line buffer's banks read; 2: the word chosen; 3: the result
+_RESULT = {MaxPool2d.kind: "maximum", AvgPool2d.kind: "sum"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ def _axis(n: int, k: int, s: int, p: int, out: int) -> tuple[Axis, ...]:
 
 @dataclass(frozen=True)
 class PoolGeometry:
-    """Sizes of one maxpool2d block: input (c, h, w), kernel, stride, padding, output."""
+    """Sizes of one pooling block: input (c, h, w), kernel, stride, padding, output."""
 
     c: int
     h: int
@@ -78,14 +82,14 @@ class PoolGeometry:
     ow: int
 
     @classmethod
-    def of(cls, node: MaxPool2d, in_shape: tuple[int, ...]) -> PoolGeometry:
+    def of(cls, node: MaxPool2d | AvgPool2d, in_shape: tuple[int, ...]) -> PoolGeometry:
         if len(in_shape) != 3:
-            raise ValueError(f"max pooling takes a (C, H, W) input, not {tuple(in_shape)}")
+            raise ValueError(f"pooling takes a (C, H, W) input, not {tuple(in_shape)}")
         (kh, kw), (sh, sw) = node.kernel, node.stride
         if kh > sh or kw > sw:
             raise ValueError(
-                f"the RTL block keeps one maximum per output column, so windows must not "
-                f"overlap: kernel {node.kernel} is larger than stride {node.stride}"
+                f"the RTL block keeps one {_RESULT[node.kind]} per output column, so windows "
+                f"must not overlap: kernel {node.kernel} is larger than stride {node.stride}"
             )
         return cls(*in_shape, kh, kw, sh, sw, *node.padding, node.shape[1], node.shape[2])
 
@@ -99,7 +103,7 @@ class PoolGeometry:
 
     @cached_property
     def depth(self) -> int:
-        """Words of the line buffer: a running maximum per output column and channel."""
+        """Words of the line buffer: a running result per output column and channel."""
         return self.ow * self.c
 
     @cached_property
@@ -115,20 +119,20 @@ class PoolGeometry:
         return tuple(bool(v) for v in e)
 
 
-class MaxPoolTiming:
-    """`MaxPoolBlock`'s timing (see `perfmodel.blocks`): every input taken as offered
-    while the output is ready, a window's maximum `DEPTH` cycles after its last
+class PoolTiming:
+    """`PoolBlock`'s timing (see `perfmodel.blocks`): every input taken as offered
+    while the output is ready, a window's result `DEPTH` cycles after its last
     element. Latency: the first window's last element's position + DEPTH; interval:
-    C*H*W, one element per cycle."""
+    C*H*W, one element per cycle. The same for a maximum and a sum."""
 
     inputs, outputs = 1, 1
 
-    def __init__(self, geo: PoolGeometry) -> None:
+    def __init__(self, geo: PoolGeometry, kind: str = MaxPool2d.kind) -> None:
         self.geo = geo
         self.end_pos = np.flatnonzero(geo.ends)
         self.latency = int(self.end_pos[0]) + DEPTH
         self.interval = geo.frame_in
-        self.key = ("maxpool2d", geo)
+        self.key = (kind, geo)
 
     def timing(self, arrivals: np.ndarray) -> np.ndarray:
         return np.asarray(arrivals, dtype=np.int64)[self.end_pos] + DEPTH
@@ -138,6 +142,9 @@ class MaxPoolTiming:
 
     def control(self) -> _PoolControl:
         return _PoolControl(self.geo.ends, _runs(self.geo.ends))
+
+
+MaxPoolTiming = PoolTiming  # the name the maxpool2d block was first given
 
 
 def _runs(ends: tuple[bool, ...]) -> tuple[int, ...]:
@@ -221,31 +228,34 @@ def _counter(n: int) -> int:
 
 
 def primitives(stage: Any) -> Primitives:
-    """`MaxPoolBlock`: the position counters and the next element's flags and address
+    """`PoolBlock`: the position counters and the next element's flags and address
     (registers), the element, its address and flags in stages 1 and 2, the word chosen
-    (from the banks or the results just written), the compare and select, the result,
-    output and skid registers, and the line buffer: LUT RAM banks of `BANK` words, each
-    read registered and the bank chosen after, or block RAM (`placement`)."""
-    g, x = stage.timing.geo, stage.ctx.in_type.bits
+    (from the banks or the results just written), the two compares (maxpool2d) or adders
+    (avgpool2d) and the select, the result, output and skid registers, and the line
+    buffer: LUT RAM banks of `BANK` words, each read registered and the bank chosen
+    after, or block RAM (`placement`). Results and words are of the node's type (a
+    sum's is wider than its input's)."""
+    g, x, y = stage.timing.geo, stage.ctx.in_type.bits, stage.node.dtype.bits
     a = _counter(g.depth)
     counters = _counter(g.c) + _counter(g.w) + _counter(g.h)
     prims = Primitives()
     position = counters + a + 6  # the counters, the address, the column's and row's flags
-    stages = (x + a + 6) + (x + a + 4 + x) + (2 * x + a + 2) + (1 + x)  # 1, 2, 3 (y3, y4), skid
+    stages = (x + a + 6) + (x + a + 4 + y) + (2 * y + a + 2) + (1 + y)  # 1, 2, 3 (y3, y4), skid
     prims.reg_bits = position + stages
-    prims.add_bits = counters + a + 3 * a + 2 * x  # steps; three address and two value compares
-    prims.mux_bits = 2 * x + 4 * x + x + a  # the word chosen, the select, the skid's, the address
+    prims.add_bits = counters + a + 3 * a + 2 * y  # steps; three address compares, two values'
+    prims.mux_bits = 2 * y + 4 * y + y + a  # the word chosen, the select, the skid's, the address
     if placement(g.depth, rom=False) == BLOCK:
-        prims.mems.append((g.depth, x, False, BLOCK, None))
+        prims.mems.append((g.depth, y, False, BLOCK, None))
     else:
         banks = -(-g.depth // BANK)
         for k in range(banks):
-            prims.mems.append((min(BANK, g.depth - k * BANK), x, False, LUT, None))
-        prims.mux_bits += (banks - 1) * x
-        prims.reg_bits += _counter(banks) + banks * x
-    prims.depth, prims.levels = x, 2
+            prims.mems.append((min(BANK, g.depth - k * BANK), y, False, LUT, None))
+        prims.mux_bits += (banks - 1) * y
+        prims.reg_bits += _counter(banks) + banks * y
+    prims.depth, prims.levels = y, 2
     return prims
 
 
-TIMINGS[MaxPool2d.kind] = lambda node, ctx: MaxPoolTiming(PoolGeometry.of(node, ctx.in_shape))
-PRIMITIVES[MaxPool2d.kind] = primitives
+for _kind in (MaxPool2d.kind, AvgPool2d.kind):
+    TIMINGS[_kind] = lambda node, ctx: PoolTiming(PoolGeometry.of(node, ctx.in_shape), node.kind)
+    PRIMITIVES[_kind] = primitives

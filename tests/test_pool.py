@@ -204,16 +204,22 @@ RTL_CASES = [  # (C, H, W), kernel, stride, padding, input type; C = 1, 2, 3: th
 ]
 
 
-def _ctx(case) -> tuple[N.MaxPool2d, Ctx]:
+def _ctx(case, kind: str = "maxpool2d") -> tuple[N.MaxPool2d | N.AvgPool2d, Ctx]:
     shape, k, s, p, t = case
-    return pool_node(shape, t, k, s, p), Ctx((t,), (shape,), "hwc")
+    make = pool_node if kind == "maxpool2d" else avg_node
+    return make(shape, t, k, s, p), Ctx((t,), (shape,), "hwc")
 
 
-@pytest.mark.parametrize("case", range(len(RTL_CASES)))
-def test_block_follows_its_control_under_back_pressure(case) -> None:
+# the sum: forwarding (C = 1, 2), padding and dropped rows, LUT RAM banks, block RAM
+BLOCKS = [(k, "maxpool2d") for k in range(len(RTL_CASES))] + [
+    (k, "avgpool2d") for k in (0, 1, 2, 4, 6, 7)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "kind"), BLOCKS)
+def test_block_follows_its_control_under_back_pressure(case, kind) -> None:
     """Random input gaps and output back-pressure: every transfer in the cycle the
     control model says, and the outputs exact."""
-    node, ctx = _ctx(RTL_CASES[case])
+    node, ctx = _ctx(RTL_CASES[case], kind)
     block = COMPONENTS[node.kind](node, ctx)
     rng = np.random.default_rng(case)
     samples = 3
@@ -230,9 +236,9 @@ def test_block_follows_its_control_under_back_pressure(case) -> None:
     assert np.array_equal(y.reshape(samples, *node.shape), node.eval(x))
 
 
-@pytest.mark.parametrize("case", range(len(RTL_CASES)))
-def test_block_at_full_rate_has_its_latency_interval_and_timing(case) -> None:
-    node, ctx = _ctx(RTL_CASES[case])
+@pytest.mark.parametrize(("case", "kind"), BLOCKS)
+def test_block_at_full_rate_has_its_latency_interval_and_timing(case, kind) -> None:
+    node, ctx = _ctx(RTL_CASES[case], kind)
     block = COMPONENTS[node.kind](node, ctx)
     t = ctx.in_type
     x = np.random.default_rng(case).integers(t.lo, t.hi + 1, (3, *ctx.in_shape))
@@ -251,12 +257,14 @@ def test_block_at_full_rate_has_its_latency_interval_and_timing(case) -> None:
 def test_block_verilog_lints_clean(tmp_path) -> None:
     from cosyn.hw.rtl._verilog import component_verilog, lint
 
-    for k in (0, 1, 6, 7):  # forwarding; padding and dropped rows; LUT RAM banks; block RAM
-        node, ctx = _ctx(RTL_CASES[k])
-        (tmp_path / f"pool{k}").mkdir()
-        path = tmp_path / f"pool{k}" / "top.v"
-        path.write_text(component_verilog(COMPONENTS[node.kind](node, ctx), f"pool{k}"))
-        assert lint(path) == "", k
+    for k, kind in [(0, "maxpool2d"), (1, "maxpool2d"), (6, "maxpool2d"), (7, "maxpool2d"),
+                    (1, "avgpool2d"), (7, "avgpool2d")]:  # fmt: skip
+        # forwarding; padding and dropped rows; LUT RAM banks; block RAM; and of sums
+        node, ctx = _ctx(RTL_CASES[k], kind)
+        (tmp_path / f"{kind}{k}").mkdir()
+        path = tmp_path / f"{kind}{k}" / "top.v"
+        path.write_text(component_verilog(COMPONENTS[node.kind](node, ctx), f"{kind}{k}"))
+        assert lint(path) == "", (k, kind)
 
 
 @st.composite
@@ -572,3 +580,69 @@ def test_global_average_before_the_classifier_lowers_exactly(trunc) -> None:
     kinds = [n.kind for n in g]
     assert kinds[kinds.index("avgpool2d") :][:2] == ["avgpool2d", "shift" if trunc else "flatten"]
     assert np.array_equal(g.run(x.numpy()), _float(model(x)))
+
+
+def test_avg_overlapping_windows_are_refused_naming_the_node(tmp_path) -> None:
+    t = IntType(4, True)
+    g = Graph([N.Quantize("x", (), (2, 7, 7), t, ONE), avg_node((2, 7, 7), t, (3, 3), (1, 1))])
+    with pytest.raises(UnsupportedLayerError) as e:
+        cosyn.rtl.generate(g, tmp_path / "rtl")
+    assert str(e.value).startswith("a: the RTL block keeps one sum per output column")
+
+
+def test_avg_resources_count_a_line_buffer_of_sums() -> None:
+    """The line buffer and the result registers hold sums: the node's type, not the input's."""
+    node, ctx = _ctx(RTL_CASES[5], "avgpool2d")  # 2-bit signed, 2x2: sums of 4 bits
+    stage = plan(Graph([N.Quantize("x", (), ctx.in_shape, ctx.in_type, ONE), node])).stages[0]
+    prims = primitives(stage)
+    assert prims.kind == "avgpool2d" and node.dtype == IntType(4, True)
+    assert prims.mems == [(3 * 8, 4, False, "lut", None)]
+    inp = N.Quantize("x", (), ctx.in_shape, ctx.in_type, ONE)
+    maxed = primitives(plan(Graph([inp, _ctx(RTL_CASES[5])[0]])).stages[0])
+    assert prims.reg_bits > maxed.reg_bits and prims.add_bits > maxed.add_bits
+
+
+@pytest.fixture(scope="module")
+def avg_cnn() -> tuple[Graph, np.ndarray]:
+    """QuantIdentity -> QuantConv2d -> QuantReLU -> AvgPool2d(2) -> QuantConv2d -> QuantReLU ->
+    AdaptiveAvgPool2d(1) -> flatten -> QuantIdentity -> QuantLinear: a 2x2 average, a global
+    one, the classifier."""
+    torch.manual_seed(6)
+    model = nn.Sequential(
+        _pow2(4), qnn.QuantConv2d(1, 4, 3, weight_quant=Int4WeightPow2, bias=False,
+                                  return_quant_tensor=True),
+        _pow2(3, signed=False), nn.AvgPool2d(2), _pow2(4, signed=False),
+        qnn.QuantConv2d(4, 3, 1, weight_quant=Int4WeightPow2, bias=False,
+                        return_quant_tensor=True),
+        _pow2(4, signed=False), nn.AdaptiveAvgPool2d(1), nn.Flatten(), _pow2(5),
+        qnn.QuantLinear(3, 4, weight_quant=Int4WeightPow2, bias=False, return_quant_tensor=True),
+    ).eval()  # fmt: skip
+    x = torch.randn(64, 1, 10, 10) * 2
+    g = cosyn.lower(model, x[:2])
+    assert [n.kind for n in g].count("avgpool2d") == 2
+    assert np.array_equal(g.run(x.numpy()), _float(model(x)))
+    return g, g.quantize(x.numpy())
+
+
+def test_avg_pipeline_exact_with_its_timing(avg_cnn) -> None:
+    g, xi = avg_cnn
+    top = Top(plan(g))
+    y, ins, outs = run_top(top, xi[:4])
+    assert np.array_equal(y, g.run_int(xi[:4]))
+    assert outs[0, 0] - ins[0, 0] == top.plan.latency
+    assert np.diff(outs[:, 0])[-1] == top.plan.interval
+    y, _, _ = run_top(Top(plan(g, 2)), xi[:3], gaps=0.3, stalls=0.5, seed=4)
+    assert np.array_equal(y, g.run_int(xi[:3]))
+
+
+@pytest.mark.slow
+def test_avg_cocotb_icarus_exact_with_the_manifest_timing(avg_cnn, tmp_path) -> None:
+    from cosyn.sim import simulate
+
+    g, _ = avg_cnn
+    d = cosyn.rtl.generate(g, tmp_path / "rtl")
+    x = np.random.default_rng(2).normal(size=(4, 1, 10, 10)).astype(np.float32) * 2
+    r = simulate(d, x, simulator="icarus", backpressure=True)
+    assert (r.mismatches, r.lost, r.duplicated, r.protocol_errors) == (0, 0, 0, 0), r
+    assert np.array_equal(r.outputs, g.run_int(g.quantize(x)))
+    assert (r.latency, r.interval) == (d.manifest["latency"], d.manifest["interval"])

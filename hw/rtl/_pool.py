@@ -1,8 +1,10 @@
-"""The maxpool2d block: a line buffer of running maxima, one input element per cycle.
+"""The pooling block: a line buffer of running maxima (maxpool2d) or window sums
+(avgpool2d), one input element per cycle.
 
-Built by `COMPONENTS["maxpool2d"](node, ctx)` with `ctx.in_type`, `ctx.in_shape` (C, H,
-W) and `ctx.order == "hwc"`. Its geometry, timing and resources are `perfmodel.pool`
-(`PoolGeometry`, `MaxPoolTiming`, the cycle model of this control).
+Built by `COMPONENTS["maxpool2d"]` or `COMPONENTS["avgpool2d"]` `(node, ctx)` with
+`ctx.in_type`, `ctx.in_shape` (C, H, W) and `ctx.order == "hwc"`. Its geometry, timing
+and resources are `perfmodel.pool` (`PoolGeometry`, `PoolTiming`, the cycle model of
+this control, the same for both kinds).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from cosyn.perfmodel.blocks import TIMINGS
 from cosyn.perfmodel.pool import Axis
 from cosyn.perfmodel.resources import BLOCK, placement
 
-from cosyn.ir.nodes import MaxPool2d
+from cosyn.ir.nodes import AvgPool2d, MaxPool2d
 
-__all__ = ["MaxPoolBlock"]
+__all__ = ["MaxPoolBlock", "PoolBlock"]
 
 
 def _next(values: list[int], index: Value) -> Value:
@@ -30,33 +32,38 @@ def _next(values: list[int], index: Value) -> Value:
     return Array(Const(v) for v in nxt)[index]
 
 
-class MaxPoolBlock(wiring.Component):
-    """out[c, oy, ox] = max of channel c's window at (oy, ox), windows not overlapping.
+class PoolBlock(wiring.Component):
+    """out[c, oy, ox] = max (maxpool2d) or sum (avgpool2d) of channel c's window at (oy,
+    ox), windows not overlapping. Padding changes neither (it is the minimum for a
+    maximum, 0 for a sum), so the window's input elements are all it reads.
 
     Members: `i` (In, element stream of `ctx.in_type`, the (C, H, W) input in HWC
     order), `o` (Out, element stream of `node.dtype`, the (C, OH, OW) output in HWC
-    order).
+    order; a sum's type is the node's, wide enough for every window).
 
     The next element's position (c, x, y) is three counters; whether its column and
     row lie in a window, start it or end it, and its line-buffer address (output
     column * C + c) are registers stepped with them from small tables. The line buffer
-    holds a running maximum per output column and channel: LUT RAM banks of `BANK`
+    holds a running result (of the node's type) per output column and channel: LUT RAM
+    banks of `BANK`
     words (`Buffer`) or, deeper than `perfmodel.resources.RAM_DEPTH`, block RAM
     (`placement`). When an element is taken its word is read (stage 1: each bank's word
     registered); stage 2 registers the bank's word, or the result of the element two or
     three ahead where that one writes the word after the read; stage 3 registers the
-    element where it starts its window, else the larger of it and that word (or the
-    result of the element just ahead, in the stage-3 register), both compares at once,
-    and writes it back a cycle later. The stage-3 register is the output, offered where
+    element where it starts its window, else the larger of it and that word (or the sum
+    of the two), the word being the result of the element just ahead (in the stage-3
+    register) where that one wrote it, both compares (or adds) at once, and writes it
+    back a cycle later. The stage-3 register is the output, offered where
     the element ended its window. A skid register behind it takes a result the consumer
     does not take, and the stages and the input hold until it has left.
 
-    Timing: `cycles` (`perfmodel.pool.MaxPoolTiming`), the model of this control.
+    Timing: `cycles` (`perfmodel.pool.PoolTiming`), the model of this control.
     """
 
-    def __init__(self, node: MaxPool2d, ctx: Ctx) -> None:
+    def __init__(self, node: MaxPool2d | AvgPool2d, ctx: Ctx) -> None:
         self.node, self.ctx = node, ctx
-        self.cycles = TIMINGS["maxpool2d"](node, ctx)
+        self.sums = isinstance(node, AvgPool2d)
+        self.cycles = TIMINGS[node.kind](node, ctx)
         self.geo = self.cycles.geo
         super().__init__(
             {"i": In(element_stream(ctx.in_type)), "o": Out(element_stream(node.dtype))}
@@ -81,14 +88,14 @@ class MaxPoolBlock(wiring.Component):
 
     def _buffer(self, m: Module):
         """The line buffer: LUT RAM banks (`Buffer`) or one block RAM, by its depth."""
-        g, shape = self.geo, element_shape(self.ctx.in_type)
+        g, shape = self.geo, element_shape(self.node.dtype)
         if placement(g.depth, rom=False) != BLOCK:
             return Buffer(m, "lbuf", shape, g.depth)
         return _BlockBuffer(m, shape, g.depth)
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        shape = element_shape(self.ctx.in_type)
+        shape, out = element_shape(self.ctx.in_type), element_shape(self.node.dtype)
         full = Signal()  # the skid register holds a result
         run = ~full
         take = self.i.valid & run
@@ -101,7 +108,7 @@ class MaxPoolBlock(wiring.Component):
         a1, a2, a3 = (Signal.like(addr, name=f"a{k}") for k in (1, 2, 3))
         w1, w2, w3, f1, f2, e1, e2, o3 = (Signal(name=n) for n in _STAGE_FLAGS)
         ma1, mb1, mc1, ma2 = (Signal(name=n) for n in ("ma1", "mb1", "mc1", "ma2"))
-        y3, y4, r2, skid = (Signal(shape, name=n) for n in ("y3", "y4", "r2", "skid"))
+        y3, y4, r2, skid = (Signal(out, name=n) for n in ("y3", "y4", "r2", "skid"))
         word = lbuf.read(m, addr, run)  # stage 1: each bank's word registered
         with m.If(run):
             m.d.sync += [
@@ -114,8 +121,11 @@ class MaxPoolBlock(wiring.Component):
                 x2.eq(x1), a2.eq(a1), w2.eq(w1), f2.eq(f1), e2.eq(e1), ma2.eq(ma1),
                 r2.eq(Mux(mb1, y3, Mux(mc1, y4, word))),
             ]  # fmt: skip
-        # both compares at once: no mux between a register and the carry chains
-        larger = Mux(ma2, Mux(x2 > y3, x2, y3), Mux(x2 > r2, x2, r2))
+        # both compares (adds) at once: no mux between a register and the carry chains
+        if self.sums:
+            larger = Mux(ma2, x2 + y3, x2 + r2)
+        else:
+            larger = Mux(ma2, Mux(x2 > y3, x2, y3), Mux(x2 > r2, x2, r2))
         new = Mux(f2, x2, larger)
         with m.If(run):
             m.d.sync += [y3.eq(new), y4.eq(y3), a3.eq(a2), w3.eq(w2), o3.eq(e2)]
@@ -160,10 +170,13 @@ def _step_flags(m: Module, flags: list[Signal], axis: tuple[Axis, ...], index: V
         m.d.sync += sig.eq(_next([int(getattr(a, f)) for a in axis], index))
 
 
-def _maxpool2d(node: MaxPool2d, ctx: Ctx) -> MaxPoolBlock:
+MaxPoolBlock = PoolBlock  # the name the maxpool2d block was first given
+
+
+def _pool2d(node: MaxPool2d | AvgPool2d, ctx: Ctx) -> PoolBlock:
     if ctx.order != "hwc" or len(ctx.in_shape) != 3:  # checked before the block exists
-        raise ValueError(f"{node.name}: maxpool2d takes a (C, H, W) input in HWC order")
-    return MaxPoolBlock(node, ctx)
+        raise ValueError(f"{node.name}: {node.kind} takes a (C, H, W) input in HWC order")
+    return PoolBlock(node, ctx)
 
 
-COMPONENTS["maxpool2d"] = _maxpool2d
+COMPONENTS[MaxPool2d.kind] = COMPONENTS[AvgPool2d.kind] = _pool2d
