@@ -646,3 +646,35 @@ def test_avg_cocotb_icarus_exact_with_the_manifest_timing(avg_cnn, tmp_path) -> 
     assert (r.mismatches, r.lost, r.duplicated, r.protocol_errors) == (0, 0, 0, 0), r
     assert np.array_equal(r.outputs, g.run_int(g.quantize(x)))
     assert (r.latency, r.interval) == (d.manifest["latency"], d.manifest["interval"])
+
+
+@pytest.mark.parametrize(
+    ("io_type", "t", "first", "second"),
+    [  # (kernel, stride, padding) of two sums in a row; overlapping and padded windows too
+        ("io_parallel", IntType(5, True), ((3, 2), (2, 3), (1, 1)), ((1, 2), (1, 1), (0, 0))),
+        ("io_stream", IntType(3, False), ((2, 2), (2, 2), (0, 0)), ((3, 3), (1, 1), (1, 1))),
+    ],
+)
+def test_avg_hls_csim_exact(tmp_path, io_type, t, first, second) -> None:
+    """hls4ml's DepthwiseConv2D of weights 1 in the sum's type: C-sim equals the golden sums."""
+    from cosyn.hw.hls import generate
+
+    a = avg_node((3, 7, 6), t, *first)
+    b = avg_node(a.shape, a.dtype, *second, name="a2")
+    b.inputs = ("a",)
+    g = Graph([N.Quantize("x", (), (3, 7, 6), t, ONE), a, b])
+    g.check()
+    h = generate(g, tmp_path / "hls", io_type=io_type)
+    xi = np.random.default_rng(0).integers(t.lo, t.hi + 1, (40, 3, 7, 6))
+    xi[0], xi[1] = t.lo, t.hi
+    assert np.array_equal(h.predict_int(xi), g.run_int(xi))
+
+
+@pytest.mark.slow
+def test_avg_cnn_hls_csim_exact(avg_cnn, tmp_path) -> None:
+    """The 2x2- and global-average CNN through hls4ml: every output integer the golden's."""
+    from cosyn.hw.hls import generate
+
+    g, xi = avg_cnn
+    h = generate(g, tmp_path / "hls")
+    assert np.array_equal(h.predict_int(xi), g.run_int(xi))

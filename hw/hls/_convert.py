@@ -181,6 +181,37 @@ def _maxpool2d(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> C
     return Converted(layer, prec, Tensor((oh, ow, x.shape[2]), x.shape[2], None, node.dtype))
 
 
+def _avgpool2d(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
+    """The window sum as hls4ml's DepthwiseConv2D of weights 1 (channels last, zero padding
+    counted), accumulated in the node's type: exact. (hls4ml's AveragePooling2D divides by
+    the window's size in fixed point, which no type makes exact for a divisor that is not a
+    power of two; the graph keeps the division in the next requantization instead.)"""
+    assert isinstance(node, N.AvgPool2d)
+    (x,) = ins
+    if len(x.shape) != 3 or x.perm is not None:
+        raise UnsupportedLayerError(f"{node.name}: average pooling needs a (C, H, W) input")
+    (kh, kw), c = node.kernel, x.shape[2]
+    _, oh, ow = node.shape
+    layer = dict(
+        class_name="DepthwiseConv2D",
+        name=name,
+        inputs=srcs,
+        **_window(x, oh, ow, node.stride, node.padding),
+        n_chan=c,
+        depth_multiplier=1,
+        n_filt=c,
+        filt_height=kh,
+        filt_width=kw,
+        dilation=1,
+        depthwise_data=np.ones((kh, kw, c, 1), np.int64),
+        bias_data=np.zeros(c, np.int64),
+    )
+    # weights of 2 unsigned bits: hls4ml multiplies them (1-bit ones it may read as binary)
+    prec = dict(weight="ap_uint<2>", bias="ap_uint<1>", accum=ap_type(node.dtype),
+                result=ap_type(node.dtype))  # fmt: skip
+    return Converted(layer, prec, Tensor((oh, ow, c), c, None, node.dtype))
+
+
 def _out(node: N.Node, x: Tensor) -> Tensor:
     return Tensor(x.shape, x.n_chan, x.perm, node.dtype)
 
@@ -316,6 +347,7 @@ CONVERTERS: dict[str, Converter] = {
     N.Dense.kind: _dense,
     N.Conv2d.kind: _conv2d,
     N.MaxPool2d.kind: _maxpool2d,
+    N.AvgPool2d.kind: _avgpool2d,
     N.Shift.kind: _shift,
     N.Threshold.kind: _threshold,
     N.Add.kind: _add,
