@@ -572,7 +572,8 @@ class GapNet(nn.Module):
 
 
 @pytest.mark.parametrize("trunc", [False, True])
-def test_global_average_before_the_classifier_lowers_exactly(trunc) -> None:
+def test_global_average_before_the_classifier_lowers_exactly(trunc, tmp_path) -> None:
+    """Through cosyn.lower and through its QONNX file: the same graph, equal to the model."""
     torch.manual_seed(5)
     model = GapNet(trunc).eval()
     x = torch.randn(128, 2, 12, 12) * 2
@@ -580,6 +581,28 @@ def test_global_average_before_the_classifier_lowers_exactly(trunc) -> None:
     kinds = [n.kind for n in g]
     assert kinds[kinds.index("avgpool2d") :][:2] == ["avgpool2d", "shift" if trunc else "flatten"]
     assert np.array_equal(g.run(x.numpy()), _float(model(x)))
+    h = cosyn.ir.from_qonnx(export(model, (2, 12, 12), tmp_path / "gap.onnx"))
+    assert_same_graph(g, h)
+    assert np.array_equal(h.run(x.numpy()), _float(model(x)))
+
+
+class _MeanMethod(nn.Module):
+    """A float tensor's own mean (return_quant_tensor=False before it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = qnn.QuantIdentity(act_quant=Int8ActPow2, bit_width=4)
+        self.out = _pow2(4)
+
+    def forward(self, x):
+        return self.out(self.inp(x).mean(dim=[2, 3]))
+
+
+def test_tensor_mean_method_is_a_global_average(avg_input) -> None:
+    model = _MeanMethod().eval()
+    g = cosyn.lower(model, avg_input[:2])
+    assert [n.kind for n in g][1:] == ["avgpool2d", "flatten", "threshold"]
+    assert np.array_equal(g.run(avg_input.numpy()), _float(model(avg_input)))
 
 
 def test_avg_overlapping_windows_are_refused_naming_the_node(tmp_path) -> None:

@@ -190,7 +190,7 @@ class _Builder(Builder):
         if t in _AVG_FUNCTIONS and isinstance(args[0], _Val | _Input):
             what = _describe(self.gm, n)
             return self.avgpool(args[0], self._avg(n, t, what), self.shape(n), n.name, what)
-        if t is torch.mean and isinstance(args[0], _Val | _Input):
+        if (t is torch.mean or (method and t == "mean")) and isinstance(args[0], _Val | _Input):
             return self.mean(n, args[0])
         flat = t == torch.flatten or (method and t in ("flatten", "view", "reshape"))
         if flat and isinstance(args[0], _Val | _Input) and self._flattens(n):
