@@ -501,6 +501,20 @@ def test_avg_lowering_equals_the_model(case, avg_input) -> None:
     assert np.array_equal(g.run(avg_input.numpy()), _float(model(avg_input)))
 
 
+@pytest.mark.parametrize(
+    ("pool", "ops"),
+    [(nn.AvgPool2d(3), 1), (nn.AvgPool2d(2), 0), (nn.AdaptiveAvgPool2d(1), 1),
+     (nn.AdaptiveAvgPool2d((2, 5)), 2)],
+)  # fmt: skip
+def test_avg_as_the_output_keeps_the_models_division(pool, ops, avg_input) -> None:
+    """A model ending in an average: the sums dequantize at the input's scale, then the
+    model's own divisions (`output_ops`; none for a power of two, which is the scale's)."""
+    model = nn.Sequential(_pow2(4), pool).eval()
+    g = cosyn.lower(model, avg_input[:2])
+    assert [n.kind for n in g] == ["quantize", "avgpool2d"] and len(g.output_ops) == ops
+    assert np.array_equal(g.run(avg_input.numpy()), _float(model(avg_input)))
+
+
 def test_avg_division_is_the_models_own() -> None:
     """Why an average whose divisor is not a power of two keeps the division on the float
     chain: torch divides the exact sum once (fl(S * s / 9)), and S * fl(s / 9), the
