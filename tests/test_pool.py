@@ -715,3 +715,18 @@ def test_avg_cnn_hls_csim_exact(avg_cnn, tmp_path) -> None:
     g, xi = avg_cnn
     h = generate(g, tmp_path / "hls")
     assert np.array_equal(h.predict_int(xi), g.run_int(xi))
+
+
+@pytest.mark.parametrize(
+    ("pool", "message"),
+    [
+        (nn.AvgPool2d(3, 2, 1, count_include_pad=False), "count_include_pad=False divides"),
+        (nn.AvgPool2d(2, ceil_mode=True), "ceil_mode gives (3, 4, 4) where floor mode"),
+    ],
+)
+def test_inexact_onnx_averages_are_refused_in_one_line(pool, message, tmp_path) -> None:
+    path = export(AvgNet(pool).eval(), (3, 7, 7), tmp_path / "avg.onnx")
+    with pytest.raises(UnsupportedLayerError) as e:
+        cosyn.ir.from_qonnx(path)
+    msg = str(e.value)
+    assert "\n" not in msg and "(AveragePool): " in msg and message in msg
