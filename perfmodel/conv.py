@@ -17,7 +17,6 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 from cosyn.perfmodel.conv_state import Control, State
-from cosyn.perfmodel.steady import registers
 
 from cosyn.ir.nodes import Conv2d
 
@@ -150,7 +149,7 @@ class ConvSchedule:
         frame, repeat = 0, None
         while True:
             if repeat is None and st.k == frame * g.frame_in < st.n_arr and st.ready():
-                state = (registers(st), st.n_out - frame * g.frame_out)
+                state = (st.registers(), st.n_out - frame * g.frame_out)
                 if state in seen:
                     f0, t0 = seen[state]
                     repeat = (t0, frame - f0, st.t - t0)

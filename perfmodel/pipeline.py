@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 from cosyn.perfmodel.blocks import TIMINGS, FifoTiming, ForkTiming
+from cosyn.perfmodel.steady import steady_interval
 
 from cosyn.errors import CosynError, UnsupportedLayerError
 from cosyn.ir.graph import Graph
@@ -230,8 +231,6 @@ class Plan:
         several samples (`steady`), since a slow block's stalls reach its producers."""
         assert self.sink is not None
         if self._interval is None:
-            from cosyn.perfmodel.steady import steady_interval
-
             self._interval = steady_interval(self)
         return self._interval
 

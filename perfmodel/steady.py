@@ -12,8 +12,10 @@ need not be stepped one cycle at a time through cycles in which it only counts (
 `quiet` cycles: its valid and ready stay as they are while its inputs do); it is
 stepped through them at once (`skip`), and only when it is no longer quiet, or a
 neighbour's valid or ready changes, is it stepped alone or asked again (`_events`).
-The controls' tests hold `quiet` and `skip` to `step`, and these to stepping every
-control every cycle (`_cycles`, `skip=False`).
+A run of elementwise stages and the FIFO behind them is one control there
+(`perfmodel.chain.Chain`): a gap in its producer's valid is one event, not one per
+stage. The controls' tests hold `quiet` and `skip` to `step`, and these to stepping
+every stage's own control every cycle (`_cycles`, `skip=False`).
 
 `steady_interval` is the difference between consecutive samples' first outputs once
 it repeats: the first of 4, 6, ..., `MAX_SAMPLES` samples whose last three differences
@@ -31,6 +33,7 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
+from cosyn.perfmodel.chain import Chain, chainable
 from cosyn.perfmodel.mac import QUIET
 
 __all__ = ["first_outputs", "registers", "steady_interval"]
@@ -40,22 +43,28 @@ MAX_SAMPLES = 12
 
 
 class _Joint:
-    """Every stage's control with its wiring. Index n (the stage count) stands for the
-    design's input as a producer and for its output as a consumer."""
+    """Every stage's control with its wiring, a run of elementwise stages and the FIFO
+    behind them as one control (`Chain`) where `chains`. Index n (the control count)
+    stands for the design's input as a producer and for its output as a consumer."""
 
-    def __init__(self, p: Any) -> None:
+    def __init__(self, p: Any, chains: bool = True) -> None:
         stages = p.stages
-        n = len(stages)
+        groups = _chains(p) if chains else [[k] for k in range(len(stages))]
+        timings = [[stages[k].timing for k in g] for g in groups]
+        unit = {k: u for u, g in enumerate(groups) for k in g}
+        n = len(groups)
+
+        def producer(x: Any) -> tuple[int, int]:
+            return (n, 0) if x.stage is None else (unit[x.stage], x.port)
+
         self.n, self.n_in, self.n_out = n, p.source.elements, p.sink.elements
-        self.models = [s.timing.control() for s in stages]
-        self.srcs = [
-            [(n, 0) if x.stage is None else (x.stage, x.port) for x in s.inputs] for s in stages
-        ]
-        cons: list[list[Any]] = [[None] * s.timing.outputs for s in stages] + [[None]]
+        self.models = [t[0].control() if len(t) == 1 else Chain(t) for t in timings]
+        self.srcs = [[producer(x) for x in stages[g[0]].inputs] for g in groups]
+        cons: list[list[Any]] = [[None] * t[-1].outputs for t in timings] + [[None]]
         for k, src in enumerate(self.srcs):
             for j, (a, b) in enumerate(src):
                 cons[a][b] = (k, j)
-        self.sink = (n, 0) if p.sink.stage is None else (p.sink.stage, p.sink.port)
+        self.sink = producer(p.sink)
         cons[self.sink[0]][self.sink[1]] = (n, 0)
         self.cons, self.src_cons = cons[:n], cons[n][0]
 
@@ -212,12 +221,29 @@ class _Joint:
                 due[k] = base + quiet[k](ivk, ork)
 
 
+def _chains(p: Any) -> list[list[int]]:
+    """The plan's stages in groups of consecutive ones: a run that makes a `Chain` (each
+    stage the next one's only input, and read by it alone), else one stage."""
+    reads = [(x.stage, x.port) for s in p.stages for x in s.inputs] + [(p.sink.stage, p.sink.port)]
+    groups: list[list[int]] = []
+    for k, s in enumerate(p.stages):
+        g = groups[-1] if groups else []
+        fed = len(s.inputs) == 1 and s.inputs[0].stage == k - 1 and reads.count((k - 1, 0)) == 1
+        if fed and chainable([p.stages[i].timing for i in g] + [s.timing]):
+            g.append(k)
+        else:
+            groups.append([k])
+    return groups
+
+
 def first_outputs(p: Any, samples: int, skip: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(cycle of each sample's first input transfer, cycle of its first output transfer)
     when `samples` samples stream through the plan `p`, the input always offered and
-    the output always ready (`skip`: see `_Joint.run`)."""
+    the output always ready (`skip`: see `_Joint.run`; with it, runs of elementwise
+    stages and a FIFO are stepped as one `Chain`; without, every stage's own control
+    every cycle)."""
     firsts: tuple[list[int], list[int]] = ([], [])
-    for kind, t, _ in _Joint(p).run(samples, skip):
+    for kind, t, _ in _Joint(p, chains=skip).run(samples, skip):
         firsts[kind].append(t)
     return np.array(firsts[0]), np.array(firsts[1])
 

@@ -16,6 +16,7 @@ from cosyn.perfmodel.blocks import (
     ForkTiming,
     drive,
 )
+from cosyn.perfmodel.chain import Chain
 from cosyn.perfmodel.conv import ConvGeometry, ConvTiming
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -124,13 +125,14 @@ def _everything(x):
     return x
 
 
-def _check_quiet(timing, data) -> None:
+def _check_quiet(timing, data, ctl=None) -> None:
     """From a state reached by random inputs, then inputs held for a while (where a
     control may find that it repeats), `skip(n)` for any n up to `quiet` equals n steps
-    under the same inputs, through which valid and ready do not change."""
+    under the same inputs, through which valid and ready do not change. `ctl`: the
+    control to check, where not `timing.control()`."""
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     busy = data.draw(st.floats(0.3, 1.0))
-    ctl = timing.control()
+    ctl = timing.control() if ctl is None else ctl
     for _ in range(data.draw(st.integers(0, 120))):
         iv = list(rng.random(timing.inputs) < busy)
         orr = list(rng.random(timing.outputs) < busy)
@@ -168,3 +170,45 @@ def test_block_shortcuts_equal_their_controls(kind, data) -> None:
 @given(conv_timings(), st.data())
 def test_conv_shortcuts_equal_its_control(conv, data) -> None:
     _check_quiet(conv[0], data)
+
+
+@st.composite
+def chains(draw) -> list:
+    """The timings of a run of one to three elementwise blocks, with a FIFO behind them
+    or not (two stages at least): what `perfmodel.chain.Chain` steps as one."""
+    run = [ElementwiseTiming(draw(st.integers(1, 9)), 1) for _ in range(draw(st.integers(1, 3)))]
+    if draw(st.booleans()):
+        run.append(FifoTiming(draw(st.integers(2, 40)), 1))
+    assume(len(run) >= 2)
+    return run
+
+
+@settings(max_examples=100, deadline=None)
+@given(chains(), st.data())
+def test_chain_steps_as_its_stages(timings, data) -> None:
+    """Under a random input valid and output ready each cycle, `Chain` has the valid,
+    ready and registers of its stages' controls stepped one by one, each stage taking
+    from the one before when that offers and it is ready."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    busy = data.draw(st.floats(0.3, 1.0))
+    chain, ctls = Chain(timings), [t.control() for t in timings]
+    for _ in range(data.draw(st.integers(1, 300))):
+        x, r = (bool(b) for b in rng.random(2) < busy)
+        valids = [[x]] + [c.valid() for c in ctls[:-1]]
+        ors, readies = [[r]], []
+        for c, iv in zip(ctls[::-1], valids[::-1], strict=True):
+            readies.insert(0, c.ready(iv, ors[0]))
+            ors.insert(0, readies[0])
+        ors = ors[1:]
+        assert chain.valid() == ctls[-1].valid()
+        assert chain.ready([x], [r]) == readies[0]
+        chain.step([x and readies[0][0]], [r])
+        for c, iv, rd, orr in zip(ctls, valids, readies, ors, strict=True):
+            c.step([iv[0] and rd[0]], orr)
+        assert _everything(chain.parts) == _everything(ctls)
+
+
+@settings(max_examples=150, deadline=None)
+@given(chains(), st.data())
+def test_chain_shortcuts_equal_its_steps(timings, data) -> None:
+    _check_quiet(timings[0], data, Chain(timings))
