@@ -3,8 +3,9 @@ from_qonnx alike: x.view(x.shape[0], -1), x.reshape(x.size(0), -1), torch.flatte
 nn.Flatten before or after the input quantizer; float preprocessing before it (2 * x - 1,
 mean/std normalisation) folded into the input quantizer; float operations between an
 accumulator and the next quantizer (scalars, per-channel buffers, BatchNorm1d, TensorNorm,
-a decreasing map) folded into a threshold bank; 1-bit quantizers as they compute; and one
-CosynError line, never a crash, for what cosyn does not lower."""
+a decreasing map) folded into a threshold bank; 1-bit quantizers as they compute;
+residual blocks that add QuantTensors (Brevitas' own QuantBasicBlock); and one CosynError
+line, never a crash, for what cosyn does not lower."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import pytest
 import torch
 from brevitas.quant_tensor import IntQuantTensor
 from brevitas_examples.bnn_pynq.models.common import CommonActQuant, CommonWeightQuant
+from brevitas_examples.bnn_pynq.models.resnet import QuantBasicBlock
 from brevitas_examples.bnn_pynq.models.tensor_norm import TensorNorm
-from cosyn.models.quant import Uint8ActPow2
+from cosyn.models.quant import Int4WeightPow2, Int8ActPow2, Uint8ActPow2
 from cosyn.models.train import predict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -171,6 +173,75 @@ def test_a_one_bit_quantizer_of_unknown_levels_is_refused():
 
     with pytest.raises(UnsupportedLayerError, match=r"odd \(.*levels \[0\.0, 2\.0\]"):
         quant_type(quant, quant(torch.zeros(1, 3)), (3,), "odd (QuantIdentity)")
+
+
+def _relu4() -> nn.Module:
+    return qnn.QuantReLU(act_quant=Uint8ActPow2, bit_width=4, return_quant_tensor=True)
+
+
+def _block(i: int, o: int, stride: int, shared: nn.Module | None = None) -> nn.Module:
+    """Brevitas' QuantBasicBlock (it asserts both operands are QuantTensors, then adds them)
+    with its activations at power-of-two scales, so the model's float32 convs are exact."""
+    b = QuantBasicBlock(i, o, stride=stride, shared_quant_act=shared, weight_quant=Int4WeightPow2)
+    b.relu1, b.relu_out = _relu4(), _relu4()
+    if len(b.downsample):
+        b.downsample[-1] = _relu4()
+    b.relu2 = b.downsample[-1] if len(b.downsample) else shared
+    return b
+
+
+class ResNet(nn.Module):
+    """Image (3, 8, 8) -> conv, BatchNorm, the shared quantizer -> an identity block (the
+    same quantizer on both operands of its add) -> a strided block (a 1x1 conv on the
+    shortcut) -> x.value, flattened -> QuantLinear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = qnn.QuantIdentity(act_quant=Int8ActPow2, return_quant_tensor=True)
+        self.conv = qnn.QuantConv2d(3, 8, 3, padding=1, bias=False, weight_quant=Int4WeightPow2)
+        self.bn, self.relu = nn.BatchNorm2d(8), _relu4()
+        self.block1, self.block2 = _block(8, 8, 1, self.relu), _block(8, 16, 2)
+        self.fc = qnn.QuantLinear(16 * 4 * 4, 10, bias=False, weight_quant=Int4WeightPow2)
+        g = torch.Generator().manual_seed(0)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.data.uniform_(0.5, 2.0, generator=g)
+                m.bias.data.uniform_(-0.5, 0.5, generator=g)
+                m.running_mean.uniform_(-0.2, 0.2, generator=g)
+
+    def forward(self, x):
+        x = self.block2(self.block1(self.relu(self.bn(self.conv(self.inp(x))))))
+        return self.fc(x.value.flatten(1))
+
+
+def test_residual_blocks_adding_quant_tensors_lower_to_add_nodes(tmp_path):
+    """fx tracing passes the blocks' isinstance(x, QuantTensor) checks; each `out + x` of
+    two values at the shared quantizer's scale is an Add node, equal to the model on 64
+    images through both frontends."""
+    torch.manual_seed(0)
+    model = ResNet().eval()
+    x = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    g = cosyn.lower(model, x[:2])
+    block = ["conv2d", "threshold", "conv2d", "threshold"]
+    kinds = ["quantize", "conv2d", "threshold", *block, "add", "shift"]
+    assert [n.kind for n in g] == [*kinds, "conv2d", "threshold", *block, "add", "shift",
+                                   "flatten", "dense"]  # fmt: skip
+    adds = [n for n in g if isinstance(n, N.Add)]
+    assert all(a.shifts == (0, 0) for a in adds)
+    assert adds[0].inputs == (g.nodes[6].name, g.nodes[2].name)  # relu2(...) + the block input
+    np.testing.assert_array_equal(g.run(x.numpy()), predict(model, x).numpy())
+    h = cosyn.ir.from_qonnx(export(model, (3, 8, 8), tmp_path / "resnet.onnx"))
+    assert_same_graph(g, h)
+    np.testing.assert_array_equal(h.run(x.numpy()), predict(model, x).numpy())
+
+
+def test_a_residual_add_of_unrelated_scales_is_refused_in_one_line():
+    """Brevitas itself refuses to add QuantTensors of different scales in eval mode."""
+    model = ResNet()
+    model.block1.relu2 = qnn.QuantReLU(bit_width=4, return_quant_tensor=True)  # scale 6/15
+    with pytest.raises(UnsupportedLayerError) as e:
+        cosyn.lower(model.eval(), torch.rand(2, 3, 8, 8))
+    one_line(e, "ResNet: the model fails", "Scaling factors are different", "runs in Brevitas")
 
 
 class Bad(Net):

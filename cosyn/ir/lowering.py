@@ -11,7 +11,10 @@ Forward code is read as FINN's example networks write it: values computed from
 constants alone (a buffer, `torch.tensor([1.0])`) are constants, a traced value's
 shape (`x.shape[0]`, `x.size(0)`) is metadata for a flatten, and +, -, *, / by a
 constant join the value's float chain (`2 * x - 1` before the input quantizer,
-TensorNorm after the last layer; see chain.py). Whatever else the code does is
+TensorNorm after the last layer; see chain.py). A layer with return_quant_tensor=True
+traces as a proxy that passes `isinstance(x, QuantTensor)`, so residual blocks that check
+their operands before adding them (Brevitas' ResNet examples) trace, and their sum is
+an Add node. Whatever else the code does is
 refused in one UnsupportedLayerError line naming the module path and the operation.
 """
 
@@ -51,7 +54,8 @@ SUPPORTED = (
     "AvgPool2d, AdaptiveAvgPool2d of sizes that divide, TruncAvgPool2d, "
     "TruncAdaptiveAvgPool2d, F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean over (H, W), "
     "BatchNorm1d/2d, ReLU, Hardtanh, Dropout, Identity, Flatten, "
-    "add of two quantized values, +, -, *, / by constants (one value, or one per channel), "
+    "add of two quantized values (QuantTensors too), "
+    "+, -, *, / by constants (one value, or one per channel), "
     "flatten/view/reshape to (batch, -1)"
 )
 _ELEMENTWISE = (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.Hardtanh, nn.ReLU6)
@@ -65,6 +69,43 @@ class _Tracer(fx.Tracer):
             or type(m) in LOWERINGS
             or (super().is_leaf_module(m, qualname))
         )
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        if _returns_quant(self.root, node):
+            node.meta["quant_tensor"] = True
+            return _QuantProxy(node, self)
+        return super().proxy(node)
+
+
+class _QuantProxy(fx.Proxy):
+    """A traced QuantTensor: it passes forward code's `isinstance(x, QuantTensor)` checks,
+    as Brevitas' residual blocks make before they add (its type stays an fx Proxy)."""
+
+    @property
+    def __class__(self) -> type:  # what isinstance reads after the type
+        return QuantTensor
+
+
+_KEEPS_QUANT = (nn.MaxPool2d, nn.Flatten, nn.Identity, nn.Dropout)
+_KEEP_FUNCTIONS = (F.max_pool2d, torch.max_pool2d, torch.flatten)
+_KEEP_METHODS = ("flatten", "view", "reshape")
+
+
+def _returns_quant(root: nn.Module, n: fx.Node) -> bool:
+    """True where traced node n is a QuantTensor in Brevitas: the output of a layer with
+    return_quant_tensor=True, a sum of two, or one pooled, flattened or passed through."""
+    first = n.args[0] if n.args else None
+    quant_in = isinstance(first, fx.Node) and first.meta.get("quant_tensor", False)
+    if n.op == "call_module":
+        m = root.get_submodule(n.target)
+        return getattr(m, "return_quant_tensor", False) is True or (
+            isinstance(m, _KEEPS_QUANT) and quant_in
+        )
+    if n.op not in ("call_function", "call_method") or not quant_in:
+        return False
+    if _arithmetic(n) == "add":
+        return all(isinstance(a, fx.Node) and a.meta.get("quant_tensor") for a in n.args)
+    return n.target in _KEEP_FUNCTIONS or (n.op == "call_method" and n.target in _KEEP_METHODS)
 
 
 class _Recorder(fx.Interpreter):
@@ -176,6 +217,8 @@ class _Builder(Builder):
             return _Const(out) if constant and not meta else _META
         if t is getattr and args[1] in ("device", "dtype", "is_cuda"):
             return self.values[n]  # the same for every input
+        if t is getattr and args[1] == "value" and isinstance(args[0], _Val):
+            return args[0]  # a QuantTensor's float value: the value itself
         if (t is getattr and args[1] in ("shape", "ndim")) or (method and t in ("size", "dim")):
             return _META
         op = _arithmetic(n)
