@@ -2,7 +2,8 @@
 in every configuration of its cfg/ folder lower through cosyn.lower and through from_qonnx
 of their export_qonnx files to the same graph. Every quantized activation's integers, the
 last layer's accumulators and the float output (after TensorNorm) equal the Brevitas
-model's, on scikit-learn's digits resized to 28x28 (cosyn.models.data.digits). CNV-w2a2,
+model's, on scikit-learn's digits resized to 28x28 (cosyn.models.data.digits). CNV in its
+three configurations (w1a1 and w1a2: 1-bit weights, BipolarQuant in the QONNX file; w2a2),
 with its two max poolings, lowers through both frontends to one graph equal to the model
 on random images. TFC-w2a2 and TFC-w1a1 run bit-exact through the generated RTL."""
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import brevitas.nn as qnn
 import numpy as np
+import onnx
 import pytest
 import torch
 from brevitas_examples.bnn_pynq.models import model_with_cfg
@@ -163,12 +165,16 @@ CNV_KINDS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def cnv() -> tuple[nn.Module, torch.Tensor]:
-    """CNV-w2a2, its normalisations calibrated on random images, then every gamma and
+@pytest.fixture(
+    scope="module",
+    params=["cnv_1w1a", pytest.param("cnv_1w2a", marks=pytest.mark.slow), "cnv_2w2a"],
+)
+def cnv(request) -> tuple[nn.Module, torch.Tensor]:
+    """CNV, its normalisations calibrated on random images, then every gamma and
     TensorNorm's weight drawn at random (some negative), as `finn_fc`; and 16 images."""
     torch.manual_seed(0)
-    model, _ = model_with_cfg("cnv_2w2a", pretrained=False)
+    model, _ = model_with_cfg(request.param, pretrained=False)
+    model.name = request.param
     x = torch.rand(64, 3, 32, 32)
     norms = [
         m for m in model.modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d | TensorNorm)
@@ -201,11 +207,20 @@ def test_cnv_lowers_exactly_with_its_max_pooling(cnv) -> None:
         expect = values[node.name].astype(np.float32) * np.float32(node.scale)
         assert np.array_equal(getattr(out, "value", out).numpy(), expect), node.name
     assert np.array_equal(g.run(x.numpy()), y)
+    w_bits, a_bits = int(model.name[4]), int(model.name[6])
+    for n in g:
+        if isinstance(n, N.Conv2d | N.Dense):  # 1-bit weights are -1/+1
+            assert set(np.unique(n.weight)) <= ({-1, 1} if w_bits == 1 else {-1, 0, 1})
+        if isinstance(n, N.Threshold):  # 1-bit activations jump from -1 to +1 at once
+            assert np.all(n.thresholds[:, 0] == n.thresholds[:, 1]) == (a_bits == 1)
 
 
 @pytest.mark.slow  # the export takes seconds
 def test_cnv_qonnx_file_reads_back_the_same_graph(cnv, tmp_path: Path) -> None:
     model, x = cnv
-    h = cosyn.ir.from_qonnx(export(model, (3, 32, 32), tmp_path / "cnv.onnx"))
+    path = export(model, (3, 32, 32), tmp_path / "cnv.onnx")
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert ("BipolarQuant" in ops) == model.name.startswith("cnv_1w")
+    h = cosyn.ir.from_qonnx(path)
     assert_same_graph(cosyn.lower(model, x[:2]), h)
     assert np.array_equal(h.run(x.numpy()), predict(model, x).numpy())
