@@ -16,12 +16,15 @@ stages stepped one by one.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 from cosyn.perfmodel.blocks import ElementwiseTiming, FifoTiming
 from cosyn.perfmodel.mac import QUIET
 
 __all__ = ["Chain", "chainable"]
+
+_SKID = attrgetter("skid")
 
 
 def chainable(timings: list[Any]) -> bool:
@@ -57,7 +60,20 @@ class Chain:
         return self.parts
 
     def step(self, takes: list[bool], oready: list[bool]) -> None:
-        """One cycle: each stage takes from the one before when it offers and is taken."""
+        """One cycle: each stage takes from the one before when it offers and is taken.
+        While the run flows, the shift register moves on and its output goes to the
+        FIFO, or to the last stage's skid register where it is not taken."""
+        if self._flows():
+            v, fifo, last = self._packed(), self.fifo, self.stages[-1]
+            out = bool(v >> (self.depth - 1))
+            if fifo is None:
+                last.skid = out and not oready[0]
+            else:
+                room = fifo.level != fifo.depth
+                last.skid = out and not room
+                fifo.level += int(out and room) - int(fifo.level != 0 and oready[0])
+            self._unpack(((v << 1) | (1 if takes[0] else 0)) & self.all)
+            return
         ivs, ors = self._wires(takes, oready)
         for j, (part, orr) in enumerate(zip(self.parts, ors, strict=True)):
             part.step(takes if j == 0 else [ivs[j][0] and ors[j - 1][0]], orr)
@@ -93,7 +109,7 @@ class Chain:
 
     def _flows(self) -> bool:
         """No skid register is full."""
-        return not any(s.skid for s in self.stages)
+        return not any(map(_SKID, self.stages))
 
     def _packed(self) -> int:
         v, at = 0, 0
@@ -131,7 +147,9 @@ class Chain:
         if fifo is not None:
             arrived = (v >> (d - s)).bit_count() + (n - s) * x
             fifo.level += arrived - (n if ready and fifo.level else 0)
-        v = ((v << s) | ((1 << s) - 1 if x else 0)) & self.all
+        self._unpack(((v << s) | ((1 << s) - 1 if x else 0)) & self.all)
+
+    def _unpack(self, v: int) -> None:
         for st in self.stages:
             st.v = v & st.all
             v >>= st.stages
