@@ -4,8 +4,9 @@ nn.Flatten before or after the input quantizer; float preprocessing before it (2
 mean/std normalisation) folded into the input quantizer; float operations between an
 accumulator and the next quantizer (scalars, per-channel buffers, BatchNorm1d, TensorNorm,
 a decreasing map) folded into a threshold bank; 1-bit quantizers as they compute;
-residual blocks that add QuantTensors (Brevitas' own QuantBasicBlock); and one CosynError
-line, never a crash, for what cosyn does not lower."""
+residual blocks that add QuantTensors (Brevitas' own QuantBasicBlock); QuantConv1d as a
+(1, k) Conv2d of a (C, 1, L) image; and one CosynError line, never a crash, for what cosyn
+does not lower."""
 
 from __future__ import annotations
 
@@ -242,6 +243,61 @@ def test_a_residual_add_of_unrelated_scales_is_refused_in_one_line():
     with pytest.raises(UnsupportedLayerError) as e:
         cosyn.lower(model.eval(), torch.rand(2, 3, 8, 8))
     one_line(e, "ResNet: the model fails", "Scaling factors are different", "runs in Brevitas")
+
+
+class Signal(nn.Module):
+    """Signal (2, 16) -> QuantConv1d (padding 1, a bias), BatchNorm1d, QuantReLU, MaxPool1d
+    (or F.max_pool1d) -> QuantConv1d (stride 2) -> QuantReLU -> torch.flatten -> QuantLinear."""
+
+    def __init__(self, functional: bool = False) -> None:
+        super().__init__()
+        self.functional = functional
+        self.inp = qnn.QuantIdentity(act_quant=Int8ActPow2)
+        self.conv1 = qnn.QuantConv1d(2, 8, 3, padding=1, weight_quant=Int4WeightPow2)
+        self.bn, self.pool = nn.BatchNorm1d(8), nn.MaxPool1d(2)
+        self.conv2 = qnn.QuantConv1d(8, 8, 3, stride=2, bias=False, weight_quant=Int4WeightPow2)
+        self.relu1, self.relu2 = (qnn.QuantReLU(act_quant=Uint8ActPow2, bit_width=4) for _ in "12")
+        self.fc = qnn.QuantLinear(8 * 3, 10, bias=False, weight_quant=Int4WeightPow2)
+        g = torch.Generator().manual_seed(0)
+        self.bn.weight.data.uniform_(0.5, 2.0, generator=g)
+        self.bn.bias.data.uniform_(-0.5, 0.5, generator=g)
+
+    def forward(self, x):
+        x = self.relu1(self.bn(self.conv1(self.inp(x))))
+        x = torch.nn.functional.max_pool1d(x, 2) if self.functional else self.pool(x)
+        return self.fc(torch.flatten(self.relu2(self.conv2(x)), 1))
+
+
+@pytest.mark.parametrize("functional", [False, True], ids=["module", "function"])
+def test_conv1d_lowers_as_a_conv2d_of_height_one(functional, tmp_path):
+    """A (batch, C, L) signal is a (C, 1, L) image: QuantConv1d a Conv2d of a (1, k) kernel,
+    MaxPool1d a MaxPool2d of a (1, 2) window; the graph (fed x[:, :, None]) equals the model
+    on 64 signals through both frontends."""
+    torch.manual_seed(0)
+    model = Signal(functional).eval()
+    x = torch.rand(64, 2, 16, generator=torch.Generator().manual_seed(3))
+    g = cosyn.lower(model, x[:2])
+    assert [(n.kind, n.shape) for n in g] == [
+        ("quantize", (2, 1, 16)), ("conv2d", (8, 1, 16)), ("threshold", (8, 1, 16)),
+        ("maxpool2d", (8, 1, 8)), ("conv2d", (8, 1, 3)), ("shift", (8, 1, 3)),
+        ("flatten", (24,)), ("dense", (10,)),
+    ]  # fmt: skip
+    conv, pool = g.nodes[1], g.nodes[3]
+    assert conv.weight.shape == (8, 2, 1, 3) and (conv.stride, conv.padding) == ((1, 1), (0, 1))
+    assert (g.nodes[4].stride, pool.kernel, pool.stride) == ((1, 2), (1, 2), (1, 2))
+    y = predict(model, x).numpy()
+    np.testing.assert_array_equal(g.run(x[:, :, None].numpy()), y)
+    h = cosyn.ir.from_qonnx(export(model, (2, 16), tmp_path / "signal.onnx"))
+    assert_same_graph(g, h)
+    np.testing.assert_array_equal(h.run(x[:, :, None].numpy()), y)
+
+
+def test_a_dilated_conv1d_is_refused_in_one_line():
+    model = Signal()
+    model.conv1.dilation, model.conv1.padding = (2,), (2,)  # the same length out
+    with pytest.raises(UnsupportedLayerError) as e:
+        cosyn.lower(model.eval(), torch.rand(2, 2, 16))
+    one_line(e, "conv1 (QuantConv1d)", "dilation=1")
 
 
 class Bad(Net):

@@ -26,7 +26,13 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
-from brevitas.nn import QuantConv2d, QuantLinear, TruncAdaptiveAvgPool2d, TruncAvgPool2d
+from brevitas.nn import (
+    QuantConv1d,
+    QuantConv2d,
+    QuantLinear,
+    TruncAdaptiveAvgPool2d,
+    TruncAvgPool2d,
+)
 from brevitas.nn.quant_layer import QuantNonLinearActLayer
 from brevitas.quant_tensor import QuantTensor
 from torch import fx, nn
@@ -50,7 +56,8 @@ __all__ = ["LOWERINGS", "SUPPORTED", "lower"]
 
 SUPPORTED = (
     "QuantIdentity, QuantReLU, QuantHardTanh (and other monotone Brevitas activations), "
-    "QuantLinear, QuantConv2d, MaxPool2d (and F.max_pool2d) of a quantized value, "
+    "QuantLinear, QuantConv2d, QuantConv1d (as a (1, k) QuantConv2d of height 1), "
+    "MaxPool2d (and F.max_pool2d), MaxPool1d of a quantized value, "
     "AvgPool2d, AdaptiveAvgPool2d of sizes that divide, TruncAvgPool2d, "
     "TruncAdaptiveAvgPool2d, F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean over (H, W), "
     "BatchNorm1d/2d, ReLU, Hardtanh, Dropout, Identity, Flatten, "
@@ -131,9 +138,13 @@ class _Builder(Builder):
         super().__init__(values)
         self.gm = gm
         self.vals: dict[fx.Node, object] = {}
+        self.signal = any(isinstance(m, QuantConv1d) for m in gm.modules())
 
     def shape(self, n: fx.Node) -> tuple[int, ...]:
-        return tuple(_float(self.values[n]).shape[1:])
+        """Per-sample shape; in a model of 1-D convolutions, a (C, L) signal is an image
+        (C, 1, L) of height 1, as the Conv2d, pooling and flatten nodes take it."""
+        s = tuple(_float(self.values[n]).shape[1:])
+        return (s[0], 1, s[1]) if self.signal and len(s) == 2 else s
 
     # -- walking the traced graph -----------------------------------------------------------
 
@@ -185,14 +196,15 @@ class _Builder(Builder):
             if not m.act_quant.is_quant_enabled:
                 return _extend(v, m, what)
             return self.quantize(v, m.act_quant, n, name)
-        if isinstance(m, QuantLinear | QuantConv2d):
+        if isinstance(m, QuantLinear | QuantConv2d | QuantConv1d):
             return self.weighted(n, m, v, name, what)
         if isinstance(m, _ELEMENTWISE):
-            return _extend(v, m, what)
+            return _extend(v, _OfSignal(m) if self._signal(n) else m, what)
         if isinstance(m, _PASSTHROUGH):
             return v
-        if isinstance(m, nn.MaxPool2d):
+        if isinstance(m, nn.MaxPool2d | nn.MaxPool1d):
             params = {k: getattr(m, k) for k in _POOL_ARGS}
+            params = _of_height_one(params) if isinstance(m, nn.MaxPool1d) else params
             return self.maxpool(v, _pool(params, what), self.shape(n), name, what)
         if isinstance(m, TruncAvgPool2d | TruncAdaptiveAvgPool2d):
             return self.trunc_avgpool(n, m, v, name, what)
@@ -226,9 +238,10 @@ class _Builder(Builder):
             return self.arithmetic(n, op, args, kwargs)
         if t in (F.relu, torch.relu) or (method and t == "relu"):
             return _extend(args[0], torch.relu, n.name)
-        if t in (F.max_pool2d, torch.max_pool2d) and isinstance(args[0], _Val | _Input):
+        if t in _MAX_FUNCTIONS and isinstance(args[0], _Val | _Input):
             what = _describe(self.gm, n)
             params = {**dict(zip(_POOL_ARGS, n.args[1:], strict=False)), **n.kwargs}
+            params = _of_height_one(params) if t in _MAX_FUNCTIONS[2:] else params
             return self.maxpool(args[0], _pool(params, what), self.shape(n), n.name, what)
         if t in _AVG_FUNCTIONS and isinstance(args[0], _Val | _Input):
             what = _describe(self.gm, n)
@@ -328,14 +341,22 @@ class _Builder(Builder):
         if torch.any(qw.zero_point != 0):
             raise UnsupportedLayerError(f"{what}: weight zero points are not supported")
         conv = None
+        w = qw.int().to(torch.int64).numpy()
         if isinstance(m, QuantConv2d):
             _check_conv(m, what)
             conv = Conv(tuple(m.stride), tuple(m.padding))
-        w = qw.int().to(torch.int64).numpy()
+        if isinstance(m, QuantConv1d):  # a (1, k) kernel over an image of height 1
+            _check_conv(m, what)
+            conv = Conv((1, m.stride[0]), (0, m.padding[0]))
+            w = w[:, :, None, :]
         out = self.accumulate(v, w, qw.scale, self.bias(n, m), self.shape(n), name, what, conv)
         if m.output_quant.is_quant_enabled:
             return self.quantize(out, m.output_quant, n, f"{name}.output_quant")
         return out
+
+    def _signal(self, n: fx.Node) -> bool:
+        """True where node n's input is a (batch, C, L) signal read as (C, 1, L)."""
+        return self.signal and _float(self.values[n.args[0]]).dim() == 3
 
     def bias(self, n: fx.Node, m: nn.Module) -> torch.Tensor | None:
         """The bias the layer adds, as the model computes it: its output at zero input."""
@@ -412,10 +433,21 @@ def _first_line(e: Exception) -> str:
     return (str(e).splitlines() or [type(e).__name__])[0]
 
 
-def _check_conv(m: QuantConv2d, what: str) -> None:
+class _OfSignal(nn.Module):
+    """A module of (batch, C, L) signals (BatchNorm1d) applied to them as (batch, C, 1, L)."""
+
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.m(y.squeeze(2)).unsqueeze(2) if y.dim() == 4 else self.m(y)
+
+
+def _check_conv(m: QuantConv2d | QuantConv1d, what: str) -> None:
     if (
         m.groups != 1
-        or tuple(m.dilation) != (1, 1)
+        or any(d != 1 for d in m.dilation)
         or m.padding_mode != "zeros"
         or isinstance(m.padding, str)
     ):
@@ -425,6 +457,19 @@ def _check_conv(m: QuantConv2d, what: str) -> None:
 
 
 _POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_MAX_FUNCTIONS = (F.max_pool2d, torch.max_pool2d, F.max_pool1d, torch.max_pool1d)
+
+
+def _of_height_one(params: dict) -> dict:
+    """A 1-D pooling's arguments as the 2-D pooling's of the (C, 1, L) image."""
+
+    def pair(a: object, one: int) -> object:
+        if a is None or a == [] or a == () or isinstance(a, fx.Node):
+            return a
+        return (one, int(a[0] if isinstance(a, list | tuple) else a))
+
+    pairs = {"kernel_size": 1, "stride": 1, "padding": 0, "dilation": 1}
+    return {k: pair(v, pairs[k]) if k in pairs else v for k, v in params.items()}
 
 
 def _pool(params: dict, what: str) -> Pool:

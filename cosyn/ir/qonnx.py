@@ -159,15 +159,23 @@ class _QonnxBuilder(Builder):
         self.path = path
         self.graph = model.graph
         self.vals: dict[str, object] = {}
+        self.signal = any(
+            n.op_type == "Conv" and len(attrs(n).get("kernel_shape", ())) == 1
+            for n in self.graph.node
+        )
 
     def shape(self, n: str) -> tuple[int, ...]:
-        return tuple(self.values[n].shape[1:])
+        """Per-sample shape; in a model of 1-D convolutions, a (C, L) signal is an image
+        (C, 1, L) of height 1, as the Conv2d, pooling and flatten nodes take it."""
+        s = tuple(self.values[n].shape[1:])
+        return (s[0], 1, s[1]) if self.signal and len(s) == 2 else s
 
     def run(self) -> Graph:
         for init in self.graph.initializer:
             self._const(init.name, numpy_helper.to_array(init))
         name, shape = _input(self.path, self.graph)
-        self.values[name], self.vals[name] = torch.zeros((1, *shape)), _Input(shape)
+        self.values[name] = torch.zeros((1, *shape))
+        self.vals[name] = _Input(self.shape(name))
         for node in self.graph.node:
             self.step(node)
         out = self.output()
@@ -297,6 +305,7 @@ class _QonnxBuilder(Builder):
     def op_conv(self, node, args, out, ident) -> object:
         w, s_w = self.weight(args[1])
         stride, pad = conv_geometry(node, tuple(w.shape[2:]))
+        w = w[:, :, None, :] if w.ndim == 3 else w  # a 1-D kernel: (1, k)
         bias = self.bias(args[2:], w.shape[0])
         v = self.clean(args[0], ident)
         return self.accumulate(v, w, s_w, bias, self.shape(out), ident, ident, Conv(stride, pad))

@@ -170,9 +170,22 @@ def clip(node: NodeProto, *bounds: torch.Tensor | None) -> ClipOp:
     return ClipOp(lo, hi)
 
 
+def _as_2d(a: dict) -> dict:
+    """A 1-D Conv's or pooling's attributes as the 2-D ones of its (C, 1, L) image."""
+    out = dict(a)
+    for k, one in (("kernel_shape", 1), ("strides", 1), ("dilations", 1)):
+        if k in a:
+            out[k] = (one, *a[k])
+    if "pads" in a:
+        out["pads"] = (0, a["pads"][0], 0, a["pads"][-1])
+    return out
+
+
 def conv_geometry(node: NodeProto, kernel: tuple[int, ...]) -> tuple[tuple, tuple]:
-    """(stride, padding) of a 2-D Conv node cosyn can lower; UnsupportedLayerError otherwise."""
+    """(stride, padding) of a 2-D Conv node cosyn can lower, or of a 1-D one as the (1, k)
+    Conv of its (C, 1, L) image; UnsupportedLayerError otherwise."""
     a = attrs(node)
+    a, kernel = (_as_2d(a), (1, *kernel)) if len(kernel) == 1 else (a, kernel)
     pads = tuple(a.get("pads", (0, 0, 0, 0)))
     if (
         len(kernel) != 2
@@ -183,7 +196,7 @@ def conv_geometry(node: NodeProto, kernel: tuple[int, ...]) -> tuple[tuple, tupl
         or pads[:2] != pads[2:]
     ):
         raise UnsupportedLayerError(
-            "only 2-D convolutions with group=1, dilation=1 and symmetric explicit "
+            "only 1-D and 2-D convolutions with group=1, dilation=1 and symmetric explicit "
             "padding are supported"
         )
     return tuple(a.get("strides", (1, 1))), pads[:2]
@@ -191,8 +204,10 @@ def conv_geometry(node: NodeProto, kernel: tuple[int, ...]) -> tuple[tuple, tupl
 
 def pool_geometry(node: NodeProto) -> tuple[tuple, tuple, tuple, tuple, bool]:
     """(kernel, strides, padding, dilations, ceil_mode) of a 2-D MaxPool node cosyn can
-    lower (symmetric explicit padding, one output); UnsupportedLayerError otherwise."""
+    lower (symmetric explicit padding, one output), or of a 1-D one as the 2-D pooling of
+    its (C, 1, L) image; UnsupportedLayerError otherwise."""
     a = attrs(node)
+    a = _as_2d(a) if len(a.get("kernel_shape", ())) == 1 else a
     kernel = tuple(a.get("kernel_shape", ()))
     pads = tuple(a.get("pads", (0, 0, 0, 0)))
     if (
@@ -203,7 +218,7 @@ def pool_geometry(node: NodeProto) -> tuple[tuple, tuple, tuple, tuple, bool]:
         or len([o for o in node.output if o]) != 1
     ):
         raise UnsupportedLayerError(
-            "only 2-D max pooling with symmetric explicit padding and no indices output "
+            "only 1-D and 2-D max pooling with symmetric explicit padding and no indices output "
             "is supported"
         )
     strides = tuple(a.get("strides", (1, 1)))
@@ -272,6 +287,8 @@ def trunc_op(node: NodeProto, scale, zp, in_bw, out_scale, out_bw) -> TruncOp:
 
 def _maxpool(node: NodeProto, x) -> torch.Tensor:
     kernel, stride, pad, dilation, ceil = pool_geometry(node)
+    if x.dim() == 3:  # a 1-D pooling
+        return F.max_pool1d(x, kernel[1], stride[1], pad[1], dilation[1], ceil)
     return F.max_pool2d(x, kernel, stride, pad, dilation, ceil)
 
 
@@ -287,6 +304,8 @@ def _gemm(node: NodeProto, a, b, c=None) -> torch.Tensor:
 
 def _conv(node: NodeProto, x, w, b=None) -> torch.Tensor:
     stride, pad = conv_geometry(node, tuple(w.shape[2:]))
+    if w.dim() == 3:  # a 1-D convolution
+        return F.conv1d(x, w, b, stride[1], pad[1])
     return F.conv2d(x, w, b, stride, pad)
 
 
