@@ -10,7 +10,9 @@ Gemm/MatMul/Conv become Dense/Conv2d, MaxPool a MaxPool2d, AveragePool,
 GlobalAveragePool and ReduceMean over (H, W) an AvgPool2d (a Trunc after it, as
 Brevitas writes TruncAvgPool2d, the requantize node), Add of two values an Add node,
 Flatten/Reshape to (batch, -1) a Flatten, and an affine chain after the last layer
-(FINN's TensorNorm) the graph's `output_ops`. Operators on constants alone (Pow,
+(FINN's TensorNorm) the graph's `output_ops`. A file with a 1-D Conv reads every
+(batch, C, L) value as a (C, 1, L) image: the Conv a Conv2d of a (1, k) kernel, a 1-D
+MaxPool a MaxPool2d of a (1, k) window. Operators on constants alone (Pow,
 Sqrt, Transpose, ...) are folded. The file is replayed once on a zero input of its
 declared shape, which gives every value's shape; a file malformed in any way gives
 one CosynError line naming it.
