@@ -6,7 +6,7 @@ backend's reuse factor); `devices` the target parts;
 (which the RTL backend builds and writes its manifest from).
 """
 
-from cosyn.perfmodel import pool  # noqa: F401  (registers the maxpool2d block's timing)
+from cosyn.perfmodel import pool  # noqa: F401  (registers the pooling blocks' timing)
 from cosyn.perfmodel.devices import DEVICES, Device, UnknownDeviceError, device
 from cosyn.perfmodel.estimate import Estimate, NodeEstimate, estimate, estimate_plan
 from cosyn.perfmodel.hls import HLSLayer, estimate_hls

@@ -7,7 +7,9 @@ family's LUT and FF coefficients by non-negative least squares on the designs'
 features (`perfmodel.resources.FEATURES`, summed over their blocks) and the clock
 coefficients on the nextpnr Fmax, on every other design (the rest are held out),
 and writes `baseline.json` and `calibration.json` (each design: its configuration,
-synthesized and estimated figures). `python -m cosyn.perfmodel.calibrate` re-runs it.
+synthesized and estimated figures). `python -m cosyn.perfmodel.calibrate` re-runs it;
+`--missing` synthesizes only the designs calibration.json lacks (after adding to
+`SWEEP`), `--refit` none (after a change to the model, not to the RTL).
 """
 
 from __future__ import annotations
@@ -25,11 +27,21 @@ import numpy as np
 from cosyn.perfmodel.devices import device
 from cosyn.perfmodel.estimate import BASELINE, coefficients, estimate_plan
 from cosyn.perfmodel.pipeline import plan
-from cosyn.perfmodel.resources import clock_features, features, primitives
+from cosyn.perfmodel.resources import FEATURES, clock_features, features, primitives
 from scipy.optimize import nnls
 
 from cosyn.ir.graph import Graph
-from cosyn.ir.nodes import Conv2d, Dense, IntType, Poly, Quantize, Shift, Threshold
+from cosyn.ir.nodes import (
+    AvgPool2d,
+    Conv2d,
+    Dense,
+    IntType,
+    MaxPool2d,
+    Poly,
+    Quantize,
+    Shift,
+    Threshold,
+)
 
 __all__ = ["SWEEP", "Config", "build", "fit", "run"]
 
@@ -48,13 +60,13 @@ class Config:
     p: int = 1  # parallelism
     x_bits: int = 8
     w_bits: int = 4
-    c: int = 1  # conv2d: input channels; threshold: channels with thresholds of their own
-    k: int = 3  # conv2d: kernel size (stride 1, zero padding k // 2)
+    c: int = 1  # conv2d, pooling: input channels; threshold: channels with thresholds of their own
+    k: int = 3  # conv2d: kernel size (stride 1, zero padding k // 2); pooling: kernel = stride
     uniform: bool = False  # threshold: a uniform quantizer's thresholds, not random ones
 
     @property
     def name(self) -> str:
-        conv = f"-c{self.c}-k{self.k}" if self.kind == "conv2d" else ""
+        conv = f"-c{self.c}-k{self.k}" if self.kind in ("conv2d", *POOLS) else ""
         conv = f"-c{self.c}" if self.kind == "threshold" and self.c > 1 else conv
         conv += "-u" if self.uniform else ""
         return f"{self.kind}-n{self.n}-o{self.o}-p{self.p}-x{self.x_bits}-w{self.w_bits}{conv}"
@@ -65,7 +77,7 @@ class Config:
 
 
 def _input(c: Config) -> Quantize:
-    shape = (c.c, c.n, c.n) if c.kind == "conv2d" else (c.n,)
+    shape = (c.c, c.n, c.n) if c.kind in ("conv2d", *POOLS) else (c.n,)
     return Quantize("x", (), shape, IntType(c.x_bits, True), ONE)
 
 
@@ -112,12 +124,26 @@ def _poly(c: Config, rng: np.random.Generator) -> list:
     return [Poly("q", ("x",), (c.n,), stages[-1], ONE, coeffs=coeffs, stages=tuple(stages))]
 
 
+def _pool(kind: type[MaxPool2d] | type[AvgPool2d]) -> Callable[[Config, np.random.Generator], list]:
+    def build(c: Config, rng: np.random.Generator) -> list:
+        x = Quantize("x", (), (c.c, c.n, c.n), IntType(c.x_bits, True), ONE)
+        fields = dict(name="m", inputs=("x",), shape=(c.c, c.n // c.k, c.n // c.k), scale=ONE,
+                      kernel=(c.k, c.k), stride=(c.k, c.k))  # fmt: skip
+        return [kind.sized([(x.dtype.lo, x.dtype.hi)], **fields)]
+
+    return build
+
+
+# pooling kinds: an input of (c, n, n), windows of k x k
+POOLS = {MaxPool2d.kind: _pool(MaxPool2d), AvgPool2d.kind: _pool(AvgPool2d)}
+
 BUILDERS: dict[str, Callable[[Config, np.random.Generator], list]] = {
     "dense": _dense,
     "conv2d": _conv,
     "threshold": _threshold,
     "shift": _shift,
     "poly": _poly,
+    **POOLS,
 }
 
 SWEEP: tuple[Config, ...] = (
@@ -152,6 +178,11 @@ SWEEP: tuple[Config, ...] = (
       for n, o, x in [(8, 7, 8), (16, 15, 12), (32, 63, 16), (64, 255, 22)]),
     *(Config("threshold", n, o, 1, x, c=n, uniform=True)  # as a trained model's
       for n, o, x in [(8, 15, 10), (16, 63, 16), (32, 127, 20), (64, 143, 28)]),
+    *(Config(kind, n, 1, 1, x, c=c, k=k)  # line buffers in LUT RAM banks and block RAM
+      for kind in POOLS
+      for n, c, k, x in [(8, 8, 2, 8), (28, 64, 2, 2), (16, 16, 2, 4), (8, 32, 4, 8),
+                         (12, 4, 3, 6), (10, 128, 2, 8), (8, 256, 2, 4), (8, 16, 8, 8),
+                         (16, 256, 2, 8)]),
 )  # fmt: skip
 
 
@@ -208,19 +239,29 @@ def _mape(est: list[float], real: list[float]) -> float:
 
 
 def run(
-    devices: tuple[str, ...] = ("ecp5-85f", "xc7z020"), configs=SWEEP, placed: int = 3
+    devices: tuple[str, ...] = ("ecp5-85f", "xc7z020"),
+    configs=SWEEP,
+    placed: int = 3,
+    missing: bool = False,
 ) -> dict[str, Any]:
     """Synthesize the sweep on each device, fit on even rows, report held-out error on odd
     rows, and update baseline.json and calibration.json for these devices' families.
     Every `placed`-th design is also placed and routed (Fmax; minutes each on 2 cores),
-    the others stop after yosys (counts)."""
+    the others stop after yosys (counts). With `missing`, only the configurations
+    calibration.json does not record are synthesized; the others keep their recorded
+    synthesis, their features recomputed by the model as it is now."""
     from cosyn.hw.fpga import synthesize
 
+    record = json.loads(RECORD.read_text()) if missing and RECORD.exists() else {"devices": {}}
     fitted, results = {}, {}
     for name in devices:
         dev = device(name)
+        known = {r["config"]["name"]: r for r in record["devices"].get(name, {}).get("rows", [])}
         rows = []
         for k, c in enumerate(configs):
+            if c.name in known:
+                rows.append(_recorded(known[c.name], c, name))
+                continue
             place = k % placed == 0
             rows.append(
                 _row(
@@ -238,12 +279,18 @@ def refit(devices: tuple[str, ...] = ("ecp5-85f", "xc7z020")) -> dict[str, Any]:
     record = json.loads(RECORD.read_text())
     fitted, results = {}, {}
     for name in devices:
-        rows = record["devices"][name]["rows"]
-        for r in rows:
-            c = Config(**{k: v for k, v in r["config"].items() if k != "name"})
-            r["features"], r["clock"] = _features(c, name)
+        rows = [
+            _recorded(r, Config(**{k: v for k, v in r["config"].items() if k != "name"}), name)
+            for r in record["devices"][name]["rows"]
+        ]
         fitted[device(name).family], results[name] = _fitted(name, rows)
     return _write(fitted, results, record["configs"])
+
+
+def _recorded(row: dict[str, Any], c: Config, dev_name: str) -> dict[str, Any]:
+    """A recorded row with its features recomputed by the model as it is now."""
+    row["features"], row["clock"] = _features(c, dev_name)
+    return row
 
 
 def _fitted(name: str, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -264,7 +311,11 @@ def _fitted(name: str, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict
 
 
 def _write(fitted: dict[str, Any], results: dict[str, Any], configs: int) -> dict[str, Any]:
-    _merge(BASELINE, lambda b: b["families"].update(fitted), {})
+    def update(baseline: dict[str, Any]) -> None:
+        baseline["features"] = list(FEATURES)
+        baseline["families"].update(fitted)
+
+    _merge(BASELINE, update, {})
     _merge(RECORD, lambda r: r["devices"].update(results), {"configs": configs, "devices": {}})
     return {"devices": results}
 
@@ -287,7 +338,7 @@ def estimate_of(c: Config, dev: str) -> dict[str, Any]:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    redo = refit if args[:1] == ["--refit"] else run
-    out = redo(tuple(a for a in args if a != "--refit") or ("ecp5-85f", "xc7z020"))
+    names = tuple(a for a in args if not a.startswith("--")) or ("ecp5-85f", "xc7z020")
+    out = refit(names) if "--refit" in args else run(names, missing="--missing" in args)
     for name, d in out["devices"].items():
         print(name, "held-out MAPE", d["held_out_mape"])

@@ -16,7 +16,7 @@ from typing import Any
 
 from cosyn.perfmodel.devices import Device, device
 from cosyn.perfmodel.pipeline import Plan, plan
-from cosyn.perfmodel.resources import Resources, cost, delay_ns, primitives
+from cosyn.perfmodel.resources import FEATURES, Resources, cost, delay_ns, primitives
 from rich.table import Table
 
 from cosyn.ir.graph import Graph
@@ -34,7 +34,13 @@ def _baseline() -> dict[str, Any]:
 
 def coefficients(family: str) -> dict[str, Any]:
     """The resource and clock model's coefficients for a device family."""
-    return _baseline()["families"][family]
+    base = _baseline()
+    if tuple(base["features"]) != FEATURES:
+        raise RuntimeError(
+            f"{BASELINE} has coefficients for other features than perfmodel.resources.FEATURES; "
+            "fit them again: python -m cosyn.perfmodel.calibrate --refit"
+        )
+    return base["families"][family]
 
 
 @dataclass

@@ -418,7 +418,7 @@ def primitives(stage: Any) -> Primitives:
 
 # the linear model's features, in `baseline.json`'s coefficient order: sizes, then a
 # fixed cost per block of each kind (control, counters), the rest sharing one
-KINDS = ("dense", "conv2d", "threshold", "shift", "poly")
+KINDS = ("dense", "conv2d", "threshold", "shift", "poly", "maxpool2d", "avgpool2d")
 FEATURES = ("lut_mult_bits", "add_bits", "mux_bits", "lut_ram_bits", "reg_bits", "lanes",
             "lane_bits", "lut_rom_luts", "lut_rom_muxes", *(f"{k}_blocks" for k in KINDS),
             "other_blocks")  # fmt: skip
