@@ -265,7 +265,7 @@ def test_requantizer_csim_is_exact_on_every_input(tmp_path: Path, kind: str) -> 
 
 @pytest.mark.slow
 @settings(
-    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(seed=st.integers(0, 2**31 - 1), image=st.booleans(), stream=st.booleans())
 def test_hypothesis_graphs_csim_is_exact(

@@ -192,7 +192,7 @@ def poly_graphs(draw) -> Graph:
 
 @pytest.mark.slow
 @settings(
-    max_examples=6,
+    max_examples=4,
     deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],  # a shrink step compiles a project
     suppress_health_check=[HealthCheck.function_scoped_fixture],

@@ -340,8 +340,12 @@ def small_cnn() -> tuple[Graph, np.ndarray]:
     return g, g.quantize(x.numpy())
 
 
-def test_pipeline_exact_with_its_timing(small_cnn) -> None:
-    g, xi = small_cnn
+NETS = ["small_cnn", pytest.param("avg_cnn", marks=pytest.mark.slow)]  # max, average pooling
+
+
+@pytest.mark.parametrize("net", ["small_cnn", "avg_cnn"])
+def test_pipeline_exact_with_its_timing(net: str, request) -> None:
+    g, xi = request.getfixturevalue(net)
     top = Top(plan(g))
     y, ins, outs = run_top(top, xi[:4])
     assert np.array_equal(y, g.run_int(xi[:4]))
@@ -351,12 +355,13 @@ def test_pipeline_exact_with_its_timing(small_cnn) -> None:
     assert np.array_equal(y, g.run_int(xi[:3]))
 
 
-def test_cocotb_icarus_exact_with_the_manifest_timing(small_cnn, tmp_path) -> None:
+@pytest.mark.parametrize("net", NETS)
+def test_cocotb_icarus_exact_with_the_manifest_timing(net: str, request, tmp_path) -> None:
     from cosyn.sim import simulate
 
-    g, _ = small_cnn
+    g, _ = request.getfixturevalue(net)
     d = cosyn.rtl.generate(g, tmp_path / "rtl")
-    x = np.random.default_rng(2).normal(size=(4, 1, 10, 10)).astype(np.float32)
+    x = np.random.default_rng(2).normal(size=(4, 1, 10, 10)).astype(np.float32) * 2
     r = simulate(d, x, simulator="icarus", backpressure=True)
     assert (r.mismatches, r.lost, r.duplicated, r.protocol_errors) == (0, 0, 0, 0), r
     assert np.array_equal(r.outputs, g.run_int(g.quantize(x)))
@@ -659,30 +664,6 @@ def avg_cnn() -> tuple[Graph, np.ndarray]:
     assert [n.kind for n in g].count("avgpool2d") == 2
     assert np.array_equal(g.run(x.numpy()), _float(model(x)))
     return g, g.quantize(x.numpy())
-
-
-def test_avg_pipeline_exact_with_its_timing(avg_cnn) -> None:
-    g, xi = avg_cnn
-    top = Top(plan(g))
-    y, ins, outs = run_top(top, xi[:4])
-    assert np.array_equal(y, g.run_int(xi[:4]))
-    assert outs[0, 0] - ins[0, 0] == top.plan.latency
-    assert np.diff(outs[:, 0])[-1] == top.plan.interval
-    y, _, _ = run_top(Top(plan(g, 2)), xi[:3], gaps=0.3, stalls=0.5, seed=4)
-    assert np.array_equal(y, g.run_int(xi[:3]))
-
-
-@pytest.mark.slow
-def test_avg_cocotb_icarus_exact_with_the_manifest_timing(avg_cnn, tmp_path) -> None:
-    from cosyn.sim import simulate
-
-    g, _ = avg_cnn
-    d = cosyn.rtl.generate(g, tmp_path / "rtl")
-    x = np.random.default_rng(2).normal(size=(4, 1, 10, 10)).astype(np.float32) * 2
-    r = simulate(d, x, simulator="icarus", backpressure=True)
-    assert (r.mismatches, r.lost, r.duplicated, r.protocol_errors) == (0, 0, 0, 0), r
-    assert np.array_equal(r.outputs, g.run_int(g.quantize(x)))
-    assert (r.latency, r.interval) == (d.manifest["latency"], d.manifest["interval"])
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,8 @@ from test_ir_exact import user_net
 
 import cosyn
 
-SETTINGS = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+CNN_SETTINGS = settings(SETTINGS, max_examples=2)  # each CNN simulates thousands of cycles
 
 
 def check(g: cosyn.ir.Graph, x: np.ndarray, parallelism=None, samples: int = 5) -> Top:
@@ -74,7 +75,7 @@ def test_generated_mlps(data_) -> None:
     check(g, x.numpy(), parallelism=min(p, smallest) if p else None)
 
 
-@SETTINGS
+@CNN_SETTINGS
 @given(st.data())
 def test_generated_cnns(data_) -> None:
     model = data_.draw(cnns())
