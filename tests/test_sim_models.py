@@ -32,7 +32,7 @@ from cosyn.ir.graph import Graph
 pytestmark = pytest.mark.slow
 
 VECTORS = int(os.environ.get("COSYN_SIM_VECTORS", 64)) or None
-EXAMPLES = {("mlp", "icarus"): 8, ("cnn", "icarus"): 3, ("mlp", "verilator"): 4,
+EXAMPLES = {("mlp", "icarus"): 8, ("cnn", "icarus"): 3, ("mlp", "verilator"): 2,
             ("cnn", "verilator"): 2}  # fmt: skip
 
 
