@@ -126,10 +126,10 @@ def _poly(c: Config, rng: np.random.Generator) -> list:
 
 def _pool(kind: type[MaxPool2d] | type[AvgPool2d]) -> Callable[[Config, np.random.Generator], list]:
     def build(c: Config, rng: np.random.Generator) -> list:
-        x = Quantize("x", (), (c.c, c.n, c.n), IntType(c.x_bits, True), ONE)
+        x = IntType(c.x_bits, True)  # `_input`'s
         fields = dict(name="m", inputs=("x",), shape=(c.c, c.n // c.k, c.n // c.k), scale=ONE,
                       kernel=(c.k, c.k), stride=(c.k, c.k))  # fmt: skip
-        return [kind.sized([(x.dtype.lo, x.dtype.hi)], **fields)]
+        return [kind.sized([(x.lo, x.hi)], **fields)]
 
     return build
 
