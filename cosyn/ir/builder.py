@@ -81,7 +81,9 @@ class Pool:
 
 
 class Builder:
-    """Collects integer nodes and closes float chains; `shape(n)` is the frontend's."""
+    """Collects integer nodes and closes float chains; `value_shape(n)` is the frontend's."""
+
+    signal = False  # a model of 1-D convolutions: its (C, L) values are (C, 1, L) images
 
     def __init__(self, values: dict) -> None:
         self.values = values
@@ -90,9 +92,16 @@ class Builder:
 
     # -- bookkeeping ------------------------------------------------------------------
 
-    def shape(self, n: object) -> tuple[int, ...]:
-        """Per-sample shape of the frontend's value `n`."""
+    def value_shape(self, n: object) -> tuple[int, ...]:
+        """Per-sample shape of the frontend's value `n`, as the model has it."""
         raise NotImplementedError
+
+    def shape(self, n: object) -> tuple[int, ...]:
+        """Per-sample shape of value `n` in the graph: in a model of 1-D convolutions
+        (`signal`), a (C, L) signal is an image (C, 1, L) of height 1, as the Conv2d,
+        pooling and flatten nodes take it."""
+        s = self.value_shape(n)
+        return (s[0], 1, s[1]) if self.signal and len(s) == 2 else s
 
     def add(self, node: N.Node) -> N.Node:
         """Append `node`, keeping the range its kind infers from its inputs'."""
@@ -293,6 +302,22 @@ class Builder:
         self.add(node)
         return _Val(node.name, s, None, [Binary(operator.truediv, d) for d in pool.divisors])
 
+    def global_average(
+        self, n: object, v: object, shape: tuple[int, ...], axes, keep: bool, name: str, what: str
+    ) -> _Val | _Input:
+        """The mean over `axes`, the last two of a (batch, C, H, W) value of `shape`: a
+        global average pooling (the model divides the sum once, by H*W), flattened to
+        (batch, C) unless `keep`."""
+        if len(shape) != 4 or sorted(int(a) % 4 for a in axes) != [2, 3]:
+            raise UnsupportedLayerError(
+                f"{what}: only the mean over the last two axes of a (batch, C, H, W) value "
+                "(global average pooling) is supported"
+            )
+        h, w = shape[2:]
+        pool = Pool((h, w), (h, w), (0, 0), divisors=(h * w,))
+        out = self.avgpool(v, pool, (shape[1], 1, 1), name, what)
+        return out if keep else self.flatten(n, out, name)
+
     def _pool_node(
         self, kind: type, v: object, pool: Pool, shape: tuple[int, ...], name: str, what: str
     ) -> N.MaxPool2d | N.AvgPool2d:
@@ -334,7 +359,7 @@ class Builder:
         value's float chain of operations by one number (an average's division) is kept."""
         if isinstance(v, _Input):
             return v if len(v.shape) == 1 else _Input(v.shape, v.chain, flat=True)
-        if isinstance(v, _Val) and v.bias is None and v.chain and all(map(_scalar, v.chain)):
+        if _divided(v):
             out = self._flatten(_Val(v.node, v.scale), self.shape(n), name)
             return _Val(out.node, out.scale, None, list(v.chain))
         return self._flatten(self.clean(v, f"{name} (flatten)"), self.shape(n), name)
@@ -383,9 +408,15 @@ def _affine(op: Callable) -> bool:
     )
 
 
-def _scalar(op: Callable) -> bool:
-    """True for an operation by one Python number, which commutes with a flatten."""
-    return isinstance(op, Binary) and isinstance(op.c, int | float)
+def _divided(v: object) -> bool:
+    """True for a value whose float chain is only operations by one Python number (an
+    average's divisions, left to the model), which commute with a flatten."""
+    return (
+        isinstance(v, _Val)
+        and v.bias is None
+        and bool(v.chain)
+        and all(isinstance(op, Binary) and isinstance(op.c, int | float) for op in v.chain)
+    )
 
 
 def _op_name(op: Callable) -> str:

@@ -140,11 +140,8 @@ class _Builder(Builder):
         self.vals: dict[fx.Node, object] = {}
         self.signal = any(isinstance(m, QuantConv1d) for m in gm.modules())
 
-    def shape(self, n: fx.Node) -> tuple[int, ...]:
-        """Per-sample shape; in a model of 1-D convolutions, a (C, L) signal is an image
-        (C, 1, L) of height 1, as the Conv2d, pooling and flatten nodes take it."""
-        s = tuple(_float(self.values[n]).shape[1:])
-        return (s[0], 1, s[1]) if self.signal and len(s) == 2 else s
+    def value_shape(self, n: fx.Node) -> tuple[int, ...]:
+        return tuple(_float(self.values[n]).shape[1:])
 
     # -- walking the traced graph -----------------------------------------------------------
 
@@ -241,7 +238,7 @@ class _Builder(Builder):
         if t in _MAX_FUNCTIONS and isinstance(args[0], _Val | _Input):
             what = _describe(self.gm, n)
             params = {**dict(zip(_POOL_ARGS, n.args[1:], strict=False)), **n.kwargs}
-            params = _of_height_one(params) if t in _MAX_FUNCTIONS[2:] else params
+            params = _of_height_one(params) if t in _MAX_1D else params
             return self.maxpool(args[0], _pool(params, what), self.shape(n), n.name, what)
         if t in _AVG_FUNCTIONS and isinstance(args[0], _Val | _Input):
             what = _describe(self.gm, n)
@@ -284,23 +281,17 @@ class _Builder(Builder):
         s = self.avgpool(v, pool, self.shape(n), name, what, trunc=True)
         return self.quantize(s, quant, n, f"{name}.trunc_quant")
 
-    def mean(self, n: fx.Node, v: object) -> _Val:
+    def mean(self, n: fx.Node, v: object) -> _Val | _Input:
         """torch.mean over the last two axes of a (batch, C, H, W) value: a global average
         pooling (torch divides the sum once), flattened to (batch, C) without keepdim."""
         what = _describe(self.gm, n)
-        shape = _float(self.values[n.args[0]]).shape
+        if "dtype" in n.kwargs:
+            raise UnsupportedLayerError(f"{what}: a mean in another dtype is not supported")
         dims = _arg(n, 1, "dim")
         dims = dims if isinstance(dims, list | tuple) else (dims,)
-        if len(shape) != 4 or sorted(int(d) % 4 for d in dims) != [2, 3] or "dtype" in n.kwargs:
-            raise UnsupportedLayerError(
-                f"{what}: only the mean over the last two axes of a (batch, C, H, W) value "
-                "(global average pooling) is supported"
-            )
-        h, w = shape[2:]
-        pool = Pool((h, w), (h, w), (0, 0), divisors=(h * w,))
         keep = bool(n.kwargs.get("keepdim", n.args[2] if len(n.args) > 2 else False))
-        out = self.avgpool(v, pool, (shape[1], 1, 1), n.name, what)
-        return out if keep else self.flatten(n, out, n.name)
+        shape = tuple(_float(self.values[n.args[0]]).shape)
+        return self.global_average(n, v, shape, dims, keep, n.name, what)
 
     def _flattens(self, n: fx.Node) -> bool:
         """True where node n reshapes its first input's batch to (batch, -1)."""
@@ -457,7 +448,8 @@ def _check_conv(m: QuantConv2d | QuantConv1d, what: str) -> None:
 
 
 _POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
-_MAX_FUNCTIONS = (F.max_pool2d, torch.max_pool2d, F.max_pool1d, torch.max_pool1d)
+_MAX_1D = (F.max_pool1d, torch.max_pool1d)  # of a (batch, C, L) signal: a (1, k) window
+_MAX_FUNCTIONS = (F.max_pool2d, torch.max_pool2d, *_MAX_1D)
 
 
 def _of_height_one(params: dict) -> dict:

@@ -35,7 +35,7 @@ import torch
 from onnx import NodeProto, numpy_helper
 
 from cosyn.errors import CosynError, ModelFileError, UnsupportedLayerError
-from cosyn.ir.builder import Builder, Conv, Pool, _extend, _Input, _per_channel, _scalar, _Val
+from cosyn.ir.builder import Builder, Conv, Pool, _divided, _extend, _Input, _per_channel, _Val
 from cosyn.ir.chain import ARITHMETIC, Binary, operand
 from cosyn.ir.graph import Graph
 from cosyn.ir.qonnx_ops import (
@@ -166,11 +166,8 @@ class _QonnxBuilder(Builder):
             for n in self.graph.node
         )
 
-    def shape(self, n: str) -> tuple[int, ...]:
-        """Per-sample shape; in a model of 1-D convolutions, a (C, L) signal is an image
-        (C, 1, L) of height 1, as the Conv2d, pooling and flatten nodes take it."""
-        s = tuple(self.values[n].shape[1:])
-        return (s[0], 1, s[1]) if self.signal and len(s) == 2 else s
+    def value_shape(self, n: str) -> tuple[int, ...]:
+        return tuple(self.values[n].shape[1:])
 
     def run(self) -> Graph:
         for init in self.graph.initializer:
@@ -327,17 +324,10 @@ class _QonnxBuilder(Builder):
 
     def op_reducemean(self, node, args, out, ident) -> object:
         """ReduceMean over the last two axes of an (N, C, H, W) value: a global average."""
-        x = self.values[node.input[0]]
+        shape = tuple(self.values[node.input[0]].shape)
         axes = attrs(node).get("axes") if len(args) < 2 else self.constant(args[1]).value.tolist()
-        if x.dim() != 4 or sorted(int(a) % 4 for a in axes or ()) != [2, 3]:
-            raise UnsupportedLayerError(
-                "only ReduceMean over the last two axes of an (N, C, H, W) value (global "
-                "average pooling) is supported"
-            )
-        h, w = x.shape[2:]
-        pool = Pool((h, w), (h, w), (0, 0), divisors=(h * w,))
-        v = self.avgpool(args[0], pool, (x.shape[1], 1, 1), ident, ident)
-        return v if attrs(node).get("keepdims", 1) else self.flatten(out, v, ident)
+        keep = bool(attrs(node).get("keepdims", 1))
+        return self.global_average(out, args[0], shape, axes or (), keep, ident, ident)
 
     def op_trunc(self, node, args, out, ident) -> object:
         """Trunc (Brevitas' TruncAvgPool2d): it reads its input back as integers at its
@@ -346,7 +336,7 @@ class _QonnxBuilder(Builder):
         if len(params) != 5 or not all(isinstance(p, _Const) for p in params):
             raise UnsupportedLayerError("Trunc needs constant scales, zero point and bit widths")
         q = trunc_op(node, *(p.value for p in params))
-        if isinstance(x, _Val) and x.bias is None and x.chain and all(map(_scalar, x.chain)):
+        if _divided(x):
             s = x.scale
             for op in x.chain:
                 s = op(s)

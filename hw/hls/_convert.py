@@ -117,10 +117,8 @@ def _weight_type(w: np.ndarray) -> IntType:
 
 def _conv2d(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
     assert isinstance(node, N.Conv2d)
-    (x,) = ins
+    x = _image(node, ins, "a convolution")
     o, c, kh, kw = node.weight.shape
-    if len(x.shape) != 3 or x.perm is not None:
-        raise UnsupportedLayerError(f"{node.name}: a convolution needs a (C, H, W) input")
     _, oh, ow = node.shape
     layer = dict(
         class_name="Conv2D",
@@ -145,6 +143,15 @@ def _conv2d(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Conv
     return Converted(layer, prec, Tensor((oh, ow, o), o, None, node.dtype))
 
 
+def _image(node: N.Node, ins: list[Tensor], what: str) -> Tensor:
+    """The one input of a window layer: a (C, H, W) image (hls4ml's (H, W, C)), else an
+    UnsupportedLayerError naming the node."""
+    (x,) = ins
+    if len(x.shape) != 3 or x.perm is not None:
+        raise UnsupportedLayerError(f"{node.name}: {what} needs a (C, H, W) input")
+    return x
+
+
 def _window(x: Tensor, oh: int, ow: int, stride: tuple, padding: tuple) -> dict[str, Any]:
     """The keys hls4ml's 2-D window layers share: channels last, the input's and the
     output's size, stride and (symmetric) padding."""
@@ -158,9 +165,7 @@ def _maxpool2d(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> C
     """hls4ml's MaxPooling2D (channels last). Its padding is the type's top bit set: the
     minimum of a signed type, but not of an unsigned one, so padding needs a signed input."""
     assert isinstance(node, N.MaxPool2d)
-    (x,) = ins
-    if len(x.shape) != 3 or x.perm is not None:
-        raise UnsupportedLayerError(f"{node.name}: max pooling needs a (C, H, W) input")
+    x = _image(node, ins, "max pooling")
     (kh, kw), (ph, pw) = node.kernel, node.padding
     if (ph or pw) and not x.dtype.signed:
         raise UnsupportedLayerError(
@@ -187,9 +192,7 @@ def _avgpool2d(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> C
     the window's size in fixed point, which no type makes exact for a divisor that is not a
     power of two; the graph keeps the division in the next requantization instead.)"""
     assert isinstance(node, N.AvgPool2d)
-    (x,) = ins
-    if len(x.shape) != 3 or x.perm is not None:
-        raise UnsupportedLayerError(f"{node.name}: average pooling needs a (C, H, W) input")
+    x = _image(node, ins, "average pooling")
     (kh, kw), c = node.kernel, x.shape[2]
     _, oh, ow = node.shape
     layer = dict(

@@ -1,6 +1,7 @@
 """Input buffers in LUT RAM, in banks, so that no read is a deep mux.
 
-A buffer of D words is `ceil(D / BANK)` memories of at most `BANK` words. A read
+A buffer of D words is `ceil(D / bank)` memories of at most `bank` words (`BANK`, or
+one memory where its reader places the buffer in block RAM). A read
 registers the addressed word of every bank and the bank's index (stage 1 of
 `perfmodel.mac`); the bank is chosen after that, in front of stage 2's registers. So
 a read is a register, a LUT RAM of at most BANK words and its small mux, and a
@@ -18,13 +19,14 @@ __all__ = ["Buffer"]
 
 
 class Buffer:
-    """`depth` words of `shape` with one write port and one read port (see above)."""
+    """`depth` words of `shape` with one write port and one read port (see above), in
+    banks of `bank` words."""
 
-    def __init__(self, m: Module, name: str, shape: Shape, depth: int) -> None:
-        self.bits = (min(depth, BANK) - 1).bit_length()  # address bits within a bank
+    def __init__(self, m: Module, name: str, shape: Shape, depth: int, bank: int = BANK) -> None:
+        self.bits = (min(depth, bank) - 1).bit_length()  # address bits within a bank
         self.banks = []
-        for k in range(-(-depth // BANK)):
-            d = min(BANK, depth - k * BANK)
+        for k in range(-(-depth // bank)):
+            d = min(bank, depth - k * bank)
             mem = memory.Memory(shape=shape, depth=d, init=[], attrs=memory_attrs(d, rom=False))
             m.submodules[f"{name}{k}"] = mem
             self.banks.append(mem)

@@ -10,14 +10,14 @@ this control, the same for both kinds).
 from __future__ import annotations
 
 from amaranth.hdl import Array, Const, Module, Mux, Signal, Value
-from amaranth.lib import memory, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream
 from cosyn.hw.rtl._buffer import Buffer
 from cosyn.hw.rtl._window import step
 from cosyn.perfmodel.blocks import TIMINGS
 from cosyn.perfmodel.pool import Axis
-from cosyn.perfmodel.resources import BLOCK, placement
+from cosyn.perfmodel.resources import BANK, BLOCK, placement
 
 from cosyn.ir.nodes import AvgPool2d, MaxPool2d
 
@@ -41,21 +41,20 @@ class PoolBlock(wiring.Component):
     order), `o` (Out, element stream of `node.dtype`, the (C, OH, OW) output in HWC
     order; a sum's type is the node's, wide enough for every window).
 
-    The next element's position (c, x, y) is three counters; whether its column and
-    row lie in a window, start it or end it, and its line-buffer address (output
-    column * C + c) are registers stepped with them from small tables. The line buffer
-    holds a running result (of the node's type) per output column and channel: LUT RAM
-    banks of `BANK`
-    words (`Buffer`) or, deeper than `perfmodel.resources.RAM_DEPTH`, block RAM
-    (`placement`). When an element is taken its word is read (stage 1: each bank's word
-    registered); stage 2 registers the bank's word, or the result of the element two or
-    three ahead where that one writes the word after the read; stage 3 registers the
-    element where it starts its window, else the larger of it and that word (or the sum
-    of the two), the word being the result of the element just ahead (in the stage-3
+    The next element's position (c, x, y) is three counters; whether its column and row
+    lie in a window, start it or end it, and its line-buffer address (output column * C
+    + c) are registers stepped with them from small tables. The line buffer holds a
+    running result (of the node's type) per output column and channel, a `Buffer`: LUT
+    RAM banks of `BANK` words or, deeper than `perfmodel.resources.RAM_DEPTH`, one block
+    RAM (`placement`). When an element is taken its word is read (stage 1: each bank's
+    word registered); stage 2 registers the bank's word, or the result of the element
+    two or three ahead where that one writes the word after the read; stage 3 registers
+    the element where it starts its window, else the larger of it and that word (or the
+    sum of the two), the word being the result of the element just ahead (in the stage-3
     register) where that one wrote it, both compares (or adds) at once, and writes it
-    back a cycle later. The stage-3 register is the output, offered where
-    the element ended its window. A skid register behind it takes a result the consumer
-    does not take, and the stages and the input hold until it has left.
+    back a cycle later. The stage-3 register is the output, offered where the element
+    ended its window. A skid register behind it takes a result the consumer does not
+    take, and the stages and the input hold until it has left.
 
     Timing: `cycles` (`perfmodel.pool.PoolTiming`), the model of this control.
     """
@@ -86,12 +85,11 @@ class PoolBlock(wiring.Component):
         inwin, first, last = (a & b for a, b in zip(col, row, strict=True))
         return inwin, first, last, addr
 
-    def _buffer(self, m: Module):
-        """The line buffer: LUT RAM banks (`Buffer`) or one block RAM, by its depth."""
-        g, shape = self.geo, element_shape(self.node.dtype)
-        if placement(g.depth, rom=False) != BLOCK:
-            return Buffer(m, "lbuf", shape, g.depth)
-        return _BlockBuffer(m, shape, g.depth)
+    def _buffer(self, m: Module) -> Buffer:
+        """The line buffer: LUT RAM banks of `BANK` words, or one block RAM, by its depth."""
+        depth = self.geo.depth
+        block = placement(depth, rom=False) == BLOCK
+        return Buffer(m, "lbuf", element_shape(self.node.dtype), depth, depth if block else BANK)
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -136,23 +134,6 @@ class PoolBlock(wiring.Component):
         with m.Elif(~full & o3 & ~self.o.ready):
             m.d.sync += [full.eq(1), skid.eq(y3)]
         return m
-
-
-class _BlockBuffer:
-    """One memory in block RAM with `Buffer`'s read (registered) and write."""
-
-    def __init__(self, m: Module, shape, depth: int) -> None:
-        self.mem = memory.Memory(shape=shape, depth=depth, init=[], attrs={"ram_style": "block"})
-        m.submodules.lbuf = self.mem
-
-    def write(self, m: Module, addr: Value, data: Value, en: Value) -> None:
-        port = self.mem.write_port()
-        m.d.comb += [port.addr.eq(addr), port.data.eq(data), port.en.eq(en)]
-
-    def read(self, m: Module, addr: Value, en: Value) -> Value:
-        port = self.mem.read_port(transparent_for=())
-        m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
-        return port.data
 
 
 _STAGE_FLAGS = ("w1", "w2", "w3", "f1", "f2", "e1", "e2", "o3")
