@@ -25,7 +25,8 @@ __all__ = ["ConvGeometry", "ConvSchedule", "ConvTiming"]
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    """Sizes of one conv2d block: input (c, h, w), kernel, stride, padding, output, P.
+    """Sizes of one conv2d block: input (c, h, w), kernel, stride, padding, output, P, and
+    the conv's groups (each output reads the c / cgroups input channels of its group).
     What follows from them is computed once per instance (`cached_property`)."""
 
     c: int
@@ -41,17 +42,19 @@ class ConvGeometry:
     oh: int
     ow: int
     p: int
+    cgroups: int = 1
 
     @classmethod
     def of(cls, node: Conv2d, in_shape: tuple[int, ...], p: int) -> ConvGeometry:
-        o, c, kh, kw = node.weight.shape
-        if in_shape[0] != c or o % p:
+        o, cg, kh, kw = node.weight.shape
+        c, per = cg * node.groups, o // node.groups  # P lanes share one group's input
+        if in_shape[0] != c or per % p:
             raise ValueError(
                 f"{node.name}: input {tuple(in_shape)} or parallelism {p!r} does not fit "
-                f"weight {node.weight.shape} (P must divide {o})"
+                f"weight {node.weight.shape} of {node.groups} groups (P must divide {per})"
             )
         geo = cls(c, in_shape[1], in_shape[2], o, kh, kw, *node.stride, *node.padding,
-                  node.shape[1], node.shape[2], p)  # fmt: skip
+                  node.shape[1], node.shape[2], p, node.groups)  # fmt: skip
         if geo.y_end < 0:
             raise ValueError(f"{node.name}: every window lies in the padding")
         return geo
@@ -62,9 +65,18 @@ class ConvGeometry:
         return self.o // self.p
 
     @cached_property
+    def cin(self) -> int:
+        """Input channels a window term runs over: its conv group's."""
+        return self.c // self.cgroups
+
+    @cached_property
     def terms(self) -> int:
-        """Multiply-accumulates per output channel: one window."""
-        return self.kh * self.kw * self.c
+        """Multiply-accumulates per output channel: one window of its group's channels."""
+        return self.kh * self.kw * self.cin
+
+    def channel_base(self, gi: int) -> int:
+        """The first input channel that group gi of P output channels reads."""
+        return gi * self.p // (self.o // self.cgroups) * self.cin
 
     @cached_property
     def y_end(self) -> int:
@@ -200,7 +212,7 @@ class ConvSchedule:
 class ConvTiming:
     """`Conv2dBlock`'s timing (see `perfmodel.blocks`), from `ConvSchedule`.
 
-    When the multipliers are the bottleneck the interval is OH*OW*(O/P)*KH*KW*C, plus a
+    When the multipliers are the bottleneck the interval is OH*OW*(O/P)*KH*KW*C/G, plus a
     few cycles per sample where a window waits for its last input row.
     """
 

@@ -64,7 +64,13 @@ def folded(node: Node) -> bool:
 def default_parallelism(node: Node) -> int:
     """The default rule: one multiplier per output up to 64 outputs, else 64 (rounded up
     to a divisor of the outputs by `resolve_parallelism`)."""
-    return min(int(node.shape[0]), DEFAULT_CAP)
+    return min(_lane_outputs(node), DEFAULT_CAP)
+
+
+def _lane_outputs(node: Node) -> int:
+    """The outputs that may share an input element: all (`node.shape[0]`), or those of
+    one conv group."""
+    return int(node.shape[0]) // getattr(node, "groups", 1)
 
 
 def resolve_parallelism(node: Node, requested: int | None, default: int) -> tuple[int, str]:
@@ -72,18 +78,23 @@ def resolve_parallelism(node: Node, requested: int | None, default: int) -> tupl
 
     Valid values divide the node's output count `node.shape[0]` (features or output
     channels); another value is rounded up to the next divisor. 0, a negative value,
-    or more than the outputs is a CosynError naming the node.
+    or more than the outputs is a CosynError naming the node. A grouped conv's lanes
+    share one group's input: a request up to its outputs is lowered to their count per
+    group, then rounded up to a divisor of it.
     """
-    outs = int(node.shape[0])
+    outs, per = int(node.shape[0]), _lane_outputs(node)
     p = default if requested is None else requested
     if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or not 1 <= p <= outs:
         raise CosynError(
             f"{node.name}: parallelism must be an integer from 1 to {outs} (its outputs), "
             f"not {p!r}; pass a value in that range"
         )
-    q = next(d for d in range(int(p), outs + 1) if outs % d == 0)
-    note = "" if q == p else f"parallelism {p} does not divide {outs} outputs; rounded up to {q}"
-    return q, note
+    q = next(d for d in range(min(int(p), per), per + 1) if per % d == 0)
+    if q == p:
+        return q, ""
+    if p > per:
+        return q, f"parallelism {p} exceeds the {per} outputs of a group; lowered to {q}"
+    return q, f"parallelism {p} does not divide {per} outputs; rounded up to {q}"
 
 
 def stream_index(shape: tuple[int, ...], order: str, perm: np.ndarray | None = None) -> np.ndarray:

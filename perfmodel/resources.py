@@ -213,15 +213,15 @@ def _conv(stage: Any) -> Primitives:
     wb, bb, xb = _bits(node.weight), _bits(node.bias), ctx.in_type.bits
     _mac(g.p, node.dtype, wb, xb, prims)
     _banked(prims, g.rows * g.w * g.c, xb, rom=False)
-    w = np.transpose(node.weight, (0, 2, 3, 1))  # (O, KH, KW, C): window order
+    w = np.transpose(node.weight, (0, 2, 3, 1))  # (O, KH, KW, C/G): window order
     _weights(prims, weight_rows(w.reshape(len(w), -1), g.p), wb, g.groups, bb)
     line = g.rows * g.w * g.c
     # the window's counters and the registers derived from them (`hw/rtl/_window.py`),
     # and the writer's
-    counters = [g.oh, g.ow, g.groups, g.kh, g.kw, g.c, g.groups * g.terms, g.rows, g.rows,
+    counters = [g.oh, g.ow, g.groups, g.kh, g.kw, g.cin, g.groups * g.terms, g.rows, g.rows,
                 g.rows, g.h + g.kh + g.ph, g.h + g.kh + g.ph, g.w * g.c + g.kw * g.c,
                 g.w * g.c + g.kw * g.c, 2 * line, g.frame_in, g.h + g.rows, g.h + g.rows,
-                g.h, g.w * g.c, g.frame_in, line]  # fmt: skip
+                g.h, g.w * g.c, g.frame_in, line] + [g.c] * (g.cgroups > 1)  # fmt: skip
     bits = sum(_counter(n) for n in counters)
     prims.reg_bits += bits + 8
     prims.add_bits += 2 * bits

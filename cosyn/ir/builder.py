@@ -59,10 +59,11 @@ class _Input:
 
 @dataclass(frozen=True)
 class Conv:
-    """Geometry of a 2-D convolution (groups=1, dilation=1, zero padding)."""
+    """Geometry of a 2-D convolution (dilation=1, zero padding) of `groups` groups."""
 
     stride: tuple[int, int]
     padding: tuple[int, int]
+    groups: int = 1
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,7 @@ class Builder:
         if conv is None:
             node = N.Dense.sized(ins, name=self.fresh(name, N.Dense.kind), **common)
         else:
-            geometry = dict(stride=conv.stride, padding=conv.padding)
+            geometry = dict(stride=conv.stride, padding=conv.padding, groups=conv.groups)
             node = N.Conv2d.sized(ins, name=self.fresh(name, N.Conv2d.kind), **common, **geometry)
         self.add(node)
         return _Val(node.name, scale, None if exact else _per_channel(bias, shape))

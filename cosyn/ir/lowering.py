@@ -335,10 +335,10 @@ class _Builder(Builder):
         w = qw.int().to(torch.int64).numpy()
         if isinstance(m, QuantConv2d):
             _check_conv(m, what)
-            conv = Conv(tuple(m.stride), tuple(m.padding))
+            conv = Conv(tuple(m.stride), tuple(m.padding), m.groups)
         if isinstance(m, QuantConv1d):  # a (1, k) kernel over an image of height 1
             _check_conv(m, what)
-            conv = Conv((1, m.stride[0]), (0, m.padding[0]))
+            conv = Conv((1, m.stride[0]), (0, m.padding[0]), m.groups)
             w = w[:, :, None, :]
         out = self.accumulate(v, w, qw.scale, self.bias(n, m), self.shape(n), name, what, conv)
         if m.output_quant.is_quant_enabled:
@@ -436,14 +436,10 @@ class _OfSignal(nn.Module):
 
 
 def _check_conv(m: QuantConv2d | QuantConv1d, what: str) -> None:
-    if (
-        m.groups != 1
-        or any(d != 1 for d in m.dilation)
-        or m.padding_mode != "zeros"
-        or isinstance(m.padding, str)
-    ):
+    if any(d != 1 for d in m.dilation) or m.padding_mode != "zeros" or isinstance(m.padding, str):
         raise UnsupportedLayerError(
-            f"{what}: only groups=1, dilation=1 and integer zero padding are supported"
+            f"{what}: only dilation=1 and integer zero padding are supported, not dilation "
+            f"{tuple(m.dilation)}, padding {m.padding!r} ({m.padding_mode})"
         )
 
 

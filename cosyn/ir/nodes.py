@@ -199,30 +199,38 @@ class Dense(Node):
 
 @dataclass(eq=False)
 class Conv2d(Node):
-    """2-D convolution (groups=1) with zero padding; dtype is the accumulator's type."""
+    """2-D convolution with zero padding; dtype is the accumulator's type. With `groups`
+    G, as torch's: the weight is (O, C/G, KH, KW) and output channel o reads the C/G input
+    channels of its group o // (O/G) (depthwise: G = C)."""
 
     weight: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 1, 1), np.int64))
     bias: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
+    groups: int = 1
     kind: ClassVar[str] = "conv2d"
     multiplies: ClassVar[bool] = True
 
     def eval(self, x: np.ndarray) -> np.ndarray:
-        n, c = x.shape[:2]
-        o, _, kh, kw = self.weight.shape
+        n, g = x.shape[0], self.groups
+        o, cg, kh, kw = self.weight.shape
         ph, pw = self.padding
         sh, sw = self.stride
         x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
         oh, ow = self.shape[1], self.shape[2]
         windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
         windows = windows[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw]
-        cols = windows.transpose(0, 2, 3, 1, 4, 5).reshape(n, oh, ow, c * kh * kw)
-        acc = cols @ self.weight.reshape(o, -1).T + self.bias
-        return acc.transpose(0, 3, 1, 2)
+        windows = windows.reshape(n, g, cg, oh, ow, kh, kw).transpose(0, 1, 3, 4, 2, 5, 6)
+        cols = windows.reshape(n, g, oh * ow, cg * kh * kw)
+        acc = cols @ self.weight.reshape(g, o // g, -1).transpose(0, 2, 1)  # (N, G, OH*OW, O/G)
+        acc = acc.transpose(0, 1, 3, 2).reshape(n, o, oh, ow)
+        return acc + self.bias.reshape(-1, 1, 1)
 
     def infer_shape(self, x: tuple[int, ...]) -> tuple[int, ...]:
-        o, c, kh, kw = self.weight.shape
+        o, cg, kh, kw = self.weight.shape
+        c = cg * self.groups
+        if self.groups < 1 or o % self.groups:
+            raise ValueError(f"{self.groups} groups do not divide its {o} output channels")
         if len(x) != 3 or x[0] != c:
             raise ValueError(f"its weights take ({c}, H, W) inputs, not {x}")
         size = [
@@ -237,7 +245,7 @@ class Conv2d(Node):
         """Per output channel, over every window position: taps on the zero padding add
         nothing. Exact for stride 1; for larger strides the input size is not known from
         the output's, and the range covers every size that gives the output's."""
-        lo, hi = (r.reshape(1, -1, 1, 1) for r in x)
+        lo, hi = (self._of_group(r) for r in x)
         neg, pos = (a.sum(1) for a in weighted(self.weight, lo, hi))  # (O, kh, kw) per tap
         _, oh, ow = self.shape
         (kh, kw), (sh, sw), (ph, pw) = self.weight.shape[2:], self.stride, self.padding
@@ -249,6 +257,14 @@ class Conv2d(Node):
         lo = np.min([a.min((1, 2)) for a, _ in sums], axis=0)
         hi = np.max([b.max((1, 2)) for _, b in sums], axis=0)
         return as_range(lo + self.bias, hi + self.bias)
+
+    def _of_group(self, r: np.ndarray) -> np.ndarray:
+        """A per-tensor or per-channel input bound as each output channel's weights read
+        it: (1, C/G, 1, 1) or (O, C/G, 1, 1), the input channels of its group."""
+        o, cg = self.weight.shape[:2]
+        if r.size == 1 or self.groups == 1:
+            return r.reshape(1, -1, 1, 1)
+        return np.repeat(r.reshape(self.groups, cg), o // self.groups, axis=0)[..., None, None]
 
     @property
     def macs(self) -> int:

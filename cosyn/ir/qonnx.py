@@ -303,11 +303,13 @@ class _QonnxBuilder(Builder):
 
     def op_conv(self, node, args, out, ident) -> object:
         w, s_w = self.weight(args[1])
+        groups = int(attrs(node).get("group", 1))  # the weight is (O, C/group, ...), as torch's
         stride, pad = conv_geometry(node, tuple(w.shape[2:]))
         w = w[:, :, None, :] if w.ndim == 3 else w  # a 1-D kernel: (1, k)
         bias = self.bias(args[2:], w.shape[0])
         v = self.clean(args[0], ident)
-        return self.accumulate(v, w, s_w, bias, self.shape(out), ident, ident, Conv(stride, pad))
+        conv = Conv(stride, pad, groups)
+        return self.accumulate(v, w, s_w, bias, self.shape(out), ident, ident, conv)
 
     def op_maxpool(self, node, args, out, ident) -> object:
         return self.maxpool(args[0], Pool(*pool_geometry(node)), self.shape(out), ident, ident)

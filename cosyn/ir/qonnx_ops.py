@@ -189,15 +189,14 @@ def conv_geometry(node: NodeProto, kernel: tuple[int, ...]) -> tuple[tuple, tupl
     pads = tuple(a.get("pads", (0, 0, 0, 0)))
     if (
         len(kernel) != 2
-        or a.get("group", 1) != 1
         or tuple(a.get("dilations", (1, 1))) != (1, 1)
         or a.get("auto_pad", "NOTSET") != "NOTSET"
         or len(pads) != 4
         or pads[:2] != pads[2:]
     ):
         raise UnsupportedLayerError(
-            "only 1-D and 2-D convolutions with group=1, dilation=1 and symmetric explicit "
-            "padding are supported"
+            "only 1-D and 2-D convolutions with dilation=1 and symmetric explicit padding are "
+            "supported"
         )
     return tuple(a.get("strides", (1, 1))), pads[:2]
 
@@ -304,9 +303,10 @@ def _gemm(node: NodeProto, a, b, c=None) -> torch.Tensor:
 
 def _conv(node: NodeProto, x, w, b=None) -> torch.Tensor:
     stride, pad = conv_geometry(node, tuple(w.shape[2:]))
+    groups = int(attrs(node).get("group", 1))
     if w.dim() == 3:  # a 1-D convolution
-        return F.conv1d(x, w, b, stride[1], pad[1])
-    return F.conv2d(x, w, b, stride, pad)
+        return F.conv1d(x, w, b, stride[1], pad[1], 1, groups)
+    return F.conv2d(x, w, b, stride, pad, 1, groups)
 
 
 def _quant(node: NodeProto, x, scale, zp, bw) -> torch.Tensor:

@@ -116,12 +116,23 @@ def _weight_type(w: np.ndarray) -> IntType:
 
 
 def _conv2d(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
+    """hls4ml's Conv2D (channels last); a depthwise one (groups = channels = outputs) its
+    DepthwiseConv2D. hls4ml has no other grouped convolution (its depthwise layers take a
+    depth multiplier of 1 only): those are refused naming the node."""
     assert isinstance(node, N.Conv2d)
     x = _image(node, ins, "a convolution")
-    o, c, kh, kw = node.weight.shape
+    o, cg, kh, kw = node.weight.shape
+    c = cg * node.groups
     _, oh, ow = node.shape
+    if node.groups > 1 and not cg == 1 == o // node.groups:
+        raise UnsupportedLayerError(
+            f"{node.name}: hls4ml has no grouped convolution of {node.groups} groups ({cg} "
+            f"input and {o // node.groups} output channels each), only depthwise (one input "
+            "and one output channel per group); use the RTL backend, or groups=1"
+        )
+    depthwise = node.groups > 1
     layer = dict(
-        class_name="Conv2D",
+        class_name="DepthwiseConv2D" if depthwise else "Conv2D",
         name=name,
         inputs=srcs,
         **_window(x, oh, ow, node.stride, node.padding),
@@ -130,9 +141,12 @@ def _conv2d(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Conv
         filt_height=kh,
         filt_width=kw,
         dilation=1,
-        weight_data=node.weight.transpose(2, 3, 1, 0).copy(),
-        bias_data=node.bias.copy(),
     )
+    if depthwise:  # (KH, KW, C, 1)
+        layer.update(depth_multiplier=1, depthwise_data=node.weight.transpose(2, 3, 0, 1).copy())
+    else:
+        layer.update(weight_data=node.weight.transpose(2, 3, 1, 0).copy())
+    layer.update(bias_data=node.bias.copy())
     _check_exact(node.name, node.bias)
     prec = dict(
         weight=ap_type(_weight_type(node.weight)),

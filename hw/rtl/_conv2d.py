@@ -28,7 +28,8 @@ __all__ = ["Conv2dBlock"]
 
 
 class Conv2dBlock(wiring.Component):
-    """acc[o, y, x] = bias[o] + sum_{c,ky,kx} weight[o,c,ky,kx] * xpad[c, y*sh+ky, x*sw+kx].
+    """acc[o, y, x] = bias[o] + sum_{c,ky,kx} weight[o,c,ky,kx] * xpad[b+c, y*sh+ky, x*sw+kx],
+    c over the C/G channels of o's conv group, from its first b (G = 1: all C, b = 0).
 
     Members: `i` (In, element stream of `ctx.in_type`, the (C, H, W) input in HWC
     order), `o` (Out, element stream of `node.dtype`, the (O, OH, OW) output in HWC
@@ -41,8 +42,8 @@ class Conv2dBlock(wiring.Component):
     For each output pixel, once the input up to its window's last element has
     arrived, the window is read one element per cycle (zero outside the image) and
     broadcast to P lanes that take P output channels' weights from one ROM row: a
-    group of P channels takes KH*KW*C cycles, the O/P groups of a pixel follow each
-    other. The terms pass the multiply-accumulate pipeline (`MacLanes`), and a
+    group of P channels (of one conv group) takes KH*KW*C/G cycles, the O/P groups of
+    a pixel follow each other. The terms pass the multiply-accumulate pipeline (`MacLanes`), and a
     group's P results leave one per cycle from its output register while the next
     group computes. The input stalls when its row would overwrite one the current
     output row still reads. Rows below the last window are taken and dropped (H' rows
@@ -61,7 +62,7 @@ class Conv2dBlock(wiring.Component):
 
     def _roms(self, m: Module, addr, en) -> tuple:
         g = self.geo
-        w = self.node.weight.transpose(0, 2, 3, 1)  # (O, KH, KW, C): window order
+        w = self.node.weight.transpose(0, 2, 3, 1)  # (O, KH, KW, C/G): window order
         rows = weight_rows(w.reshape(len(w), -1), g.p)
         bias = np.asarray(self.node.bias).reshape(g.groups, g.p)
         return weight_roms(m, rows, bias, addr, en)

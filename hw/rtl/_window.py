@@ -41,13 +41,14 @@ def _signal(lo: int, hi: int, init: int, name: str) -> Signal:
 
 
 class Window:
-    """Counters: pixel (oy, ox), group gi, term (ky, kx, c), `widx` the weight ROM row,
+    """Counters: pixel (oy, ox), group gi, term (ky, kx, c) (c over the conv group's C/G
+    channels from `cb`, the group's first, kept where G > 1), `widx` the weight ROM row,
     `fbase`/`top_slot`/`rslot` the line-buffer slots of the frame's row 0, of row y_top
     and of row y_top + ky, `fc` the frame parity (`fw` the writer's); `start` and
     `lastpix` flag the first term of a pixel and the frame's last pixel.
 
     Derived registers: `y_top` and `yy` = y_top + ky (input rows, negative in the
-    padding), `xc0` = x_left * C and `xc` = (x_left + kx) * C + c, `laddr` = rslot * W*C
+    padding), `xc0` = x_left * C and `xc` = (x_left + kx) * C + cb + c, `laddr` = rslot * W*C
     + xc (the term's line-buffer address where it lies in the image), `need` (the
     frame index of the last input the pixel's window reads), `lor` and `lora` (the
     writer's row bound, lo + R, and that less H')."""
@@ -59,8 +60,10 @@ class Window:
         self.oy, self.ox = Signal(range(g.oh)), Signal(range(g.ow))
         self.gi, self.ky, self.kx, self.c = (
             Signal(range(n), name=nm)
-            for n, nm in ((g.groups, "gi"), (g.kh, "ky"), (g.kw, "kx"), (g.c, "c"))
+            for n, nm in ((g.groups, "gi"), (g.kh, "ky"), (g.kw, "kx"), (g.cin, "c"))
         )
+        # the first input channel of group gi's conv group (0 without conv groups)
+        self.cb = Signal(range(g.c), name="cb") if g.cgroups > 1 else None
         self.widx = Signal(range(g.groups * g.terms))
         self.fbase = Signal(range(g.rows))
         self.top_slot = Signal(range(g.rows), init=-g.ph % g.rows)
@@ -87,7 +90,7 @@ class Window:
         self.start = Signal(init=1)  # the next term is a pixel's first (term 0 of group 0)
         self.lastpix = Signal(init=int(g.oh * g.ow == 1))  # ... of the frame's last pixel
         self.first = (self.ky == 0) & (self.kx == 0) & (self.c == 0)
-        self.last = (self.ky == g.kh - 1) & (self.kx == g.kw - 1) & (self.c == g.c - 1)
+        self.last = (self.ky == g.kh - 1) & (self.kx == g.kw - 1) & (self.c == g.cin - 1)
 
     def pad(self) -> Value | None:
         """The term lies in the padding (None where no window reaches it)."""
@@ -101,27 +104,45 @@ class Window:
         return v
 
     def advance(self, m: Module) -> None:
-        """Step the term, then the group, the pixel, the row and the frame."""
+        """Step the term, then the group, the pixel, the row and the frame. A term's
+        channel c runs over its conv group's C/G channels from `cb`; the next window
+        column skips the other groups' C - C/G."""
         g = self.g
         rb = [r * g.w * g.c for r in range(g.rows)]
         step(m, self.widx, g.groups * g.terms - 1)
         m.d.sync += [self.xc.eq(self.xc + 1), self.laddr.eq(self.laddr + 1), self.start.eq(0)]
-        with m.If(step(m, self.c, g.c - 1)), m.If(step(m, self.kx, g.kw - 1)):
-            nxt = [rb[(r + 1) % g.rows] for r in range(g.rows)]
+        with m.If(step(m, self.c, g.cin - 1)):
+            if g.cin < g.c:
+                skip = 1 + g.c - g.cin
+                m.d.sync += [self.xc.eq(self.xc + skip), self.laddr.eq(self.laddr + skip)]
+            with m.If(step(m, self.kx, g.kw - 1)):
+                self._next_ky(m, rb)
+
+    def _next_ky(self, m: Module, rb: list[int]) -> None:
+        g = self.g
+        base = self.xc0 if self.cb is None else self.xc0 + self.cb
+        nxt = [rb[(r + 1) % g.rows] for r in range(g.rows)]
+        m.d.sync += [
+            self.rslot.eq(add_mod(self.rslot, 1, g.rows)),
+            self.xc.eq(base),
+            self.yy.eq(self.yy + 1),
+            self.laddr.eq(_table(nxt, self.rslot) + base),
+        ]
+        with m.If(step(m, self.ky, g.kh - 1)):
             m.d.sync += [
-                self.rslot.eq(add_mod(self.rslot, 1, g.rows)),
-                self.xc.eq(self.xc0),
-                self.yy.eq(self.yy + 1),
-                self.laddr.eq(_table(nxt, self.rslot) + self.xc0),
+                self.rslot.eq(self.top_slot),
+                self.yy.eq(self.y_top),
+                self.laddr.eq(_table(rb, self.top_slot) + self.xc0),
             ]
-            with m.If(step(m, self.ky, g.kh - 1)):
+            if self.cb is not None:  # the next group's channels (the first's at a pixel's end)
+                nb = _table([g.channel_base((i + 1) % g.groups) for i in range(g.groups)], self.gi)
                 m.d.sync += [
-                    self.rslot.eq(self.top_slot),
-                    self.yy.eq(self.y_top),
-                    self.laddr.eq(_table(rb, self.top_slot) + self.xc0),
+                    self.cb.eq(nb),
+                    self.xc.eq(self.xc0 + nb),
+                    self.laddr.eq(_table(rb, self.top_slot) + self.xc0 + nb),
                 ]
-                with m.If(step(m, self.gi, g.groups - 1)):
-                    self._next_pixel(m, rb)
+            with m.If(step(m, self.gi, g.groups - 1)):
+                self._next_pixel(m, rb)
 
     def _next_pixel(self, m: Module, rb: list[int]) -> None:
         g = self.g
