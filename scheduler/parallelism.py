@@ -1,0 +1,270 @@
+"""Parallelism per node under a device budget: FINN's folding, chosen instead of written by hand.
+
+A dense or conv2d node gets P multipliers (`perfmodel.pipeline.resolve_parallelism`: P
+divides its outputs); its block then needs about MACs / P cycles per sample, and the
+pipeline's interval is at least its slowest block's. `allocate` balances the blocks:
+
+- for an interval T, each node takes the smallest P whose block's interval (its timing,
+  `perfmodel.blocks`, the one definition the RTL is built from) is at most T, so no
+  multiplier is added that does not shorten the interval (`_choice`);
+- with a target interval, T is the target: the fewest resources that meet it;
+- without one, T is the smallest interval whose allocation fits the budget (the device,
+  a fraction of it, or resource limits), found by bisection over T: resources only grow
+  as T shrinks.
+
+The allocation is then planned and estimated as a whole (`perfmodel.estimate_plan`): its
+interval is the steady state of every block stepped together, exact, which may exceed T
+where a block stalls its producer across samples; the stage is then raised a step at a
+time while that lowers the interval. Resources of one block are estimated from its own
+primitives (`perfmodel.resources`); the FIFOs between blocks are counted from the
+default plan's during the search and exactly in the final estimate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from functools import cache
+
+from cosyn.perfmodel.blocks import TIMINGS
+from cosyn.perfmodel.devices import Device
+from cosyn.perfmodel.devices import device as device_
+from cosyn.perfmodel.estimate import RESOURCES, Estimate, coefficients, estimate_plan
+from cosyn.perfmodel.pipeline import Stage, folded, plan, resolve_parallelism
+from cosyn.perfmodel.resources import Resources, cost, primitives
+from rich.table import Table
+
+from cosyn.errors import CosynError
+from cosyn.ir.graph import Graph
+
+__all__ = ["Allocation", "allocate"]
+
+
+@dataclass
+class Allocation:
+    """The parallelism of each dense/conv2d node and the design's estimate with it.
+
+    `utilization` is the multipliers' busy fraction in steady state: MACs per sample of
+    those nodes / (multipliers x interval)."""
+
+    parallelism: dict[str, int]
+    macs: dict[str, int]
+    estimate: Estimate
+    budget: dict[str, float]
+
+    @property
+    def interval(self) -> int:
+        return self.estimate.interval
+
+    @property
+    def multipliers(self) -> int:
+        return sum(self.parallelism.values())
+
+    @property
+    def utilization(self) -> float:
+        busy = self.multipliers * self.interval
+        return sum(self.macs.values()) / busy if busy else 0.0
+
+    def table(self) -> Table:
+        """One row per dense/conv2d node: outputs' multipliers, cycles, busy fraction."""
+        t = Table(title=f"parallelism on {self.estimate.device}")
+        for c in ("node", "kind", "MACs", "P", "interval", "busy", "LUT", "DSP"):
+            t.add_column(c, justify="left" if c in ("node", "kind") else "right")
+        rows = {n.name: n for n in self.estimate.nodes}
+        for name, p in self.parallelism.items():
+            n = rows[name]
+            busy = self.macs[name] / (p * self.interval)
+            t.add_row(name, n.kind, f"{self.macs[name]:,}", str(p), str(n.interval),
+                      f"{busy:.0%}", str(n.lut), str(n.dsp))  # fmt: skip
+        e = self.estimate
+        t.caption = (
+            f"interval {e.interval} cycles, {self.multipliers} multipliers "
+            f"{self.utilization:.0%} busy; LUT {e.lut:,}, FF {e.ff:,}, DSP {e.dsp}, "
+            f"BRAM {e.bram}; {e.fit_message()}"
+        )
+        return t
+
+    def to_json(self) -> str:
+        d = {
+            "parallelism": self.parallelism,
+            "macs": self.macs,
+            "interval": self.interval,
+            "multipliers": self.multipliers,
+            "utilization": self.utilization,
+            "budget": self.budget,
+            "estimate": json.loads(self.estimate.to_json()),
+        }
+        return json.dumps(d, indent=2) + "\n"
+
+
+def allocate(
+    g: Graph,
+    device: str | Device = "ecp5-85f",
+    target_interval: int | None = None,
+    budget: float | dict[str, float] | None = None,
+) -> Allocation:
+    """Each dense/conv2d node's parallelism for `cosyn.rtl.generate(g, parallelism=...)`:
+    the smallest interval that fits `budget` on `device` with the fewest resources for it,
+    or, given `target_interval` (cycles per sample), the fewest resources that meet it.
+
+    `budget`: None (the whole device), a fraction of each of its resources, or limits
+    by resource name ("lut", "ff", "dsp", "bram"; the others the device's)."""
+    dev = device_(device)
+    limits = _limits(dev, budget)
+    search = _Search(g, dev)
+    if target_interval is not None:
+        if (
+            isinstance(target_interval, bool)
+            or not isinstance(target_interval, int)
+            or (target_interval < 1)
+        ):
+            raise CosynError(f"target interval must be a positive integer, not {target_interval!r}")
+        if target_interval < search.floor:
+            raise CosynError(
+                f"target interval {target_interval} is below {search.floor} cycles, the "
+                f"slowest block's at its largest parallelism ({search.slowest}); pass at least "
+                f"{search.floor}"
+            )
+        choice = search.choice(target_interval)
+    else:
+        choice = search.fitting(limits)
+    alloc = search.finish(choice, limits)
+    if target_interval is not None and alloc.interval > target_interval:
+        raise CosynError(
+            f"target interval {target_interval} is not reached: the blocks stall each other "
+            f"to {alloc.interval} cycles at the largest parallelism that helps; pass at least "
+            f"{alloc.interval}"
+        )
+    over = _over(alloc.estimate, limits)
+    if over:
+        raise CosynError(
+            f"no parallelism fits the budget on {dev.name}: the smallest design needs {over}; "
+            "raise the budget"
+        )
+    alloc.budget = limits
+    return alloc
+
+
+def _limits(dev: Device, budget: float | dict[str, float] | None) -> dict[str, float]:
+    cap = {r: float(v) for r, v in dev.capacity().items()}
+    if budget is None:
+        return cap
+    if isinstance(budget, dict):
+        unknown = sorted(set(budget) - set(RESOURCES))
+        if unknown:
+            raise CosynError(f"budget: unknown resource {unknown[0]!r}; use {', '.join(RESOURCES)}")
+        for r, v in budget.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise CosynError(f"budget: {r} must be a number of at least 0, not {v!r}")
+        return {**cap, **{r: float(v) for r, v in budget.items()}}
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
+        raise CosynError(f"budget must be a fraction of the device in (0, 1], not {budget!r}")
+    return {r: v * budget for r, v in cap.items()}
+
+
+def _over(e: Estimate | Resources, limits: dict[str, float]) -> str:
+    """'' when `e` fits `limits`, else what it needs beyond them, per resource."""
+    parts = [
+        f"{r.upper()} {getattr(e, r):,.0f} of {limits[r]:,.0f}"
+        for r in RESOURCES
+        if getattr(e, r) > limits[r]
+    ]
+    return ", ".join(parts)
+
+
+class _Search:
+    """What the search needs of each dense/conv2d node: its block's interval and resources
+    at each parallelism it may take, computed on demand and kept."""
+
+    def __init__(self, g: Graph, dev: Device) -> None:
+        self.g, self.dev, self.co = g, dev, coefficients(dev.family)
+        base = plan(g)
+        self.stages = {s.name: s for s in base.stages if s.node is not None and folded(s.node)}
+        rest = [s for s in base.stages if s.name not in self.stages]
+        self.fixed = sum((cost(primitives(s), dev, self.co) for s in rest), Resources())
+        self.options = {name: _divisors(s) for name, s in self.stages.items()}
+        self._block = cache(self._block_uncached)
+        slow = [(s.timing.interval, s.name) for s in rest]
+        slow += [(self._block(n, ps[-1])[0], n) for n, ps in self.options.items()]
+        self.floor, self.slowest = max(slow)
+
+    def _block_uncached(self, name: str, p: int) -> tuple[int, Resources]:
+        """(interval, resources) of node `name`'s block at parallelism p."""
+        s = self.stages[name]
+        ctx = dataclasses.replace(s.ctx, parallelism=p)
+        t = TIMINGS[s.kind](s.node, ctx)
+        stage = Stage(s.name, s.kind, t, s.inputs, s.node, ctx, p)
+        return int(t.interval), cost(primitives(stage), self.dev, self.co)
+
+    def choice(self, t: int) -> dict[str, int]:
+        """Each node's smallest parallelism whose block takes at most t cycles per sample
+        (its largest where none does). A block of P multipliers takes at least MACs / P
+        cycles, so smaller P are not stepped."""
+        out = {}
+        for name, ps in self.options.items():
+            least = self.stages[name].node.macs / t
+            out[name] = next((p for p in ps if p >= least and self._block(name, p)[0] <= t), ps[-1])
+        return out
+
+    def resources(self, choice: dict[str, int]) -> Resources:
+        return sum((self._block(n, p)[1] for n, p in choice.items()), self.fixed)
+
+    def fitting(self, limits: dict[str, float]) -> dict[str, int]:
+        """The allocation for the smallest T whose resources fit `limits` (bisection: the
+        resources of `choice(T)` only shrink as T grows). The largest T considered is
+        every node at parallelism 1."""
+        lo = self.floor
+        if not _over(self.resources(self.choice(lo)), limits):
+            return self.choice(lo)
+        hi = max([lo] + [self._block(n, ps[0])[0] for n, ps in self.options.items()])
+        if _over(self.resources(self.choice(hi)), limits):
+            return self.choice(hi)  # the smallest design; `allocate` reports what is over
+        while hi - lo > 1:  # choice(lo) is over, choice(hi) fits
+            mid = (lo + hi) // 2
+            if _over(self.resources(self.choice(mid)), limits):
+                lo = mid
+            else:
+                hi = mid
+        return self.choice(hi)
+
+    def finish(self, choice: dict[str, int], limits: dict[str, float]) -> Allocation:
+        """The allocation planned and estimated; where the interval exceeds the slowest
+        block's (stalls across samples), that block's parallelism raised a step at a
+        time while the interval falls and the design fits."""
+        best = self._estimate(choice)
+        while True:
+            bound = max(self._block(n, p)[0] for n, p in choice.items()) if choice else 0
+            if best.interval <= max(bound, self.floor):
+                return self._allocation(choice, best)
+            slow = max(choice, key=lambda n: self._block(n, choice[n])[0])
+            ps = self.options[slow]
+            k = ps.index(choice[slow])
+            if k + 1 == len(ps):
+                return self._allocation(choice, best)
+            trial = {**choice, slow: ps[k + 1]}
+            e = self._estimate(trial)
+            if e.interval >= best.interval or _over(e, limits):
+                return self._allocation(choice, best)
+            choice, best = trial, e
+
+    def _estimate(self, choice: dict[str, int]) -> Estimate:
+        return estimate_plan(plan(self.g, choice), self.dev)
+
+    def _allocation(self, choice: dict[str, int], e: Estimate) -> Allocation:
+        macs = {n: int(self.stages[n].node.macs) for n in choice}
+        return Allocation(dict(choice), macs, e, {})
+
+
+def _divisors(s: Stage) -> list[int]:
+    """The parallelisms node `s.node` may take, ascending: those `resolve_parallelism`
+    keeps as they are, up to the first it refuses."""
+    ps = []
+    for p in range(1, int(s.node.shape[0]) + 1):
+        try:
+            q, _ = resolve_parallelism(s.node, p, p)
+        except CosynError:
+            break
+        if q == p:
+            ps.append(p)
+    return ps

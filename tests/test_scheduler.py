@@ -1,0 +1,101 @@
+"""Parallelism allocation (`cosyn.scheduler.allocate`): the smallest interval under a budget
+with each node balanced to it, the fewest resources for a target interval, bad budgets
+and targets refused in one line, and an allocated CNN exact in RTL simulation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from cosyn.models.zoo import cnn, mlp
+from cosyn.perfmodel.pipeline import default_parallelism, folded
+from cosyn.scheduler import allocate
+from test_rtl_models import check
+
+import cosyn
+from cosyn.errors import CosynError
+
+
+@pytest.fixture(scope="module")
+def graphs() -> dict[str, cosyn.ir.Graph]:
+    torch.manual_seed(0)
+    return {
+        "mlp": cosyn.lower(mlp(act="poly").eval(), torch.zeros(1, 64)),
+        "cnn": cosyn.lower(cnn(act="poly").eval(), torch.zeros(1, 1, 8, 8)),
+    }
+
+
+def _smaller(g: cosyn.ir.Graph, name: str, p: int) -> int | None:
+    """The next parallelism below p that node `name` takes as it is, or None."""
+    node = g[name]
+    outs = int(node.shape[0])
+    return next((q for q in range(p - 1, 0, -1) if outs % q == 0), None)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_fastest_interval_with_every_node_balanced(graphs, name: str) -> None:
+    g = graphs[name]
+    a = allocate(g, "ecp5-85f")
+    default = cosyn.perfmodel.estimate(g, "ecp5-85f")
+    assert a.interval == default.interval  # the default (all outputs up to 64) is fastest here
+    assert a.multipliers < sum(default_parallelism(n) for n in g if folded(n))
+    assert a.estimate.lut < default.lut
+    for node, p in a.parallelism.items():  # one multiplier fewer anywhere is slower
+        q = _smaller(g, node, p)
+        if q is not None:
+            slower = cosyn.perfmodel.estimate(g, "ecp5-85f", {**a.parallelism, node: q})
+            assert slower.interval > a.interval, (node, p, q)
+    assert a.utilization == pytest.approx(
+        sum(g[n].macs for n in a.parallelism) / (a.multipliers * a.interval)
+    )
+
+
+def test_target_interval_takes_the_fewest_multipliers_that_meet_it(graphs) -> None:
+    g = graphs["cnn"]
+    fastest = allocate(g)
+    a = allocate(g, target_interval=2 * fastest.interval)
+    assert fastest.interval < a.interval <= 2 * fastest.interval
+    assert a.multipliers < fastest.multipliers
+    e = cosyn.perfmodel.estimate(g, "ecp5-85f", a.parallelism)
+    assert (e.interval, e.lut) == (a.interval, a.estimate.lut)
+
+
+def test_budget_trades_interval_for_resources(graphs) -> None:
+    g = graphs["mlp"]
+    fastest = allocate(g)
+    limit = fastest.estimate.lut // 2
+    a = allocate(g, budget={"lut": limit})
+    assert a.estimate.lut <= limit < fastest.estimate.lut
+    assert a.interval > fastest.interval
+    half = allocate(g, budget=0.5)
+    assert half.estimate.lut <= 0.5 * half.estimate.capacity["lut"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"target_interval": 10}, "target interval 10 is below 64 cycles"),
+        ({"target_interval": 0}, "positive integer"),
+        (
+            {"budget": {"lut": 100}},
+            "no parallelism fits the budget on ecp5-85f: the smallest design needs LUT",
+        ),
+        ({"budget": {"luts": 100}}, "unknown resource 'luts'"),
+        ({"budget": 1.5}, "fraction of the device"),
+        ({"device": "ecp6"}, "unknown device 'ecp6'"),
+    ],
+)
+def test_bad_targets_and_budgets_are_refused(graphs, kwargs, message: str) -> None:
+    with pytest.raises(CosynError, match=message):
+        allocate(graphs["mlp"], **kwargs)
+
+
+def test_allocated_cnn_is_exact_in_rtl_with_the_estimated_cycles(graphs) -> None:
+    g = graphs["cnn"]
+    a = allocate(g, target_interval=1500)
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 1, 8, 8)).astype(np.float32)
+    top = check(g, x, parallelism=a.parallelism, samples=3)
+    assert (top.plan.latency, top.plan.interval) == (a.estimate.latency, a.interval)
+    assert {s.name: s.parallelism for s in top.plan.stages if s.name in a.parallelism} == (
+        a.parallelism
+    )
