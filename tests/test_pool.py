@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import brevitas.nn as qnn
 import numpy as np
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
@@ -554,6 +555,30 @@ def test_avg_qonnx_gives_the_same_graph(case, avg_input, tmp_path) -> None:
     a, b = g.nodes[1], h.nodes[1]
     assert (a.kernel, a.stride, a.padding) == (b.kernel, b.stride, b.padding)
     assert np.array_equal(h.run(avg_input.numpy()), _float(model(avg_input)))
+
+
+def test_a_trunc_scale_only_near_the_averages_keeps_the_division(avg_input, tmp_path) -> None:
+    """A Trunc whose scale is one ulp off the average's (s / 9) is not read as a shift of
+    the sum (round(sum * s / 9 / scale) need not be the sum): the division stays on the
+    chain, a threshold bank takes it, and the graph equals qonnx's execution of the file."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    path = export(AvgNet(AVG_CASES["trunc 3x3"][0]).eval(), (3, 12, 10), tmp_path / "t.onnx")
+    m = onnx.load(path)
+    trunc = next(n for n in m.graph.node if n.op_type == "Trunc")
+    scale = next(i for i in m.graph.initializer if i.name == trunc.input[1])
+    near = np.nextafter(onnx.numpy_helper.to_array(scale), np.float32(1))
+    scale.CopyFrom(onnx.numpy_helper.from_array(near, scale.name))
+    onnx.save(m, path)
+    h = cosyn.ir.from_qonnx(path)
+    assert [n.kind for n in h][1:] == ["avgpool2d", "threshold", "threshold"]
+    w = ModelWrapper(str(path)).transform(InferShapes())
+    x = avg_input[:32].numpy()
+    run = [execute_onnx(w, {w.graph.input[0].name: x[i : i + 1]}) for i in range(len(x))]
+    expect = np.concatenate([r[w.graph.output[0].name] for r in run])
+    assert np.array_equal(h.run(x), expect)
 
 
 @pytest.mark.parametrize(

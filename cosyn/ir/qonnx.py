@@ -333,7 +333,11 @@ class _QonnxBuilder(Builder):
 
     def op_trunc(self, node, args, out, ident) -> object:
         """Trunc (Brevitas' TruncAvgPool2d): it reads its input back as integers at its
-        `scale`, so an average's divisions left on the chain are that scale's."""
+        `scale`, so an average's divisions left on the chain are that scale's where they
+        give that scale exactly (Brevitas' pooling divides the input's float32 scale by
+        kh*kw as the chain does, so its files do). A scale only near it keeps the chain,
+        quantized against it as any other: round(sum * s / 9 / scale) is not the sum for
+        every sum once scale and s / 9 differ."""
         x, *params = args
         if len(params) != 5 or not all(isinstance(p, _Const) for p in params):
             raise UnsupportedLayerError("Trunc needs constant scales, zero point and bit widths")
@@ -342,7 +346,7 @@ class _QonnxBuilder(Builder):
             s = x.scale
             for op in x.chain:
                 s = op(s)
-            if q.scale.numel() == 1 and torch.allclose(s, q.scale, rtol=1e-6, atol=0):
+            if q.scale.numel() == 1 and bool(torch.all(s == q.scale)):
                 x = _Val(x.node, q.scale.reshape(()))
                 self.node(x.node).scale = q.scale.reshape(()).numpy()
         return self.quantize(x, q, out, ident)
