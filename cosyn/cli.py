@@ -223,16 +223,18 @@ def _act_option(act: str | None) -> dict[str, str]:
 
 def _load_graph(
     model: str, checkpoint: Path | None, input_shape: str | None, act: str | None
-) -> tuple[Graph, nn.Module | None]:
-    """The graph of a factory (with its Brevitas model) or of a QONNX file (no model)."""
+) -> tuple[Graph, nn.Module | None, tuple[int, ...]]:
+    """The graph of a factory (with its Brevitas model) or of a QONNX file (no model), and
+    the model's own per-sample input shape: (C, L) for a 1-D model, whose graph takes
+    (C, 1, L)."""
     if model.endswith(".onnx"):
         shape = qonnx_input_shape(model)
         if input_shape and parse_shape(input_shape) != shape:
             raise CosynError(f"{model}: the file's input shape is {shape}, not {input_shape}")
-        return from_qonnx(model), None
+        return from_qonnx(model), None, shape
     net = load_model(model, checkpoint, **_act_option(act))
     shape = parse_shape(input_shape) if input_shape else (1, 8, 8) if _is_image(net) else (64,)
-    return lower(net, torch.zeros((1, *shape))), net
+    return lower(net, torch.zeros((1, *shape))), net, shape
 
 
 @app.command()
@@ -257,7 +259,7 @@ def build(
     """Lower a model to the integer graph and write the hardware: `hls/` (an hls4ml project),
     `rtl/` (Verilog and manifest) and `tb/` (a standalone cocotb testbench on the test set)."""
     _choice(backend, BACKENDS, "backend")
-    g, net = _load_graph(model, checkpoint, input_shape, act)
+    g, net, shape = _load_graph(model, checkpoint, input_shape, act)
     x = reference_vectors(g)
     with atomic_dir(out) as tmp:
         (tmp / "graph.md").write_text(graph_table(g))
@@ -268,7 +270,7 @@ def build(
             design = rtl.generate(g, tmp / "rtl", parallelism)
             rtl_sim.write_testbench(design, tmp / "tb", x)
         if h is not None and design is not None and check > 0:
-            _check_all(g, net, h, design, x[:check])
+            _check_all(g, (net, shape), h, design, x[:check])
     wrote = {"hls": "the hls4ml project hls/", "rtl": "rtl/ and tb/", "both": "hls/, rtl/ and tb/"}
     console.print(
         f"lowered {model}: {len(g)} nodes, {g.macs} MACs per sample; wrote graph.md and "
@@ -277,14 +279,21 @@ def build(
 
 
 def _check_all(
-    g: Graph, net: nn.Module | None, h: hls.HLSProject, design: rtl.Design, x: np.ndarray
+    g: Graph,
+    model: tuple[nn.Module | None, tuple[int, ...]],
+    h: hls.HLSProject,
+    design: rtl.Design,
+    x: np.ndarray,
 ) -> None:
-    """Brevitas, the golden model, the RTL simulation (Icarus) and the HLS C simulation on the
-    same vectors; raises CosynError when any of them disagrees."""
+    """Brevitas (the model and its per-sample input shape: `x`, in the graph's shape, is
+    reshaped to it), the golden model, the RTL simulation (Icarus) and the HLS C simulation
+    on the same vectors; raises CosynError when any of them disagrees."""
     golden = g.run(x)
     bad = {"HLS C simulation vs golden": int(np.count_nonzero(h.predict(x) != golden))}
+    net, shape = model
     if net is not None:
-        brevitas = predict(net, torch.from_numpy(x)).numpy()
+        brevitas = predict(net, torch.from_numpy(x.reshape(len(x), *shape))).numpy()
+        brevitas = brevitas.reshape(golden.shape)
         bad["Brevitas vs golden"] = int(np.count_nonzero(brevitas != golden))
     rows = [(check, _mismatch(n)) for check, n in bad.items()]
     line, sim_ok = _simulate(design, x, "icarus")
@@ -314,7 +323,7 @@ def estimate(
     """Estimate the RTL of a model on a device without building it: latency and interval in
     cycles (exact), LUT, FF, DSP, BRAM and Fmax, per node and for the design."""
     dev = perfmodel.device(device)
-    g, _ = _load_graph(model, checkpoint, input_shape, act)
+    g, _, _ = _load_graph(model, checkpoint, input_shape, act)
     t0 = time.perf_counter()
     e = perfmodel.estimate(g, dev, parallelism)
     ms = (time.perf_counter() - t0) * 1e3

@@ -132,3 +132,46 @@ def test_a_model_that_does_not_run_is_reported():
     )
     with pytest.raises(UnsupportedLayerError, match="fails on the example input"):
         cosyn.lower(model, torch.zeros(1, 4))
+
+
+SIGNAL = '''
+import brevitas.nn as qnn
+import torch
+from torch import nn
+from cosyn.models.quant import Int4WeightPow2, Int8ActPow2, Uint8ActPow2
+
+
+def signal():
+    """(2, 16) signal -> QuantConv1d -> QuantReLU -> flatten -> QuantLinear."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        qnn.QuantIdentity(act_quant=Int8ActPow2),
+        qnn.QuantConv1d(2, 4, 3, padding=1, bias=False, weight_quant=Int4WeightPow2),
+        qnn.QuantReLU(act_quant=Uint8ActPow2, bit_width=4),
+        nn.Flatten(),
+        qnn.QuantLinear(4 * 16, 3, bias=False, weight_quant=Int4WeightPow2),
+    ).eval()
+'''
+
+
+def test_build_of_a_conv1d_model_checks_brevitas_on_its_own_shape(tmp_path, monkeypatch):
+    """A 1-D model takes (batch, C, L), its graph and testbench (C, 1, L): the build's check
+    feeds each its own shape. Its QONNX file declares (C, L), which --input-shape names."""
+    from brevitas.export import export_qonnx
+
+    (tmp_path / "signal1d.py").write_text(SIGNAL)
+    r = cli("build", "signal1d:signal", "--input-shape", "2,16", "--check", "4", "--out", "b",
+            cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "Brevitas vs golden" in r.stdout and "mismatch" not in r.stdout
+    assert "RTL simulation (icarus) vs golden" in r.stdout
+    assert "| quantize |  | 2x1x16 |" in (tmp_path / "b" / "graph.md").read_text()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from signal1d import signal
+
+    onnx = tmp_path / "signal.onnx"
+    export_qonnx(signal(), torch.zeros(1, 2, 16), export_path=str(onnx))
+    r = cli("build", str(onnx), "--input-shape", "2,16", "--backend", "rtl", "--out", "q",
+            cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "| quantize |  | 2x1x16 |" in (tmp_path / "q" / "graph.md").read_text()
