@@ -126,10 +126,15 @@ def allocate(
                 f"slowest block's at its largest parallelism ({search.slowest}); pass at least "
                 f"{search.floor}"
             )
-        choice = search.choice(target_interval)
+        alloc = search.settle(target_interval)
     else:
-        choice = search.fitting(limits)
-    alloc = search.finish(choice, limits)
+        t = search.fitting(limits)
+        alloc = search.settle(t)
+        # the exact design (its FIFOs, or the parallelism stalls across samples need) may
+        # exceed what the blocks' resources promised: a longer interval, until it fits
+        while _over(alloc.estimate, limits) and not search.smallest(alloc.parallelism):
+            t += max(1, t // 8)
+            alloc = search.settle(t)
     if target_interval is not None and alloc.interval > target_interval:
         raise CosynError(
             f"target interval {target_interval} is not reached: the blocks stall each other "
@@ -210,43 +215,56 @@ class _Search:
     def resources(self, choice: dict[str, int]) -> Resources:
         return sum((self._block(n, p)[1] for n, p in choice.items()), self.fixed)
 
-    def fitting(self, limits: dict[str, float]) -> dict[str, int]:
-        """The allocation for the smallest T whose resources fit `limits` (bisection: the
-        resources of `choice(T)` only shrink as T grows). The largest T considered is
-        every node at parallelism 1."""
-        lo = self.floor
-        if not _over(self.resources(self.choice(lo)), limits):
-            return self.choice(lo)
-        hi = max([lo] + [self._block(n, ps[0])[0] for n, ps in self.options.items()])
-        if _over(self.resources(self.choice(hi)), limits):
-            return self.choice(hi)  # the smallest design; `allocate` reports what is over
+    def fitting(self, limits: dict[str, float]) -> int:
+        """The smallest T whose `choice(T)` fits `limits` by its blocks' resources
+        (doubling, then bisection: those resources only shrink as T grows); where none
+        does, a T at which every node has parallelism 1."""
+        lo = hi = self.floor
+        while _over(self.resources(self.choice(hi)), limits):
+            if self.smallest(self.choice(hi)):
+                return hi
+            lo, hi = hi, 2 * hi
         while hi - lo > 1:  # choice(lo) is over, choice(hi) fits
             mid = (lo + hi) // 2
             if _over(self.resources(self.choice(mid)), limits):
                 lo = mid
             else:
                 hi = mid
-        return self.choice(hi)
+        return hi
 
-    def finish(self, choice: dict[str, int], limits: dict[str, float]) -> Allocation:
-        """The allocation planned and estimated; where the interval exceeds the slowest
-        block's (stalls across samples), that block's parallelism raised a step at a
-        time while the interval falls and the design fits."""
-        best = self._estimate(choice)
-        while True:
-            bound = max(self._block(n, p)[0] for n, p in choice.items()) if choice else 0
-            if best.interval <= max(bound, self.floor):
-                return self._allocation(choice, best)
-            slow = max(choice, key=lambda n: self._block(n, choice[n])[0])
-            ps = self.options[slow]
-            k = ps.index(choice[slow])
-            if k + 1 == len(ps):
-                return self._allocation(choice, best)
-            trial = {**choice, slow: ps[k + 1]}
-            e = self._estimate(trial)
-            if e.interval >= best.interval or _over(e, limits):
-                return self._allocation(choice, best)
-            choice, best = trial, e
+    def smallest(self, choice: dict[str, int]) -> bool:
+        """Every node at its smallest parallelism."""
+        return all(p == self.options[n][0] for n, p in choice.items())
+
+    def settle(self, t: int) -> Allocation:
+        """The allocation for interval t, planned and estimated: `choice(t)` where its
+        interval is at most t. Where it is more (a block stalls its producer across
+        samples, see `perfmodel.steady`), every node starts from its largest parallelism
+        and, the costliest first, is lowered to the smallest that keeps the interval at
+        most t, or at most the interval at the largest where that is more (bisection:
+        fewer multipliers never shorten the interval)."""
+        c = self.choice(t)
+        e = self._estimate(c)
+        if e.interval <= t:
+            return self._allocation(c, e)
+        c = {n: ps[-1] for n, ps in self.options.items()}
+        e = self._estimate(c)
+        goal = max(t, e.interval)
+        least = self.choice(goal)
+        for n in sorted(c, key=lambda n: -self._block(n, c[n])[1].lut):
+            ps = [p for p in self.options[n] if least[n] <= p < c[n]]
+            lo, hi = 0, len(ps)  # ps[hi:] keep the interval (ps[len(ps)]: c[n] itself)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                trial = {**c, n: ps[mid]}
+                et = self._estimate(trial)
+                if et.interval <= goal:
+                    hi, kept = mid, (trial, et)
+                else:
+                    lo = mid + 1
+            if hi < len(ps):
+                c, e = kept
+        return self._allocation(c, e)
 
     def _estimate(self, choice: dict[str, int]) -> Estimate:
         return estimate_plan(plan(self.g, choice), self.dev)
