@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import brevitas.nn as qnn
 import numpy as np
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,7 @@ from test_rtl_units import _control_run, _sim_run
 from torch import nn
 
 import cosyn
-from cosyn.errors import UnsupportedLayerError
+from cosyn.errors import CosynError, UnsupportedLayerError
 from cosyn.ir import nodes as N
 from cosyn.ir.graph import Graph
 from cosyn.ir.nodes import IntType
@@ -125,9 +126,17 @@ def ds_net() -> tuple[Graph, np.ndarray, nn.Module]:
 
 def test_depthwise_separable_lowers_exactly_through_both_frontends(ds_net, tmp_path) -> None:
     g, _, model = ds_net
-    g2 = cosyn.ir.from_qonnx(export(model, (1, 8, 8), tmp_path / "ds.onnx"))
+    path = export(model, (1, 8, 8), tmp_path / "ds.onnx")
+    g2 = cosyn.ir.from_qonnx(path)
     assert_same_graph(g, g2)
     assert [getattr(n, "groups", 0) for n in g2] == [getattr(n, "groups", 0) for n in g]
+    m = onnx.load(path)  # a group count that does not divide the channels: one line
+    (conv,) = [n for n in m.graph.node for a in n.attribute if a.name == "group" and a.i == 4]
+    next(a for a in conv.attribute if a.name == "group").i = 3
+    onnx.save(m, tmp_path / "bad.onnx")
+    with pytest.raises(CosynError) as e:
+        cosyn.ir.from_qonnx(tmp_path / "bad.onnx")
+    one_line(e, "bad.onnx", f"'{conv.name}' (Conv)", "groups=3")
 
 
 class Signal1d(nn.Module):
@@ -294,3 +303,16 @@ def test_hls_refuses_other_groups_naming_the_node(tmp_path) -> None:
     with pytest.raises(UnsupportedLayerError, match=r"^conv_t: hls4ml has no grouped conv"):
         generate(g, tmp_path / "hls")
     assert not (tmp_path / "hls").exists()
+
+
+def test_block_verilog_lints_clean(tmp_path) -> None:
+    from cosyn.hw.rtl._verilog import component_verilog, lint
+
+    for k in (1, 2):  # depthwise of two lanes; two groups of three channels
+        c, h, w, o, ks, s, p, groups, par, t = BLOCK_CASES[k]
+        node = conv_node(c, h, w, o, ks, s, p, groups, t)
+        block = COMPONENTS["conv2d"](node, Ctx((t,), ((c, h, w),), "hwc", parallelism=par))
+        (tmp_path / f"g{k}").mkdir()
+        path = tmp_path / f"g{k}" / "top.v"
+        path.write_text(component_verilog(block, f"grouped{k}"))
+        assert lint(path) == "", k
