@@ -26,6 +26,7 @@ from cosyn.ir.qonnx import input_shape as qonnx_input_shape
 from cosyn.models import accuracy, data, fit, harden, zoo
 from cosyn.models.train import predict
 from cosyn.report import atomic_dir, graph_table
+from cosyn.scheduler import allocate
 
 app = typer.Typer(
     pretty_exceptions_enable=False,
@@ -46,6 +47,25 @@ def _choice(value: str, known: tuple[str, ...], what: str) -> str:
     if value not in known:
         raise CosynError(f"{what} {value!r}: choose one of {', '.join(known)}")
     return value
+
+
+PARALLELISM_HELP = (
+    "multipliers per dense/conv layer: a number, or auto (balanced to the smallest interval "
+    "that fits the device, ECP5-85F for build: cosyn.scheduler.allocate); default: every "
+    "output up to 64"
+)
+
+
+def _parallelism(value: str | None, g: Graph, device: str | perfmodel.Device) -> int | dict | None:
+    """--parallelism: None (the default rule), a number, or auto (`allocate` on `device`)."""
+    if value is None:
+        return None
+    if value == "auto":
+        return allocate(g, device).parallelism
+    try:
+        return int(value)
+    except ValueError:
+        raise CosynError(f"--parallelism {value!r}: give a number or auto") from None
 
 
 def check_exact(model: nn.Module, g: Graph, x: torch.Tensor) -> int:
@@ -249,9 +269,7 @@ def build(
     backend: Annotated[str, typer.Option(help="hardware to write: hls, rtl or both")] = "both",
     board: Annotated[str | None, typer.Option(help="board preset, e.g. pynq-z2")] = None,
     part: Annotated[str | None, typer.Option(help="FPGA part (default xc7z020clg400-1)")] = None,
-    parallelism: Annotated[
-        int | None, typer.Option(help="multipliers per dense/conv layer (default: the rule)")
-    ] = None,
+    parallelism: Annotated[str | None, typer.Option(help=PARALLELISM_HELP)] = None,
     check: Annotated[
         int, typer.Option(help="with both backends: vectors to check across all four models")
     ] = 32,
@@ -267,7 +285,8 @@ def build(
         if backend in ("hls", "both"):
             h = hls.generate(g, tmp / "hls", part=part, board=board)
         if backend in ("rtl", "both"):
-            design = rtl.generate(g, tmp / "rtl", parallelism)
+            par = _parallelism(parallelism, g, "ecp5-85f")
+            design = rtl.generate(g, tmp / "rtl", par)
             rtl_sim.write_testbench(design, tmp / "tb", x)
         if h is not None and design is not None and check > 0:
             _check_all(g, (net, shape), h, design, x[:check])
@@ -314,8 +333,12 @@ def estimate(
     input_shape: Annotated[
         str | None, typer.Option(help="shape of one sample, e.g. 64 or 1,8,8 (default: digits)")
     ] = None,
-    parallelism: Annotated[
-        int | None, typer.Option(help="multipliers per dense/conv layer (default: the rule)")
+    parallelism: Annotated[str | None, typer.Option(help=PARALLELISM_HELP)] = None,
+    target_interval: Annotated[
+        int | None, typer.Option(help="with --parallelism auto: cycles per sample to meet")
+    ] = None,
+    budget: Annotated[
+        float | None, typer.Option(help="with --parallelism auto: fraction of the device")
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the estimate")] = None,
     plot: Annotated[Path | None, typer.Option(help="write a per-node bar chart (PNG)")] = None,
@@ -324,11 +347,18 @@ def estimate(
     cycles (exact), LUT, FF, DSP, BRAM and Fmax, per node and for the design."""
     dev = perfmodel.device(device)
     g, _, _ = _load_graph(model, checkpoint, input_shape, act)
+    if parallelism != "auto" and (target_interval is not None or budget is not None):
+        raise CosynError("--target-interval and --budget go with --parallelism auto")
     t0 = time.perf_counter()
-    e = perfmodel.estimate(g, dev, parallelism)
+    if parallelism == "auto":
+        a = allocate(g, dev, target_interval, budget)
+        e, what = a.estimate, "allocated and estimated"
+        console.print(a.table())
+    else:
+        e, what = perfmodel.estimate(g, dev, _parallelism(parallelism, g, dev)), "estimated"
     ms = (time.perf_counter() - t0) * 1e3
     console.print(e.table())
-    console.print(f"estimated in {ms:.0f} ms")
+    console.print(f"{what} in {ms:.0f} ms")
     for path, text in ((json_out, e.to_json()),):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,9 @@ and targets refused in one line, and an allocated CNN exact in RTL simulation.""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -99,3 +102,19 @@ def test_allocated_cnn_is_exact_in_rtl_with_the_estimated_cycles(graphs) -> None
     assert {s.name: s.parallelism for s in top.plan.stages if s.name in a.parallelism} == (
         a.parallelism
     )
+
+
+def test_cli_estimate_with_allocated_parallelism() -> None:
+    run = [sys.executable, "-c", "from cosyn.cli import main; main()", "estimate"]
+    model = ["cosyn.models.zoo:cnn", "--act", "poly"]
+    r = subprocess.run([*run, *model, "--parallelism", "auto", "--target-interval", "2304"],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "parallelism on ecp5-85f" in r.stdout and "allocated and estimated in" in r.stdout
+    for args, message in [
+        (["--budget", "0.5"], "--target-interval and --budget go with --parallelism auto"),
+        (["--parallelism", "many"], "--parallelism 'many': give a number or auto"),
+    ]:
+        bad = subprocess.run([*run, *model, *args], capture_output=True, text=True)
+        assert bad.returncode == 2 and message in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
