@@ -5,7 +5,8 @@ last layer's accumulators and the float output (after TensorNorm) equal the Brev
 model's, on scikit-learn's digits resized to 28x28 (cosyn.models.data.digits). CNV in its
 three configurations (w1a1 and w1a2: 1-bit weights, BipolarQuant in the QONNX file; w2a2),
 with its two max poolings, lowers through both frontends to one graph equal to the model
-on random images. TFC-w2a2 and TFC-w1a1 run bit-exact through the generated RTL."""
+on random images. TFC-w2a2 and TFC-w1a1 run bit-exact through the generated RTL and in
+hls4ml's C simulation (benchmarks/zoo.py simulates them in Verilator)."""
 
 from __future__ import annotations
 
@@ -157,6 +158,19 @@ def test_trained_tfc_runs_bit_exact_in_rtl(name: str, trained, data: Dataset, tm
     assert (r.mismatches, r.lost, r.duplicated, r.protocol_errors) == (0, 0, 0, 0), r
     assert np.array_equal(r.outputs, g.run_int(g.quantize(x)))
     assert (r.latency, r.interval) == (d.manifest["latency"], d.manifest["interval"])
+
+
+@pytest.mark.slow  # an hls4ml compile: about 25 s each
+@pytest.mark.parametrize("name", ["tfc_2w2a", "tfc_1w1a"])
+def test_trained_tfc_is_exact_in_hls_c_simulation(name: str, trained, data: Dataset, tmp_path):
+    """The hls4ml project's C simulation (io_parallel) gives the golden model's integers on
+    16 test images, and its float output is the model's."""
+    g = cosyn.lower(trained[name], data.x_train[:2])
+    h = cosyn.hls.generate(g, tmp_path / "hls").compile()
+    x = data.x_test[:16]
+    xi = g.quantize(x.numpy())
+    assert np.array_equal(h.predict_int(xi), g.run_int(xi))
+    assert np.array_equal(h.predict(x.numpy()), predict(trained[name], x).numpy())
 
 
 CNV_KINDS = [
