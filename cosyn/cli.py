@@ -56,12 +56,10 @@ PARALLELISM_HELP = (
 )
 
 
-def _parallelism(value: str | None, g: Graph, device: str | perfmodel.Device) -> int | dict | None:
-    """--parallelism: None (the default rule), a number, or auto (`allocate` on `device`)."""
-    if value is None:
-        return None
-    if value == "auto":
-        return allocate(g, device).parallelism
+def _parallelism(value: str | None) -> int | str | None:
+    """--parallelism: None (the default rule), a number, or "auto" (`allocate`)."""
+    if value is None or value == "auto":
+        return value
     try:
         return int(value)
     except ValueError:
@@ -277,6 +275,7 @@ def build(
     """Lower a model to the integer graph and write the hardware: `hls/` (an hls4ml project),
     `rtl/` (Verilog and manifest) and `tb/` (a standalone cocotb testbench on the test set)."""
     _choice(backend, BACKENDS, "backend")
+    par = _parallelism(parallelism)
     g, net, shape = _load_graph(model, checkpoint, input_shape, act)
     x = reference_vectors(g)
     with atomic_dir(out) as tmp:
@@ -285,7 +284,8 @@ def build(
         if backend in ("hls", "both"):
             h = hls.generate(g, tmp / "hls", part=part, board=board)
         if backend in ("rtl", "both"):
-            par = _parallelism(parallelism, g, "ecp5-85f")
+            if par == "auto":
+                par = allocate(g, "ecp5-85f").parallelism
             design = rtl.generate(g, tmp / "rtl", par)
             rtl_sim.write_testbench(design, tmp / "tb", x)
         if h is not None and design is not None and check > 0:
@@ -346,16 +346,17 @@ def estimate(
     """Estimate the RTL of a model on a device without building it: latency and interval in
     cycles (exact), LUT, FF, DSP, BRAM and Fmax, per node and for the design."""
     dev = perfmodel.device(device)
-    g, _, _ = _load_graph(model, checkpoint, input_shape, act)
-    if parallelism != "auto" and (target_interval is not None or budget is not None):
+    par = _parallelism(parallelism)
+    if par != "auto" and (target_interval is not None or budget is not None):
         raise CosynError("--target-interval and --budget go with --parallelism auto")
+    g, _, _ = _load_graph(model, checkpoint, input_shape, act)
     t0 = time.perf_counter()
-    if parallelism == "auto":
+    if par == "auto":
         a = allocate(g, dev, target_interval, budget)
         e, what = a.estimate, "allocated and estimated"
         console.print(a.table())
     else:
-        e, what = perfmodel.estimate(g, dev, _parallelism(parallelism, g, dev)), "estimated"
+        e, what = perfmodel.estimate(g, dev, par), "estimated"
     ms = (time.perf_counter() - t0) * 1e3
     console.print(e.table())
     console.print(f"{what} in {ms:.0f} ms")
