@@ -2,11 +2,11 @@
 
 `estimate(g, device, parallelism)` is the entry point (`estimate_hls` for the HLS
 backend's reuse factor); `devices` the target parts;
-`blocks`, `conv` and `pool` each block's timing, defined once; `pipeline` their composition
-(which the RTL backend builds and writes its manifest from).
+`blocks`, `conv`, `pool`, `concat` and `labelselect` each block's timing, defined once;
+`pipeline` their composition (which the RTL backend builds and writes its manifest from).
 """
 
-from cosyn.perfmodel import pool  # noqa: F401  (registers the pooling blocks' timing)
+from cosyn.perfmodel import concat, labelselect, pool  # noqa: F401  (register their blocks' timing)
 from cosyn.perfmodel.devices import DEVICES, Device, UnknownDeviceError, device
 from cosyn.perfmodel.estimate import Estimate, NodeEstimate, estimate, estimate_plan
 from cosyn.perfmodel.hls import HLSLayer, estimate_hls

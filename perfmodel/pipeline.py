@@ -306,6 +306,11 @@ def _stage(p: Plan, node: Node, ins: list[Stream], parallelism) -> Stream:
         resolve_parallelism(node, req, default_parallelism(node)) if folded(node) else (1, "")
     )
     x = ins[0]
+    if any(s.order != x.order or not _same_perm(s.perm, x.perm) for s in ins[1:]):
+        raise UnsupportedLayerError(
+            f"{node.name}: its inputs stream in different orders (one a flattened image); "
+            "flatten both the same way, or neither"
+        )
     ctx = Ctx(tuple(s.dtype for s in ins), tuple(s.shape for s in ins), x.order, x.perm, par)
     try:
         timing = TIMINGS[node.kind](node, ctx)
@@ -318,6 +323,10 @@ def _stage(p: Plan, node: Node, ins: list[Stream], parallelism) -> Stream:
     return Stream(
         len(p.stages) - 1, 0, node.dtype, node.shape, _order(node.shape), keep_perm, times
     )
+
+
+def _same_perm(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
 
 
 def _buffer_inputs(p: Plan, node: Node, timing: Any, ins: list[Stream]) -> list[Stream]:

@@ -184,6 +184,26 @@ def flatten(draw) -> Case:
     return Case(node, [shape], [r])
 
 
+@st.composite
+def concat(draw) -> Case:
+    a = draw(shapes())
+    b = (draw(st.integers(1, 4)), *a[1:])
+    ra, rb = draw(ranges(a)), draw(ranges(b))
+    shape = (a[0] + b[0], *a[1:])
+    node = N.Concat.sized([ra, rb], name="c", inputs=("in0", "in1"), shape=shape, scale=ONE,
+                          split=a[0])  # fmt: skip
+    return Case(node, [a, b], [ra, rb])
+
+
+@st.composite
+def labelselect(draw) -> Case:
+    shape = draw(shapes(flat=True))
+    r, k = draw(ranges(shape)), draw(st.integers(1, shape[0]))
+    node = N.LabelSelect.sized([r], name="l", inputs=("in0",), shape=(k,), scale=ONE, k=k,
+                               n=shape[0])  # fmt: skip
+    return Case(node, [shape], [r])
+
+
 CASES = {
     N.Quantize: quantize(),
     N.Dense: dense(),
@@ -195,6 +215,8 @@ CASES = {
     N.Add: add(),
     N.Poly: poly(),
     N.Flatten: flatten(),
+    N.Concat: concat(),
+    N.LabelSelect: labelselect(),
 }
 
 
@@ -302,7 +324,8 @@ def test_dense_range_ends_are_reached(case: Case) -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", [N.Add.kind, N.Shift.kind, N.Threshold.kind, N.Flatten.kind, N.MaxPool2d.kind]
+    "kind",
+    [N.Add.kind, N.Shift.kind, N.Threshold.kind, N.Flatten.kind, N.MaxPool2d.kind, N.Concat.kind],
 )
 @SETTINGS
 @given(data=st.data())

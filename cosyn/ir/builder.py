@@ -29,7 +29,7 @@ from cosyn.ir.chain import Binary, quant_type
 from cosyn.ir.graph import Graph
 from cosyn.ir.requant import as_shift, float_thresholds, threshold_bank
 
-__all__ = ["Builder", "Conv", "Pool", "_Input", "_Val"]
+__all__ = ["Builder", "Conv", "Labels", "Pool", "_Input", "_Val"]
 
 
 @dataclass
@@ -275,6 +275,66 @@ class Builder:
         )
         return self._val(node, scale)
 
+    def concat(self, vs: list, dim: int, ndim: int, name: str, what: str) -> _Val:
+        """Concat nodes (two inputs each, in order) of the clean values `vs` along `dim` of
+        the model's batched values of `ndim` axes: their channels (dim 1). Each keeps its
+        scale on its own channels, so different scales are exact."""
+        if len(vs) < 2 or dim % ndim != 1:
+            raise UnsupportedLayerError(
+                f"{what}: only the concatenation of two or more values along the channels "
+                f"(dim=1) is supported, not dim={dim} of {len(vs)} values"
+            )
+        vals = [self.clean(v, what) for v in vs]
+        out = vals[0]
+        for v in vals[1:]:
+            out = self._concat2(out, v, name)
+        return out
+
+    def _concat2(self, a: _Val, b: _Val, name: str) -> _Val:
+        sa, sb = (self.node(v.node).shape for v in (a, b))
+        parts = [torch.broadcast_to(v.scale.reshape(-1), (s[0],)) for v, s in ((a, sa), (b, sb))]
+        scale = torch.cat(parts)
+        shape = (sa[0] + sb[0], *sa[1:])
+        scale = scale[0].reshape(()) if torch.all(scale == scale[0]) else _per_channel(scale, shape)
+        node = N.Concat.sized(
+            self.in_ranges((a.node, b.node)),
+            name=self.fresh(name, N.Concat.kind),
+            inputs=(a.node, b.node),
+            shape=shape,
+            scale=scale.numpy(),
+            split=sa[0],
+        )
+        return self._val(node, scale)
+
+    def label_select(self, v: object, k: int, squeeze: bool, name: str, what: str) -> _Val:
+        """A LabelSelect node of the k largest of the clean flat value `v`, their indices
+        largest first (ties: the lower index first), as int64 like torch's indices; with
+        `squeeze` (torch.argmax without keepdim) one index per sample."""
+        if isinstance(v, _Val) and not v.clean:
+            raise UnsupportedLayerError(
+                f"{what}: its input has a float bias or float operations after its last "
+                "integer layer, so its order is not the integers'; quantize the bias (or use "
+                "none), or put a quantizer before the label select"
+            )
+        v = self.clean(v, what)
+        src = self.node(v.node)
+        if len(src.shape) != 1:
+            raise UnsupportedLayerError(f"{what}: labels are selected from (batch, N) values only")
+        if v.scale.numel() != 1 or float(v.scale) <= 0:
+            raise UnsupportedLayerError(
+                f"{what}: its input needs one positive scale per tensor (then the integers "
+                "are in the order of the values); quantize it with a per-tensor quantizer"
+            )
+        n = int(src.shape[0])
+        if not 1 <= k <= n:
+            raise UnsupportedLayerError(f"{what}: k={k} labels of {n} values")
+        node = N.LabelSelect.sized(
+            self.in_ranges((v.node,)), name=self.fresh(name, N.LabelSelect.kind),
+            inputs=(v.node,), shape=(k,), scale=np.float32(1.0), k=k, n=n,
+        )  # fmt: skip
+        out = self._val(node, torch.tensor(1.0))
+        return _Val(out.node, out.scale, None, [Labels(squeeze)])
+
     def maxpool(self, v: object, pool: Pool, shape: tuple[int, ...], name: str, what: str) -> _Val:
         """A MaxPool2d node on the clean value `v`: the same integers' maxima at the same
         scale (a positive scale commutes with max), `shape` the model's output shape."""
@@ -400,6 +460,19 @@ class Builder:
         g = Graph(self.nodes, output_bias=bias, output_ops=ops)
         g.check()
         return g
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The output op of a label select: its float indices as torch's int64 indices,
+    (batch,) where `squeeze` (torch.argmax without keepdim)."""
+
+    squeeze: bool
+    affine = True  # a relabelling of exact integers: it may end the model
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        y = torch.round(y).to(torch.int64)
+        return y.reshape(len(y)) if self.squeeze else y
 
 
 def _affine(op: Callable) -> bool:

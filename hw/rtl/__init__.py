@@ -4,7 +4,16 @@
 blocks are registered in `COMPONENTS` by node kind.
 """
 
-from cosyn.hw.rtl import _add, _conv2d, _dense, _poly, _pool, _requant  # noqa: F401  (register blocks)
+from cosyn.hw.rtl import (  # noqa: F401  (register blocks)
+    _add,
+    _concat,
+    _conv2d,
+    _dense,
+    _labelselect,
+    _poly,
+    _pool,
+    _requant,
+)
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream
 from cosyn.hw.rtl._emit import Design, generate, manifest, verilog_text
 from cosyn.hw.rtl._top import Top
