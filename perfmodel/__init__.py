@@ -3,7 +3,9 @@
 `estimate(g, device, parallelism)` is the entry point (`estimate_hls` for the HLS
 backend's reuse factor); `devices` the target parts;
 `blocks`, `conv`, `pool`, `concat` and `labelselect` each block's timing, defined once;
-`pipeline` their composition (which the RTL backend builds and writes its manifest from).
+`pipeline` their composition (which the RTL backend builds and writes its manifest from);
+`cost(model, example_input, device, metric)` the differentiable cost for a training loss
+(`loss`, loaded on first use: it needs cosyn.models, which the estimate does not).
 """
 
 from cosyn.perfmodel import concat, labelselect, pool  # noqa: F401  (register their blocks' timing)
@@ -20,9 +22,18 @@ __all__ = [
     "NodeEstimate",
     "Plan",
     "UnknownDeviceError",
+    "cost",
     "device",
     "estimate",
     "estimate_hls",
     "estimate_plan",
     "plan",
 ]
+
+
+def __getattr__(name: str):
+    if name == "cost":
+        from cosyn.perfmodel.loss import cost
+
+        return cost
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,110 @@
+"""The differentiable hardware cost (`cosyn.perfmodel.cost`): equal to the estimate of
+every hardened model, smooth in the gates' logits in between, pulling toward the
+cheaper choice; the table built once per model and rebuilt on request."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import cosyn.perfmodel.loss as loss
+import pytest
+import torch
+from cosyn.models import gates
+from cosyn.models.gate import CHOICES
+from cosyn.models.zoo import mlp
+from cosyn.perfmodel.loss import cost, cost_table
+
+import cosyn
+from cosyn.errors import CosynError
+
+
+@pytest.fixture(scope="module")
+def gated() -> tuple[torch.nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    model = mlp(hidden=(16, 8), act="gate").eval()
+    x = torch.rand(32, 64)
+    model(x)
+    return model, x
+
+
+def _hardened(model: torch.nn.Module, combo: tuple[int, ...]) -> torch.nn.Module:
+    hard = copy.deepcopy(model)
+    for g, i in zip(gates(hard).values(), combo, strict=True):
+        g.harden(CHOICES[i])
+    return hard
+
+
+def test_equal_to_the_estimate_of_every_hardened_model(gated) -> None:
+    model, x = gated
+    model = copy.deepcopy(model)
+    assert cosyn.perfmodel.cost is cost
+    mix = {"latency": 10.0, "lut": 1.0}
+    for combo in itertools.product(range(2), repeat=2):
+        hard = _hardened(model, combo)
+        e = cosyn.perfmodel.estimate(cosyn.lower(hard, x), "ecp5-85f")
+        assert cost(hard, x, metric=mix).item() == 10.0 * e.latency + e.lut  # one estimate
+        for g, i in zip(gates(model).values(), combo, strict=True):  # the table, at a corner
+            g.logits.data = torch.tensor([40.0, -40.0]) * (1 - 2 * i)
+        assert cost(model, x, metric=mix).item() == pytest.approx(10.0 * e.latency + e.lut)
+
+
+def test_smooth_between_and_pulled_toward_the_cheaper_choice(gated) -> None:
+    model, x = gated
+    model = copy.deepcopy(model)
+    table = cost_table(model, x)
+    relu, poly = table.values[(0, 0)]["latency"], table.values[(1, 1)]["latency"]
+    assert poly > relu  # the polynomial's Horner steps are deeper than a shift
+    for g in gates(model).values():
+        g.logits.data = torch.tensor([0.3, -0.2])
+    c = cost(model, x, metric="latency")
+    assert relu < c.item() < poly
+    c.backward()
+    for g in gates(model).values():  # more weight on poly costs more cycles
+        assert g.logits.grad[1] > 0 > g.logits.grad[0]
+    p = [g.probs()[1].item() for g in gates(model).values()]  # the expectation, by hand
+    by_hand = sum(
+        (p[0] if a else 1 - p[0]) * (p[1] if b else 1 - p[1]) * v["latency"]
+        for (a, b), v in table.values.items()
+    )
+    assert c.item() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_beyond_the_full_table_each_gate_alone(gated, monkeypatch) -> None:
+    model, x = gated
+    model = copy.deepcopy(model)
+    monkeypatch.setattr(loss, "MAX_COMBINATIONS", 2)
+    table = cost_table(model, x)
+    assert not table.full and set(table.values) == {(0, 0), (1, 0), (0, 1)}
+    lut = {c: v["lut"] for c, v in table.values.items()}
+    lut[1, 1] = lut[1, 0] + lut[0, 1] - lut[0, 0]  # each gate's difference added
+    for combo, want in lut.items():
+        for g, i in zip(gates(model).values(), combo, strict=True):
+            g.logits.data = torch.tensor([40.0, -40.0]) * (1 - 2 * i)
+        assert cost(model, x, metric="lut").item() == pytest.approx(want)
+
+
+def test_table_built_once_and_rebuilt_on_request(gated, monkeypatch) -> None:
+    model, x = gated
+    model = copy.deepcopy(model)
+    built = []
+    real = loss.cost_table
+    monkeypatch.setattr(loss, "cost_table", lambda *a, **k: built.append(1) or real(*a, **k))
+    cost(model, x)
+    cost(model, x, metric="lut")
+    assert len(built) == 1
+    cost(model, x, refresh=True)
+    assert len(built) == 2
+
+
+@pytest.mark.parametrize(
+    ("make", "metric", "message"),
+    [
+        (lambda: mlp(hidden=(8,)), "latency", "has no GateAct"),
+        (lambda: mlp(hidden=(8,), act="gate"), "joules", "metric 'joules' is not one of"),
+        (lambda: mlp(hidden=(8,), act="gate"), {}, "metric none is not one of"),
+    ],
+)
+def test_bad_input_is_refused(make, metric, message: str) -> None:
+    with pytest.raises(CosynError, match=message):
+        cost(make().eval(), torch.rand(4, 64), metric=metric)
