@@ -367,9 +367,78 @@ def test_pipeline_exact_with_its_timing(cat_net) -> None:
     g, xi = cat_net
     top = Top(plan(g))
     assert [s.kind for s in top.plan.stages].count("fifo") == 1  # the second input's
+    y, ins, outs = run_top(top, xi[:3])
+    assert np.array_equal(y, g.run_int(xi[:3]))
+    assert outs[0, 0] - ins[0, 0] == top.plan.latency
+    assert np.diff(outs[:, 0])[-1] == top.plan.interval
+    y, _, _ = run_top(Top(plan(g, 3)), xi[3:5], gaps=0.3, stalls=0.5, seed=4)
+    assert np.array_equal(y, g.run_int(xi[3:5]))
+
+
+class FlatCatNet(nn.Module):
+    """Two QuantLinear branches of one input, concatenated (dim=1), then a QuantLinear and
+    an argmax (keepdim): a flat concat behind a fork, in index order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        lin = dict(weight_quant=Int4WeightPow2, bias=False, return_quant_tensor=True)
+        self.inp, self.a1, self.a2, self.a3 = _act(4), _act(4), _act(3, signed=False), _act(4)
+        self.fc1, self.fc2 = qnn.QuantLinear(6, 4, **lin), qnn.QuantLinear(6, 3, **lin)
+        self.fc3 = qnn.QuantLinear(7, 5, weight_quant=Int4WeightPow2, bias=False)
+
+    def forward(self, x):
+        x = self.inp(x)
+        y = torch.concat((self.a1(self.fc1(x)), self.a2(self.fc2(x))), 1)
+        return self.fc3(self.a3(y)).argmax(dim=-1, keepdim=True)
+
+
+def test_flat_concat_pipeline_exact_with_its_timing() -> None:
+    torch.manual_seed(3)
+    model, x = FlatCatNet().eval(), torch.randn(32, 6)
+    g = cosyn.lower(model, x[:2])
+    assert [n.kind for n in g].count("concat") == 1
+    assert np.array_equal(g.run(x.numpy()), model(x).numpy())
+    xi = g.quantize(x.numpy())
+    top = Top(plan(g))
     y, ins, outs = run_top(top, xi[:4])
     assert np.array_equal(y, g.run_int(xi[:4]))
     assert outs[0, 0] - ins[0, 0] == top.plan.latency
     assert np.diff(outs[:, 0])[-1] == top.plan.interval
-    y, _, _ = run_top(Top(plan(g, 2)), xi[:3], gaps=0.3, stalls=0.5, seed=4)
-    assert np.array_equal(y, g.run_int(xi[:3]))
+
+
+def test_qonnx_gives_the_same_graph(cat_input, tmp_path) -> None:
+    from test_qonnx import assert_same_graph, export
+
+    for head in ("argmax", "topk"):
+        torch.manual_seed(0)
+        model = CatNet(head).eval()
+        g = cosyn.lower(model, cat_input[:2])
+        h = cosyn.ir.from_qonnx(export(model, (2, 4, 4), tmp_path / f"{head}.onnx"))
+        assert_same_graph(g, h)
+        last = "ArgMax" if head == "argmax" else "TopK"
+        assert [n.name for n in h][-3:] == ["Flatten", "fc_MatMul", last]
+        assert np.array_equal(h.run(cat_input.numpy()), g.run(cat_input.numpy()))
+
+
+def test_cocotb_icarus_exact_with_the_manifest_timing(cat_net, tmp_path) -> None:
+    from cosyn.sim import simulate
+
+    g, _ = cat_net
+    d = cosyn.rtl.generate(g, tmp_path / "rtl")
+    x = np.random.default_rng(2).normal(size=(4, 2, 4, 4)).astype(np.float32)
+    r = simulate(d, x, simulator="icarus", backpressure=True)
+    assert (r.mismatches, r.lost, r.duplicated, r.protocol_errors) == (0, 0, 0, 0), r
+    assert np.array_equal(r.outputs, g.run_int(g.quantize(x)))
+    assert (r.latency, r.interval) == (d.manifest["latency"], d.manifest["interval"])
+
+
+def test_hls_csim_exact(cat_input, tmp_path) -> None:
+    """hls4ml's Concatenate and the CosynLabelSelect extension, io_stream (io_parallel too,
+    by hand: 23 s)."""
+    from cosyn.hw.hls import generate
+
+    torch.manual_seed(0)
+    g = cosyn.lower(CatNet("topk").eval(), cat_input[:2])
+    xi = g.quantize(cat_input.numpy())
+    h = generate(g, tmp_path / "hls", io_type="io_stream")
+    assert np.array_equal(h.predict_int(xi), g.run_int(xi))

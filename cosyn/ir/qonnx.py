@@ -50,6 +50,7 @@ from cosyn.ir.qonnx_ops import (
     clip,
     conv_geometry,
     evaluate,
+    label_geometry,
     pool_geometry,
     quant_op,
     transpose_perm,
@@ -210,7 +211,11 @@ class _QonnxBuilder(Builder):
         ident = re.sub(r"^(node_+)?_?(symbolic)?", "", ident).strip("_") or "0"
         try:
             self.replay(node)
-            self.vals[node.output[0]] = self.lower(node, ident)
+            out = self.lower(node, ident)
+            for name, v in zip(
+                node.output, out if isinstance(out, tuple) else (out,), strict=False
+            ):
+                self.vals[name] = v
         except CosynError as e:
             msg = re.sub(rf"^{re.escape(ident)}( \(\w+\))?:? ?", "", str(e))
             raise type(e)(f"{where}: {msg}") from e
@@ -238,7 +243,11 @@ class _QonnxBuilder(Builder):
                 f"cosyn cannot lower this operation; supported: {SUPPORTED_OPS}"
             )
         try:
-            self.values[node.output[0]] = evaluate(node, ins)
+            out = evaluate(node, ins)
+            for name, v in zip(
+                node.output, out if isinstance(out, tuple) else (out,), strict=False
+            ):
+                self.values[name] = v
         except CosynError:
             raise
         except Exception as e:
@@ -250,6 +259,9 @@ class _QonnxBuilder(Builder):
         if node.op_type == "Constant":
             return self.vals[out]
         args = [self.vals[i] if i else None for i in node.input]
+        refused = next((a for a in args if isinstance(a, _Refused)), None)
+        if refused is not None:
+            raise UnsupportedLayerError(refused.reason)
         if node.op_type == "Transpose" and isinstance(args[0], _Const) and args[0].quant:
             return _transposed(args[0], transpose_perm(node, args[0].raw.dim()))
         if node.op_type not in _QUANTS and all(a is None or isinstance(a, _Const) for a in args):
@@ -437,6 +449,28 @@ class _QonnxBuilder(Builder):
             raise UnsupportedLayerError("only a reshape to (batch, -1) is supported")
         return self.flatten(out, args[0], ident)
 
+    def op_concat(self, node, args, out, ident) -> object:
+        ndim = self.values[node.input[0]].dim()
+        return self.concat(args, int(attrs(node)["axis"]), ndim, ident, ident)
+
+    def op_argmax(self, node, args, out, ident) -> object:
+        return self.labels(node, args[0], 1, ident)
+
+    def op_topk(self, node, args, out, ident) -> tuple:
+        """Its indices (output 1) are a LabelSelect; its values are refused where read."""
+        k = int(self.constant(args[1]).value.reshape(-1)[0])
+        values = _Refused("of a TopK only its indices (labels) are supported, not its values")
+        return values, self.labels(node, args[0], k, ident)
+
+    def labels(self, node, x, k: int, ident: str) -> object:
+        over, keep = label_geometry(node, self.values[node.input[0]].dim())
+        if not over:
+            raise UnsupportedLayerError(
+                "only the label select over the features (axis 1) of a (batch, N) value is "
+                "supported"
+            )
+        return self.label_select(x, k, node.op_type == "ArgMax" and not keep, ident, ident)
+
     def op_identity(self, node, args, out, ident) -> object:
         return args[0]
 
@@ -448,6 +482,13 @@ class _QonnxBuilder(Builder):
         if not isinstance(c, _Const):
             raise UnsupportedLayerError("only operations with a constant operand are supported")
         return c
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A node output cosyn does not lower (a TopK's values): an error where it is read."""
+
+    reason: str
 
 
 @dataclass(frozen=True)

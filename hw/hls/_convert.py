@@ -360,6 +360,42 @@ def _flatten(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Con
     return Converted(layer, dict(result=ap_type(node.dtype)), out)
 
 
+def _concat(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
+    """hls4ml's Concatenate along the channels (its last axis: channels last); a flat
+    value keeps each input's hls4ml order, the second's indices after the first's."""
+    assert isinstance(node, N.Concat)
+    a, b = ins
+    if len(a.shape) != len(b.shape) or a.shape[:-1] != b.shape[:-1]:
+        raise UnsupportedLayerError(f"{node.name}: a concat needs two inputs of one layout")
+    op = f"concatenate{len(a.shape)}d"  # hls4ml's function for the rank (as its Keras reader)
+    layer = dict(class_name="Concatenate", name=name, inputs=srcs, axis=-1, op=op)
+    if len(a.shape) == 3:
+        out = Tensor((*a.shape[:2], a.shape[2] + b.shape[2]), a.shape[2] + b.shape[2], None,
+                     node.dtype)  # fmt: skip
+    else:
+        perm = None
+        if a.perm is not None or b.perm is not None:
+            pa = np.arange(a.size) if a.perm is None else a.perm
+            pb = np.arange(b.size) if b.perm is None else b.perm
+            perm = np.concatenate([pa, a.size + pb])
+        out = Tensor((a.size + b.size,), a.size + b.size, perm, node.dtype)
+    return Converted(layer, dict(result=ap_type(node.dtype)), out)
+
+
+def _labelselect(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
+    """CosynLabelSelect: the k largest of a flat value in its graph index order."""
+    assert isinstance(node, N.LabelSelect)
+    (x,) = ins
+    if len(x.shape) != 1 or x.perm is not None:
+        raise UnsupportedLayerError(
+            f"{node.name}: a label select needs a flat input in index order (a dense layer's)"
+        )
+    layer = dict(class_name="CosynLabelSelect", name=name, inputs=srcs, n_in=x.size,
+                 n_out=node.k, work_bits=x.dtype.bits + 1)  # fmt: skip
+    out = Tensor(node.shape, node.shape[0], None, node.dtype)
+    return Converted(layer, dict(result=ap_type(node.dtype)), out)
+
+
 CONVERTERS: dict[str, Converter] = {
     N.Dense.kind: _dense,
     N.Conv2d.kind: _conv2d,
@@ -370,6 +406,8 @@ CONVERTERS: dict[str, Converter] = {
     N.Add.kind: _add,
     N.Poly.kind: _poly,
     N.Flatten.kind: _flatten,
+    N.Concat.kind: _concat,
+    N.LabelSelect.kind: _labelselect,
 }
 
 

@@ -50,6 +50,7 @@ class Extension:
     types: dict[str, str] = field(default_factory=dict)
     typelists: dict[str, str] = field(default_factory=dict)
     n_inputs: int = 1
+    out_size: str = ""  # the attribute giving a flat output's size (else the input's shape)
 
 
 EXTENSIONS: dict[str, Extension] = {
@@ -91,13 +92,22 @@ EXTENSIONS: dict[str, Extension] = {
             types={"coeff_t": "coeff"},
             typelists={"stage": "stage_types"},
         ),
+        Extension(
+            name="CosynLabelSelect",
+            function="cosyn_labelselect",
+            base_config="cosyn_labelselect_config",
+            header="cosyn_select.h",
+            consts={"n_out": "unsigned"},
+            out_size="n_out",
+        ),
     )
 }
 
 
 def _layer_class(ext: Extension) -> type[Layer]:
     def initialize(self: Layer) -> None:
-        self.add_output_variable(list(self.get_input_variable(self.inputs[0]).shape))
+        shape = list(self.get_input_variable(self.inputs[0]).shape)
+        self.add_output_variable([self.get_attr(ext.out_size)] if ext.out_size else shape)
         for w in ext.weights:
             self.add_weights_variable(name=w, var_name=f"{w}{{index}}", data=w)
 
