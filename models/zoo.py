@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import brevitas.nn as qnn
+from cosyn.models.encoder import Transformer
 from cosyn.models.gate import GateAct
 from cosyn.models.poly import PolyAct, PolyActError
 from cosyn.models.quant import Int32Bias, Uint8ActPow2, weight_quant
 from torch import nn
 
-__all__ = ["ACTS", "cnn", "mlp"]
+__all__ = ["ACTS", "cnn", "mlp", "transformer"]
 
 ACTS = ("relu", "poly", "gate")
 
@@ -99,4 +100,45 @@ def cnn(
         _act(act_bits, act, c2),
         nn.Flatten(),
         _linear(c2 * out * out, classes, weight_bits, True),
+    )
+
+
+def transformer(
+    vocab: int = 15,
+    classes: int = 10,
+    dim: int = 32,
+    heads: int = 2,
+    ffn: int = 64,
+    blocks: int = 1,
+    max_len: int = 257,
+    pattern: str = "dense",
+    window: int = 4,
+    n_global: int = 1,
+    k: int = 8,
+    pooling: str = "cls",
+    act: str = "relu",
+    weight_bits: int = 8,
+    act_bits: int = 8,
+) -> Transformer:
+    """Quantized encoder classifier over token sequences of any length up to max_len - 1
+    (ListOps' vocabulary and classes by default): token + position embedding, `blocks`
+    encoder blocks with SparseAttention (`pattern` "dense", "window" or "topk"), integer
+    softmax and LayerNorm, ReLU or i-GELU feed-forward, CLS or mean pooling, a QuantLinear
+    head returning float logits."""
+    return Transformer(
+        vocab,
+        classes,
+        dim=dim,
+        heads=heads,
+        ffn=ffn,
+        blocks=blocks,
+        max_len=max_len,
+        pooling=pooling,
+        weight_bits=weight_bits,
+        act_bits=act_bits,
+        act=act,
+        pattern=pattern,
+        window=window,
+        n_global=n_global,
+        k=k,
     )
