@@ -7,7 +7,8 @@ absolute percentage error and the worst case of the estimate on the held-out des
 `cosyn.perfmodel.estimate` on the zoo's MLP and CNN and a CNN of a million MACs per
 sample, cold (the first call in a fresh process, empty caches) and warm (the same
 architecture again, as in a training loop), beside the synthesis time of the sweep's
-designs (the ratio is synthesis over a cold estimate).
+designs (the ratio is synthesis over a cold estimate). Part 3 times the differentiable
+cost (`cosyn.perfmodel.cost`) against a training step.
 
     .venv/bin/python benchmarks/perfmodel.py
 """
@@ -115,10 +116,45 @@ def speed_table(console: Console) -> None:
     console.print(t)
 
 
+def cost_table(console: Console) -> None:
+    """`cosyn.perfmodel.cost` in a training step: the zoo models with GateActs, a batch
+    of 64 digits; median CPU time over 30 steps of the step alone and of the cost and its
+    backward (the table built before, as training does once)."""
+    t = Table(title="the hardware cost term in a training step (CPU time, median of 30)")
+    for c in ("model", "table built s", "step ms", "cost + backward ms", "overhead"):
+        t.add_column(c, justify="left" if c == "model" else "right")
+    for name in ("mlp", "cnn"):
+        torch.manual_seed(0)
+        shape = MODELS[name][1]
+        model = (mlp(act="gate") if name == "mlp" else cnn(act="gate")).eval()
+        x = torch.rand(64, *shape)
+        model(x)
+        model.train()
+        t0 = time.process_time()
+        cosyn.perfmodel.cost(model, x)
+        built = time.process_time() - t0
+        opt = torch.optim.Adam(model.parameters(), 1e-3)
+        y = torch.zeros(64, dtype=torch.long)
+        steps, costs = [], []
+        for _ in range(30):
+            t0 = time.process_time()
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            t1 = time.process_time()
+            cosyn.perfmodel.cost(model, x).backward()
+            steps.append(t1 - t0)
+            costs.append(time.process_time() - t1)
+        step, c = float(np.median(steps)), float(np.median(costs))
+        t.add_row(name, f"{built:.1f}", f"{step * 1e3:.1f}", f"{c * 1e3:.2f}", f"{c / step:.1%}")
+    console.print(t)
+
+
 def main() -> None:
     console = Console(width=140)
     error_table(console)
     speed_table(console)
+    cost_table(console)
 
 
 if __name__ == "__main__":

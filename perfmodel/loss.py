@@ -64,12 +64,11 @@ class CostTable:
         def value(combo: tuple[int, ...]) -> float:
             return sum(w * self.values[combo][m] for m, w in weights.items())
 
-        rows = torch.arange(len(self.names))
         if self.full:
-            total = probs.new_zeros(())
-            for combo in self.values:
-                total = total + probs[rows, torch.tensor(combo)].prod() * value(combo)
-            return total
+            combos = torch.tensor(list(self.values))  # combinations x gates
+            rows = torch.arange(len(self.names)).expand_as(combos)
+            vals = probs.new_tensor([value(c) for c in self.values])
+            return (probs[rows, combos].prod(dim=1) * vals).sum()
         total = probs.new_tensor(value(self.base))
         for combo in self.values:
             if combo != self.base:
