@@ -6,18 +6,19 @@ pipeline's interval is at least its slowest block's. `allocate` balances the blo
 
 - for an interval T, each node takes the smallest P whose block's interval (its timing,
   `perfmodel.blocks`, the one definition the RTL is built from) is at most T, so no
-  multiplier is added that does not shorten the interval (`_choice`);
+  multiplier is added that does not shorten the interval (`_Search.choice`);
 - with a target interval, T is the target: the fewest resources that meet it;
 - without one, T is the smallest interval whose allocation fits the budget (the device,
-  a fraction of it, or resource limits), found by bisection over T: resources only grow
-  as T shrinks.
+  a fraction of it, or resource limits), found by doubling and bisection over T:
+  resources only grow as T shrinks.
 
 The allocation is then planned and estimated as a whole (`perfmodel.estimate_plan`): its
 interval is the steady state of every block stepped together, exact, which may exceed T
-where a block stalls its producer across samples; the stage is then raised a step at a
-time while that lowers the interval. Resources of one block are estimated from its own
-primitives (`perfmodel.resources`); the FIFOs between blocks are counted from the
-default plan's during the search and exactly in the final estimate.
+where a block stalls its producer across samples; every node then starts from its
+largest P and is lowered while the interval holds (`_Search.settle`). Resources of one
+block are estimated from its own primitives (`perfmodel.resources`); the FIFOs between
+blocks are counted from the default plan's during the search and exactly in the final
+estimate.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ __all__ = ["Allocation", "allocate"]
 
 @dataclass
 class Allocation:
-    """The parallelism of each dense/conv2d node and the design's estimate with it.
+    """The parallelism of each dense/conv2d node, the design's estimate with it, and the
+    resource limits it was allocated under.
 
     `utilization` is the multipliers' busy fraction in steady state: MACs per sample of
     those nodes / (multipliers x interval)."""
@@ -112,7 +114,7 @@ def allocate(
     by resource name ("lut", "ff", "dsp", "bram"; the others the device's)."""
     dev = device_(device)
     limits = _limits(dev, budget)
-    search = _Search(g, dev)
+    search = _Search(g, dev, limits)
     if target_interval is not None:
         if (
             isinstance(target_interval, bool)
@@ -128,7 +130,7 @@ def allocate(
             )
         alloc = search.settle(target_interval)
     else:
-        t = search.fitting(limits)
+        t = search.fitting()
         alloc = search.settle(t)
         # the exact design (its FIFOs, or the parallelism stalls across samples need) may
         # exceed what the blocks' resources promised: a longer interval, until it fits
@@ -142,12 +144,16 @@ def allocate(
             f"{alloc.interval}"
         )
     over = _over(alloc.estimate, limits)
+    if over and target_interval is not None:
+        raise CosynError(
+            f"target interval {target_interval} needs {over} on {dev.name}; raise the budget "
+            "or the target"
+        )
     if over:
         raise CosynError(
             f"no parallelism fits the budget on {dev.name}: the smallest design needs {over}; "
             "raise the budget"
         )
-    alloc.budget = limits
     return alloc
 
 
@@ -182,8 +188,8 @@ class _Search:
     """What the search needs of each dense/conv2d node: its block's interval and resources
     at each parallelism it may take, computed on demand and kept."""
 
-    def __init__(self, g: Graph, dev: Device) -> None:
-        self.g, self.dev, self.co = g, dev, coefficients(dev.family)
+    def __init__(self, g: Graph, dev: Device, limits: dict[str, float]) -> None:
+        self.g, self.dev, self.co, self.limits = g, dev, coefficients(dev.family), limits
         base = plan(g)
         self.stages = {s.name: s for s in base.stages if s.node is not None and folded(s.node)}
         rest = [s for s in base.stages if s.name not in self.stages]
@@ -215,18 +221,18 @@ class _Search:
     def resources(self, choice: dict[str, int]) -> Resources:
         return sum((self._block(n, p)[1] for n, p in choice.items()), self.fixed)
 
-    def fitting(self, limits: dict[str, float]) -> int:
-        """The smallest T whose `choice(T)` fits `limits` by its blocks' resources
+    def fitting(self) -> int:
+        """The smallest T whose `choice(T)` fits the limits by its blocks' resources
         (doubling, then bisection: those resources only shrink as T grows); where none
         does, a T at which every node has parallelism 1."""
         lo = hi = self.floor
-        while _over(self.resources(self.choice(hi)), limits):
+        while _over(self.resources(self.choice(hi)), self.limits):
             if self.smallest(self.choice(hi)):
                 return hi
             lo, hi = hi, 2 * hi
         while hi - lo > 1:  # choice(lo) is over, choice(hi) fits
             mid = (lo + hi) // 2
-            if _over(self.resources(self.choice(mid)), limits):
+            if _over(self.resources(self.choice(mid)), self.limits):
                 lo = mid
             else:
                 hi = mid
@@ -271,7 +277,7 @@ class _Search:
 
     def _allocation(self, choice: dict[str, int], e: Estimate) -> Allocation:
         macs = {n: int(self.stages[n].node.macs) for n in choice}
-        return Allocation(dict(choice), macs, e, {})
+        return Allocation(dict(choice), macs, e, self.limits)
 
 
 def _divisors(s: Stage) -> list[int]:

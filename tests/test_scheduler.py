@@ -84,6 +84,7 @@ def test_budget_trades_interval_for_resources(graphs) -> None:
             "no parallelism fits the budget on ecp5-85f: the smallest design needs LUT",
         ),
         ({"budget": {"luts": 100}}, "unknown resource 'luts'"),
+        ({"target_interval": 64, "budget": {"lut": 100}}, "target interval 64 needs LUT"),
         ({"budget": 1.5}, "fraction of the device"),
         ({"device": "ecp6"}, "unknown device 'ecp6'"),
     ],
