@@ -35,7 +35,13 @@ import brevitas.nn as qnn
 import torch
 from brevitas.quant_tensor import IntQuantTensor, QuantTensor
 from cosyn.models.intlayers import int_of, ste
-from cosyn.models.intops import _clamp_int, round_shift, softmax_int, softmax_spec
+from cosyn.models.intops import (
+    _clamp_int,
+    round_shift,
+    signed_bits,
+    softmax_int,
+    softmax_spec,
+)
 from cosyn.models.quant import Int8ActPow2, Int32Bias, weight_quant
 from torch import Tensor, nn
 
@@ -178,6 +184,25 @@ class SparseAttention(nn.Module):
         out = self.packed(self.input_quant(torch.cat(seqs)), [len(s) for s in seqs])
         parts = list(out.value.split([len(s) for s in seqs]))
         return parts[0] if isinstance(x, Tensor) else parts
+
+    def widths(self) -> dict[str, int]:
+        """Bits of each integer the attention computes, from its bit widths and max_len.
+
+        score: q . k over dh features (q, k in [-2^(a-1), 2^(a-1) - 1]); score_diff: a
+        score minus its row's maximum; rank_score: the same at rank_bits; prob: p in
+        [0, 2^prob_bits], unsigned; output: sum p v over a row's keys, bounded by
+        sum p <= 2^prob_bits (each p is floored), not by the row's length. The softmax's
+        own widths (e, its sum, the divisor) are `intops.softmax_spec`'s.
+        """
+        dh = self.dim // self.heads
+        top, low = 1 << (self.act_bits - 1), 1 << (self.rank_bits - 1)
+        return {
+            "score": signed_bits(-dh * top * (top - 1), dh * top * top),
+            "score_diff": signed_bits(-dh * top * (2 * top - 1), 0),
+            "rank_score": signed_bits(-dh * low * (low - 1), dh * low * low),
+            "prob": self.prob_bits + 1,
+            "output": signed_bits(-top << self.prob_bits, (top - 1) << self.prob_bits),
+        }
 
     def check_lengths(self, lengths: list[int]) -> None:
         for n, length in enumerate(lengths):

@@ -57,8 +57,12 @@ INT64_BITS = 63  # magnitude bits of int64
 
 
 def signed_bits(lo: int, hi: int) -> int:
-    """Bits of the smallest two's-complement type that holds every integer in [lo, hi]."""
-    return max(int(lo).bit_length() + (lo < 0), int(hi).bit_length() + 1, 1)
+    """Bits of the smallest two's-complement type that holds every integer in [lo, hi].
+
+    >>> signed_bits(-128, 127), signed_bits(-129, 0), signed_bits(0, 128), signed_bits(0, 0)
+    (8, 9, 9, 1)
+    """
+    return max((-int(lo) - 1).bit_length() + 1 if lo < 0 else 1, int(hi).bit_length() + 1)
 
 
 def _fits(what: str, bits: int) -> int:
@@ -72,6 +76,14 @@ def round_shift(v, s: int):
     if s <= 0:
         return v << -s
     return (v + (1 << (s - 1))) >> s
+
+
+def _check_range(v, bits: int, what: str) -> None:
+    """Raise where v (numpy or torch) leaves the signed `bits` range its widths assume."""
+    if v.numel() if isinstance(v, torch.Tensor) else v.size:
+        lo, hi = int(v.min()), int(v.max())
+        if lo < -(1 << (bits - 1)) or hi >= 1 << (bits - 1):
+            raise ValueError(f"{what} must be signed {bits}-bit integers, not in [{lo}, {hi}]")
 
 
 def _clamp_ref(v: np.ndarray, bits: int) -> np.ndarray:
@@ -273,18 +285,28 @@ def layernorm_spec(
     )
 
 
+def _check_layernorm(x, gamma, beta, spec: LayerNormSpec) -> None:
+    if x.shape[-1] != spec.features:
+        raise ValueError(f"LayerNorm of {spec.features} features, not {x.shape[-1]}")
+    _check_range(x, spec.in_bits, "LayerNorm inputs")
+    _check_range(gamma, spec.gamma_bits, "LayerNorm gamma")
+    _check_range(beta, spec.z_bits, "LayerNorm beta")
+
+
 def layernorm_ref(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, spec: LayerNormSpec
 ) -> np.ndarray:
     """Integer LayerNorm of int64 `x` over its last axis (see `LayerNormSpec`)."""
     x = np.asarray(x, np.int64)
+    gamma, beta = np.asarray(gamma, np.int64), np.asarray(beta, np.int64)
+    _check_layernorm(x, gamma, beta, spec)
     d = spec.features
     s = x.sum(-1, keepdims=True)
     y = d * x - s
     v = d * (x * x).sum(-1, keepdims=True) - s * s
     sigma = np.maximum(isqrt_ref(v, spec.v_bits), 1)
     n = (y << spec.frac) // sigma
-    z = n * np.asarray(gamma, np.int64) + np.asarray(beta, np.int64)
+    z = n * gamma + beta
     return _clamp_ref(round_shift(z, spec.frac + spec.gamma_frac - spec.out_frac), spec.out_bits)
 
 
@@ -292,14 +314,15 @@ def layernorm_int(
     x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, spec: LayerNormSpec
 ) -> torch.Tensor:
     """`layernorm_ref` on torch int64 tensors, bit for bit."""
-    x = x.long()
+    x, gamma, beta = x.long(), gamma.long(), beta.long()
+    _check_layernorm(x, gamma, beta, spec)
     d = spec.features
     s = x.sum(-1, keepdim=True)
     y = d * x - s
     v = d * (x * x).sum(-1, keepdim=True) - s * s
     sigma = isqrt_int(v, spec.v_bits).clamp_min(1)
     n = torch.div(y << spec.frac, sigma, rounding_mode="floor")
-    z = n * gamma.long() + beta.long()
+    z = n * gamma + beta
     return _clamp_int(round_shift(z, spec.frac + spec.gamma_frac - spec.out_frac), spec.out_bits)
 
 
@@ -362,6 +385,7 @@ def gelu_spec(
 def gelu_ref(x: np.ndarray, spec: GeluSpec) -> np.ndarray:
     """Integer GELU of int64 `x` (see `GeluSpec`)."""
     x = np.asarray(x, np.int64)
+    _check_range(x, spec.in_bits, "GELU inputs")
     a = np.minimum(np.abs(x), -spec.b) + spec.b
     erf = (np.sign(x) * (a * a + spec.c)) >> spec.k
     g = x * (erf + spec.one)
@@ -371,6 +395,7 @@ def gelu_ref(x: np.ndarray, spec: GeluSpec) -> np.ndarray:
 def gelu_int(x: torch.Tensor, spec: GeluSpec) -> torch.Tensor:
     """`gelu_ref` on torch int64 tensors, bit for bit."""
     x = x.long()
+    _check_range(x, spec.in_bits, "GELU inputs")
     a = torch.minimum(x.abs(), torch.tensor(-spec.b)) + spec.b
     erf = (torch.sign(x) * (a * a + spec.c)) >> spec.k
     g = x * (erf + spec.one)

@@ -159,6 +159,16 @@ def test_layernorm_torch_equals_reference(features, in_bits, seed):
     assert ref.min() >= -128 and ref.max() <= 127
 
 
+def test_integer_operators_refuse_inputs_out_of_range():
+    spec = intops.layernorm_spec(4, in_bits=4)
+    with pytest.raises(ValueError, match=r"inputs must be signed 4-bit integers, not in \[-9, 0\]"):
+        intops.layernorm_ref(np.array([[-9, 0, 0, 0]]), np.ones(4), np.zeros(4), spec)
+    with pytest.raises(ValueError, match="gamma must be signed 8-bit"):
+        intops.layernorm_int(torch.zeros(1, 4), torch.full((4,), 128), torch.zeros(4), spec)
+    with pytest.raises(ValueError, match="GELU inputs must be signed 8-bit"):
+        intops.gelu_ref(np.array([128]), intops.gelu_spec(2.0**-4))
+
+
 def test_layernorm_normalizes():
     """gamma 1, beta 0: within a step and a half of the float LayerNorm (scale 2^-5)."""
     rng = np.random.default_rng(2)
@@ -276,6 +286,14 @@ def test_attention_equals_integer_reference(pattern):
             floats = [t.value.reshape(length, 2, 8) for t in (q, k, v)]
             got = a._sequence(ints, floats, spec) / (2.0**-8 * v.scale)
         assert np.array_equal(got.numpy(), want), (pattern, length)
+
+
+def test_attention_widths():
+    """dh = 8, 8-bit Q/K/V: q . k up to 8 * 128 * 128 = 2^17 (19 bits signed), the
+    difference to the row's maximum down to -8 * 128 * 255, 4-bit ranking scores up to
+    8 * 8 * 8 = 2^9, sum p v in [-128 * 2^8, 127 * 2^8] (16 bits)."""
+    a = SparseAttention(16, heads=2, rank_bits=4)
+    assert a.widths() == {"score": 19, "score_diff": 19, "rank_score": 11, "prob": 9, "output": 16}
 
 
 @pytest.mark.parametrize("pattern", ["dense", "window", "topk"])
