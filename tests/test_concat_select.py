@@ -371,7 +371,7 @@ def test_pipeline_exact_with_its_timing(cat_net) -> None:
     assert np.array_equal(y, g.run_int(xi[:3]))
     assert outs[0, 0] - ins[0, 0] == top.plan.latency
     assert np.diff(outs[:, 0])[-1] == top.plan.interval
-    y, _, _ = run_top(Top(plan(g, 3)), xi[3:5], gaps=0.3, stalls=0.5, seed=4)
+    y, _, _ = run_top(Top(plan(g, 1)), xi[3:5], gaps=0.3, stalls=0.5, seed=4)
     assert np.array_equal(y, g.run_int(xi[3:5]))
 
 
@@ -442,3 +442,21 @@ def test_hls_csim_exact(cat_input, tmp_path) -> None:
     xi = g.quantize(cat_input.numpy())
     h = generate(g, tmp_path / "hls", io_type="io_stream")
     assert np.array_equal(h.predict_int(xi), g.run_int(xi))
+
+
+@pytest.mark.slow
+def test_blocks_verilog_lints_clean(tmp_path) -> None:
+    from cosyn.hw.rtl._verilog import component_verilog, lint
+
+    ta, tb, t = IntType(3, False), IntType(4, True), IntType(5, True)
+    cat = concat_node((3, 2, 2), (2, 2, 2), ta, tb)
+    blocks = {
+        "concat": COMPONENTS["concat"](cat, Ctx((ta, tb), ((3, 2, 2), (2, 2, 2)), "hwc")),
+        "argmax": COMPONENTS["labelselect"](select_node(10, 1, t), Ctx((t,), ((10,),))),
+        "topk": COMPONENTS["labelselect"](select_node(7, 3, t), Ctx((t,), ((7,),))),
+    }
+    for name, block in blocks.items():
+        (tmp_path / name).mkdir()
+        path = tmp_path / name / "top.v"
+        path.write_text(component_verilog(block, name))
+        assert lint(path) == "", name
