@@ -460,3 +460,28 @@ def test_blocks_verilog_lints_clean(tmp_path) -> None:
         path = tmp_path / name / "top.v"
         path.write_text(component_verilog(block, name))
         assert lint(path) == "", name
+
+
+def test_rtl_refuses_flattened_inputs_naming_the_node(tmp_path) -> None:
+    """The RTL streams a flattened image in HWC order: a concat with one flattened input is
+    refused by the pipeline, two by the block, a label select of one by the block."""
+    t = IntType(4, True)
+    x = N.Quantize("x", (), (2, 2, 2), t, ONE)
+    f = N.Flatten("f", ("x",), (8,), t, ONE)
+    d = N.Dense.sized([(np.array([t.lo]), np.array([t.hi]))], name="d", inputs=("f",),
+                      shape=(3,), scale=ONE, weight=np.ones((3, 8), np.int64),
+                      bias=np.zeros(3, np.int64))  # fmt: skip
+    cases = [
+        (["f", "d"], r"^cat: its inputs stream in different orders"),
+        (["f", "f"], r"^cat: the RTL concat block reads flat inputs in index order"),
+    ]
+    for ins, message in cases:
+        cat = concat_node((8,), (3 if ins[1] == "d" else 8,), t, d.dtype)
+        cat.inputs = tuple(ins)
+        g = Graph([x, f, d, cat] if "d" in ins else [x, f, cat])
+        with pytest.raises(UnsupportedLayerError, match=message):
+            cosyn.rtl.generate(g, tmp_path / "rtl")
+    g = Graph([x, f, select_node(8, 2, t, src="f")])
+    with pytest.raises(UnsupportedLayerError, match=r"^sel: the RTL label select reads a flat"):
+        cosyn.rtl.generate(g, tmp_path / "rtl")
+    assert not (tmp_path / "rtl").exists()
