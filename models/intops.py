@@ -192,10 +192,12 @@ def softmax_int(x: torch.Tensor, valid: torch.Tensor, spec: SoftmaxSpec) -> torc
 def isqrt_steps(bits: int) -> int:
     """Newton steps from 2^ceil(bitlen(n)/2) that reach floor(sqrt(n)) for all n < 2^bits.
 
-    The start is within a factor 2 above sqrt(n) (relative error e0 <= 1); a real
+    The start is within a factor 2 above s = sqrt(n) (relative error e0 <= 1); a real
     Newton step maps e to e^2 / (2 (1 + e)), and the floored integer step never exceeds
-    the real one nor falls below floor(sqrt(n)). Once e < 2^-(bits+1) the real iterate
-    is below floor(sqrt(n)) + 1, so the integer one equals floor(sqrt(n)).
+    the real one nor falls below floor(s). floor(s) + 1 - s >= 1 / (2 (s + 1)), so once
+    e < 1 / (2 s (s + 1)), which e < 2^-(bits+2) ensures, the real iterate is below
+    floor(s) + 1 and the integer one is floor(s). The count returned is one step past
+    e < 2^-(bits+1), where e is below 2^-(2 bits + 3).
     """
     e, steps = 1.0, 0
     while e >= 2.0 ** -(bits + 1):
