@@ -36,8 +36,8 @@ import torch
 from brevitas.quant_tensor import IntQuantTensor, QuantTensor
 from cosyn.models.intlayers import int_of, ste
 from cosyn.models.intops import (
-    _clamp_int,
     round_shift,
+    saturate_int,
     signed_bits,
     softmax_int,
     softmax_spec,
@@ -82,8 +82,8 @@ def window_table(length: int, window: int, n_global: int) -> tuple[Tensor, Tenso
 def rank_scores(q: Tensor, k: Tensor, act_bits: int, rank_bits: int) -> Tensor:
     """Low-bit scores (H, L, L) of int64 q, k (L, H, dh) rounded to rank_bits."""
     s = act_bits - rank_bits
-    ql = _clamp_int(round_shift(q, s), rank_bits)
-    kl = _clamp_int(round_shift(k, s), rank_bits)
+    ql = saturate_int(round_shift(q, s), rank_bits)
+    kl = saturate_int(round_shift(k, s), rank_bits)
     return torch.einsum("lhd,mhd->hlm", ql.double(), kl.double()).long()
 
 
@@ -167,7 +167,7 @@ class SparseAttention(nn.Module):
         exp_frac: int = 7,
     ) -> None:
         super().__init__()
-        _check(dim, heads, pattern, window, n_global, k, max_len, act_bits, rank_bits)
+        _check(dim, heads, pattern, window, n_global, k, max_len, act_bits, rank_bits, prob_bits)
         self.dim, self.heads, self.pattern = dim, heads, pattern
         self.window, self.n_global, self.k, self.max_len = window, n_global, k, max_len
         self.act_bits, self.rank_bits = act_bits, rank_bits
@@ -274,7 +274,7 @@ class SparseAttention(nn.Module):
         return ste(p_int, p_f)
 
 
-def _check(dim, heads, pattern, window, n_global, k, max_len, act_bits, rank_bits) -> None:
+def _check(dim, heads, pattern, window, n_global, k, max_len, act_bits, rank_bits, prob_bits):
     if pattern not in PATTERNS:
         raise AttentionError(
             f"SparseAttention: pattern must be one of {', '.join(PATTERNS)}, not {pattern!r}"
@@ -295,6 +295,11 @@ def _check(dim, heads, pattern, window, n_global, k, max_len, act_bits, rank_bit
     if not 2 <= rank_bits <= act_bits:
         raise AttentionError(
             f"SparseAttention: rank_bits must be in 2..act_bits={act_bits}, not {rank_bits!r}"
+        )
+    if prob_bits + act_bits > 24:
+        raise AttentionError(
+            f"SparseAttention: prob_bits + act_bits must be at most 24 (sum p v exact in "
+            f"float32), not {prob_bits} + {act_bits}"
         )
     dh = dim // heads
     if (dh << 2 * (act_bits - 1)).bit_length() > 52:

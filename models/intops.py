@@ -44,6 +44,8 @@ __all__ = [
     "layernorm_ref",
     "layernorm_spec",
     "round_shift",
+    "saturate_int",
+    "saturate_ref",
     "signed_bits",
     "softmax_int",
     "softmax_ref",
@@ -86,11 +88,13 @@ def _check_range(v, bits: int, what: str) -> None:
             raise ValueError(f"{what} must be signed {bits}-bit integers, not in [{lo}, {hi}]")
 
 
-def _clamp_ref(v: np.ndarray, bits: int) -> np.ndarray:
+def saturate_ref(v: np.ndarray, bits: int) -> np.ndarray:
+    """v clamped to the signed `bits` range."""
     return np.clip(v, -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
 
 
-def _clamp_int(v: torch.Tensor, bits: int) -> torch.Tensor:
+def saturate_int(v: torch.Tensor, bits: int) -> torch.Tensor:
+    """`saturate_ref` on torch tensors."""
     return v.clamp(-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
 
 
@@ -309,7 +313,7 @@ def layernorm_ref(
     sigma = np.maximum(isqrt_ref(v, spec.v_bits), 1)
     n = (y << spec.frac) // sigma
     z = n * gamma + beta
-    return _clamp_ref(round_shift(z, spec.frac + spec.gamma_frac - spec.out_frac), spec.out_bits)
+    return saturate_ref(round_shift(z, spec.frac + spec.gamma_frac - spec.out_frac), spec.out_bits)
 
 
 def layernorm_int(
@@ -325,7 +329,7 @@ def layernorm_int(
     sigma = isqrt_int(v, spec.v_bits).clamp_min(1)
     n = torch.div(y << spec.frac, sigma, rounding_mode="floor")
     z = n * gamma + beta
-    return _clamp_int(round_shift(z, spec.frac + spec.gamma_frac - spec.out_frac), spec.out_bits)
+    return saturate_int(round_shift(z, spec.frac + spec.gamma_frac - spec.out_frac), spec.out_bits)
 
 
 # ---------------------------------------------------------------- GELU (i-GELU)
@@ -391,7 +395,7 @@ def gelu_ref(x: np.ndarray, spec: GeluSpec) -> np.ndarray:
     a = np.minimum(np.abs(x), -spec.b) + spec.b
     erf = (np.sign(x) * (a * a + spec.c)) >> spec.k
     g = x * (erf + spec.one)
-    return _clamp_ref(round_shift(g * spec.mult, spec.mshift), spec.out_bits)
+    return saturate_ref(round_shift(g * spec.mult, spec.mshift), spec.out_bits)
 
 
 def gelu_int(x: torch.Tensor, spec: GeluSpec) -> torch.Tensor:
@@ -401,4 +405,4 @@ def gelu_int(x: torch.Tensor, spec: GeluSpec) -> torch.Tensor:
     a = torch.minimum(x.abs(), torch.tensor(-spec.b)) + spec.b
     erf = (torch.sign(x) * (a * a + spec.c)) >> spec.k
     g = x * (erf + spec.one)
-    return _clamp_int(round_shift(g * spec.mult, spec.mshift), spec.out_bits)
+    return saturate_int(round_shift(g * spec.mult, spec.mshift), spec.out_bits)

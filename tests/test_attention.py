@@ -343,6 +343,8 @@ def test_errors_name_the_problem():
         SparseAttention(16, pattern="topk", k=9, max_len=8)
     with pytest.raises(AttentionError, match="window must be between 0 and max_len=8"):
         SparseAttention(16, pattern="window", window=9, max_len=8)
+    with pytest.raises(AttentionError, match=r"prob_bits \+ act_bits must be at most 24"):
+        SparseAttention(16, prob_bits=16, act_bits=12)
     with pytest.raises(AttentionError, match="heads must divide dim=16"):
         SparseAttention(16, heads=3)
     a = SparseAttention(16, max_len=8)
