@@ -7,6 +7,16 @@ keys a query attends to on the test set (the softmax's row length).
 
     python benchmarks/attention.py       # 2000 expressions of 16-64 tokens, 8 epochs, seed 0
     python benchmarks/attention.py --seeds 0 1 --epochs 10 --max-len 128
+
+Measured (defaults, --threads 1, on 2 shared cores; test % on 500 expressions):
+
+    seed  dense  window (w=4, 1 global)  topk (k=8)  majority  keys/query d/w/k
+    0     26.4   25.6                    24.0        11.0      32.8/10.0/8.0
+    1     25.6   25.4                    25.6        11.2      32.6/10.0/8.0
+    2     22.0   24.4                    23.0        13.0      32.9/10.0/8.0
+
+The sparse patterns are within 1.4 points of dense on average (24.7, 25.1, 24.2), but
+one block and 8 epochs are about 13 points above the majority class, not the issue's 15.
 """
 
 from __future__ import annotations
