@@ -14,6 +14,7 @@ import brevitas.nn as qnn
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from brevitas.quant_tensor import IntQuantTensor
 from brevitas_examples.bnn_pynq.models.common import CommonActQuant, CommonWeightQuant
 from brevitas_examples.bnn_pynq.models.resnet import QuantBasicBlock
@@ -290,6 +291,61 @@ def test_conv1d_lowers_as_a_conv2d_of_height_one(functional, tmp_path):
     h = cosyn.ir.from_qonnx(export(model, (2, 16), tmp_path / "signal.onnx"))
     assert_same_graph(g, h)
     np.testing.assert_array_equal(h.run(x[:, :, None].numpy()), y)
+
+
+AVG_1D = {  # name: (pooling, global mean), each of a (batch, C, L) signal
+    "module": (nn.AvgPool1d(3), lambda x: x.mean(-1)),
+    "function": (lambda x: F.avg_pool1d(x, 2), lambda x: x.mean(2)),
+    "adaptive": (nn.AdaptiveAvgPool1d(6), lambda x: F.adaptive_avg_pool1d(x, 1).flatten(1)),
+}
+
+
+class AvgSignal(nn.Module):
+    """Signal (2, 18) -> QuantConv1d (padding 1) -> QuantReLU -> the `kind` of AvgPool1d ->
+    QuantReLU -> QuantConv1d -> QuantReLU -> a global mean over L -> QuantIdentity ->
+    QuantLinear; divisions by 3 and 7 stay the model's (threshold banks), by 2 and 4 shifts."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.pool, self.mean = AVG_1D[kind]
+        self.inp, self.mid = (qnn.QuantIdentity(act_quant=Int8ActPow2) for _ in "12")
+        self.conv1 = qnn.QuantConv1d(2, 6, 3, padding=1, weight_quant=Int4WeightPow2)
+        self.conv2 = qnn.QuantConv1d(6, 6, 3, bias=False, weight_quant=Int4WeightPow2)
+        self.relus = nn.ModuleList(
+            qnn.QuantReLU(act_quant=Uint8ActPow2, bit_width=4) for _ in "123"
+        )
+        self.fc = qnn.QuantLinear(6, 4, bias=False, weight_quant=Int4WeightPow2)
+
+    def forward(self, x):
+        x = self.relus[1](self.pool(self.relus[0](self.conv1(self.inp(x)))))
+        return self.fc(self.mid(self.mean(self.relus[2](self.conv2(x)))))
+
+
+@pytest.mark.parametrize("kind", list(AVG_1D))
+def test_avgpool1d_lowers_as_an_avgpool2d_of_height_one(kind, tmp_path):
+    """AvgPool1d, F.avg_pool1d and AdaptiveAvgPool1d are AvgPool2d nodes of a (1, k) window
+    and a mean over L the (1, L) one of the (C, 1, L) image: the graph equals the model on
+    64 signals, the same through from_qonnx (AveragePool, ReduceMean, GlobalAveragePool)."""
+    torch.manual_seed(0)
+    model = AvgSignal(kind).eval()
+    x = torch.rand(64, 2, 18, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    g = cosyn.lower(model, x[:2])
+    pools = [(n.kernel, n.stride, n.shape) for n in g if n.kind == "avgpool2d"]
+    k, length = {"module": (3, 4), "function": (2, 7), "adaptive": (3, 4)}[kind]
+    assert pools == [((1, k), (1, k), (6, 1, 18 // k)), ((1, length), (1, length), (6, 1, 1))]
+    y = predict(model, x).numpy()
+    np.testing.assert_array_equal(g.run(x[:, :, None].numpy()), y)
+    h = cosyn.ir.from_qonnx(export(model, (2, 18), tmp_path / "signal.onnx"))
+    assert_same_graph(g, h)
+    np.testing.assert_array_equal(h.run(x[:, :, None].numpy()), y)
+
+
+def test_avgpool1d_refuses_what_avgpool2d_refuses_in_one_line():
+    model = AvgSignal("module")
+    model.pool = nn.AdaptiveAvgPool1d(4)  # 18 into 4 windows of different sizes
+    with pytest.raises(UnsupportedLayerError) as e:
+        cosyn.lower(model.eval(), torch.rand(2, 2, 18))
+    one_line(e, "pool (AdaptiveAvgPool1d)", "does not divide")
 
 
 def test_a_dilated_conv1d_is_refused_in_one_line():

@@ -366,13 +366,17 @@ class Builder:
     def global_average(
         self, n: object, v: object, shape: tuple[int, ...], axes, keep: bool, name: str, what: str
     ) -> _Val | _Input:
-        """The mean over `axes`, the last two of a (batch, C, H, W) value of `shape`: a
-        global average pooling (the model divides the sum once, by H*W), flattened to
-        (batch, C) unless `keep`."""
-        if len(shape) != 4 or sorted(int(a) % 4 for a in axes) != [2, 3]:
+        """The mean over `axes`, the last two of a (batch, C, H, W) value of `shape`, or
+        the last of a (batch, C, L) signal (`signal`: the (C, 1, L) image's two): a global
+        average pooling (the model divides the sum once, by H*W), flattened to (batch, C)
+        unless `keep`."""
+        axes = sorted(int(a) % len(shape) for a in axes)
+        if self.signal and len(shape) == 3 and axes == [2]:
+            shape, axes = (shape[0], shape[1], 1, shape[2]), [2, 3]
+        if len(shape) != 4 or axes != [2, 3]:
             raise UnsupportedLayerError(
                 f"{what}: only the mean over the last two axes of a (batch, C, H, W) value "
-                "(global average pooling) is supported"
+                "or the last of a (batch, C, L) signal (global average pooling) is supported"
             )
         h, w = shape[2:]
         pool = Pool((h, w), (h, w), (0, 0), divisors=(h * w,))

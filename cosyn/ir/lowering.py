@@ -60,6 +60,8 @@ SUPPORTED = (
     "MaxPool2d (and F.max_pool2d), MaxPool1d of a quantized value, "
     "AvgPool2d, AdaptiveAvgPool2d of sizes that divide, TruncAvgPool2d, "
     "TruncAdaptiveAvgPool2d, F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean over (H, W), "
+    "AvgPool1d, AdaptiveAvgPool1d, F.avg_pool1d, F.adaptive_avg_pool1d and torch.mean over L "
+    "of a (batch, C, L) signal (as a (1, k) AvgPool2d), "
     "BatchNorm1d/2d, ReLU, Hardtanh, Dropout, Identity, Flatten, "
     "add of two quantized values (QuantTensors too), "
     "torch.cat of quantized values along channels (dim=1), "
@@ -209,7 +211,7 @@ class _Builder(Builder):
             return self.maxpool(v, _pool(params, what), self.shape(n), name, what)
         if isinstance(m, TruncAvgPool2d | TruncAdaptiveAvgPool2d):
             return self.trunc_avgpool(n, m, v, name, what)
-        if isinstance(m, nn.AvgPool2d | nn.AdaptiveAvgPool2d):
+        if isinstance(m, nn.AvgPool2d | nn.AdaptiveAvgPool2d | nn.AvgPool1d | nn.AdaptiveAvgPool1d):
             return self.avgpool(v, self._avg(n, m, what), self.shape(n), name, what)
         if isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
             return self.flatten(n, v, name)
@@ -267,15 +269,20 @@ class _Builder(Builder):
         )
 
     def _avg(self, n: fx.Node, op: object, what: str) -> Pool:
-        """The geometry of an average pooling module or function (`op`) at node n."""
-        if isinstance(op, nn.AdaptiveAvgPool2d) or op is F.adaptive_avg_pool2d:
+        """The geometry of an average pooling module or function (`op`) at node n; a 1-D
+        one's is the (1, k) pooling's of the (C, 1, L) image."""
+        one_d = isinstance(op, _AVG_1D_MODULES) or op in _AVG_1D
+        if isinstance(op, nn.AdaptiveAvgPool2d | nn.AdaptiveAvgPool1d) or op in _ADAPTIVE:
             size = op.output_size if isinstance(op, nn.Module) else _arg(n, 1, "output_size")
-            return _adaptive(_float(self.values[n.args[0]]).shape[2:], size, what)
+            size_in = tuple(_float(self.values[n.args[0]]).shape[2:])
+            if one_d:
+                size_in, size = (1, *size_in), _of_height_one({"output_size": size})["output_size"]
+            return _adaptive(size_in, size, what)
         if isinstance(op, nn.Module):
-            params = {k: getattr(op, k) for k in _AVG_ARGS}
+            params = {k: getattr(op, k, None) for k in _AVG_ARGS}
         else:
             params = {**dict(zip(_AVG_ARGS, n.args[1:], strict=False)), **n.kwargs}
-        return _avg_pool(params, what)
+        return _avg_pool(_of_height_one(params) if one_d else params, what)
 
     def trunc_avgpool(self, n: fx.Node, m: nn.Module, v: object, name: str, what: str) -> _Val:
         """Brevitas' TruncAvgPool2d: the window sum, then its truncation quantizer, which
@@ -522,7 +529,7 @@ def _of_height_one(params: dict) -> dict:
             return a
         return (one, int(a[0] if isinstance(a, list | tuple) else a))
 
-    pairs = {"kernel_size": 1, "stride": 1, "padding": 0, "dilation": 1}
+    pairs = {"kernel_size": 1, "stride": 1, "padding": 0, "dilation": 1, "output_size": 1}
     return {k: pair(v, pairs[k]) if k in pairs else v for k, v in params.items()}
 
 
@@ -546,7 +553,10 @@ def _pool(params: dict, what: str) -> Pool:
 
 _AVG_ARGS = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
              "divisor_override")  # fmt: skip
-_AVG_FUNCTIONS = (F.avg_pool2d, F.adaptive_avg_pool2d)
+_AVG_1D = (F.avg_pool1d, F.adaptive_avg_pool1d)  # of a (batch, C, L) signal: a (1, k) window
+_AVG_1D_MODULES = (nn.AvgPool1d, nn.AdaptiveAvgPool1d)
+_ADAPTIVE = (F.adaptive_avg_pool2d, F.adaptive_avg_pool1d)
+_AVG_FUNCTIONS = (F.avg_pool2d, *_AVG_1D, F.adaptive_avg_pool2d)
 
 
 def _arg(n: fx.Node, i: int, name: str) -> object:

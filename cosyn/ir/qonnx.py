@@ -12,10 +12,10 @@ Brevitas writes TruncAvgPool2d, the requantize node), Add of two values an Add n
 Flatten/Reshape to (batch, -1) a Flatten, and an affine chain after the last layer
 (FINN's TensorNorm) the graph's `output_ops`. A file with a 1-D Conv reads every
 (batch, C, L) value as a (C, 1, L) image: the Conv a Conv2d of a (1, k) kernel, a 1-D
-MaxPool a MaxPool2d of a (1, k) window. Operators on constants alone (Pow,
-Sqrt, Transpose, ...) are folded. The file is replayed once on a zero input of its
-declared shape, which gives every value's shape; a file malformed in any way gives
-one CosynError line naming it.
+MaxPool a MaxPool2d and a 1-D AveragePool, GlobalAveragePool or ReduceMean over L an
+AvgPool2d of a (1, k) window. Operators on constants alone (Pow, Sqrt, Transpose, ...)
+are folded. The file is replayed once on a zero input of its declared shape, which gives
+every value's shape; a file malformed in any way gives one CosynError line naming it.
 
     g = from_qonnx("m.onnx")   # g.run(x) equals the exported Brevitas model's output
 """
@@ -337,7 +337,8 @@ class _QonnxBuilder(Builder):
     op_globalaveragepool = op_averagepool
 
     def op_reducemean(self, node, args, out, ident) -> object:
-        """ReduceMean over the last two axes of an (N, C, H, W) value: a global average."""
+        """ReduceMean over the last two axes of an (N, C, H, W) value (or the last of an
+        (N, C, L) signal): a global average."""
         shape = tuple(self.values[node.input[0]].shape)
         axes = attrs(node).get("axes") if len(args) < 2 else self.constant(args[1]).value.tolist()
         keep = bool(attrs(node).get("keepdims", 1))

@@ -182,6 +182,12 @@ def _as_2d(a: dict) -> dict:
     return out
 
 
+def _pool_attrs(node: NodeProto) -> dict:
+    """A pooling node's attributes; a 1-D one's as the 2-D pooling's of its (C, 1, L) image."""
+    a = attrs(node)
+    return _as_2d(a) if len(a.get("kernel_shape", ())) == 1 else a
+
+
 def conv_geometry(node: NodeProto, kernel: tuple[int, ...]) -> tuple[tuple, tuple]:
     """(stride, padding) of a 2-D Conv node cosyn can lower, or of a 1-D one as the (1, k)
     Conv of its (C, 1, L) image; UnsupportedLayerError otherwise."""
@@ -206,8 +212,7 @@ def pool_geometry(node: NodeProto) -> tuple[tuple, tuple, tuple, tuple, bool]:
     """(kernel, strides, padding, dilations, ceil_mode) of a 2-D MaxPool node cosyn can
     lower (symmetric explicit padding, one output), or of a 1-D one as the 2-D pooling of
     its (C, 1, L) image; UnsupportedLayerError otherwise."""
-    a = attrs(node)
-    a = _as_2d(a) if len(a.get("kernel_shape", ())) == 1 else a
+    a = _pool_attrs(node)
     kernel = tuple(a.get("kernel_shape", ()))
     pads = tuple(a.get("pads", (0, 0, 0, 0)))
     if (
@@ -229,17 +234,19 @@ def avg_geometry(
     node: NodeProto, in_shape: tuple[int, ...]
 ) -> tuple[tuple, tuple, tuple, bool, bool]:
     """(kernel, strides, padding, ceil_mode, count_include_pad) of a 2-D AveragePool node
-    (symmetric explicit padding), or of a GlobalAveragePool of an (N, C, H, W) input."""
+    (symmetric explicit padding), or of a GlobalAveragePool of an (N, C, H, W) input; a 1-D
+    one's (an (N, C, L) input) as the 2-D pooling's of its (C, 1, L) image."""
     if node.op_type == "GlobalAveragePool":
-        if len(in_shape) != 4:
-            raise UnsupportedLayerError("only 2-D global average pooling is supported")
-        return tuple(in_shape[2:]), tuple(in_shape[2:]), (0, 0), False, True
-    a = attrs(node)
+        if len(in_shape) not in (3, 4):
+            raise UnsupportedLayerError("only 1-D and 2-D global average pooling is supported")
+        k = tuple(in_shape[2:]) if len(in_shape) == 4 else (1, in_shape[2])
+        return k, k, (0, 0), False, True
+    a = _pool_attrs(node)
     kernel = tuple(a.get("kernel_shape", ()))
     pads = tuple(a.get("pads", (0, 0, 0, 0)))
     if len(kernel) != 2 or a.get("auto_pad", "NOTSET") != "NOTSET" or pads[:2] != pads[2:]:
         raise UnsupportedLayerError(
-            "only 2-D average pooling with symmetric explicit padding is supported"
+            "only 1-D and 2-D average pooling with symmetric explicit padding is supported"
         )
     if tuple(a.get("dilations", (1, 1))) != (1, 1):
         raise UnsupportedLayerError("only dilation 1 is supported")
@@ -250,6 +257,8 @@ def avg_geometry(
 
 def _avgpool(node: NodeProto, x) -> torch.Tensor:
     kernel, stride, pad, ceil, count = avg_geometry(node, tuple(x.shape))
+    if x.dim() == 3:  # a 1-D pooling
+        return F.avg_pool1d(x, kernel[1], stride[1], pad[1], ceil, count)
     return F.avg_pool2d(x, kernel, stride, pad, ceil, count)
 
 
