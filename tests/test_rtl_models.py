@@ -1,6 +1,7 @@
 """Whole models through the RTL pipeline in the Amaranth simulator: the default CNN, a
-residual net with threshold requantizers, and hypothesis-generated MLPs and CNNs. Every
-output equals the golden model; latency and interval equal the manifest's."""
+residual net with threshold requantizers, Conv1d models with average pools, and
+hypothesis-generated MLPs and CNNs. Every output equals the golden model; latency and
+interval equal the manifest's."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import cnns, inputs, mlps, strided_cnn
 from test_ir_exact import user_net
+from test_lower_patterns import AvgSignal
 
 import cosyn
 
@@ -116,3 +118,15 @@ def test_polynomial_activations_exact_and_lint_clean(factory, image, tmp_path) -
     assert "poly" in {n.kind for n in g}
     check(g, data.x_test.numpy(), samples=4)
     assert lint(generate(g, tmp_path / "rtl").path / "top.v") == ""
+
+
+@pytest.mark.parametrize("kind", ["module", "function"])
+def test_conv1d_with_average_pools(kind) -> None:
+    """A Conv1d model with AvgPool1d(3) or F.avg_pool1d(2) and a mean over L: its window
+    sums on the (C, 1, L) image exact in the pipeline, with the planned latency/interval."""
+    torch.manual_seed(0)
+    model = AvgSignal(kind).eval()
+    x = torch.rand(8, 2, 18, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    g = cosyn.lower(model, x[:2])
+    assert [n.kind for n in g].count("avgpool2d") == 2
+    check(g, x[:, :, None].numpy(), samples=4)
