@@ -13,7 +13,7 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
-from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream
+from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream, ports
 from cosyn.hw.rtl._rom import memory_attrs
 from cosyn.perfmodel.blocks import TIMINGS
 
@@ -33,14 +33,7 @@ class AddBlock(wiring.Component):
 
     def __init__(self, node: Add, ctx: Ctx) -> None:
         self.node, self.cycles = node, TIMINGS["add"](node, ctx)
-        ta, tb = ctx.in_types
-        super().__init__(
-            {
-                "a": In(element_stream(ta)),
-                "b": In(element_stream(tb)),
-                "o": Out(element_stream(node.dtype)),
-            }
-        )
+        super().__init__(ports(ctx, node.dtype))
 
     def elaborate(self, platform) -> Module:
         m = Module()

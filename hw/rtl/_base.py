@@ -22,6 +22,7 @@ from typing import Any
 
 from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import stream
+from amaranth.lib.wiring import In, Out
 from cosyn.perfmodel.pipeline import Ctx, resolve_parallelism, stream_index
 
 from cosyn.ir.nodes import IntType
@@ -44,6 +45,14 @@ def element_shape(t: IntType) -> Shape:
 def element_stream(t: IntType) -> stream.Signature:
     """The stream signature that carries elements of type `t`, one per transfer."""
     return stream.Signature(element_shape(t))
+
+
+def ports(ctx: Ctx, out: IntType) -> dict[str, Any]:
+    """A block's members: its input stream `i` (two: `a` and `b`, in input order) of the
+    inputs' types, and its output stream `o` of type `out`."""
+    names = ("i",) if len(ctx.in_types) == 1 else ("a", "b")
+    ins = {n: In(element_stream(t)) for n, t in zip(names, ctx.in_types, strict=True)}
+    return {**ins, "o": Out(element_stream(out))}
 
 
 # node kind -> factory(node, ctx) returning the block (a wiring.Component); see above.

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
-from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_stream
+from cosyn.hw.rtl._base import COMPONENTS, Ctx, ports
 from cosyn.perfmodel.blocks import TIMINGS
 
 from cosyn.ir.nodes import Concat
@@ -31,14 +30,7 @@ class ConcatBlock(wiring.Component):
 
     def __init__(self, node: Concat, ctx: Ctx) -> None:
         self.node, self.cycles = node, TIMINGS[node.kind](node, ctx)
-        ta, tb = ctx.in_types
-        super().__init__(
-            {
-                "a": In(element_stream(ta)),
-                "b": In(element_stream(tb)),
-                "o": Out(element_stream(node.dtype)),
-            }
-        )
+        super().__init__(ports(ctx, node.dtype))
 
     def elaborate(self, platform) -> Module:
         m = Module()

@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 from amaranth.hdl import C, Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
-from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream
+from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, ports
 from cosyn.hw.rtl._buffer import Buffer
 from cosyn.hw.rtl._mac import MacLanes
 from cosyn.hw.rtl._rom import weight_roms
@@ -56,9 +55,7 @@ class Conv2dBlock(wiring.Component):
         self.node, self.ctx = node, ctx
         self.cycles = TIMINGS["conv2d"](node, ctx)
         self.geo = self.cycles.geo
-        super().__init__(
-            {"i": In(element_stream(ctx.in_type)), "o": Out(element_stream(node.dtype))}
-        )
+        super().__init__(ports(ctx, node.dtype))
 
     def _roms(self, m: Module, addr, en) -> tuple:
         g = self.geo

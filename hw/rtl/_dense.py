@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
-from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream
+from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, ports
 from cosyn.hw.rtl._buffer import Buffer
 from cosyn.hw.rtl._mac import MacLanes
 from cosyn.hw.rtl._rom import weight_roms
@@ -40,9 +39,7 @@ class DenseBlock(wiring.Component):
         self.cycles = TIMINGS["dense"](node, ctx)
         self.node, self.ctx = node, ctx
         self.p, self.n, self.groups = self.cycles.p, self.cycles.n, self.cycles.groups
-        super().__init__(
-            {"i": In(element_stream(ctx.in_type)), "o": Out(element_stream(node.dtype))}
-        )
+        super().__init__(ports(ctx, node.dtype))
 
     def _roms(self, m: Module, addr, en) -> tuple:
         rows = weight_rows(self.node.weight[:, self.ctx.index()], self.p)  # stream order

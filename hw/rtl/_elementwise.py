@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 from amaranth.hdl import Array, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
-from cosyn.hw.rtl._base import Ctx, element_stream
+from cosyn.hw.rtl._base import Ctx, ports
 from cosyn.perfmodel.blocks import TIMINGS
 
 from cosyn.ir.nodes import Node, int_type_for_range
@@ -86,9 +85,7 @@ class Elementwise(wiring.Component):
                 f"{node.name}: {len(stages)} stages built, {self.cycles.depth} in its timing"
             )
         self.node, self.ctx, self.table, self.stages = node, ctx, table, stages
-        super().__init__(
-            {"i": In(element_stream(ctx.in_type)), "o": Out(element_stream(node.dtype))}
-        )
+        super().__init__(ports(ctx, node.dtype))
 
     def elaborate(self, platform) -> Module:
         m = Module()

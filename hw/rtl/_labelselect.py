@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
-from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream
+from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, ports
 from cosyn.perfmodel.blocks import TIMINGS
 
 from cosyn.ir.nodes import LabelSelect
@@ -37,9 +36,7 @@ class LabelSelectBlock(wiring.Component):
     def __init__(self, node: LabelSelect, ctx: Ctx) -> None:
         self.node, self.ctx = node, ctx
         self.cycles = TIMINGS[node.kind](node, ctx)
-        super().__init__(
-            {"i": In(element_stream(ctx.in_type)), "o": Out(element_stream(node.dtype))}
-        )
+        super().__init__(ports(ctx, node.dtype))
 
     def elaborate(self, platform) -> Module:
         m = Module()

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
-from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream
+from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, ports
 from cosyn.hw.rtl._buffer import Buffer
 from cosyn.hw.rtl._window import step
 from cosyn.perfmodel.blocks import TIMINGS
@@ -64,9 +63,7 @@ class PoolBlock(wiring.Component):
         self.sums = isinstance(node, AvgPool2d)
         self.cycles = TIMINGS[node.kind](node, ctx)
         self.geo = self.cycles.geo
-        super().__init__(
-            {"i": In(element_stream(ctx.in_type)), "o": Out(element_stream(node.dtype))}
-        )
+        super().__init__(ports(ctx, node.dtype))
 
     def _position(self, m: Module, take: Value) -> tuple:
         """The next element's flags (in window, first, last) and address, as registers."""
