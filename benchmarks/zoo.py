@@ -67,13 +67,13 @@ RTL = {"tfc_1w1a", "tfc_1w2a", "tfc_2w2a", "mlp", "cnn"}
 HLS = {"tfc_1w1a", "tfc_1w2a", "tfc_2w2a", "mlp", "cnn"}
 NOT_RUN = {"sfc": "(note a)", "lfc": "(note b)", "cnv": "(note c)"}
 NOTES = [
-    "(a) SFC: 0.26 M weights, its top.v 1.5 MB (TFC's 0.86 MB builds in 3 min on idle cores).",
+    "(a) SFC: 0.33 M weights, its top.v 1.5 MB (TFC's 0.86 MB builds in 3 min on idle cores).",
     "(b) LFC: 2.9 M weights, twice CNV-w2a2's.",
     "(c) CNV-w2a2 (1.5 M weights), measured on 2 cores shared with other jobs (load 5 to 9): "
     "top.v 7 MB; Verilator writes 45 MB of C++ in 1.5 min, g++ compiles it in 24 min "
-    "(0.8 GB at most per process); 2 images (about 1.9 M cycles) had not simulated in "
-    "33 min. hls4ml io_stream: written in 68 s, "
-    "compiled in 405 s, C simulation 90 s per image, exact on 2 images.",
+    "(at most 0.95 GB per process); 2 random images at full rate (1.9 M cycles) simulate in "
+    "66 min, exact, latency 490,696 and interval 453,696 as the manifest. hls4ml io_stream: "
+    "written in 68 s, compiled in 405 s, C simulation 90 s per image, exact on 2 images.",
 ]
 IO_TYPE = {"cnn": "io_stream", "cnv": "io_stream"}  # convolutions stream; the rest is parallel
 
