@@ -88,13 +88,23 @@ def test_table_built_once_and_rebuilt_on_request(gated, monkeypatch) -> None:
     model, x = gated
     model = copy.deepcopy(model)
     built = []
-    real = loss.cost_table
-    monkeypatch.setattr(loss, "cost_table", lambda *a, **k: built.append(1) or real(*a, **k))
+    combos = itertools.product((0, 1), repeat=2)
+    values = {c: dict.fromkeys(loss.METRICS, float(sum(c))) for c in combos}
+
+    def table(m, *args):  # a table of known values, without lowering
+        built.append(args)
+        return loss.CostTable(tuple(gates(m)), "ecp5-85f", values, (0, 0), True)
+
+    monkeypatch.setattr(loss, "cost_table", table)
     cost(model, x)
     cost(model, x, metric="lut")
     assert len(built) == 1
     cost(model, x, refresh=True)
-    assert len(built) == 2
+    cost(model, x, device="xc7z020")
+    first, second = gates(model).values()
+    first.harden("poly")  # a new table; the first gate's weight now all on poly
+    assert cost(model, x).item() == pytest.approx(1 + second.probs()[1].item())
+    assert len(built) == 4
 
 
 @pytest.mark.parametrize(
