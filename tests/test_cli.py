@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import subprocess
 import sys
 
@@ -16,12 +19,27 @@ from cosyn.errors import UnsupportedLayerError
 
 
 def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", "from cosyn.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-    )
+    """`cosyn ARGS` run as `python -c "from cosyn.cli import main; main()" ARGS` runs it, in
+    this process (no interpreter and torch to start each time): argv, the working folder
+    (first on sys.path, as `python -c` puts it) and the exit status as there, stdout and
+    stderr captured."""
+    from cosyn.cli import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    here, path, argv = os.getcwd(), list(sys.path), sys.argv
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+            sys.path.insert(0, os.getcwd())
+        sys.argv = ["cosyn", *map(str, args)]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        os.chdir(here)
+        sys.path[:], sys.argv = path, argv
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def test_help_lists_the_verbs():

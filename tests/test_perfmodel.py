@@ -4,8 +4,6 @@ simulation), resources follow the built blocks, bad input gets a clear answer.""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tempfile
 
 import numpy as np
@@ -22,6 +20,7 @@ from cosyn.perfmodel import (
     estimate_hls,
 )
 from cosyn.perfmodel.pipeline import plan
+from test_cli import cli
 
 import cosyn
 from cosyn.ir.graph import Graph
@@ -104,14 +103,11 @@ def test_json_table_and_plot(graphs, tmp_path) -> None:
 
 
 def test_cli_estimate(tmp_path) -> None:
-    run = [sys.executable, "-c", "from cosyn.cli import main; main()", "estimate"]
     out = tmp_path / "e.json"
-    r = subprocess.run([*run, "cosyn.models.zoo:mlp", "--device", "xc7z020", "--json", str(out)],
-                       capture_output=True, text=True)  # fmt: skip
+    r = cli("estimate", "cosyn.models.zoo:mlp", "--device", "xc7z020", "--json", str(out))
     assert r.returncode == 0, r.stderr
     assert "estimate on xc7z020" in r.stdout and json.loads(out.read_text())["interval"] > 0
-    bad = subprocess.run([*run, "cosyn.models.zoo:mlp", "--device", "xc9"], capture_output=True,
-                         text=True)  # fmt: skip
+    bad = cli("estimate", "cosyn.models.zoo:mlp", "--device", "xc9")
     assert bad.returncode == 2 and "known devices" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
 

@@ -4,15 +4,13 @@ and targets refused in one line, and an allocated CNN exact in RTL simulation.""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 from cosyn.models.zoo import cnn, mlp
 from cosyn.perfmodel.pipeline import default_parallelism, folded
 from cosyn.scheduler import allocate
+from test_cli import cli
 from test_rtl_models import check
 
 import cosyn
@@ -106,12 +104,10 @@ def test_allocated_cnn_is_exact_in_rtl_with_the_estimated_cycles(graphs) -> None
 
 
 def test_cli_estimate_with_allocated_parallelism() -> None:
-    run = [sys.executable, "-c", "from cosyn.cli import main; main()", "estimate"]
-    model = ["cosyn.models.zoo:mlp", "--act", "poly"]
-    r = subprocess.run([*run, *model, "--parallelism", "auto", "--budget", "0.5"],
-                       capture_output=True, text=True)  # fmt: skip
+    model = ["estimate", "cosyn.models.zoo:mlp", "--act", "poly"]
+    r = cli(*model, "--parallelism", "auto", "--budget", "0.5")
     assert r.returncode == 0, r.stderr
     assert "parallelism on ecp5-85f" in r.stdout and "allocated and estimated in" in r.stdout
-    bad = subprocess.run([*run, *model, "--budget", "0.5"], capture_output=True, text=True)
+    bad = cli(*model, "--budget", "0.5")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "--target-interval and --budget go with --parallelism auto" in bad.stderr
