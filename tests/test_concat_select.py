@@ -30,6 +30,7 @@ from cosyn.perfmodel.resources import primitives
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_perfmodel_timing import _arrivals, _check_quiet
+from test_rtl_units import control_run, sim_run
 from torch import nn
 
 import cosyn
@@ -209,57 +210,6 @@ def test_unsupported_is_refused_in_one_line(f, message) -> None:
 # -- the blocks --------------------------------------------------------------------------------
 
 
-def _control_run(ctl, n_in: list[int], n_out: int, offers, readies) -> tuple[list, list]:
-    """Step a control with input j's element k offered where offers[j] is True (once k-1
-    is taken), the output ready where `readies` is: taken cycles per input, output cycles."""
-    taken: list[list[int]] = [[] for _ in n_in]
-    outs: list[int] = []
-    for t, rdy in enumerate(readies):
-        offered = [bool(o[t] and len(k) < n) for o, k, n in zip(offers, taken, n_in, strict=True)]
-        if ctl.valid()[0] and rdy:
-            outs.append(t)
-        takes = [o and r for o, r in zip(offered, ctl.ready(offered, [bool(rdy)]), strict=True)]
-        for j, tk in enumerate(takes):
-            if tk:
-                taken[j].append(t)
-        ctl.step(takes, [bool(rdy)])
-        if len(outs) == n_out:
-            break
-    return taken, outs
-
-
-def _sim_run(block, ports, values, n_out: int, offers, readies) -> tuple[list, list, list]:
-    from amaranth.sim import Simulator
-
-    taken: list[list[int]] = [[] for _ in ports]
-    outs: list[int] = []
-    ys: list[int] = []
-
-    async def bench(ctx) -> None:
-        for t, rdy in enumerate(readies):
-            for j, (p, vals) in enumerate(zip(ports, values, strict=True)):
-                k = len(taken[j])
-                ctx.set(p.valid, bool(offers[j][t] and k < len(vals)))
-                if k < len(vals):
-                    ctx.set(p.payload, int(vals[k]))
-            ctx.set(block.o.ready, bool(rdy))
-            for j, p in enumerate(ports):
-                if ctx.get(p.valid) and ctx.get(p.ready):
-                    taken[j].append(t)
-            if ctx.get(block.o.valid) and rdy:
-                outs.append(t)
-                ys.append(int(ctx.get(block.o.payload)))
-                if len(outs) == n_out:
-                    return
-            await ctx.tick()
-
-    sim = Simulator(block)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    return taken, outs, ys
-
-
 CONCAT_BLOCKS = [
     ((3, 2, 3), (2, 2, 3)),
     ((1, 1, 4), (1, 1, 4)),
@@ -285,9 +235,9 @@ def test_concat_block_follows_its_control_under_back_pressure(case) -> None:
     cycles = 6 * n_out + 100
     offers = [rng.random(cycles) >= 0.3, rng.random(cycles) >= 0.5]
     readies = rng.random(cycles) >= 0.4
-    taken, outs, ys = _sim_run(block, [block.a, block.b], [va, vb], n_out, offers, readies)
+    taken, outs, ys = sim_run(block, [block.a, block.b], [va, vb], n_out, offers, readies)
     ctl = block.cycles.control()
-    assert (taken, outs) == _control_run(ctl, [len(va), len(vb)], n_out, offers, readies)
+    assert (taken, outs) == control_run(ctl, [len(va), len(vb)], n_out, offers, readies)
     y = np.asarray(ys).reshape(samples, -1)[:, np.argsort(stream_index(node.shape, order))]
     assert np.array_equal(y.reshape(samples, *node.shape), node.eval(xa, xb))
 
@@ -303,8 +253,8 @@ def test_label_select_block_follows_its_control_under_back_pressure(n, k) -> Non
     x[0], x[1] = t.lo, t.hi
     n_out, cycles = samples * k, 8 * samples * (n + k) + 100
     offers, readies = [rng.random(cycles) >= 0.3], rng.random(cycles) >= 0.4
-    taken, outs, ys = _sim_run(block, [block.i], [x.reshape(-1)], n_out, offers, readies)
-    assert (taken, outs) == _control_run(block.cycles.control(), [x.size], n_out, offers, readies)
+    taken, outs, ys = sim_run(block, [block.i], [x.reshape(-1)], n_out, offers, readies)
+    assert (taken, outs) == control_run(block.cycles.control(), [x.size], n_out, offers, readies)
     assert np.array_equal(np.asarray(ys).reshape(samples, k), node.eval(x))
 
 

@@ -293,43 +293,47 @@ def test_parallelism_rounds_up_with_a_note_and_rejects_the_impossible() -> None:
             resolve_parallelism(node, bad, 12)
 
 
-def _control_run(ctl, n_in: int, n_out: int, offers, readies) -> tuple[list, list]:
-    """Step a block's control model `ctl` with input element k offered in the cycles where
-    `offers` is True (once k-1 is taken) and the output ready where `readies` is: the
-    cycles inputs are taken and outputs leave."""
-    taken: list[int] = []
+def control_run(ctl, n_in: list[int], n_out: int, offers, readies) -> tuple[list, list]:
+    """Step a block's control model `ctl` with input j's element k offered in the cycles
+    where offers[j] is True (once k-1 is taken) and the output ready where `readies` is:
+    the cycles each input's elements are taken and outputs leave."""
+    taken: list[list[int]] = [[] for _ in n_in]
     outs: list[int] = []
-    for t, (off, rdy) in enumerate(zip(offers, readies, strict=True)):
-        offered = bool(off and len(taken) < n_in)
+    for t, rdy in enumerate(readies):
+        offered = [bool(o[t] and len(k) < n) for o, k, n in zip(offers, taken, n_in, strict=True)]
         if ctl.valid()[0] and rdy:
             outs.append(t)
-        take = offered and ctl.ready([offered], [bool(rdy)])[0]
-        if take:
-            taken.append(t)
-        ctl.step([take], [bool(rdy)])
+        takes = [o and r for o, r in zip(offered, ctl.ready(offered, [bool(rdy)]), strict=True)]
+        for j, tk in enumerate(takes):
+            if tk:
+                taken[j].append(t)
+        ctl.step(takes, [bool(rdy)])
         if len(outs) == n_out:
             break
     return taken, outs
 
 
-def _sim_run(block, values, n_out: int, offers, readies) -> tuple[list, list, list]:
-    """The block in the Amaranth simulator under the same offers and readies: the
-    cycles inputs are taken and outputs leave, and the output values."""
+def sim_run(block, ports, values, n_out: int, offers, readies) -> tuple[list, list, list]:
+    """The block in the Amaranth simulator under the same offers and readies, its input
+    streams `ports` fed `values`: the cycles each input's elements are taken and outputs
+    leave, and the output values."""
     from amaranth.sim import Simulator
 
-    taken: list[int] = []
+    taken: list[list[int]] = [[] for _ in ports]
     outs: list[int] = []
     ys: list[int] = []
 
     async def bench(ctx) -> None:
-        for t, (off, rdy) in enumerate(zip(offers, readies, strict=True)):
-            k = len(taken)
-            ctx.set(block.i.valid, bool(off and k < len(values)))
-            if k < len(values):
-                ctx.set(block.i.payload, int(values[k]))
+        for t, rdy in enumerate(readies):
+            for j, (p, vals) in enumerate(zip(ports, values, strict=True)):
+                k = len(taken[j])
+                ctx.set(p.valid, bool(offers[j][t] and k < len(vals)))
+                if k < len(vals):
+                    ctx.set(p.payload, int(vals[k]))
             ctx.set(block.o.ready, bool(rdy))
-            if ctx.get(block.i.valid) and ctx.get(block.i.ready):
-                taken.append(t)
+            for j, p in enumerate(ports):
+                if ctx.get(p.valid) and ctx.get(p.ready):
+                    taken[j].append(t)
             if ctx.get(block.o.valid) and rdy:
                 outs.append(t)
                 ys.append(int(ctx.get(block.o.payload)))
@@ -375,8 +379,8 @@ def test_blocks_follow_their_control_under_back_pressure(case) -> None:
     n_in, n_out = len(values), samples * int(np.prod(node.shape))
     cycles = 40 * (n_in + n_out) + 400
     offers, readies = rng.random(cycles) >= 0.3, rng.random(cycles) >= 0.4
-    taken, outs, ys = _sim_run(block, values, n_out, offers, readies)
-    assert (taken, outs) == _control_run(block.cycles.control(), n_in, n_out, offers, readies)
+    taken, outs, ys = sim_run(block, [block.i], [values], n_out, [offers], readies)
+    assert (taken, outs) == control_run(block.cycles.control(), [n_in], n_out, [offers], readies)
     out_order = stream_index(node.shape, "hwc" if len(node.shape) == 3 else "flat")
     y = np.asarray(ys).reshape(samples, -1)[:, np.argsort(out_order)]
     assert np.array_equal(y.reshape(samples, *node.shape), node.eval(x))
@@ -391,7 +395,7 @@ def test_skip_fifo_follows_its_control_under_back_pressure(depth) -> None:
     values = rng.integers(-128, 128, 60)
     fifo = SkipFifo(IntType(8, True), depth)
     offers, readies = rng.random(900) >= 0.3, rng.random(900) >= 0.5
-    taken, outs, ys = _sim_run(fifo, values, len(values), offers, readies)
+    taken, outs, ys = sim_run(fifo, [fifo.i], [values], len(values), [offers], readies)
     ctl = FifoTiming(depth, len(values)).control()
-    assert (taken, outs) == _control_run(ctl, len(values), len(values), offers, readies)
+    assert (taken, outs) == control_run(ctl, [len(values)], len(values), [offers], readies)
     assert ys == values.tolist()
