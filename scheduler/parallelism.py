@@ -196,6 +196,7 @@ class _Search:
         self.fixed = sum((cost(primitives(s), dev, self.co) for s in rest), Resources())
         self.options = {name: _divisors(s) for name, s in self.stages.items()}
         self._block = cache(self._block_uncached)
+        self._estimates: dict[tuple, Estimate] = {}
         slow = [(s.timing.interval, s.name) for s in rest]
         slow += [(self._block(n, ps[-1])[0], n) for n, ps in self.options.items()]
         self.floor, self.slowest = max(slow)
@@ -226,8 +227,8 @@ class _Search:
         (doubling, then bisection: those resources only shrink as T grows); where none
         does, a T at which every node has parallelism 1."""
         lo = hi = self.floor
-        while _over(self.resources(self.choice(hi)), self.limits):
-            if self.smallest(self.choice(hi)):
+        while _over(self.resources(c := self.choice(hi)), self.limits):
+            if self.smallest(c):
                 return hi
             lo, hi = hi, 2 * hi
         while hi - lo > 1:  # choice(lo) is over, choice(hi) fits
@@ -273,7 +274,12 @@ class _Search:
         return self._allocation(c, e)
 
     def _estimate(self, choice: dict[str, int]) -> Estimate:
-        return estimate_plan(plan(self.g, choice), self.dev)
+        """The design's estimate with `choice`, each choice planned once (`settle` asks
+        again for the largest parallelism, and the budget's search for earlier trials)."""
+        key = tuple(sorted(choice.items()))
+        if key not in self._estimates:
+            self._estimates[key] = estimate_plan(plan(self.g, choice), self.dev)
+        return self._estimates[key]
 
     def _allocation(self, choice: dict[str, int], e: Estimate) -> Allocation:
         macs = {n: int(self.stages[n].node.macs) for n in choice}
