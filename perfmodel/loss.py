@@ -121,13 +121,14 @@ def cost(
     `METRICS` (cycles, or resources), or a weighted mix {metric: weight}. Equal to
     `estimate(cosyn.lower(model, ...)).<metric>` once every gate is hardened."""
     weights = _weights(metric)
-    key = (device, repr(parallelism), tuple((n, g.choice) for n, g in gates(model).items()))
+    found = gates(model)
+    key = (device, repr(parallelism), tuple((n, g.choice) for n, g in found.items()))
     kept = _TABLES.get(model)
     if refresh or kept is None or kept[0] != key:
         kept = (key, cost_table(model, example_input, device, parallelism))
         _TABLES[model] = kept
     table = kept[1]
-    probs = torch.stack([_probs(model.get_submodule(name)) for name in table.names])
+    probs = torch.stack([_probs(found[name]) for name in table.names])
     return table.expected(probs, weights)
 
 
