@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_perfmodel_timing import _arrivals, _check_quiet
 from test_qonnx import assert_same_graph, export
-from test_rtl_units import _control_run, _sim_run
+from test_rtl_units import control_run, sim_run
 from torch import nn
 
 import cosyn
@@ -231,8 +231,8 @@ def test_block_follows_its_control_under_back_pressure(case, kind) -> None:
     n_in, n_out = len(values), samples * int(np.prod(node.shape))
     cycles = 6 * (n_in + n_out) + 200
     offers, readies = rng.random(cycles) >= 0.3, rng.random(cycles) >= 0.4
-    taken, outs, ys = _sim_run(block, values, n_out, offers, readies)
-    assert (taken, outs) == _control_run(block.cycles.control(), n_in, n_out, offers, readies)
+    taken, outs, ys = sim_run(block, [block.i], [values], n_out, [offers], readies)
+    assert (taken, outs) == control_run(block.cycles.control(), [n_in], n_out, [offers], readies)
     y = np.asarray(ys).reshape(samples, -1)[:, np.argsort(stream_index(node.shape, "hwc"))]
     assert np.array_equal(y.reshape(samples, *node.shape), node.eval(x))
 
