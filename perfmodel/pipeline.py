@@ -64,13 +64,7 @@ def folded(node: Node) -> bool:
 def default_parallelism(node: Node) -> int:
     """The default rule: one multiplier per output up to 64 outputs, else 64 (rounded up
     to a divisor of the outputs by `resolve_parallelism`)."""
-    return min(_lane_outputs(node), DEFAULT_CAP)
-
-
-def _lane_outputs(node: Node) -> int:
-    """The outputs that may share an input element: all (`node.shape[0]`), or those of
-    one conv group."""
-    return int(node.shape[0]) // getattr(node, "groups", 1)
+    return min(node.lane_outputs, DEFAULT_CAP)
 
 
 def resolve_parallelism(node: Node, requested: int | None, default: int) -> tuple[int, str]:
@@ -82,7 +76,7 @@ def resolve_parallelism(node: Node, requested: int | None, default: int) -> tupl
     share one group's input: a request up to its outputs is lowered to their count per
     group, then rounded up to a divisor of it.
     """
-    outs, per = int(node.shape[0]), _lane_outputs(node)
+    outs, per = int(node.shape[0]), node.lane_outputs
     p = default if requested is None else requested
     if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or not 1 <= p <= outs:
         raise CosynError(

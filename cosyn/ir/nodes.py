@@ -127,6 +127,12 @@ class Node:
         """Multiply-accumulates per sample (0 for nodes without multipliers)."""
         return 0
 
+    @property
+    def lane_outputs(self) -> int:
+        """The outputs that may share an input element, so the most a multiplying node's
+        parallelism can split: all of axis 0 (features or output channels)."""
+        return int(self.shape[0])
+
 
 _UNSIZED = IntType(62, True)  # a placeholder `sized` replaces at once
 
@@ -271,6 +277,11 @@ class Conv2d(Node):
     @property
     def macs(self) -> int:
         return int(self.weight.size * self.shape[1] * self.shape[2])
+
+    @property
+    def lane_outputs(self) -> int:
+        """The output channels of one group: only they read the same input channels."""
+        return int(self.shape[0]) // self.groups
 
 
 @dataclass(eq=False)
