@@ -12,7 +12,8 @@ time). Latency 1, interval C1*P + C2*P for P pixels, one element per cycle.
 While it reads one input the other waits, so the pipeline puts a FIFO in front of each
 input it would keep waiting within a sample (`perfmodel.pipeline._buffer_inputs`), as
 for an add. This module registers the kind's timing (`perfmodel.blocks.TIMINGS`) and
-primitives (`perfmodel.resources.PRIMITIVES`); `cosyn.perfmodel` imports it.
+primitives (`perfmodel.resources.PRIMITIVES`); `cosyn.perfmodel` imports every module of
+its package.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from cosyn.perfmodel.blocks import TIMINGS, lockstep
 from cosyn.perfmodel.mac import QUIET
 from cosyn.perfmodel.resources import PRIMITIVES, Primitives
 
-from cosyn.ir.nodes import Concat
+from cosyn.ir.kinds.concat import Concat
 
 __all__ = ["ConcatTiming"]
 

@@ -11,7 +11,7 @@ except at a sample's last element while labels of the one before are still left.
 Latency N (the last element's cycle + 1 after the first's), interval max(N, k + 1).
 
 This module registers the kind's timing (`perfmodel.blocks.TIMINGS`) and primitives
-(`perfmodel.resources.PRIMITIVES`); `cosyn.perfmodel` imports it.
+(`perfmodel.resources.PRIMITIVES`); `cosyn.perfmodel` imports every module of its package.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from cosyn.perfmodel.blocks import TIMINGS
 from cosyn.perfmodel.mac import QUIET
 from cosyn.perfmodel.resources import PRIMITIVES, Primitives
 
-from cosyn.ir.nodes import LabelSelect
+from cosyn.ir.kinds.labelselect import LabelSelect
 
 __all__ = ["LabelSelectTiming"]
 

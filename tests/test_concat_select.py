@@ -37,21 +37,23 @@ import cosyn
 from cosyn.errors import UnsupportedLayerError
 from cosyn.ir import nodes as N
 from cosyn.ir.graph import Graph
+from cosyn.ir.kinds.concat import Concat
+from cosyn.ir.kinds.labelselect import LabelSelect
 from cosyn.ir.nodes import IntType
 
 ONE = np.float32(1.0)
 
 
-def concat_node(a: tuple, b: tuple, ta: IntType, tb: IntType, name="cat") -> N.Concat:
+def concat_node(a: tuple, b: tuple, ta: IntType, tb: IntType, name="cat") -> Concat:
     ranges = [(np.array([t.lo]), np.array([t.hi])) for t in (ta, tb)]
     shape = (a[0] + b[0], *a[1:])
-    return N.Concat.sized(ranges, name=name, inputs=("x", "y"), shape=shape, scale=ONE,
+    return Concat.sized(ranges, name=name, inputs=("x", "y"), shape=shape, scale=ONE,
                           split=a[0])  # fmt: skip
 
 
-def select_node(n: int, k: int, t: IntType, name="sel", src="x") -> N.LabelSelect:
+def select_node(n: int, k: int, t: IntType, name="sel", src="x") -> LabelSelect:
     r = (np.array([t.lo]), np.array([t.hi]))
-    return N.LabelSelect.sized([r], name=name, inputs=(src,), shape=(k,), scale=ONE, k=k, n=n)
+    return LabelSelect.sized([r], name=name, inputs=(src,), shape=(k,), scale=ONE, k=k, n=n)
 
 
 # -- the nodes ---------------------------------------------------------------------------------
@@ -94,7 +96,7 @@ def test_label_select_eval_is_argmax_and_stable_topk(k) -> None:
     distinct = np.random.default_rng(9).permutation(900).reshape(100, 9) - 450
     assert np.array_equal(node.eval(distinct), torch.topk(torch.from_numpy(distinct), k).indices)
     with pytest.raises(ValueError, match="must be 1 to 9"):
-        N.LabelSelect("s", ("x",), (10,), IntType(4, False), ONE, k=10, n=9).infer_shape((9,))
+        LabelSelect("s", ("x",), (10,), IntType(4, False), ONE, k=10, n=9).infer_shape((9,))
 
 
 # -- the frontends -----------------------------------------------------------------------------
@@ -152,7 +154,7 @@ def test_lowering_equals_the_model(cat_input) -> None:
     model = CatNet(None).eval()
     x = cat_input
     g = cosyn.lower(model, x[:2])
-    cat = next(n for n in g if isinstance(n, N.Concat))
+    cat = next(n for n in g if isinstance(n, Concat))
     assert cat.shape == (5, 4, 4) and cat.split == 3 and cat.dtype == IntType(5, True)
     assert cat.scale.reshape(-1).tolist() == [2**-3] * 3 + [2**-4] * 2  # each its own scale
     logits = model(x).detach()

@@ -1,4 +1,8 @@
-"""The integer dataflow graph: nodes, the golden executor, and the lowerings into it."""
+"""The integer dataflow graph: nodes, the golden executor, and the lowerings into it.
+
+Every module of `cosyn.ir.kinds` is imported here, so its node kind is in `KINDS` and
+both frontends lower to it; its node class is `KINDS[kind]`, or in its module.
+"""
 
 from cosyn.ir.graph import Graph
 from cosyn.ir.lowering import lower
@@ -6,12 +10,10 @@ from cosyn.ir.nodes import (
     KINDS,
     Add,
     AvgPool2d,
-    Concat,
     Conv2d,
     Dense,
     Flatten,
     IntType,
-    LabelSelect,
     MaxPool2d,
     Node,
     Poly,
@@ -21,18 +23,19 @@ from cosyn.ir.nodes import (
     Threshold,
 )
 from cosyn.ir.qonnx import from_qonnx
+from cosyn.registry import import_submodules
+
+import_submodules("cosyn.ir.kinds")
 
 __all__ = [
     "KINDS",
     "Add",
     "AvgPool2d",
-    "Concat",
     "Conv2d",
     "Dense",
     "Flatten",
     "Graph",
     "IntType",
-    "LabelSelect",
     "MaxPool2d",
     "Node",
     "Poly",

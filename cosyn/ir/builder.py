@@ -29,7 +29,7 @@ from cosyn.ir.chain import Binary, quant_type
 from cosyn.ir.graph import Graph
 from cosyn.ir.requant import as_shift, float_thresholds, threshold_bank
 
-__all__ = ["Builder", "Conv", "Labels", "Pool", "_Input", "_Val"]
+__all__ = ["Builder", "Conv", "Pool", "_Input", "_Val"]
 
 
 @dataclass
@@ -126,7 +126,8 @@ class Builder:
             cand, i = f"{base}_{i}", i + 1
         return cand
 
-    def _val(self, node: N.Node, scale: torch.Tensor) -> _Val:
+    def emit(self, node: N.Node, scale: torch.Tensor) -> _Val:
+        """Append `node` (see `add`); its output is the value ints * `scale`."""
         self.add(node)
         return _Val(node.name, scale)
 
@@ -166,7 +167,7 @@ class Builder:
         common = dict(inputs=(v.node,), shape=shape, dtype=dtype, scale=scale.numpy())
         if params is not None:
             node = N.Shift(name=self.fresh(name, N.Shift.kind), **common, **params)
-            return self._val(node, scale)
+            return self.emit(node, scale)
         node = N.Threshold(
             name=self.fresh(name, N.Threshold.kind),
             **common,
@@ -174,7 +175,7 @@ class Builder:
             base=bank.base,
             sign=bank.sign,
         )
-        return self._val(node, scale)
+        return self.emit(node, scale)
 
     def _input(self, v: _Input, quant, probe, dtype, shape, name) -> _Val:
         if probe.scale.numel() != 1:
@@ -205,7 +206,7 @@ class Builder:
             thresholds=t,
             base=base,
         )
-        out = self._val(node, scale)
+        out = self.emit(node, scale)
         return self._flatten(out, shape, "flatten") if v.flat else out
 
     # -- integer layers ---------------------------------------------------------------------
@@ -273,67 +274,7 @@ class Builder:
             scale=scale.numpy(),
             shifts=shifts,
         )
-        return self._val(node, scale)
-
-    def concat(self, vs: list, dim: int, ndim: int, name: str, what: str) -> _Val:
-        """Concat nodes (two inputs each, in order) of the clean values `vs` along `dim` of
-        the model's batched values of `ndim` axes: their channels (dim 1). Each keeps its
-        scale on its own channels, so different scales are exact."""
-        if len(vs) < 2 or dim % ndim != 1:
-            raise UnsupportedLayerError(
-                f"{what}: only the concatenation of two or more values along the channels "
-                f"(dim=1) is supported, not dim={dim} of {len(vs)} values"
-            )
-        vals = [self.clean(v, what) for v in vs]
-        out = vals[0]
-        for v in vals[1:]:
-            out = self._concat2(out, v, name)
-        return out
-
-    def _concat2(self, a: _Val, b: _Val, name: str) -> _Val:
-        sa, sb = (self.node(v.node).shape for v in (a, b))
-        parts = [torch.broadcast_to(v.scale.reshape(-1), (s[0],)) for v, s in ((a, sa), (b, sb))]
-        scale = torch.cat(parts)
-        shape = (sa[0] + sb[0], *sa[1:])
-        scale = scale[0].reshape(()) if torch.all(scale == scale[0]) else _per_channel(scale, shape)
-        node = N.Concat.sized(
-            self.in_ranges((a.node, b.node)),
-            name=self.fresh(name, N.Concat.kind),
-            inputs=(a.node, b.node),
-            shape=shape,
-            scale=scale.numpy(),
-            split=sa[0],
-        )
-        return self._val(node, scale)
-
-    def label_select(self, v: object, k: int, squeeze: bool, name: str, what: str) -> _Val:
-        """A LabelSelect node of the k largest of the clean flat value `v`, their indices
-        largest first (ties: the lower index first), as int64 like torch's indices; with
-        `squeeze` (torch.argmax without keepdim) one index per sample."""
-        if isinstance(v, _Val) and not v.clean:
-            raise UnsupportedLayerError(
-                f"{what}: its input has a float bias or float operations after its last "
-                "integer layer, so its order is not the integers'; quantize the bias (or use "
-                "none), or put a quantizer before the label select"
-            )
-        v = self.clean(v, what)
-        src = self.node(v.node)
-        if len(src.shape) != 1:
-            raise UnsupportedLayerError(f"{what}: labels are selected from (batch, N) values only")
-        if v.scale.numel() != 1 or float(v.scale) <= 0:
-            raise UnsupportedLayerError(
-                f"{what}: its input needs one positive scale per tensor (then the integers "
-                "are in the order of the values); quantize it with a per-tensor quantizer"
-            )
-        n = int(src.shape[0])
-        if not 1 <= k <= n:
-            raise UnsupportedLayerError(f"{what}: k={k} labels of {n} values")
-        node = N.LabelSelect.sized(
-            self.in_ranges((v.node,)), name=self.fresh(name, N.LabelSelect.kind),
-            inputs=(v.node,), shape=(k,), scale=np.float32(1.0), k=k, n=n,
-        )  # fmt: skip
-        out = self._val(node, torch.tensor(1.0))
-        return _Val(out.node, out.scale, None, [Labels(squeeze)])
+        return self.emit(node, scale)
 
     def maxpool(self, v: object, pool: Pool, shape: tuple[int, ...], name: str, what: str) -> _Val:
         """A MaxPool2d node on the clean value `v`: the same integers' maxima at the same
@@ -341,7 +282,7 @@ class Builder:
         node = self._pool_node(N.MaxPool2d, v, pool, shape, name, what)
         if torch.any(v.scale <= 0):
             raise UnsupportedLayerError(f"{what}: its input's scale is not positive")
-        return self._val(node, v.scale)
+        return self.emit(node, v.scale)
 
     def avgpool(
         self, v: object, pool: Pool, shape: tuple[int, ...], name: str, what: str,
@@ -358,7 +299,7 @@ class Builder:
         if trunc or all(d & (d - 1) == 0 for d in pool.divisors):
             scale = (s / int(np.prod(pool.divisors))).to(torch.float32)
             node.scale = scale.numpy()
-            return self._val(node, scale)
+            return self.emit(node, scale)
         node.scale = s.numpy()
         self.add(node)
         return _Val(node.name, s, None, [Binary(operator.truediv, d) for d in pool.divisors])
@@ -442,7 +383,7 @@ class Builder:
             dtype=src.dtype,
             scale=scale.numpy(),
         )
-        return self._val(node, scale)
+        return self.emit(node, scale)
 
     def finish(self, out: object) -> Graph:
         """The graph; an affine float map after the last integer node (a scale, a bias, a
@@ -464,19 +405,6 @@ class Builder:
         g = Graph(self.nodes, output_bias=bias, output_ops=ops)
         g.check()
         return g
-
-
-@dataclass(frozen=True)
-class Labels:
-    """The output op of a label select: its float indices as torch's int64 indices,
-    (batch,) where `squeeze` (torch.argmax without keepdim)."""
-
-    squeeze: bool
-    affine = True  # a relabelling of exact integers: it may end the model
-
-    def __call__(self, y: torch.Tensor) -> torch.Tensor:
-        y = torch.round(y).to(torch.int64)
-        return y.reshape(len(y)) if self.squeeze else y
 
 
 def _affine(op: Callable) -> bool:

@@ -52,9 +52,9 @@ from cosyn.ir.builder import (  # noqa: F401  (_Val, _Input, _apply, ... stay im
 from cosyn.ir.chain import ARITHMETIC, Binary, operand
 from cosyn.ir.graph import Graph
 
-__all__ = ["LOWERINGS", "SUPPORTED", "lower"]
+__all__ = ["FUNCTIONS", "LOWERINGS", "SUPPORTS", "Pending", "lower", "lowers", "supported"]
 
-SUPPORTED = (
+_SUPPORTED = (
     "QuantIdentity, QuantReLU, QuantHardTanh (and other monotone Brevitas activations), "
     "QuantLinear, QuantConv2d, QuantConv1d (as a (1, k) QuantConv2d of height 1), "
     "MaxPool2d (and F.max_pool2d), MaxPool1d of a quantized value, "
@@ -64,8 +64,6 @@ SUPPORTED = (
     "of a (batch, C, L) signal (as a (1, k) AvgPool2d), "
     "BatchNorm1d/2d, ReLU, Hardtanh, Dropout, Identity, Flatten, "
     "add of two quantized values (QuantTensors too), "
-    "torch.cat of quantized values along channels (dim=1), "
-    "torch.argmax and torch.topk(...).indices over the features of a quantized (batch, N) value, "
     "+, -, *, / by constants (one value, or one per channel), "
     "flatten/view/reshape to (batch, -1)"
 )
@@ -100,13 +98,14 @@ class _QuantProxy(fx.Proxy):
 _KEEPS_QUANT = (nn.MaxPool2d, nn.Flatten, nn.Identity, nn.Dropout)
 _KEEP_FUNCTIONS = (F.max_pool2d, torch.max_pool2d, torch.flatten)
 _KEEP_METHODS = ("flatten", "view", "reshape")
+_CAT = (torch.cat, torch.concat, torch.concatenate)  # Brevitas: a cat of QuantTensors is one
 
 
 def _returns_quant(root: nn.Module, n: fx.Node) -> bool:
     """True where traced node n is a QuantTensor in Brevitas: the output of a layer with
     return_quant_tensor=True, a sum of two, or one pooled, flattened or passed through."""
     first = n.args[0] if n.args else None
-    if n.target in _CAT and isinstance(first, list | tuple):  # a cat of QuantTensors is one
+    if n.target in _CAT and isinstance(first, list | tuple):
         return all(isinstance(a, fx.Node) and a.meta.get("quant_tensor") for a in first)
     quant_in = isinstance(first, fx.Node) and first.meta.get("quant_tensor", False)
     if n.op == "call_module":
@@ -164,7 +163,7 @@ class _Builder(Builder):
             except Exception as e:  # a bug or an odd model: still one line naming the node
                 raise UnsupportedLayerError(
                     f"{_describe(self.gm, n)}: cosyn cannot lower this ({type(e).__name__}: "
-                    f"{_first_line(e)}); supported: {SUPPORTED}"
+                    f"{_first_line(e)}); supported: {supported()}"
                 ) from e
         try:
             return self.finish(out)
@@ -216,7 +215,7 @@ class _Builder(Builder):
         if isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
             return self.flatten(n, v, name)
         raise UnsupportedLayerError(
-            f"{what}: cosyn cannot lower this module; supported: {SUPPORTED}"
+            f"{what}: cosyn cannot lower this module; supported: {supported()}"
         )
 
     def function(self, n: fx.Node) -> object:
@@ -225,8 +224,9 @@ class _Builder(Builder):
         args = fx.node.map_arg(n.args, self.vals.__getitem__)
         kwargs = fx.node.map_arg(n.kwargs, self.vals.__getitem__)
         leaves = _leaves((args, kwargs))
-        if any(isinstance(a, _TopK) for a in leaves):
-            return self.topk_part(n, args)
+        pending = next((a for a in leaves if isinstance(a, Pending)), None)
+        if pending is not None:
+            return pending.part(self, n, args)
         if not any(isinstance(a, _Val | _Input) for a in leaves):
             out = self.values[n]  # computed from constants (and shapes) alone
             meta = any(a is _META for a in leaves)
@@ -253,19 +253,13 @@ class _Builder(Builder):
             return self.avgpool(args[0], self._avg(n, t, what), self.shape(n), n.name, what)
         if (t is torch.mean or (method and t == "mean")) and isinstance(args[0], _Val | _Input):
             return self.mean(n, args[0])
-        if t in _CAT and isinstance(args[0], list | tuple):
-            dim = _arg(n, 1, "dim") if len(n.args) > 1 or "dim" in n.kwargs else 0
-            ndim = _float(self.values[n.args[0][0]]).dim()
-            return self.concat(list(args[0]), int(dim), ndim, n.name, _describe(self.gm, n))
-        if (t is torch.argmax or (method and t == "argmax")) and isinstance(args[0], _Val):
-            return self.argmax(n, args[0])
-        if (t is torch.topk or (method and t == "topk")) and isinstance(args[0], _Val):
-            return self.topk(n, args[0])
+        if t in FUNCTIONS:
+            return FUNCTIONS[t](self, n, args, kwargs)
         flat = t == torch.flatten or (method and t in ("flatten", "view", "reshape"))
         if flat and isinstance(args[0], _Val | _Input) and self._flattens(n):
             return self.flatten(n, args[0], n.name)
         raise UnsupportedLayerError(
-            f"{_describe(self.gm, n)}: cosyn cannot lower this operation; supported: {SUPPORTED}"
+            f"{_describe(self.gm, n)}: cosyn cannot lower this operation; supported: {supported()}"
         )
 
     def _avg(self, n: fx.Node, op: object, what: str) -> Pool:
@@ -313,46 +307,6 @@ class _Builder(Builder):
         keep = bool(n.kwargs.get("keepdim", n.args[2] if len(n.args) > 2 else False))
         shape = tuple(_float(self.values[n.args[0]]).shape)
         return self.global_average(n, v, shape, dims, keep, n.name, what)
-
-    def argmax(self, n: fx.Node, v: _Val) -> _Val:
-        """torch.argmax over the features of a (batch, N) value: a LabelSelect of one."""
-        what = _describe(self.gm, n)
-        dim = _arg(n, 1, "dim") if len(n.args) > 1 or "dim" in n.kwargs else None
-        keep = bool(n.kwargs.get("keepdim", n.args[2] if len(n.args) > 2 else False))
-        if dim is None or int(dim) % 2 != 1 or _float(self.values[n.args[0]]).dim() != 2:
-            raise UnsupportedLayerError(
-                f"{what}: only the argmax over the features (dim=1) of a (batch, N) value is "
-                f"supported, not dim={dim}"
-            )
-        return self.label_select(v, 1, not keep, n.name, what)
-
-    def topk(self, n: fx.Node, v: _Val) -> _TopK:
-        """torch.topk of a (batch, N) value along its features, largest first: its indices
-        (`topk_part`) are a LabelSelect of k."""
-        what = _describe(self.gm, n)
-        names = ("k", "dim", "largest", "sorted")
-        p = {**dict(zip(names, n.args[1:], strict=False)), **n.kwargs}
-        dim = int(p.get("dim", -1))
-        ok = p.get("largest", True) and p.get("sorted", True) and dim % 2 == 1
-        if not ok or _float(self.values[n.args[0]]).dim() != 2 or isinstance(p["k"], fx.Node):
-            raise UnsupportedLayerError(
-                f"{what}: only torch.topk of a constant k, largest=True and sorted=True over "
-                "the features (dim=1) of a (batch, N) value is supported"
-            )
-        return _TopK(v, int(p["k"]), n.name, what)
-
-    def topk_part(self, n: fx.Node, args: tuple) -> _Val:
-        """`.indices` or `[1]` of a torch.topk: its LabelSelect; its values are refused."""
-        top = args[0]
-        if not isinstance(top, _TopK) or not (
-            (n.target is operator.getitem and args[1] == 1)
-            or (n.target is getattr and args[1] == "indices")
-        ):
-            raise UnsupportedLayerError(
-                f"{_describe(self.gm, n)}: of a torch.topk only its indices (labels) are "
-                "supported, not its values"
-            )
-        return self.label_select(top.v, top.k, False, top.name, top.what)
 
     def _flattens(self, n: fx.Node) -> bool:
         """True where node n reshapes its first input's batch to (batch, -1)."""
@@ -442,18 +396,6 @@ class _Const:
 
     value: object
 
-
-@dataclass
-class _TopK:
-    """A torch.topk of the value `v`: its indices become a LabelSelect of `k`."""
-
-    v: _Val
-    k: int
-    name: str
-    what: str
-
-
-_CAT = (torch.cat, torch.concat, torch.concatenate)
 
 _FUNCTIONS = {
     operator.add: "add",
@@ -589,8 +531,41 @@ def _adaptive(size_in: tuple[int, int], size: object, what: str) -> Pool:
     return Pool(k, k, (0, 0), divisors=divisors)
 
 
-# Extension point: module type -> lowering function(builder, fx_node, module, value, name).
+# The torch frontend's extension points, filled by the modules that define node kinds
+# (cosyn.ir.kinds) and layers (cosyn.models): a module type -> fn(builder, n, module,
+# value, name); a call_function target (the function) or call_method name (a string) ->
+# fn(builder, n, args, kwargs), the fx node's arguments read as builder values; what
+# they lower, for the message that refuses everything else.
 LOWERINGS: dict[type, Callable] = {}
+FUNCTIONS: dict[object, Callable] = {}
+SUPPORTS: list[str] = []
+
+
+def lowers(*targets: object, supports: str | None) -> Callable[[Callable], Callable]:
+    """Register the decorated fn(builder, n, args, kwargs) for `targets` (functions, and
+    method names as strings) in FUNCTIONS; `supports` says what it takes, for users (None:
+    another registration says it)."""
+
+    def register(fn: Callable) -> Callable:
+        FUNCTIONS.update(dict.fromkeys(targets, fn))
+        if supports:
+            SUPPORTS.append(supports)
+        return fn
+
+    return register
+
+
+def supported() -> str:
+    """What `lower` takes, for an error message: the walk's own cases, then the kinds'."""
+    return ", ".join([_SUPPORTED, *SUPPORTS])
+
+
+class Pending:
+    """A traced result that is no graph value until an operation reads a part of it (a
+    torch.topk's (values, indices)): `part(builder, n, args)` lowers that fx node `n`."""
+
+    def part(self, b: _Builder, n: fx.Node, args: tuple) -> object:
+        raise NotImplementedError
 
 
 def lower(model: nn.Module, example_input: torch.Tensor) -> Graph:

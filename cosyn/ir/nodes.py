@@ -35,12 +35,10 @@ __all__ = [
     "KINDS",
     "Add",
     "AvgPool2d",
-    "Concat",
     "Conv2d",
     "Dense",
     "Flatten",
     "IntType",
-    "LabelSelect",
     "MaxPool2d",
     "Node",
     "Poly",
@@ -529,63 +527,3 @@ class Flatten(Node):
         lo, hi = x
         per = self.shape[0] // lo.size if lo.size > 1 else 1
         return as_range(np.repeat(lo, per), np.repeat(hi, per))
-
-
-@dataclass(eq=False)
-class Concat(Node):
-    """Concatenation of two inputs along axis 0 (the channels of (C, H, W) values, the
-    elements of flat ones), as torch.cat(dim=1) of batched values: `split` channels of
-    the first input, then the second's. The integers pass unchanged; `scale` is each
-    input's for its channels, so inputs of different scales concatenate exactly (the
-    next requantizer reads every channel at its own scale)."""
-
-    split: int = 0
-    kind: ClassVar[str] = "concat"
-
-    def eval(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.concatenate([a, b], axis=1)
-
-    def infer_shape(self, a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
-        if len(a) != len(b) or a[1:] != b[1:]:
-            raise ValueError(f"its inputs {a} and {b} differ beyond the channel axis")
-        if a[0] != self.split:
-            raise ValueError(f"its first input has {a[0]} channels, not split={self.split}")
-        return (a[0] + b[0], *a[1:])
-
-    def infer_range(self, a: Range, b: Range) -> Range:
-        """Each input's bounds on its own channels (one bound where both have the same)."""
-        if all(r.size == 1 for r in (*a, *b)) and a[0][0] == b[0][0] and a[1][0] == b[1][0]:
-            return as_range(*a)
-        sizes = (self.split, self.shape[0] - self.split)
-        lo, hi = (
-            np.concatenate(
-                [np.broadcast_to(r[j], (n,)) for r, n in zip((a, b), sizes, strict=True)]
-            )
-            for j in (0, 1)
-        )
-        return as_range(lo, hi)
-
-
-@dataclass(eq=False)
-class LabelSelect(Node):
-    """The labels of a flat input of `n` elements, as FINN's LabelSelect: out[j] is the
-    index of its j-th largest element, for j < k (k = 1: the argmax), equal values in
-    index order (the lower index first, as torch.argmax and a stable descending sort).
-    The output integers are indices, at scale 1."""
-
-    k: int = 1
-    n: int = 1
-    kind: ClassVar[str] = "labelselect"
-
-    def eval(self, x: np.ndarray) -> np.ndarray:
-        return np.argsort(-np.asarray(x, np.int64), axis=1, kind="stable")[:, : self.k]
-
-    def infer_shape(self, x: tuple[int, ...]) -> tuple[int, ...]:
-        if x != (self.n,):
-            raise ValueError(f"it takes a flat ({self.n},) input, not {x}")
-        if not 1 <= self.k <= self.n:
-            raise ValueError(f"k={self.k} labels of {self.n} elements; k must be 1 to {self.n}")
-        return (self.k,)
-
-    def infer_range(self, x: Range) -> Range:
-        return as_range(0, self.n - 1)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,7 +40,6 @@ from cosyn.ir.chain import ARITHMETIC, Binary, operand
 from cosyn.ir.graph import Graph
 from cosyn.ir.qonnx_ops import (
     OPS,
-    SUPPORTED_OPS,
     BipolarOp,
     ClipOp,
     attrs,
@@ -50,15 +49,32 @@ from cosyn.ir.qonnx_ops import (
     clip,
     conv_geometry,
     evaluate,
-    label_geometry,
     pool_geometry,
     quant_op,
+    supported_ops,
     transpose_perm,
     trunc_op,
 )
 from cosyn.ir.qonnx_ops import QuantOp as QuantOp
 
-__all__ = ["from_qonnx", "input_shape"]
+__all__ = ["ONNX_LOWERINGS", "Refused", "from_qonnx", "input_shape", "onnx_op"]
+
+# The QONNX frontend's extension point, filled by the modules that define node kinds
+# (cosyn.ir.kinds): an op type -> fn(builder, node, args, out, ident) giving the builder
+# value of its output (a tuple for several), its float replay in qonnx_ops.OPS.
+ONNX_LOWERINGS: dict[str, Callable] = {}
+
+
+def onnx_op(op_type: str, replay: Callable) -> Callable[[Callable], Callable]:
+    """Register the decorated lowering and `replay` (fn(node, *inputs) -> torch output,
+    as qonnx_ops.OPS) for `op_type`."""
+
+    def register(fn: Callable) -> Callable:
+        OPS[op_type], ONNX_LOWERINGS[op_type] = replay, fn
+        return fn
+
+    return register
+
 
 _REFUSED = {
     "QuantizeLinear": "this is a QCDQ export; export the model with "
@@ -240,7 +256,7 @@ class _QonnxBuilder(Builder):
         ins = [self.values[i] if i else None for i in node.input]
         if node.op_type not in OPS:
             raise UnsupportedLayerError(
-                f"cosyn cannot lower this operation; supported: {SUPPORTED_OPS}"
+                f"cosyn cannot lower this operation; supported: {supported_ops()}"
             )
         try:
             out = evaluate(node, ins)
@@ -259,13 +275,15 @@ class _QonnxBuilder(Builder):
         if node.op_type == "Constant":
             return self.vals[out]
         args = [self.vals[i] if i else None for i in node.input]
-        refused = next((a for a in args if isinstance(a, _Refused)), None)
+        refused = next((a for a in args if isinstance(a, Refused)), None)
         if refused is not None:
             raise UnsupportedLayerError(refused.reason)
         if node.op_type == "Transpose" and isinstance(args[0], _Const) and args[0].quant:
             return _transposed(args[0], transpose_perm(node, args[0].raw.dim()))
         if node.op_type not in _QUANTS and all(a is None or isinstance(a, _Const) for a in args):
             return _Const(self.values[out])  # constant folding, e.g. a reshaped weight
+        if node.op_type in ONNX_LOWERINGS:
+            return ONNX_LOWERINGS[node.op_type](self, node, args, out, ident)
         op = getattr(self, f"op_{node.op_type.lower()}", None)
         if op is None:
             raise UnsupportedLayerError(
@@ -450,28 +468,6 @@ class _QonnxBuilder(Builder):
             raise UnsupportedLayerError("only a reshape to (batch, -1) is supported")
         return self.flatten(out, args[0], ident)
 
-    def op_concat(self, node, args, out, ident) -> object:
-        ndim = self.values[node.input[0]].dim()
-        return self.concat(args, int(attrs(node)["axis"]), ndim, ident, ident)
-
-    def op_argmax(self, node, args, out, ident) -> object:
-        return self.labels(node, args[0], 1, ident)
-
-    def op_topk(self, node, args, out, ident) -> tuple:
-        """Its indices (output 1) are a LabelSelect; its values are refused where read."""
-        k = int(self.constant(args[1]).value.reshape(-1)[0])
-        values = _Refused("of a TopK only its indices (labels) are supported, not its values")
-        return values, self.labels(node, args[0], k, ident)
-
-    def labels(self, node, x, k: int, ident: str) -> object:
-        over, keep = label_geometry(node, self.values[node.input[0]].dim())
-        if not over:
-            raise UnsupportedLayerError(
-                "only the label select over the features (axis 1) of a (batch, N) value is "
-                "supported"
-            )
-        return self.label_select(x, k, node.op_type == "ArgMax" and not keep, ident, ident)
-
     def op_identity(self, node, args, out, ident) -> object:
         return args[0]
 
@@ -486,7 +482,7 @@ class _QonnxBuilder(Builder):
 
 
 @dataclass(frozen=True)
-class _Refused:
+class Refused:
     """A node output cosyn does not lower (a TopK's values): an error where it is read."""
 
     reason: str

@@ -22,8 +22,8 @@ from onnx import NodeProto, helper
 from cosyn.errors import ModelFileError, UnsupportedLayerError
 
 __all__ = [
+    "OPS",
     "ROUNDING",
-    "SUPPORTED_OPS",
     "BipolarOp",
     "ClipOp",
     "QuantOp",
@@ -35,9 +35,9 @@ __all__ = [
     "clip",
     "conv_geometry",
     "evaluate",
-    "label_geometry",
     "pool_geometry",
     "quant_op",
+    "supported_ops",
     "transpose_perm",
     "trunc_op",
 ]
@@ -367,31 +367,6 @@ def _flatten(node: NodeProto, x) -> torch.Tensor:
     return x.reshape(int(torch.tensor(x.shape[:axis]).prod()), -1)
 
 
-def label_geometry(node: NodeProto, ndim: int) -> tuple[bool, bool]:
-    """(whether the label select is over the last axis of a (batch, N) value, keepdims) of
-    an ArgMax or TopK node; UnsupportedLayerError where it picks otherwise than torch's
-    argmax and topk of the largest, sorted."""
-    a = attrs(node)
-    argmax = node.op_type == "ArgMax"
-    axis = int(a.get("axis", 0 if argmax else -1))
-    if a.get("select_last_index", 0) or not a.get("largest", 1) or not a.get("sorted", 1):
-        raise UnsupportedLayerError(
-            "only the first largest (select_last_index=0) and the largest, sorted (TopK "
-            "largest=1, sorted=1) are supported"
-        )
-    return ndim == 2 and axis % 2 == 1, bool(a.get("keepdims", 1))
-
-
-def _argmax(node: NodeProto, x) -> torch.Tensor:
-    _, keep = label_geometry(node, x.dim())
-    return torch.argmax(x, int(attrs(node).get("axis", 0)), keep)
-
-
-def _topk(node: NodeProto, x, k) -> tuple[torch.Tensor, torch.Tensor]:
-    label_geometry(node, x.dim())
-    return tuple(torch.topk(x, int(k.reshape(-1)[0]), int(attrs(node).get("axis", -1))))
-
-
 OPS: dict[str, Callable] = {
     "Quant": _quant,
     "BipolarQuant": lambda n, x, scale: bipolar_op(scale)(x).value,
@@ -418,13 +393,13 @@ OPS: dict[str, Callable] = {
     "Reshape": _reshape,
     "Transpose": lambda n, x: x.permute(transpose_perm(n, x.dim())),
     "Identity": lambda n, x: x,
-    "Concat": lambda n, *xs: torch.cat(xs, int(attrs(n)["axis"])),
-    "ArgMax": _argmax,
-    "TopK": _topk,
     "Dropout": lambda n, x, *rest: x,
 }
 
-SUPPORTED_OPS = ", ".join(OPS)
+
+def supported_ops() -> str:
+    """The op types the QONNX frontend reads (those the kinds' modules add included)."""
+    return ", ".join(OPS)
 
 
 def evaluate(node: NodeProto, inputs: list[torch.Tensor | None]) -> torch.Tensor | tuple:

@@ -4,7 +4,9 @@ hls4ml lays tensors out channels last; the graph is channels first. A 3-D tensor
 (C, H, W) is (H, W, C) in hls4ml, and a flattened one keeps hls4ml's order: `perm`
 maps each hls4ml position to the graph's flat index, and the Dense that consumes it
 reads its weight columns in that order (free in hardware). Nodes are converted by
-`CONVERTERS[node.kind]`; a kind without one raises an UnsupportedLayerError.
+`CONVERTERS[node.kind]`; a kind without one raises an UnsupportedLayerError. A kind
+that hls4ml has no exact layer for declares its extension layer (`_layers.extension`)
+beside its converter, so one kind's HLS is in one place here (and its C++ header).
 
 Accumulators get the graph's accumulator type. A partial sum may leave its range
 (the range bounds the full sum), but ap_int wraps modulo 2**bits, so the full sum,
@@ -19,11 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from cosyn.hw.hls._layers import EXTENSIONS
+from cosyn.hw.hls._layers import EXTENSIONS, Extension, extension
 
 from cosyn.errors import BitWidthError, UnsupportedLayerError
 from cosyn.ir import nodes as N
 from cosyn.ir.graph import Graph
+from cosyn.ir.kinds.concat import Concat
+from cosyn.ir.kinds.labelselect import LabelSelect
 from cosyn.ir.nodes import IntType, int_type_for_range
 
 __all__ = ["CONVERTERS", "Converted", "Tensor", "ap_type", "convert", "supported_kinds"]
@@ -237,6 +241,19 @@ def _n_chan(x: Tensor) -> int:
     return x.size if x.perm is not None else x.n_chan
 
 
+_SHIFT = extension(
+    Extension(
+        name="CosynShift",
+        function="cosyn_shift",
+        base_config="cosyn_shift_config",
+        header="cosyn_requant.h",
+        weights=("shift", "lo", "hi"),
+        consts={"n_chan": "unsigned", "half_even": "bool"},
+        types={"shift_t": "shift", "clip_t": "lo"},
+    )
+)
+
+
 def _shift(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
     assert isinstance(node, N.Shift)
     (x,) = ins
@@ -244,7 +261,7 @@ def _shift(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Conve
     clip = int_type_for_range(min(lo.min(), hi.min()), max(lo.max(), hi.max()))
     work = x.dtype.bits + int(np.maximum(-k, 0).max()) + 2
     layer = dict(
-        class_name="CosynShift",
+        class_name=_SHIFT.name,
         name=name,
         inputs=srcs,
         n_in=x.size,
@@ -263,6 +280,19 @@ def _shift(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Conve
     return Converted(layer, prec, _out(node, x))
 
 
+_THRESHOLD = extension(
+    Extension(
+        name="CosynThreshold",
+        function="cosyn_threshold",
+        base_config="cosyn_threshold_config",
+        header="cosyn_requant.h",
+        weights=("thr", "base", "sign"),
+        consts={"n_chan": "unsigned", "n_thr": "unsigned"},
+        types={"thr_t": "thr", "base_t": "base", "sign_t": "sign"},
+    )
+)
+
+
 def _threshold(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
     assert isinstance(node, N.Threshold)
     (x,) = ins
@@ -273,7 +303,7 @@ def _threshold(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> C
     _check_exact(node.name, t, base)
     work = max(_int_type(base).bits, node.dtype.bits, (t.shape[1]).bit_length() + 1) + 2
     layer = dict(
-        class_name="CosynThreshold",
+        class_name=_THRESHOLD.name,
         name=name,
         inputs=srcs,
         n_in=x.size,
@@ -293,6 +323,18 @@ def _threshold(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> C
     return Converted(layer, prec, _out(node, x))
 
 
+_ADD = extension(
+    Extension(
+        name="CosynAdd",
+        function="cosyn_add",
+        base_config="cosyn_add_config",
+        header="cosyn_requant.h",
+        consts={"shift1": "unsigned", "shift2": "unsigned"},
+        n_inputs=2,
+    )
+)
+
+
 def _add(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
     assert isinstance(node, N.Add)
     a, b = ins
@@ -304,7 +346,7 @@ def _add(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Convert
     s1, s2 = node.shifts
     work = max(a.dtype.bits + s1, b.dtype.bits + s2) + 2
     layer = dict(
-        class_name="CosynAdd",
+        class_name=_ADD.name,
         name=name,
         inputs=srcs,
         n_in=a.size,
@@ -315,6 +357,20 @@ def _add(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Convert
     return Converted(layer, dict(result=ap_type(node.dtype)), _out(node, a))
 
 
+_POLY = extension(
+    Extension(
+        name="CosynPoly",
+        function="cosyn_poly",
+        base_config="cosyn_poly_config",
+        header="cosyn_poly.h",
+        weights=("coeff",),
+        consts={"n_chan": "unsigned", "degree": "unsigned"},
+        types={"coeff_t": "coeff"},
+        typelists={"stage": "stage_types"},
+    )
+)
+
+
 def _poly(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
     """Horner's rule, each step's value in the graph's type for it (`Poly.stages`)."""
     assert isinstance(node, N.Poly)
@@ -323,7 +379,7 @@ def _poly(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Conver
     stages = _stage_types(node, c)
     _check_exact(node.name, c)
     layer = dict(
-        class_name="CosynPoly",
+        class_name=_POLY.name,
         name=name,
         inputs=srcs,
         n_in=x.size,
@@ -363,7 +419,7 @@ def _flatten(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Con
 def _concat(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
     """hls4ml's Concatenate along the channels (its last axis: channels last); a flat
     value keeps each input's hls4ml order, the second's indices after the first's."""
-    assert isinstance(node, N.Concat)
+    assert isinstance(node, Concat)
     a, b = ins
     if len(a.shape) != len(b.shape) or a.shape[:-1] != b.shape[:-1]:
         raise UnsupportedLayerError(f"{node.name}: a concat needs two inputs of one layout")
@@ -382,15 +438,27 @@ def _concat(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Conv
     return Converted(layer, dict(result=ap_type(node.dtype)), out)
 
 
+_LABELSELECT = extension(
+    Extension(
+        name="CosynLabelSelect",
+        function="cosyn_labelselect",
+        base_config="cosyn_labelselect_config",
+        header="cosyn_select.h",
+        consts={"n_out": "unsigned"},
+        out_size="n_out",
+    )
+)
+
+
 def _labelselect(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
     """CosynLabelSelect: the k largest of a flat value in its graph index order."""
-    assert isinstance(node, N.LabelSelect)
+    assert isinstance(node, LabelSelect)
     (x,) = ins
     if len(x.shape) != 1 or x.perm is not None:
         raise UnsupportedLayerError(
             f"{node.name}: a label select needs a flat input in index order (a dense layer's)"
         )
-    layer = dict(class_name="CosynLabelSelect", name=name, inputs=srcs, n_in=x.size,
+    layer = dict(class_name=_LABELSELECT.name, name=name, inputs=srcs, n_in=x.size,
                  n_out=node.k, work_bits=x.dtype.bits + 1)  # fmt: skip
     out = Tensor(node.shape, node.shape[0], None, node.dtype)
     return Converted(layer, dict(result=ap_type(node.dtype)), out)
@@ -406,8 +474,8 @@ CONVERTERS: dict[str, Converter] = {
     N.Add.kind: _add,
     N.Poly.kind: _poly,
     N.Flatten.kind: _flatten,
-    N.Concat.kind: _concat,
-    N.LabelSelect.kind: _labelselect,
+    Concat.kind: _concat,
+    LabelSelect.kind: _labelselect,
 }
 
 

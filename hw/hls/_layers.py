@@ -8,8 +8,8 @@ specialized once per entry, for a C++ function that needs one type per step).
 `register()` turns each into an hls4ml layer
 class with its config and function templates, via hls4ml's extension API
 (register_layer, Backend.register_template, Backend.register_source). A new node
-kind (a polynomial activation, say) adds one `Extension` to `EXTENSIONS`, one C++
-function, and one converter in _convert.py.
+kind (a polynomial activation, say) declares its `Extension` (`extension(...)`) beside its
+converter in _convert.py, and writes one C++ function in a header here.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from hls4ml.backends.template import FunctionCallTemplate, LayerConfigTemplate
 from hls4ml.model.attributes import Attribute
 from hls4ml.model.layers import Layer, register_layer
 
-__all__ = ["EXTENSIONS", "TEMPLATES", "Extension", "register"]
+__all__ = ["EXTENSIONS", "TEMPLATES", "Extension", "extension", "register"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 _BACKENDS = ("Vivado", "Vitis")
@@ -53,55 +53,13 @@ class Extension:
     out_size: str = ""  # the attribute giving a flat output's size (else the input's shape)
 
 
-EXTENSIONS: dict[str, Extension] = {
-    e.name: e
-    for e in (
-        Extension(
-            name="CosynShift",
-            function="cosyn_shift",
-            base_config="cosyn_shift_config",
-            header="cosyn_requant.h",
-            weights=("shift", "lo", "hi"),
-            consts={"n_chan": "unsigned", "half_even": "bool"},
-            types={"shift_t": "shift", "clip_t": "lo"},
-        ),
-        Extension(
-            name="CosynThreshold",
-            function="cosyn_threshold",
-            base_config="cosyn_threshold_config",
-            header="cosyn_requant.h",
-            weights=("thr", "base", "sign"),
-            consts={"n_chan": "unsigned", "n_thr": "unsigned"},
-            types={"thr_t": "thr", "base_t": "base", "sign_t": "sign"},
-        ),
-        Extension(
-            name="CosynAdd",
-            function="cosyn_add",
-            base_config="cosyn_add_config",
-            header="cosyn_requant.h",
-            consts={"shift1": "unsigned", "shift2": "unsigned"},
-            n_inputs=2,
-        ),
-        Extension(
-            name="CosynPoly",
-            function="cosyn_poly",
-            base_config="cosyn_poly_config",
-            header="cosyn_poly.h",
-            weights=("coeff",),
-            consts={"n_chan": "unsigned", "degree": "unsigned"},
-            types={"coeff_t": "coeff"},
-            typelists={"stage": "stage_types"},
-        ),
-        Extension(
-            name="CosynLabelSelect",
-            function="cosyn_labelselect",
-            base_config="cosyn_labelselect_config",
-            header="cosyn_select.h",
-            consts={"n_out": "unsigned"},
-            out_size="n_out",
-        ),
-    )
-}
+EXTENSIONS: dict[str, Extension] = {}  # name -> extension, each added by its converter's module
+
+
+def extension(ext: Extension) -> Extension:
+    """Add `ext` to EXTENSIONS (its converter's module declares it beside the converter)."""
+    EXTENSIONS[ext.name] = ext
+    return ext
 
 
 def _layer_class(ext: Extension) -> type[Layer]:

@@ -12,7 +12,7 @@ from amaranth.lib import wiring
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, ports
 from cosyn.perfmodel.blocks import TIMINGS
 
-from cosyn.ir.nodes import Concat
+from cosyn.ir.kinds.concat import Concat
 
 __all__ = ["ConcatBlock"]
 

@@ -12,7 +12,7 @@ from amaranth.lib import wiring
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, ports
 from cosyn.perfmodel.blocks import TIMINGS
 
-from cosyn.ir.nodes import LabelSelect
+from cosyn.ir.kinds.labelselect import LabelSelect
 
 __all__ = ["LabelSelectBlock"]
 
