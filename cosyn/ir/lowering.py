@@ -238,6 +238,8 @@ class _Builder(Builder):
             return args[0]  # a QuantTensor's float value: the value itself
         if (t is getattr and args[1] in ("shape", "ndim")) or (method and t in ("size", "dim")):
             return _META
+        if t in FUNCTIONS:  # a kind's (its handler may leave a case to `arithmetic`)
+            return FUNCTIONS[t](self, n, args, kwargs)
         op = _arithmetic(n)
         if op is not None:
             return self.arithmetic(n, op, args, kwargs)
@@ -253,8 +255,6 @@ class _Builder(Builder):
             return self.avgpool(args[0], self._avg(n, t, what), self.shape(n), n.name, what)
         if (t is torch.mean or (method and t == "mean")) and isinstance(args[0], _Val | _Input):
             return self.mean(n, args[0])
-        if t in FUNCTIONS:
-            return FUNCTIONS[t](self, n, args, kwargs)
         flat = t == torch.flatten or (method and t in ("flatten", "view", "reshape"))
         if flat and isinstance(args[0], _Val | _Input) and self._flattens(n):
             return self.flatten(n, args[0], n.name)
