@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 import shutil
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -23,8 +27,8 @@ from cosyn.errors import CosynError
 from cosyn.hw import fpga, hls, rtl
 from cosyn.ir import Graph, from_qonnx, lower
 from cosyn.ir.qonnx import input_shape as qonnx_input_shape
-from cosyn.models import accuracy, data, fit, harden, zoo
-from cosyn.models.train import predict
+from cosyn.models import accuracy, data, fit, gates, harden, zoo
+from cosyn.models.train import BudgetPenalty, predict
 from cosyn.report import atomic_dir, graph_table
 from cosyn.scheduler import allocate
 
@@ -220,11 +224,35 @@ def train(
     epochs: Annotated[int, typer.Option(help="training epochs")] = 30,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     act: Annotated[str | None, typer.Option(help="activation: relu, poly or gate")] = None,
+    device: Annotated[
+        str, typer.Option(help="the device the budgets and the cost are for")
+    ] = "ecp5-85f",
+    latency_budget: Annotated[
+        str | None,
+        typer.Option(help="latency to meet: a time (2us, 500ns) at --freq, or cycles (400cycles)"),
+    ] = None,
+    lut_budget: Annotated[int | None, typer.Option(help="LUTs the design may use")] = None,
+    cost_weight: Annotated[
+        float | None,
+        typer.Option(help="weight of the latency (relative to the first step's) in the loss"),
+    ] = None,
+    freq: Annotated[float, typer.Option(help="clock in MHz a latency time is read at")] = 100.0,
 ) -> None:
-    """Train a model on the digits data set and save its state_dict."""
+    """Train a model on the digits data set and save its state_dict. With a budget, the
+    hardware cost joins the loss (its GateActs learn the cheaper choice where the budget
+    needs it), each layer's parallelism is allocated to meet the budget, and the design is
+    estimated and simulated."""
+    goal = _goal(latency_budget, lut_budget, cost_weight, freq)
     net = load_model(model, **_act_option(act))
     d = data.digits(image=_is_image(net))
-    acc = fit(net, d, epochs=epochs, seed=seed)
+    x0 = d.x_test[:1]
+    penalty, budget = None, None
+    if goal is not None:
+        with torch.no_grad():  # the quantizers' statistics, so the model lowers as it will
+            net.train()(d.x_train[:256])
+        budget = _allocate(net, x0, device, goal)  # refuses an unreachable budget now
+        penalty = _penalty(net, x0, device, goal, budget)
+    acc = fit(net, d, epochs=epochs, seed=seed, extra_loss=penalty)
     if choices := harden(net):  # GateActs keep the activation they learned to prefer
         acc = accuracy(net, d.x_test, d.y_test)
         console.print("activation per gate: " + ", ".join(f"{k} {v}" for k, v in choices.items()))
@@ -233,6 +261,123 @@ def train(
     torch.save(net.state_dict(), tmp)
     tmp.rename(out)
     console.print(f"test accuracy {acc:.2f}%; wrote {out}")
+    if goal is not None:
+        _report_budget(net, d, device, goal, out)
+
+
+@dataclass(frozen=True)
+class _Goal:
+    """What `cosyn train` holds the hardware to: a latency (cycles), a LUT count, or a
+    weight on the latency in the loss; `freq` MHz reads cycles as time."""
+
+    latency: int | None
+    lut: int | None
+    weight: float | None
+    freq: float
+
+    def describe(self) -> str:
+        if self.latency is not None:
+            return f"latency {self.latency:,} cycles ({self.latency / self.freq:.2f} us)"
+        if self.lut is not None:
+            return f"{self.lut:,} LUT"
+        return f"latency weighted {self.weight}"
+
+
+def _goal(latency: str | None, lut: int | None, weight: float | None, freq: float) -> _Goal | None:
+    given = [o for o, v in (("--latency-budget", latency), ("--lut-budget", lut),
+                            ("--cost-weight", weight)) if v is not None]  # fmt: skip
+    if not given:
+        return None
+    if len(given) > 1:
+        raise CosynError(f"{' and '.join(given)}: give one budget or weight")
+    if not freq > 0:
+        raise CosynError(f"--freq {freq}: give the clock in MHz, above 0")
+    if lut is not None and lut < 1:
+        raise CosynError(f"--lut-budget {lut}: give a positive number of LUTs")
+    if weight is not None and not weight > 0:
+        raise CosynError(f"--cost-weight {weight}: give a positive weight")
+    return _Goal(None if latency is None else _cycles(latency, freq), lut, weight, freq)
+
+
+_UNITS = {"s": 1e6, "ms": 1e3, "us": 1.0, "ns": 1e-3}  # in microseconds
+
+
+def _cycles(text: str, freq: float) -> int:
+    """A latency budget in cycles: `400cycles`, or a time (`2us`, `1.5ms`) at `freq` MHz."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|ms|us|ns|cycles?)\s*", text)
+    if m is None:
+        raise CosynError(
+            f"--latency-budget {text!r}: give a time (2us, 500ns, 1ms) or cycles (400cycles)"
+        )
+    value, unit = float(m[1]), m[2]
+    cycles = int(value) if unit.startswith("cycle") else int(value * _UNITS[unit] * freq)
+    if cycles < 1:
+        raise CosynError(f"--latency-budget {text!r}: under one cycle at {freq:g} MHz")
+    return cycles
+
+
+def _relu_graph(net: nn.Module, x0: torch.Tensor) -> Graph:
+    """The graph of `net` with every undecided GateAct as ReLU (only hardened gates lower)."""
+    hard = copy.deepcopy(net).eval()
+    for g in gates(hard).values():
+        if g.choice is None:
+            g.harden("relu")
+    return lower(hard, x0)
+
+
+def _allocate(net: nn.Module, x0: torch.Tensor, device: str, goal: _Goal):
+    """Each layer's parallelism for the goal, for `net` as it is (undecided gates as ReLU):
+    the fewest resources within the latency, the fastest within the LUTs, or the fastest
+    on the device for a weight. CosynError where the goal cannot be reached."""
+    g = _relu_graph(net, x0)
+    if goal.latency is not None:
+        return allocate(g, device, target_latency=goal.latency)
+    return allocate(g, device, budget={"lut": goal.lut} if goal.lut is not None else None)
+
+
+def _penalty(net: nn.Module, x0: torch.Tensor, device: str, goal: _Goal, a) -> object:
+    """The loss term: a budget held by its Lagrange multiplier, or the weighted latency."""
+    if goal.weight is None:
+        metric, limit = ("latency", goal.latency) if goal.latency else ("lut", goal.lut)
+        return BudgetPenalty(x0, device, metric, limit, a.parallelism)
+    first = float(perfmodel.cost(net, x0, device, "latency", a.parallelism))
+    weight, par = goal.weight, a.parallelism
+    return lambda m: weight * perfmodel.cost(m, x0, device, "latency", par) / first
+
+
+def _report_budget(net: nn.Module, d: data.Dataset, device: str, goal: _Goal, out: Path) -> None:
+    """Allocate the trained model for the goal, estimate it, simulate 8 test vectors on
+    Icarus, print the figures and write the allocation beside the checkpoint."""
+    x0 = d.x_test[:1]
+    try:
+        a = _allocate(net, x0, device, goal)
+    except CosynError as e:
+        raise CosynError(f"{out}: the trained model misses the budget: {e}") from None
+    g = lower(net.eval(), x0)
+    with tempfile.TemporaryDirectory() as tmp:
+        design = rtl.generate(g, Path(tmp) / "rtl", parallelism=a.parallelism)
+        r = rtl_sim.simulate(design, d.x_test[:8].numpy(), simulator="icarus")
+    e = a.estimate
+    t = Table(title=f"{Path(out).name} on {e.device}, budget: {goal.describe()}")
+    for c in ("", "latency", "interval", "LUT", "FF", "DSP", "BRAM", "Fmax MHz"):
+        t.add_column(c, justify="left" if not c else "right")
+    t.add_row("estimate", f"{e.latency:,}", f"{e.interval:,}", f"{e.lut:,.0f}", f"{e.ff:,.0f}",
+              str(e.dsp), str(e.bram), f"{e.fmax_mhz:.0f}")  # fmt: skip
+    t.add_row("simulation (icarus, 8 vectors)", f"{r.latency:,}", f"{r.interval:,}",
+              "", "", "", "", "")  # fmt: skip
+    console.print(t)
+    console.print(a.table())
+    exact = r.mismatches == 0 and (r.latency, r.interval) == (e.latency, e.interval)
+    path = out.parent / "allocation.json"
+    path.with_suffix(".tmp").write_text(a.to_json())
+    path.with_suffix(".tmp").replace(path)
+    console.print(
+        f"{'bit-exact' if r.mismatches == 0 else f'{r.mismatches} MISMATCHES'}, simulated "
+        f"latency {r.latency:,} cycles = {r.latency / goal.freq:.2f} us at {goal.freq:g} MHz; "
+        f"wrote {path}"
+    )
+    if not exact:
+        raise typer.Exit(1)
 
 
 def _act_option(act: str | None) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""A plain training loop with a rich progress bar."""
+"""A plain training loop with a rich progress bar, and a hardware budget for its loss."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from cosyn.models.data import Dataset
 from rich.progress import Progress
 from torch import nn
 
-__all__ = ["accuracy", "fit", "predict"]
+__all__ = ["BudgetPenalty", "accuracy", "fit", "predict"]
 
 
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -60,3 +60,41 @@ def fit(
             sched.step()
             bar.advance(task)
     return accuracy(model, data.x_test, data.y_test)
+
+
+class BudgetPenalty:
+    """A hardware cost held under `limit` by a Lagrange multiplier, for `fit`'s `extra_loss`.
+
+    Each call (one training step) prices the model with `cosyn.perfmodel.cost` (`metric` on
+    `device` at `parallelism`: differentiable in its GateActs' logits) and returns
+    lam * (cost / limit - 1); then lam moves by rate * (cost / limit - 1), floored at 0
+    (projected dual ascent). While the budget is exceeded lam grows until the penalty's
+    pull outweighs the task's toward the costlier choices; once it is met lam decays, so
+    the budget is met rather than approached from above. `history` keeps (cost, lam) per
+    step."""
+
+    def __init__(
+        self,
+        example_input: torch.Tensor,
+        device: str,
+        metric: str,
+        limit: float,
+        parallelism: int | dict | None = None,
+        rate: float = 1.0,
+    ) -> None:
+        if not limit > 0:
+            raise ValueError(f"BudgetPenalty: the limit must be positive, not {limit!r}")
+        self.example_input, self.device, self.metric = example_input, device, metric
+        self.limit, self.parallelism, self.rate = float(limit), parallelism, rate
+        self.lam = 0.0
+        self.history: list[tuple[float, float]] = []
+
+    def __call__(self, model: nn.Module) -> torch.Tensor:
+        from cosyn.perfmodel.loss import cost  # it imports cosyn.models
+
+        c = cost(model, self.example_input, self.device, self.metric, self.parallelism)
+        excess = c / self.limit - 1
+        loss = self.lam * excess
+        self.lam = max(0.0, self.lam + self.rate * float(excess.detach()))
+        self.history.append((float(c.detach()), self.lam))
+        return loss

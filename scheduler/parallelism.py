@@ -8,6 +8,9 @@ pipeline's interval is at least its slowest block's. `allocate` balances the blo
   `perfmodel.blocks`, the one definition the RTL is built from) is at most T, so no
   multiplier is added that does not shorten the interval (`_Search.choice`);
 - with a target interval, T is the target: the fewest resources that meet it;
+- with a target latency, T is the largest interval whose allocation's latency (sample 0's
+  cycles from first input to first output) meets it, found by bisection between the
+  fastest design that fits and every node at parallelism 1 (`_Search.within_latency`);
 - without one, T is the smallest interval whose allocation fits the budget (the device,
   a fraction of it, or resource limits), found by doubling and bisection over T:
   resources only grow as T shrinks.
@@ -105,23 +108,28 @@ def allocate(
     device: str | Device = "ecp5-85f",
     target_interval: int | None = None,
     budget: float | dict[str, float] | None = None,
+    target_latency: int | None = None,
 ) -> Allocation:
     """Each dense/conv2d node's parallelism for `cosyn.rtl.generate(g, parallelism=...)`:
     the smallest interval that fits `budget` on `device` with the fewest resources for it,
-    or, given `target_interval` (cycles per sample), the fewest resources that meet it.
+    or, given `target_interval` (cycles per sample), the fewest resources that meet it, or,
+    given `target_latency` (cycles from a sample's first input to its first output), the
+    longest interval that meets it within the budget.
 
     `budget`: None (the whole device), a fraction of each of its resources, or limits
     by resource name ("lut", "ff", "dsp", "bram"; the others the device's)."""
     dev = device_(device)
     limits = _limits(dev, budget)
     search = _Search(g, dev, limits)
+    for what, target in (("interval", target_interval), ("latency", target_latency)):
+        if target is not None and (isinstance(target, bool) or not isinstance(target, int)
+                                   or target < 1):  # fmt: skip
+            raise CosynError(f"target {what} must be a positive integer, not {target!r}")
+    if target_latency is not None:
+        if target_interval is not None:
+            raise CosynError("give a target interval or a target latency, not both")
+        return search.within_latency(target_latency)
     if target_interval is not None:
-        if (
-            isinstance(target_interval, bool)
-            or not isinstance(target_interval, int)
-            or (target_interval < 1)
-        ):
-            raise CosynError(f"target interval must be a positive integer, not {target_interval!r}")
         if target_interval < search.floor:
             raise CosynError(
                 f"target interval {target_interval} is below {search.floor} cycles, the "
@@ -238,6 +246,50 @@ class _Search:
             else:
                 hi = mid
         return hi
+
+    def within_latency(self, latency: int) -> Allocation:
+        """The allocation of the largest interval T (bisection; the fewest resources) whose
+        latency is at most `latency`, between the fastest design within the limits and
+        every node at parallelism 1. Latency grows with T in all but ragged cases, so the
+        T found meets the target. The least latency is not always at the least interval
+        (the default CNN: 1,558 cycles with every node at its largest parallelism, 1,643
+        at the least interval's allocation); where no T meets the target, that design of
+        largest parallelism is the answer or, over the target too, the refusal's figure."""
+        t = self.fitting()
+        fast = self.settle(t)
+        if fast.estimate.latency > latency or _over(fast.estimate, self.limits):
+            top = {n: ps[-1] for n, ps in self.options.items()}
+            widest = self._allocation(top, self._estimate(top))
+            if not _over(widest.estimate, self.limits) and (
+                _over(fast.estimate, self.limits) or widest.estimate.latency < fast.estimate.latency
+            ):
+                fast = widest
+            over = _over(fast.estimate, self.limits)
+            if over:
+                raise CosynError(
+                    f"no parallelism fits the budget on {self.dev.name}: the smallest design "
+                    f"needs {over}; raise the budget"
+                )
+            if fast.estimate.latency > latency:
+                raise CosynError(
+                    f"target latency {latency} is below {fast.estimate.latency} cycles, the "
+                    f"least cosyn's allocation reaches on {self.dev.name} (interval "
+                    f"{fast.interval}); pass at least {fast.estimate.latency}"
+                )
+            return fast
+        hi = max(t, *(self._block(n, ps[0])[0] for n, ps in self.options.items()))
+        slow = self.settle(hi)
+        if slow.estimate.latency <= latency:
+            return slow
+        lo, best = t, fast  # settle(lo) meets the target, settle(hi) does not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            a = self.settle(mid)
+            if a.estimate.latency <= latency:
+                lo, best = mid, a
+            else:
+                hi = mid
+        return best
 
     def smallest(self, choice: dict[str, int]) -> bool:
         """Every node at its smallest parallelism."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -193,3 +195,32 @@ def test_build_of_a_conv1d_model_checks_brevitas_on_its_own_shape(tmp_path, monk
             cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "| quantize |  | 2x1x16 |" in (tmp_path / "q" / "graph.md").read_text()
+
+
+def test_train_under_a_latency_budget_meets_it_in_simulation(tmp_path):
+    """The gates trained with the budget in the loss, the layers' parallelism allocated for
+    it, the design simulated on Icarus: latency within 6 us at 100 MHz, as estimated."""
+    ckpt = tmp_path / "m.pt"
+    r = cli("train", "--act", "gate", "--epochs", "1", "--latency-budget", "6us",
+            "--out", str(ckpt))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "budget: latency 600 cycles (6.00 us)" in r.stdout and "bit-exact" in r.stdout
+    a = json.loads((tmp_path / "allocation.json").read_text())
+    assert a["estimate"]["latency"] <= 600 and ckpt.is_file()
+    assert sum(a["parallelism"].values()) < 101  # fewer than the fastest design's multipliers
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--latency-budget", "1us"), "target latency 100 is below 3[0-9][0-9] cycles"),
+        (("--latency-budget", "2 parsecs"), "give a time"),
+        (("--latency-budget", "8us", "--lut-budget", "9000"), "give one budget or weight"),
+        (("--lut-budget", "0"), "positive number of LUTs"),
+    ],
+)
+def test_train_refuses_a_budget_before_training(tmp_path, args, message):
+    ckpt = tmp_path / "m.pt"
+    r = cli("train", "--act", "gate", "--out", str(ckpt), *args)
+    assert r.returncode == 2 and re.search(message, r.stderr), r.stderr
+    assert not ckpt.exists()

@@ -12,6 +12,7 @@ import pytest
 import torch
 from cosyn.models import gates
 from cosyn.models.gate import CHOICES
+from cosyn.models.train import BudgetPenalty
 from cosyn.models.zoo import mlp
 from cosyn.perfmodel.loss import cost, cost_table
 
@@ -118,3 +119,31 @@ def test_table_built_once_and_rebuilt_on_request(gated, monkeypatch) -> None:
 def test_bad_input_is_refused(make, metric, message: str) -> None:
     with pytest.raises(CosynError, match=message):
         cost(make().eval(), torch.rand(4, 64), metric=metric)
+
+
+def test_budget_penalty_holds_the_cost_under_its_limit(gated) -> None:
+    """The multiplier grows while the expected latency is over the limit, and its pull on
+    the gates' logits brings the cost under it; over the limit no more, it decays to 0."""
+    model, x = gated
+    model = copy.deepcopy(model)
+    table = cost_table(model, x)
+    relu, poly = table.values[(0, 0)]["latency"], table.values[(1, 1)]["latency"]
+    for g in gates(model).values():
+        g.logits.data = torch.tensor([-1.0, 1.0])  # leaning to the costlier polynomial
+    limit = relu + 0.25 * (poly - relu)
+    penalty = BudgetPenalty(x, "ecp5-85f", "latency", limit, rate=2.0)
+    opt = torch.optim.SGD([g.logits for g in gates(model).values()], lr=50.0)
+    for _ in range(60):
+        opt.zero_grad()
+        penalty(model).backward()
+        opt.step()
+    costs, lams = zip(*penalty.history, strict=True)
+    assert costs[0] > limit and max(lams) > 0  # over at first: the multiplier rose
+    assert costs[-1] <= limit  # then the gates moved to ReLU until it was met
+    assert all(g.probs()[0] > 0.5 for g in gates(model).values())
+    slack = BudgetPenalty(x, "ecp5-85f", "latency", 2 * poly)  # never exceeded
+    for _ in range(3):
+        assert slack(model).item() == 0.0
+    assert slack.lam == 0.0
+    with pytest.raises(ValueError, match="limit must be positive"):
+        BudgetPenalty(x, "ecp5-85f", "latency", 0)

@@ -85,11 +85,30 @@ def test_budget_trades_interval_for_resources(graphs) -> None:
         ({"target_interval": 64, "budget": {"lut": 100}}, "target interval 64 needs LUT"),
         ({"budget": 1.5}, "fraction of the device"),
         ({"device": "ecp6"}, "unknown device 'ecp6'"),
+        ({"target_latency": 300}, "target latency 300 is below 3[0-9][0-9] cycles, the least"),
+        ({"target_latency": -5}, "target latency must be a positive integer"),
+        ({"target_latency": 900, "target_interval": 64}, "target interval or a target latency"),
     ],
 )
 def test_bad_targets_and_budgets_are_refused(graphs, kwargs, message: str) -> None:
     with pytest.raises(CosynError, match=message):
         allocate(graphs["mlp"], **kwargs)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_target_latency_takes_the_longest_interval_that_meets_it(graphs, name: str) -> None:
+    g = graphs[name]
+    fastest = allocate(g)
+    for factor in (1.5, 3, 8):
+        target = int(factor * fastest.estimate.latency)
+        a = allocate(g, target_latency=target)
+        assert a.estimate.latency <= target
+        assert a.multipliers <= fastest.multipliers and a.interval >= fastest.interval
+        e = cosyn.perfmodel.estimate(g, "ecp5-85f", a.parallelism)
+        assert (e.latency, e.interval) == (a.estimate.latency, a.interval)
+        # the next interval's allocation (fewer multipliers) misses the target, or is this one
+        slower = allocate(g, target_interval=a.interval + 1)
+        assert slower.estimate.latency > target or slower.parallelism == a.parallelism
 
 
 def test_allocated_cnn_is_exact_in_rtl_with_the_estimated_cycles(graphs) -> None:
