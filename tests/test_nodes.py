@@ -23,6 +23,7 @@ from cosyn.ir.graph import Graph
 from cosyn.ir.intervals import Range, as_range
 from cosyn.ir.kinds.concat import Concat
 from cosyn.ir.kinds.labelselect import LabelSelect
+from cosyn.ir.kinds.mul import Mul
 from cosyn.report import graph_table
 
 ONE = np.float32(1.0)
@@ -208,6 +209,14 @@ def labelselect(draw) -> Case:
     return Case(node, [shape], [r])
 
 
+@st.composite
+def mul(draw) -> Case:
+    shape = draw(shapes())
+    ra, rb = draw(ranges(shape)), draw(ranges(shape))
+    node = Mul.sized([ra, rb], name="m", inputs=("in0", "in1"), shape=shape, scale=ONE)
+    return Case(node, [shape, shape], [ra, rb])
+
+
 CASES = {
     N.Quantize: quantize(),
     N.Dense: dense(),
@@ -221,6 +230,7 @@ CASES = {
     N.Flatten: flatten(),
     Concat: concat(),
     LabelSelect: labelselect(),
+    Mul: mul(),
 }
 
 

@@ -28,6 +28,7 @@ from cosyn.ir import nodes as N
 from cosyn.ir.graph import Graph
 from cosyn.ir.kinds.concat import Concat
 from cosyn.ir.kinds.labelselect import LabelSelect
+from cosyn.ir.kinds.mul import Mul
 from cosyn.ir.nodes import IntType, int_type_for_range
 
 __all__ = ["CONVERTERS", "Converted", "Tensor", "ap_type", "convert", "supported_kinds"]
@@ -464,6 +465,20 @@ def _labelselect(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) ->
     return Converted(layer, dict(result=ap_type(node.dtype)), out)
 
 
+def _mul(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
+    """hls4ml's Multiply merge layer (`nnet::multiply`: res = data1 * data2, the ap_int
+    product of the inputs' types assigned to the result's): exact in the node's type."""
+    assert isinstance(node, Mul)
+    a, b = ins
+    same = (a.perm is None) == (b.perm is None) and (
+        a.perm is None or np.array_equal(a.perm, b.perm)
+    )
+    if a.shape != b.shape or not same:
+        raise UnsupportedLayerError(f"{node.name}: a mul needs two inputs of one layout")
+    layer = dict(class_name="Merge", name=name, inputs=srcs, op="multiply")
+    return Converted(layer, dict(result=ap_type(node.dtype)), _out(node, a))
+
+
 CONVERTERS: dict[str, Converter] = {
     N.Dense.kind: _dense,
     N.Conv2d.kind: _conv2d,
@@ -476,6 +491,7 @@ CONVERTERS: dict[str, Converter] = {
     N.Flatten.kind: _flatten,
     Concat.kind: _concat,
     LabelSelect.kind: _labelselect,
+    Mul.kind: _mul,
 }
 
 
