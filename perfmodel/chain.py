@@ -49,6 +49,7 @@ class Chain:
         self.fifo = self.parts[-1] if fifo else None
         self.depth = sum(s.stages for s in self.stages)
         self.all = (1 << self.depth) - 1
+        self._v: int | None = 0  # the stages' bits packed (`_packed`), None where not known
 
     def valid(self) -> list[bool]:
         return self.parts[-1].valid()
@@ -77,6 +78,7 @@ class Chain:
         ivs, ors = self._wires(takes, oready)
         for j, (part, orr) in enumerate(zip(self.parts, ors, strict=True)):
             part.step(takes if j == 0 else [ivs[j][0] and ors[j - 1][0]], orr)
+        self._v = None
 
     def quiet(self, valids: list[bool], oready: list[bool]) -> int:
         """Cycles, the input and the output's ready held, with valid and ready unchanged:
@@ -96,6 +98,7 @@ class Chain:
         ivs, ors = self._wires(valids, oready)
         for p, iv, orr in zip(self.parts, ivs, ors, strict=True):
             p.skip(n, iv, orr)
+        self._v = None
 
     def _wires(self, valids: list[bool], oready: list[bool]) -> tuple[list, list]:
         """Each stage's input valids and output readies (the next stage's ready)."""
@@ -112,11 +115,15 @@ class Chain:
         return not any(map(_SKID, self.stages))
 
     def _packed(self) -> int:
-        v, at = 0, 0
-        for s in self.stages:
-            v |= s.v << at
-            at += s.stages
-        return v
+        """The run's shift register: stage j's bits above those of the stages before it
+        (kept from the last `_unpack` while no stage has stepped alone)."""
+        if self._v is None:
+            v, at = 0, 0
+            for s in self.stages:
+                v |= s.v << at
+                at += s.stages
+            self._v = v
+        return self._v
 
     def _flow_quiet(self, x: bool, ready: bool) -> int:
         """`quiet` while the run flows: the run's output at cycle i is bit depth-1-i of
@@ -150,6 +157,7 @@ class Chain:
         self._unpack(((v << s) | ((1 << s) - 1 if x else 0)) & self.all)
 
     def _unpack(self, v: int) -> None:
+        self._v = v
         for st in self.stages:
             st.v = v & st.all
             v >>= st.stages

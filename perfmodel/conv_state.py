@@ -18,7 +18,7 @@ from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING
 
 import numpy as np
-from cosyn.perfmodel.mac import QUIET, MacPipe
+from cosyn.perfmodel.mac import _END, QUIET, MacPipe
 
 if TYPE_CHECKING:
     from cosyn.perfmodel.conv import ConvGeometry
@@ -39,7 +39,7 @@ class Control:
         return self.st.registers()
 
     def ready(self, valids: list[bool], oready: list[bool]) -> list[bool]:
-        return [self.st.ready()]
+        return [self.st._rdy]
 
     def step(self, takes: list[bool], oready: list[bool]) -> None:
         self.st.step(takes[0], oready[0])
@@ -94,18 +94,20 @@ class State:
         """One clock cycle: input offered or not, output ready or not. Returns True when
         nothing moved (no transfer, no term issued, nothing in flight)."""
         mac, t = self.mac, self.t
-        self._hold(ready)
+        if ready != self._oready:  # `_hold`, inline: the hot path of the steady state
+            self._oready, self._since = ready, t
         take = offered and self._rdy
-        go = self._go() and not mac.stall
-        stuck = not (take or go or mac.busy)
-        valid = mac.left != 0
-        if go and not self.term and not self.gi:
-            self._a = ((mac.v, mac.last, mac.left), t, self.ox, self.oy, self.fc, self.n_out)
+        left, term = mac.left, self.term
+        go = self._go() and not (mac.last & _END and left >= 2)
+        valid = left != 0
+        stuck = not (take or go or valid or mac.v)
+        if go and not term and not self.gi:
+            self._a = ((mac.v, mac.last, left), t, self.ox, self.oy, self.fc, self.n_out)
         if valid and ready:
             if self.n_out < self.out_max:
                 self.out.append(t)
             self.n_out += 1
-        mac.step(go, self.term == self.g.terms - 1, ready)
+        mac.step(go, term == self.g.terms - 1, ready)
         if (mac.left != 0) != valid:
             self._vsince = t + 1
         if take:
@@ -123,6 +125,8 @@ class State:
         anchor, whole periods (`_period`). Through them, `valid` (where `steady`) and
         `ready` stay as they are."""
         q = self._quiet(offered, ready)
+        if self.term or self.gi:  # not at an anchor: no period (`_period`'s first test)
+            return q
         per = self._period(offered, ready, steady)
         return max(q, per[0] * per[1]) if per else q
 
@@ -187,19 +191,23 @@ class State:
         take = offered and self._rdy
         if take:
             q = min(q, g.wc - 1 - self.wcol)
-        if self._go():
-            if not mac.stall:
+        if self.term or self.gi or self.fw != self.fc:  # `_go`, inline
+            if not (mac.last & _END and mac.left >= 2):
                 q = min(q, g.terms - 1 - self.term)
+        elif not self.last_px and self.wcount > self.need:
+            if not (mac.last & _END and mac.left >= 2):
+                q = min(q, g.terms - 1)
         elif take and not self.last_px:
             q = min(q, self.need + 1 - self.wcount)
-        return max(q, 0)
+        return q if q > 0 else 0
 
     def _count(self, n: int, offered: bool, ready: bool) -> None:
         """`n` cycles that only count (no more than `_quiet`)."""
         mac, t = self.mac, self.t
-        self._hold(ready)
+        if ready != self._oready:  # `_hold`, inline
+            self._oready, self._since = ready, t
         take = offered and self._rdy
-        go = self._go() and not mac.stall
+        go = self._go() and not (mac.last & _END and mac.left >= 2)
         if go and not self.term and not self.gi:
             self._a = ((mac.v, mac.last, mac.left), t, self.ox, self.oy, self.fc, self.n_out)
         if mac.left and ready:
