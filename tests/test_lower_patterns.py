@@ -368,8 +368,8 @@ class Bad(Net):
         if self.kind == "sigmoid":
             return torch.sigmoid(super().forward(x))
         x = super().forward(x)
-        if self.kind == "product":
-            return x * x
+        if self.kind == "difference":
+            return x - x
         if self.kind == "shape":
             return x * x.shape[1]
         return x.view(-1)  # "batch": the batch flattened away
@@ -380,7 +380,7 @@ class Bad(Net):
     [
         ("per_pixel", ("sub (call_function sub)", "before the input quantizer must be one value")),
         ("sigmoid", ("sigmoid (call_function sigmoid)", "supported: QuantIdentity")),
-        ("product", ("mul (call_function mul)", "two computed values can only be added")),
+        ("difference", ("sub (call_function sub)", "two computed values can only be added or")),
         ("shape", ("mul (call_function mul)", "depends on the input's shape")),
         ("batch", ("view_1 (call_method view)", "flatten/view/reshape to (batch, -1)")),
     ],

@@ -324,8 +324,8 @@ class _Builder(Builder):
         if isinstance(a, _Val | _Input) and isinstance(b, _Val | _Input):
             if op != "add":
                 raise UnsupportedLayerError(
-                    f"{what}: two computed values can only be added; cosyn multiplies by "
-                    "constants only"
+                    f"{what}: two computed values can only be added or multiplied; cosyn "
+                    f"does `{op}` with a constant only"
                 )
             return self.add2(n)
         reverse = not isinstance(a, _Val | _Input)
