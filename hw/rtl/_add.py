@@ -10,7 +10,7 @@ all three is `perfmodel.blocks` (`AddTiming`, `ForkTiming`, `FifoTiming`).
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal, Value
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, element_stream, ports
@@ -32,16 +32,20 @@ class AddBlock(wiring.Component):
     """
 
     def __init__(self, node: Add, ctx: Ctx) -> None:
-        self.node, self.cycles = node, TIMINGS["add"](node, ctx)
+        self.node, self.cycles = node, TIMINGS[node.kind](node, ctx)
         super().__init__(ports(ctx, node.dtype))
+
+    def combine(self, a: Value, b: Value) -> Value:
+        """The output element of one pair (a subclass's other arithmetic, same control)."""
+        s0, s1 = self.node.shifts
+        return (a << s0) + (b << s1)
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        s0, s1 = self.node.shifts
         space = ~self.o.valid | self.o.ready
         take = self.a.valid & self.b.valid & space
         m.d.comb += [self.a.ready.eq(self.b.valid & space), self.b.ready.eq(self.a.valid & space)]
-        total = (self.a.payload << s0) + (self.b.payload << s1)
+        total = self.combine(self.a.payload, self.b.payload)
         with m.If(take):
             m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(total)]  # extends or cuts
         with m.Elif(self.o.ready):
