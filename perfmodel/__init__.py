@@ -2,7 +2,8 @@
 
 `estimate(g, device, parallelism)` is the entry point (`estimate_hls` for the HLS
 backend's reuse factor); `devices` the target parts;
-`blocks`, `conv`, `pool`, `concat` and `labelselect` each block's timing, defined once
+`blocks`, `conv`, `pool` and a module per newer kind (`concat`, `labelselect`, `product`)
+each block's timing, defined once
 (every module is imported, so a kind's timing module registers itself; `loss` and
 `calibrate` are loaded on use);
 `pipeline` their composition (which the RTL backend builds and writes its manifest from);
