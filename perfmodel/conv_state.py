@@ -161,7 +161,7 @@ class State:
         k, t = self.k, self.t
         offered = k < self.n_arr and self.arr[k] <= t
         q = counts = self._quiet(offered, True)
-        per = self._period(offered, True, False)
+        per = None if self.term or self.gi else self._period(offered, True, False)
         if per:
             q = max(q, per[0] * per[1])
         if k < self.n_arr and not offered:

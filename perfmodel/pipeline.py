@@ -161,9 +161,11 @@ def _rows(a: Any) -> np.ndarray:
 
 
 def _period(flat: np.ndarray) -> int:
+    """The fewest positions p (dividing the length) after which every row repeats: each
+    row equals the one p before it."""
     n = len(flat)
-    for p in range(1, n + 1):
-        if n % p == 0 and np.array_equal(flat, np.tile(flat[:p], (n // p, 1))):
+    for p in range(1, n):
+        if n % p == 0 and (flat[p:] == flat[:-p]).all():
             return p
     return n
 
