@@ -253,7 +253,15 @@ def train(
         budget = _allocate(net, x0, device, goal)  # refuses an unreachable budget now
         penalty = _penalty(net, x0, device, goal, budget)
     acc = fit(net, d, epochs=epochs, seed=seed, extra_loss=penalty)
-    if choices := harden(net):  # GateActs keep the activation they learned to prefer
+    if isinstance(penalty, BudgetPenalty) and penalty.history:
+        costs, lams = zip(*penalty.history, strict=True)
+        console.print(
+            f"{penalty.metric} in training: {costs[0]:,.1f} expected at the first step, "
+            f"{costs[-1]:,.1f} at the last (limit {penalty.limit:,.0f}); Lagrange multiplier "
+            f"at most {max(lams):.3g}, {lams[-1]:.3g} at the end"
+        )
+    within = penalty.harden if isinstance(penalty, BudgetPenalty) else harden
+    if choices := within(net):  # GateActs keep the activation they learned to prefer
         acc = accuracy(net, d.x_test, d.y_test)
         console.print("activation per gate: " + ", ".join(f"{k} {v}" for k, v in choices.items()))
     out.parent.mkdir(parents=True, exist_ok=True)

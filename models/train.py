@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from cosyn.models.data import Dataset
+from cosyn.models.gate import CHOICES, gates
 from rich.progress import Progress
 from torch import nn
 
@@ -67,11 +70,13 @@ class BudgetPenalty:
 
     Each call (one training step) prices the model with `cosyn.perfmodel.cost` (`metric` on
     `device` at `parallelism`: differentiable in its GateActs' logits) and returns
-    lam * (cost / limit - 1); then lam moves by rate * (cost / limit - 1), floored at 0
-    (projected dual ascent). While the budget is exceeded lam grows until the penalty's
-    pull outweighs the task's toward the costlier choices; once it is met lam decays, so
-    the budget is met rather than approached from above. `history` keeps (cost, lam) per
-    step."""
+    lam * excess, excess = (cost - limit) / spread, spread the range the gates' choices
+    move the cost in (`cost_span`; the limit where they do not move it), so a budget a few
+    cycles inside that range weighs as much as one far from it. Then lam moves by
+    rate * excess, floored at 0 (projected dual ascent): while the budget is exceeded lam
+    grows until its pull outweighs the task's toward the costlier choices; once it is met
+    lam decays. `history` keeps (cost, lam) per step; `harden` rounds the gates' soft
+    choices within the limit."""
 
     def __init__(
         self,
@@ -87,14 +92,57 @@ class BudgetPenalty:
         self.example_input, self.device, self.metric = example_input, device, metric
         self.limit, self.parallelism, self.rate = float(limit), parallelism, rate
         self.lam = 0.0
+        self.spread: float | None = None
         self.history: list[tuple[float, float]] = []
 
-    def __call__(self, model: nn.Module) -> torch.Tensor:
+    def cost(self, model: nn.Module) -> torch.Tensor:
         from cosyn.perfmodel.loss import cost  # it imports cosyn.models
 
-        c = cost(model, self.example_input, self.device, self.metric, self.parallelism)
-        excess = c / self.limit - 1
+        return cost(model, self.example_input, self.device, self.metric, self.parallelism)
+
+    def __call__(self, model: nn.Module) -> torch.Tensor:
+        if self.spread is None:
+            from cosyn.perfmodel.loss import cost_span
+
+            lo, hi = cost_span(model, self.example_input, self.device, self.metric,
+                               self.parallelism)  # fmt: skip
+            self.spread = hi - lo if hi > lo else self.limit
+        c = self.cost(model)
+        excess = (c - self.limit) / self.spread
         loss = self.lam * excess
         self.lam = max(0.0, self.lam + self.rate * float(excess.detach()))
         self.history.append((float(c.detach()), self.lam))
         return loss
+
+    def harden(self, model: nn.Module) -> dict[str, str]:
+        """Harden the model's GateActs within the limit, the surest first: each to its
+        likelier choice where some choice of the gates still open then meets the limit,
+        else to the choice whose best completion costs least. (The soft model may meet the
+        budget on average while its likelier choices together do not.) The costs are the
+        cost table's, one estimate per combination (`cosyn.perfmodel.loss.cost_table`).
+        Returns the choice per gate, as `cosyn.models.harden` does."""
+        from cosyn.perfmodel.loss import _weights, cost_table
+
+        table = cost_table(model, self.example_input, self.device, self.parallelism)
+        weights = _weights(self.metric)
+        found = gates(model)
+        fixed = {n: CHOICES.index(g.choice) for n, g in found.items() if g.choice is not None}
+        soft = [n for n in table.names if n not in fixed]
+
+        def best(decided: dict[str, int]) -> float:
+            """The least cost over the open gates' choices, the decided ones as given."""
+            open_ = [n for n in soft if n not in decided]
+            least = float("inf")
+            for c in itertools.product(range(len(CHOICES)), repeat=len(open_)):
+                pick = {**fixed, **decided, **dict(zip(open_, c, strict=True))}
+                least = min(least, table.value(tuple(pick[n] for n in table.names), weights))
+            return least
+
+        decided: dict[str, int] = {}
+        for name in sorted(soft, key=lambda n: -float(found[n].probs().max())):
+            likely = int(torch.argmax(found[name].logits.detach()))
+            costs = {i: best({**decided, name: i}) for i in range(len(CHOICES))}
+            decided[name] = likely if costs[likely] <= self.limit else min(costs, key=costs.get)
+        for name, i in decided.items():
+            found[name].harden(CHOICES[i])
+        return {name: g.choice for name, g in found.items()}

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from cosyn.errors import CosynError
 from cosyn.ir import lower
 
-__all__ = ["MAX_COMBINATIONS", "METRICS", "CostTable", "cost", "cost_table"]
+__all__ = ["MAX_COMBINATIONS", "METRICS", "CostTable", "cost", "cost_span", "cost_table"]
 
 METRICS = ("latency", "interval", "lut", "ff", "carry", "dsp", "bram")
 MAX_COMBINATIONS = 16
@@ -57,6 +57,16 @@ class CostTable:
     values: dict[tuple[int, ...], dict[str, float]]
     base: tuple[int, ...]
     full: bool
+
+    def value(self, combo: tuple[int, ...], weights: dict[str, float]) -> float:
+        """The weighted metrics of one combination: the table's, or where it is not full,
+        the all-ReLU model's plus each flipped gate's difference (as `expected` adds them)."""
+        if combo in self.values:
+            return sum(w * self.values[combo][m] for m, w in weights.items())
+        flips = [(*self.base[:k], c, *self.base[k + 1 :])
+                 for k, c in enumerate(combo) if c != self.base[k]]  # fmt: skip
+        base = self.value(self.base, weights)
+        return base + sum(self.value(f, weights) - base for f in flips)
 
     def expected(self, probs: Tensor, weights: dict[str, float]) -> Tensor:
         """The weighted metrics' expectation, `probs` (gates x choices) per gate."""
@@ -121,15 +131,38 @@ def cost(
     `METRICS` (cycles, or resources), or a weighted mix {metric: weight}. Equal to
     `estimate(cosyn.lower(model, ...)).<metric>` once every gate is hardened."""
     weights = _weights(metric)
+    table = _table(model, example_input, device, parallelism, refresh)
     found = gates(model)
-    key = (device, repr(parallelism), tuple((n, g.choice) for n, g in found.items()))
+    probs = torch.stack([_probs(found[name]) for name in table.names])
+    return table.expected(probs, weights)
+
+
+def cost_span(
+    model: nn.Module,
+    example_input: Tensor,
+    device: str = "ecp5-85f",
+    metric: str | dict[str, float] = "latency",
+    parallelism: int | dict | None = None,
+) -> tuple[float, float]:
+    """The least and the most `metric` over the hardened models `cost`'s table holds: the
+    range the gates' choices move the cost in (every combination where the table is full)."""
+    weights = _weights(metric)
+    table = _table(model, example_input, device, parallelism, False)
+    values = [sum(w * v[m] for m, w in weights.items()) for v in table.values.values()]
+    return min(values), max(values)
+
+
+def _table(
+    model: nn.Module, example_input: Tensor, device: str, parallelism: Any, refresh: bool
+) -> CostTable:
+    """`cost_table` of the model, kept with it while its device, parallelism and hardened
+    choices stay the same (and not `refresh`)."""
+    key = (device, repr(parallelism), tuple((n, g.choice) for n, g in gates(model).items()))
     kept = _TABLES.get(model)
     if refresh or kept is None or kept[0] != key:
         kept = (key, cost_table(model, example_input, device, parallelism))
         _TABLES[model] = kept
-    table = kept[1]
-    probs = torch.stack([_probs(found[name]) for name in table.names])
-    return table.expected(probs, weights)
+    return kept[1]
 
 
 _TABLES: weakref.WeakKeyDictionary[nn.Module, tuple[Any, CostTable]] = weakref.WeakKeyDictionary()

@@ -147,3 +147,19 @@ def test_budget_penalty_holds_the_cost_under_its_limit(gated) -> None:
     assert slack.lam == 0.0
     with pytest.raises(ValueError, match="limit must be positive"):
         BudgetPenalty(x, "ecp5-85f", "latency", 0)
+
+
+def test_budget_penalty_hardens_the_gates_within_the_limit(gated) -> None:
+    """Both gates lean to the polynomial, the surer one more; the limit allows one
+    polynomial, not two: the surer gate keeps it, the other takes ReLU."""
+    model, x = gated
+    model = copy.deepcopy(model)
+    table = cost_table(model, x)
+    lat = {combo: v["latency"] for combo, v in table.values.items()}
+    first, second = gates(model).values()
+    first.logits.data, second.logits.data = torch.tensor([-2.0, 2.0]), torch.tensor([-0.5, 0.5])
+    limit = (lat[(1, 0)] + lat[(1, 1)]) / 2
+    assert lat[(1, 0)] <= limit < lat[(1, 1)]
+    penalty = BudgetPenalty(x, "ecp5-85f", "latency", limit)
+    assert list(penalty.harden(model).values()) == ["poly", "relu"]
+    assert cost(model, x).item() == lat[(1, 0)] <= limit
