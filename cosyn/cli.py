@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -270,10 +270,10 @@ def train(
     tmp.rename(out)
     console.print(f"test accuracy {acc:.2f}%; wrote {out}")
     if goal is not None:
-        _report_budget(net, d, device, goal, out)
+        _report_budget(net, d, device, goal, out, {"accuracy": acc, "choices": choices})
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _Goal:
     """What `cosyn train` holds the hardware to: a latency (cycles), a LUT count, or a
     weight on the latency in the loss; `freq` MHz reads cycles as time."""
@@ -353,9 +353,12 @@ def _penalty(net: nn.Module, x0: torch.Tensor, device: str, goal: _Goal, a) -> o
     return lambda m: weight * perfmodel.cost(m, x0, device, "latency", par) / first
 
 
-def _report_budget(net: nn.Module, d: data.Dataset, device: str, goal: _Goal, out: Path) -> None:
+def _report_budget(
+    net: nn.Module, d: data.Dataset, device: str, goal: _Goal, out: Path, trained: dict
+) -> None:
     """Allocate the trained model for the goal, estimate it, simulate 8 test vectors on
-    Icarus, print the figures and write the allocation beside the checkpoint."""
+    Icarus, print the figures and write them (with `trained`: its accuracy and gates) to
+    train.json beside the checkpoint."""
     x0 = d.x_test[:1]
     try:
         a = _allocate(net, x0, device, goal)
@@ -376,8 +379,12 @@ def _report_budget(net: nn.Module, d: data.Dataset, device: str, goal: _Goal, ou
     console.print(t)
     console.print(a.table())
     exact = r.mismatches == 0 and (r.latency, r.interval) == (e.latency, e.interval)
-    path = out.parent / "allocation.json"
-    path.with_suffix(".tmp").write_text(a.to_json())
+    report = {**trained, "budget": dataclasses.asdict(goal), "device": e.device,
+              "allocation": json.loads(a.to_json()),
+              "simulation": {"simulator": "icarus", "vectors": r.vectors, "latency": r.latency,
+                             "interval": r.interval, "mismatches": r.mismatches}}  # fmt: skip
+    path = out.parent / "train.json"
+    path.with_suffix(".tmp").write_text(json.dumps(report, indent=2) + "\n")
     path.with_suffix(".tmp").replace(path)
     console.print(
         f"{'bit-exact' if r.mismatches == 0 else f'{r.mismatches} MISMATCHES'}, simulated "

@@ -205,9 +205,15 @@ def test_train_under_a_latency_budget_meets_it_in_simulation(tmp_path):
             "--out", str(ckpt))  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "budget: latency 600 cycles (6.00 us)" in r.stdout and "bit-exact" in r.stdout
-    a = json.loads((tmp_path / "allocation.json").read_text())
-    assert a["estimate"]["latency"] <= 600 and ckpt.is_file()
+    report = json.loads((tmp_path / "train.json").read_text())
+    a, sim = report["allocation"], report["simulation"]
+    assert a["estimate"]["latency"] == sim["latency"] <= 600 and sim["mismatches"] == 0
     assert sum(a["parallelism"].values()) < 101  # fewer than the fastest design's multipliers
+    assert (
+        report["budget"]["latency"] == 600
+        and set(report["choices"].values()) <= {"relu", "poly"}
+        and ckpt.is_file()
+    )
 
 
 @pytest.mark.parametrize(
