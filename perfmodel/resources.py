@@ -330,30 +330,23 @@ def _rom_luts(depth: int, width: int, bits: np.ndarray | None, k: int) -> tuple[
         return width * pieces * (depth > 1), width * (pieces - 1)
     if bits.shape[1] == 0:
         return 0, 0
-    t = np.concatenate([bits, np.repeat(bits[-1:], (1 << a) - len(bits), axis=0)]).T
-    t = t[_first(t)]  # equal bits are one function
-    leaves = t.reshape(-1, len(t[0]) // pieces)
+    n = 1 << a
+    t = np.concatenate([bits, np.repeat(bits[-1:], n - len(bits), axis=0)]).T
+    # each bit as a function of the address, one integer (bit e: address e's value):
+    # equal bits are one function
+    rows = np.packbits(t, axis=1, bitorder="little")
+    raw, w = rows.tobytes(), rows.shape[1]
+    funcs = {int.from_bytes(raw[i : i + w], "little") for i in range(0, len(raw), w)}
+    size = n // pieces
+    full = (1 << size) - 1
+    leaves = {f >> (c * size) & full for f in funcs for c in range(pieces)} - {0, full}
     muxes = 0
     for j in range(max(a - k, 0)):  # nodes choosing between halves of 2**(k + j) entries
-        nodes = t.reshape(-1, 2, 1 << (k + j))
-        nodes = nodes[(nodes[:, 0] != nodes[:, 1]).any(axis=1)]
-        muxes += len(_first(nodes.reshape(len(nodes), 2 << (k + j))))
-    return len(_first(leaves[leaves.any(axis=1) & ~leaves.all(axis=1)])), muxes
-
-
-def _first(rows: np.ndarray) -> np.ndarray:
-    """Indices of the first of each distinct row of a boolean matrix (rows packed into
-    bytes and compared as one value each: `np.unique(axis=0)` is ten times slower)."""
-    if len(rows) == 0:
-        return np.zeros(0, dtype=np.int64)
-    packed = np.packbits(rows, axis=1)
-    width = packed.shape[1]
-    if width <= 8:  # rows of up to 64 bits: compared as integers, which sort faster
-        keys = np.zeros((len(packed), 8), dtype=np.uint8)
-        keys[:, :width] = packed
-        return np.unique(keys.view(np.uint64).ravel(), return_index=True)[1]
-    keys = np.ascontiguousarray(packed).view(np.dtype((np.void, width))).ravel()
-    return np.unique(keys, return_index=True)[1]
+        h = 1 << (k + j)
+        half, node = (1 << h) - 1, (1 << 2 * h) - 1
+        nodes = {f >> (c * 2 * h) & node for f in funcs for c in range(n // (2 * h))}
+        muxes += sum(x & half != x >> h for x in nodes)
+    return len(leaves), muxes
 
 
 def _poly(stage: Any) -> Primitives:

@@ -20,6 +20,8 @@ from cosyn.perfmodel import (
     estimate_hls,
 )
 from cosyn.perfmodel.pipeline import plan
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_cli import cli
 
 import cosyn
@@ -182,3 +184,39 @@ def test_a_lut_rom_costs_its_logic_not_its_size() -> None:
     rand = _rom_bits(rng.integers(0, 4, (64, 3)), 2)
     assert _rom_luts(64, 6, rand, 4) <= _rom_luts(64, 6, None, 4) == (6 * 4, 6 * 3)
     assert _rom_luts(64, 6, rand, 6)[1] == 0  # a 6-input LUT holds 64 words
+
+
+def _rom_luts_by_rows(depth: int, bits: np.ndarray, k: int) -> tuple[int, int]:
+    """`_rom_luts` of known words as first written: each bit's truth table a boolean row,
+    leaves and nodes cut from the rows and the distinct ones counted with np.unique."""
+    a = (depth - 1).bit_length()
+    pieces = 1 << max(a - k, 0)
+    t = np.concatenate([bits, np.repeat(bits[-1:], (1 << a) - len(bits), axis=0)]).T
+    t = np.unique(t, axis=0)
+    leaves = t.reshape(-1, len(t[0]) // pieces)
+    muxes = 0
+    for j in range(max(a - k, 0)):
+        nodes = t.reshape(-1, 2, 1 << (k + j))
+        nodes = nodes[(nodes[:, 0] != nodes[:, 1]).any(axis=1)]
+        muxes += len(np.unique(nodes.reshape(len(nodes), 2 << (k + j)), axis=0))
+    leaves = leaves[leaves.any(axis=1) & ~leaves.all(axis=1)]
+    return len(np.unique(leaves, axis=0)), muxes
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 1100), st.integers(1, 4), st.integers(0, 6), st.sampled_from([4, 6]),
+       st.integers(0, 2**32 - 1))  # fmt: skip
+def test_lut_rom_logic_counted_on_integers_equals_the_rows(depth, fields, field_bits, k, seed):
+    """`_rom_luts` (each bit's truth table one integer, its leaves and nodes cut by shifts)
+    counts the leaves and multiplexers that the boolean rows give, on ROMs of random
+    words: few distinct values (shared and constant bits), or any."""
+    from cosyn.perfmodel.resources import _rom_bits, _rom_luts
+
+    rng = np.random.default_rng(seed)
+    values = rng.integers(-9, 9, rng.integers(1, 5)) if seed % 2 else np.arange(-64, 64)
+    words = rng.choice(values, (depth, fields))
+    if seed % 3 == 0:
+        words[: depth // 2] = words[0]  # long runs of one word
+    bits = _rom_bits(words, max(field_bits, 1))
+    want = _rom_luts_by_rows(depth, bits, k) if bits.shape[1] else (0, 0)
+    assert _rom_luts(depth, fields, bits, k) == want
