@@ -22,7 +22,10 @@ it repeats: the first of 4, 6, ..., `MAX_SAMPLES` samples whose last three diffe
 are equal, else the last at `MAX_SAMPLES`. It need not step them all: the pipeline is
 deterministic, so once every block's registers at one sample's first input transfer
 are those at the previous sample's (`registers`), everything after repeats with that
-period, and the remaining first outputs follow from the ones stepped.
+period, and the remaining first outputs follow from the ones stepped. Where a block
+takes several cycles per input element, the registers are compared at a few input
+transfers of each sample (`_checks`), each with the same transfer of the samples
+before: the state may repeat within a sample, before the next one's first.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ __all__ = ["first_outputs", "registers", "steady_interval"]
 
 MIN_SAMPLES = 4
 MAX_SAMPLES = 12
+CHECKS = 4  # input transfers a sample at which `_steady_interval` compares the registers
 
 
 class _Joint:
@@ -68,16 +72,22 @@ class _Joint:
         cons[self.sink[0]][self.sink[1]] = (n, 0)
         self.cons, self.src_cons = cons[:n], cons[n][0]
 
-    def run(self, samples: int | None, skip: bool = True) -> Iterator[tuple[int, int, int]]:
+    def run(
+        self, samples: int | None, skip: bool = True, every: int | None = None
+    ) -> Iterator[tuple[int, int, int]]:
         """Step every control until `samples` samples (None: no end) have left; yields
         (0, cycle, outputs so far) at each sample's first input transfer, before the
         cycle is stepped (every control then at that cycle), and (1, cycle, outputs so
-        far) at each first output transfer. With `skip`, each control is stepped only
-        at the cycles it is not `quiet` and through cycles it is at once (`_events`);
-        without, every control every cycle (`_cycles`)."""
+        far) at each first output transfer; with `every` (which divides a sample's
+        inputs), also (2, cycle, outputs so far) at every `every`-th input transfer
+        within a sample, as at the first. With `skip`, each control is stepped only at
+        the cycles it is not `quiet` and through cycles it is at once (`_events`);
+        without, every control every cycle (`_cycles`, which takes no `every`)."""
         total = (QUIET, QUIET) if samples is None else (samples, samples)
-        yield from (self._events if skip else self._cycles)(total[0] * self.n_in,
-                                                             total[1] * self.n_out)  # fmt: skip
+        if skip:
+            yield from self._events(total[0] * self.n_in, total[1] * self.n_out, every or self.n_in)
+        else:
+            yield from self._cycles(total[0] * self.n_in, total[1] * self.n_out)
 
     def _cycles(self, total_in: int, total_out: int) -> Iterator[tuple[int, int, int]]:
         n, n_in, n_out, models = self.n, self.n_in, self.n_out, self.models
@@ -121,7 +131,7 @@ class _Joint:
             return QUIET
         return 1_000_000 + 50 * (total_in // self.n_in) * (self.n_in + self.n_out) * max(self.n, 1)
 
-    def _events(self, total_in: int, total_out: int) -> Iterator[tuple[int, int, int]]:
+    def _events(self, total_in: int, total_out: int, every: int) -> Iterator[tuple[int, int, int]]:
         """`_cycles`, each control stepped lazily: at[k] is the cycle its state is at, its
         inputs (iv, orr) and outputs (val, rdy) hold from there until due[k], the first
         cycle it is not quiet. At each such cycle the due controls step; the others
@@ -155,7 +165,7 @@ class _Joint:
             take, out = val[n][0] and rdy[sc_k][sc_j], val[sk_k][sk_j]
             t = min(due)
             if take:
-                t = min(t, base + -sent % n_in, base + total_in - sent - 1)
+                t = min(t, base + -sent % every, base + total_in - sent - 1)
             if out:
                 t = min(t, base + -got % n_out, base + total_out - got - 1)
             if t >= QUIET:
@@ -166,12 +176,12 @@ class _Joint:
                 got += t - base
             if take:
                 sent += t - base
-                if sent % n_in == 0:
+                if sent % every == 0:
                     for k in range(n):
                         if at[k] < t:
                             skip[k](t - at[k], iv[k], orr[k])
                             at[k] = t
-                    yield 0, t, got
+                    yield (0 if sent % n_in == 0 else 2), t, got
                 sent += 1
             if out:
                 if got % n_out == 0:
@@ -292,24 +302,29 @@ def _steady_interval(p: Any) -> int:
     rule decides, or until the registers at a sample's first input transfer repeat those
     at an earlier sample's (m samples and D cycles before) and the first output m
     samples back lies after that earlier one: every later first output is then D
-    cycles after the one m samples before it."""
+    cycles after the one m samples before it. Where a block takes several cycles per
+    input element (`_checks`), the registers are compared at more input transfers of a
+    sample (each with the same transfer of the earlier samples), as the state may
+    repeat within a sample before it does at the next one's first."""
     joint = _Joint(p)
+    checks = _checks(p, joint.n_in)
     outs: list[int] = []
     seen: dict[Any, tuple[int, int]] = {}
-    sample, repeat = 0, None  # repeat: (cycle the repeated state began, samples, cycles)
-    for kind, t, got in joint.run(None):
+    check, repeat = 0, None  # repeat: (cycle the repeated state began, samples, cycles)
+    for kind, t, got in joint.run(None, every=joint.n_in // checks):
         if kind == 1:
             outs.append(t)
             interval = _rule(outs)
             if interval is not None:
                 return interval
         elif repeat is None:
-            state = (registers(joint.models), got - sample * joint.n_out)
+            sample, phase = divmod(check, checks)
+            state = (registers(joint.models), phase, got - sample * joint.n_out)
             if state in seen:
                 i, t0 = seen[state]
                 repeat = (t0, sample - i, t - t0)
             seen[state] = (sample, t)
-            sample += 1
+            check += 1
         if repeat is not None:
             t0, m, d = repeat
             if len(outs) >= m and outs[-m] >= t0:
@@ -317,6 +332,15 @@ def _steady_interval(p: Any) -> int:
                     outs.append(outs[-m] + d)
                 return _rule(outs)
     raise AssertionError("the input never ends")
+
+
+def _checks(p: Any, n_in: int) -> int:
+    """At how many input transfers of a sample (evenly apart, the first among them) the
+    steady state compares the registers: `CHECKS` where the slowest block takes more than
+    `CHECKS` cycles per input element (and they divide a sample's), else the first only
+    (comparing costs about as much as the events of a sample at the input's rate)."""
+    slow = max((int(s.timing.interval) for s in p.stages), default=0) > CHECKS * n_in
+    return CHECKS if slow and n_in % CHECKS == 0 else 1
 
 
 def _rule(outs: list[int]) -> int | None:

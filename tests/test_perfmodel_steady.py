@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from cosyn.models.zoo import cnn, mlp
+from cosyn.perfmodel import steady
 from cosyn.perfmodel.pipeline import plan
 from cosyn.perfmodel.steady import MAX_SAMPLES, MIN_SAMPLES, _steady_interval, first_outputs
 from hypothesis import HealthCheck, given, settings
@@ -44,6 +45,19 @@ def test_zoo_models(parallelism) -> None:
     torch.manual_seed(0)
     _check(cosyn.lower(mlp(act="poly").eval(), torch.zeros(1, 64)), parallelism)
     _check(cosyn.lower(cnn(act="poly").eval(), torch.zeros(1, 1, 8, 8)), parallelism)
+
+
+@pytest.mark.parametrize("checks", ["every input", "first input"])
+def test_registers_compared_within_a_sample(monkeypatch, checks) -> None:
+    """The repeat found at any input transfer of a sample (compared with the same transfer
+    of earlier samples), or at the first only, gives the interval as defined, whatever
+    `_checks` would choose for the plan."""
+    monkeypatch.setattr(steady, "_checks", lambda p, n_in: n_in if checks == "every input" else 1)
+    torch.manual_seed(0)
+    _check(cosyn.lower(mlp(act="poly").eval(), torch.zeros(1, 64)), 2)
+    g = cosyn.lower(cnn(act="poly").eval(), torch.zeros(1, 1, 8, 8))
+    _check(g)
+    _check(g, 2)
 
 
 def test_strided_cnn_and_residual() -> None:
