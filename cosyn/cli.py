@@ -318,7 +318,8 @@ def _cycles(text: str, freq: float) -> int:
             f"--latency-budget {text!r}: give a time (2us, 500ns, 1ms) or cycles (400cycles)"
         )
     value, unit = float(m[1]), m[2]
-    cycles = int(value) if unit.startswith("cycle") else int(value * _UNITS[unit] * freq)
+    exact = value if unit.startswith("cycle") else value * _UNITS[unit] * freq
+    cycles = int(exact + 1e-9)  # 2.3us at 100 MHz is 230 cycles, not 229.99999999999997
     if cycles < 1:
         raise CosynError(f"--latency-budget {text!r}: under one cycle at {freq:g} MHz")
     return cycles
