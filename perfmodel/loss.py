@@ -70,20 +70,17 @@ class CostTable:
 
     def expected(self, probs: Tensor, weights: dict[str, float]) -> Tensor:
         """The weighted metrics' expectation, `probs` (gates x choices) per gate."""
-
-        def value(combo: tuple[int, ...]) -> float:
-            return sum(w * self.values[combo][m] for m, w in weights.items())
-
         if self.full:
             combos = torch.tensor(list(self.values))  # combinations x gates
             rows = torch.arange(len(self.names)).expand_as(combos)
-            vals = probs.new_tensor([value(c) for c in self.values])
+            vals = probs.new_tensor([self.value(c, weights) for c in self.values])
             return (probs[rows, combos].prod(dim=1) * vals).sum()
-        total = probs.new_tensor(value(self.base))
+        base = self.value(self.base, weights)
+        total = probs.new_tensor(base)
         for combo in self.values:
             if combo != self.base:
                 (k,) = (j for j, (a, b) in enumerate(zip(combo, self.base, strict=True)) if a != b)
-                total = total + probs[k, combo[k]] * (value(combo) - value(self.base))
+                total = total + probs[k, combo[k]] * (self.value(combo, weights) - base)
         return total
 
 
@@ -148,7 +145,7 @@ def cost_span(
     range the gates' choices move the cost in (every combination where the table is full)."""
     weights = _weights(metric)
     table = _table(model, example_input, device, parallelism, False)
-    values = [sum(w * v[m] for m, w in weights.items()) for v in table.values.values()]
+    values = [table.value(combo, weights) for combo in table.values]
     return min(values), max(values)
 
 
