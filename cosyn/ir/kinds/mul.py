@@ -20,7 +20,7 @@ from onnx import NodeProto
 from torch import fx
 
 from cosyn.errors import UnsupportedLayerError
-from cosyn.ir.builder import Builder, _Input, _Val
+from cosyn.ir.builder import Builder, _Input, _log2_ratio, _Val
 from cosyn.ir.intervals import LIMIT, Range, as_range
 from cosyn.ir.lowering import _describe, lowers
 from cosyn.ir.nodes import Node
@@ -70,14 +70,16 @@ def mul(b: Builder, x: object, y: object, shape: tuple[int, ...], name: str, wha
             f"{what}: only the product of two values of one shape is supported, not "
             f"{shapes[0]} and {shapes[1]} (broadcast); multiply values of the same shape"
         )
-    k = [_exponent(v.scale) for v in (x, y)]
-    if None in k:
+    one = torch.ones(())
+    logs = [_log2_ratio(v.scale, one) if v.scale.numel() == 1 else None for v in (x, y)]
+    if logs[0] is None or logs[1] is None:
         raise UnsupportedLayerError(
             f"{what}: the product of two values is exact in float32 only at per-tensor "
             f"power-of-two scales, not {_describe_scale(x.scale)} and "
             f"{_describe_scale(y.scale)}; use power-of-two scales (a *Pow2 quantizer such "
             "as Int8ActPow2) on both inputs"
         )
+    k = [int(e[0]) for e in logs]
     if not all(_EXPONENTS[0] <= e <= _EXPONENTS[1] for e in (*k, k[0] + k[1])):
         raise UnsupportedLayerError(
             f"{what}: its scales 2**{k[0]}, 2**{k[1]} or their product leave float32's normal "
@@ -98,14 +100,6 @@ def mul(b: Builder, x: object, y: object, shape: tuple[int, ...], name: str, wha
             f"quantize its inputs to fewer bits (at most {EXACT_BITS} together)"
         )
     return b.emit(node, scale)
-
-
-def _exponent(s: torch.Tensor) -> int | None:
-    """k where the scale `s` is one float32 2**k (per tensor), else None."""
-    if s.numel() != 1:
-        return None
-    m, e = np.frexp(np.float32(s.reshape(()).item()))
-    return int(e) - 1 if m == 0.5 else None
 
 
 def _describe_scale(s: torch.Tensor) -> str:
