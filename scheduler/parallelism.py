@@ -158,11 +158,16 @@ def allocate(
             "or the target"
         )
     if over:
-        raise CosynError(
-            f"no parallelism fits the budget on {dev.name}: the smallest design needs {over}; "
-            "raise the budget"
-        )
+        raise _unfit(dev, over)
     return alloc
+
+
+def _unfit(dev: Device, over: str) -> CosynError:
+    """The error where even the smallest design is `over` the budget on `dev`."""
+    return CosynError(
+        f"no parallelism fits the budget on {dev.name}: the smallest design needs {over}; "
+        "raise the budget"
+    )
 
 
 def _limits(dev: Device, budget: float | dict[str, float] | None) -> dict[str, float]:
@@ -266,10 +271,7 @@ class _Search:
                 fast = widest
             over = _over(fast.estimate, self.limits)
             if over:
-                raise CosynError(
-                    f"no parallelism fits the budget on {self.dev.name}: the smallest design "
-                    f"needs {over}; raise the budget"
-                )
+                raise _unfit(self.dev, over)
             if fast.estimate.latency > latency:
                 raise CosynError(
                     f"target latency {latency} is below {fast.estimate.latency} cycles, the "
