@@ -246,12 +246,12 @@ def train(
     net = load_model(model, **_act_option(act))
     d = data.digits(image=_is_image(net))
     x0 = d.x_test[:1]
-    penalty, budget = None, None
+    penalty = None
     if goal is not None:
         with torch.no_grad():  # the quantizers' statistics, so the model lowers as it will
             net.train()(d.x_train[:256])
-        budget = _allocate(net, x0, device, goal)  # refuses an unreachable budget now
-        penalty = _penalty(net, x0, device, goal, budget)
+        alloc = _allocate(net, x0, device, goal)  # refuses an unreachable budget now
+        penalty = _penalty(net, x0, device, goal, alloc)
     acc = fit(net, d, epochs=epochs, seed=seed, extra_loss=penalty)
     if isinstance(penalty, BudgetPenalty) and penalty.history:
         costs, lams = zip(*penalty.history, strict=True)
@@ -384,9 +384,7 @@ def _report_budget(
               "allocation": json.loads(a.to_json()),
               "simulation": {"simulator": "icarus", "vectors": r.vectors, "latency": r.latency,
                              "interval": r.interval, "mismatches": r.mismatches}}  # fmt: skip
-    path = out.parent / "train.json"
-    path.with_suffix(".tmp").write_text(json.dumps(report, indent=2) + "\n")
-    path.with_suffix(".tmp").replace(path)
+    path = _write_text(out.parent / "train.json", json.dumps(report, indent=2) + "\n")
     console.print(
         f"{'bit-exact' if r.mismatches == 0 else f'{r.mismatches} MISMATCHES'}, simulated "
         f"latency {r.latency:,} cycles = {r.latency / goal.freq:.2f} us at {goal.freq:g} MHz; "
@@ -394,6 +392,15 @@ def _report_budget(
     )
     if not exact:
         raise typer.Exit(1)
+
+
+def _write_text(path: Path, text: str) -> Path:
+    """Write `text` to `path` whole or not at all (a temporary file moved into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
 
 
 def _act_option(act: str | None) -> dict[str, str]:
@@ -521,12 +528,9 @@ def estimate(
     ms = (time.perf_counter() - t0) * 1e3
     console.print(e.table())
     console.print(f"{what} in {ms:.0f} ms")
-    for path, text in ((json_out, e.to_json()),):
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.with_suffix(".tmp").write_text(text)
-            path.with_suffix(".tmp").replace(path)
-            console.print(f"wrote {path}")
+    if json_out is not None:
+        _write_text(json_out, e.to_json())
+        console.print(f"wrote {json_out}")
     if plot is not None:
         plot.parent.mkdir(parents=True, exist_ok=True)
         console.print(f"wrote {e.plot(plot)}")
