@@ -68,13 +68,14 @@ class SimResult:
     """What a simulation measured. `outputs` holds the received integers, shaped like
     the golden model's output (batch, *output shape); the counts are over all vectors.
 
-    latency: cycles from the first input transfer to the first output transfer, and
-    interval: cycles between consecutive samples' first outputs, both measured on a
+    latency: cycles from the first input transfer to the first output transfer,
+    completion: to sample 0's last output transfer (the time its whole answer takes), and
+    interval: cycles between consecutive samples' first outputs, all measured on a
     separate full-rate run (no gaps, output always ready). cycles: from the first input
     transfer to the last output transfer of the main run (with back-pressure if on).
     vectors_per_s: vectors over the wall time of the main run. intervals: every cycle
     count between consecutive first outputs of the full-rate run (`interval` is the
-    last); latency, interval and cycles are None where no output came.
+    last); latency, completion, interval and cycles are None where no output came.
     """
 
     outputs: np.ndarray
@@ -85,6 +86,7 @@ class SimResult:
     protocol_errors: int
     cycles: int | None
     latency: int | None
+    completion: int | None
     interval: int | None
     vectors_per_s: float
     simulator: str
@@ -230,6 +232,7 @@ def run_testbench(
         r["protocol_errors"],
         r["cycles"],
         r["latency"],
+        r["completion"],
         r["interval"],
         speed,
         simulator,

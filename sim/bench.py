@@ -155,6 +155,7 @@ class Scoreboard:
     lost: int = 0
     duplicated: int = 0
     starts: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
     rows: list[list[int]] = field(default_factory=list)
 
     def check(self, beats: list[tuple[int, int, bool]]) -> Scoreboard:
@@ -178,6 +179,7 @@ class Scoreboard:
     def _sample(self, frame: list[tuple[int, int, bool]]) -> None:
         got = [b[1] for b in frame]
         self.starts.append(frame[0][0])
+        self.ends.append(frame[-1][0])
         if len(self.rows) >= len(self.expected):
             self.duplicated += len(got)
             self.rows.append(got)
@@ -287,12 +289,14 @@ async def run_stream(
 
 
 def _phase(beats: list[tuple[int, int, bool]], driver: Driver, board: Scoreboard) -> dict:
-    """Timing figures of one run: latency, interval, cycles from first input to last output."""
+    """Timing figures of one run: latency (first input to first output), completion (first
+    input to sample 0's last output), interval, cycles from first input to last output."""
     starts = board.starts
     first_in = driver.first if driver.first is not None else 0
     diffs = [b - a for a, b in pairwise(starts)]
     return {
         "latency": starts[0] - first_in if starts else None,
+        "completion": board.ends[0] - first_in if board.ends else None,
         "interval": diffs[-1] if diffs else None,
         "intervals": diffs,
         "cycles": beats[-1][0] - first_in + 1 if beats else None,
@@ -345,6 +349,7 @@ async def stream_test(dut: Any) -> None:
         "samples_out": board.samples,
         "cycles": main["cycles"],
         "latency": timing["latency"],
+        "completion": timing["completion"],
         "interval": timing["interval"],
         "timing_intervals": timing["intervals"],
         "sample_starts": board.starts,

@@ -231,6 +231,7 @@ def report(results: dict, simulator: str) -> str:
             f"duplicated       {results['duplicated']}",
             f"protocol errors  {results['protocol_errors']}",
             f"latency          {results['latency']} cycles",
+            f"completion       {results['completion']} cycles",
             f"interval         {results['interval']} cycles",
             f"total cycles     {results['cycles']}",
             f"speed            {speed:.1f} vectors/s",

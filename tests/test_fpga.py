@@ -318,8 +318,8 @@ def test_demo_synth_puts_synthesis_beside_the_estimate(cli) -> None:
 
     from cosyn.cli import _synth_line
 
-    e = Estimate("ecp5-85f", [], latency=9, interval=4, lut=110, ff=50, carry=8, dsp=2, bram=0,
-                 fmax_mhz=150.0)  # fmt: skip
+    e = Estimate("ecp5-85f", [], latency=9, completion=9, interval=4, lut=110, ff=50, carry=8,
+                 dsp=2, bram=0, fmax_mhz=150.0)  # fmt: skip
     s = fpga.SynthResult("ecp5-85f", lut=100, ff=50, carry=8, dsp=2, bram=0, lutram=0, cells={},
                          fmax_mhz=200.0, yosys_s=3.2, pnr_s=10.4)  # fmt: skip
     line = _synth_line(s, e)

@@ -29,8 +29,9 @@ CNN_SETTINGS = settings(SETTINGS, max_examples=2)  # each CNN simulates thousand
 
 
 def check(g: cosyn.ir.Graph, x: np.ndarray, parallelism=None, samples: int = 5) -> Top:
-    """Simulate `samples` vectors at full rate: exact outputs, latency and interval, and
-    every sample's first input and output transfer where the pipeline's model has it."""
+    """Simulate `samples` vectors at full rate: exact outputs, latency, completion and
+    interval, and every sample's first input and output transfer where the pipeline's
+    model has it."""
     top = Top(plan(g, parallelism))
     xi = g.quantize(x[:samples])
     y, ins, outs = run_top(top, xi)
@@ -39,6 +40,7 @@ def check(g: cosyn.ir.Graph, x: np.ndarray, parallelism=None, samples: int = 5) 
     assert np.diff(outs[:, 0])[-1] == top.plan.interval
     e = cosyn.perfmodel.estimate(g, "ecp5-85f", parallelism)
     assert (e.latency, e.interval) == (top.plan.latency, top.plan.interval)
+    assert e.completion == outs[0, -1] - ins[0, 0]  # sample 0's whole answer
     firsts_in, firsts_out = first_outputs(top.plan, samples)
     assert np.array_equal(firsts_in, ins[:, 0]) and np.array_equal(firsts_out, outs[:, 0])
     return top

@@ -56,6 +56,8 @@ def test_parallelism_timing_measured(trained_mlp, p) -> None:
     assert np.array_equal(y, g.run_int(xi[:5]))
     assert outs[0, 0] - ins[0, 0] == top.plan.latency
     assert np.diff(outs[:, 0])[-1] == top.plan.interval
+    e = cosyn.perfmodel.estimate(g, "ecp5-85f", p)
+    assert outs[0, -1] - ins[0, 0] == e.completion  # sample 0's last output
 
 
 def test_dense_interval_near_ideal(trained_mlp) -> None:

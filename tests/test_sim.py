@@ -169,12 +169,13 @@ def test_stream_order_is_hwc_for_images() -> None:
 
 
 def test_summary_names_every_figure() -> None:
-    r = SimResult(np.zeros((3, 2), np.int64), 3, 1, 0, 0, 0, 40, 7, 12, 99.0, "icarus")
+    r = SimResult(np.zeros((3, 2), np.int64), 3, 1, 0, 0, 0, 40, 7, 10, 12, 99.0, "icarus")
     text = r.summary()
     for line in (
         "vectors checked  3",
         "mismatches       1",
         "latency          7 cycles",
+        "completion       10 cycles",
         "interval         12 cycles",
         "speed            99.0 vectors/s",
         "FAIL",
