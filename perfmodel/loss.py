@@ -41,7 +41,7 @@ from cosyn.ir import lower
 
 __all__ = ["MAX_COMBINATIONS", "METRICS", "CostTable", "cost", "cost_span", "cost_table"]
 
-METRICS = ("latency", "interval", "lut", "ff", "carry", "dsp", "bram")
+METRICS = ("latency", "completion", "interval", "lut", "ff", "carry", "dsp", "bram")
 MAX_COMBINATIONS = 16
 
 

@@ -8,9 +8,11 @@ pipeline's interval is at least its slowest block's. `allocate` balances the blo
   `perfmodel.blocks`, the one definition the RTL is built from) is at most T, so no
   multiplier is added that does not shorten the interval (`_Search.choice`);
 - with a target interval, T is the target: the fewest resources that meet it;
-- with a target latency, T is the largest interval whose allocation's latency (sample 0's
-  cycles from first input to first output) meets it, found by bisection between the
-  fastest design that fits and every node at parallelism 1 (`_Search.within_latency`);
+- with a target latency (a sample's cycles from its first input to its last output, the
+  time its whole answer takes: `Estimate.completion`), the fewest resources that meet
+  it. Latency adds up along the pipeline where the interval is the slowest block's, so
+  this is not the longest interval that meets it: nodes are raised from parallelism 1,
+  the one that buys the most cycles per resource first (`_Search.within_latency`);
 - without one, T is the smallest interval whose allocation fits the budget (the device,
   a fraction of it, or resource limits), found by doubling and bisection over T:
   resources only grow as T shrinks.
@@ -27,6 +29,7 @@ estimate.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -113,8 +116,8 @@ def allocate(
     """Each dense/conv2d node's parallelism for `cosyn.rtl.generate(g, parallelism=...)`:
     the smallest interval that fits `budget` on `device` with the fewest resources for it,
     or, given `target_interval` (cycles per sample), the fewest resources that meet it, or,
-    given `target_latency` (cycles from a sample's first input to its first output), the
-    longest interval that meets it within the budget.
+    given `target_latency` (cycles from a sample's first input to its last output), the
+    fewest resources that meet it within the budget.
 
     `budget`: None (the whole device), a fraction of each of its resources, or limits
     by resource name ("lut", "ff", "dsp", "bram"; the others the device's)."""
@@ -203,6 +206,7 @@ class _Search:
 
     def __init__(self, g: Graph, dev: Device, limits: dict[str, float]) -> None:
         self.g, self.dev, self.co, self.limits = g, dev, coefficients(dev.family), limits
+        self.capacity = {r: float(v) for r, v in dev.capacity().items() if r in RESOURCES}
         base = plan(g)
         self.stages = {s.name: s for s in base.stages if s.node is not None and folded(s.node)}
         rest = [s for s in base.stages if s.name not in self.stages]
@@ -253,45 +257,102 @@ class _Search:
         return hi
 
     def within_latency(self, latency: int) -> Allocation:
-        """The allocation of the largest interval T (bisection; the fewest resources) whose
-        latency is at most `latency`, between the fastest design within the limits and
-        every node at parallelism 1. Latency grows with T in all but ragged cases, so the
-        T found meets the target. The least latency is not always at the least interval
-        (the default CNN: 1,558 cycles with every node at its largest parallelism, 1,643
-        at the least interval's allocation); where no T meets the target, that design of
-        largest parallelism is the answer or, over the target too, the refusal's figure."""
-        t = self.fitting()
-        fast = self.settle(t)
-        if fast.estimate.latency > latency or _over(fast.estimate, self.limits):
-            top = {n: ps[-1] for n, ps in self.options.items()}
-            widest = self._allocation(top, self._estimate(top))
-            if not _over(widest.estimate, self.limits) and (
-                _over(fast.estimate, self.limits) or widest.estimate.latency < fast.estimate.latency
-            ):
-                fast = widest
-            over = _over(fast.estimate, self.limits)
-            if over:
-                raise _unfit(self.dev, over)
-            if fast.estimate.latency > latency:
-                raise CosynError(
-                    f"target latency {latency} is below {fast.estimate.latency} cycles, the "
-                    f"least cosyn's allocation reaches on {self.dev.name} (interval "
-                    f"{fast.interval}); pass at least {fast.estimate.latency}"
-                )
+        """The allocation of the fewest resources (`weight`) whose completion (a sample's
+        first input to its last output) is at most `latency`; the refusal's figure where
+        even the fastest design within the limits misses it (the least completion is not
+        always at the least interval: the better of that design and every node at its
+        largest parallelism). From every node at its smallest parallelism, the next
+        parallelism up of the node that buys the most cycles per resource is taken until
+        the target is met, each trial estimated exactly; then each node, the costliest
+        first, is lowered to the smallest that keeps the target. Where no single step
+        shortens the design, the search goes on from the fastest design instead."""
+        fast = self.settle(self.fitting())
+        top = {n: ps[-1] for n, ps in self.options.items()}
+        widest = self._allocation(top, self._estimate(top))
+        if not _over(widest.estimate, self.limits) and (
+            _over(fast.estimate, self.limits)
+            or widest.estimate.completion < fast.estimate.completion
+        ):
+            fast = widest
+        over = _over(fast.estimate, self.limits)
+        if over:
+            raise _unfit(self.dev, over)
+        if fast.estimate.completion > latency:
+            raise CosynError(
+                f"target latency {latency} is below {fast.estimate.completion} cycles, the "
+                f"least cosyn's allocation reaches on {self.dev.name} (interval "
+                f"{fast.interval}); pass at least {fast.estimate.completion}"
+            )
+        c = {n: ps[0] for n, ps in self.options.items()}
+        e = self._estimate(c)
+        while e.completion > latency:
+            steps = []  # (meets the target, -cycles per resource or resources, choice, estimate)
+            for n, ps in self.options.items():
+                i = ps.index(c[n])
+                if i + 1 == len(ps):
+                    continue
+                trial = {**c, n: ps[i + 1]}
+                et = self._estimate(trial)
+                price = max(self._cost(n, ps[i + 1]) - self._cost(n, c[n]), 1e-12)
+                if et.completion <= latency:  # the cheapest step that meets it ends the search
+                    steps.append((0, price, trial, et))
+                elif et.completion < e.completion:
+                    steps.append((1, (et.completion - e.completion) / price, trial, et))
+            if not steps:  # no one step shortens it: the fastest design, lowered
+                c, e = dict(fast.parallelism), fast.estimate
+                break
+            _, _, c, e = min(steps, key=lambda s: s[:2])
+        for n in sorted(c, key=lambda n: -self._cost(n, c[n])):
+            for p in (q for q in self.options[n] if q < c[n]):
+                trial = {**c, n: p}
+                et = self._estimate(trial)
+                if et.completion <= latency:
+                    c, e = trial, et
+                    break
+        c, e = self._cheapest(latency, c, e)
+        if _over(e, self.limits) or self.weight(e) > self.weight(fast.estimate):
             return fast
-        hi = max(t, *(self._block(n, ps[0])[0] for n, ps in self.options.items()))
-        slow = self.settle(hi)
-        if slow.estimate.latency <= latency:
-            return slow
-        lo, best = t, fast  # settle(lo) meets the target, settle(hi) does not
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            a = self.settle(mid)
-            if a.estimate.latency <= latency:
-                lo, best = mid, a
-            else:
-                hi = mid
-        return best
+        return self._allocation(c, e)
+
+    def _cheapest(self, latency: int, c: dict[str, int], e: Estimate, tries: int = 256):
+        """The choice of the fewest blocks' resources whose completion is at most `latency`,
+        among those cheaper than `c` (which meets it, estimated `e`): best-first over each
+        node's parallelisms in order of their resources, so the first that meets it is the
+        cheapest. A choice no larger at any node than one that missed is taken to miss too
+        (fewer multipliers do not shorten a design) and not estimated; after `tries`
+        estimates, `c`."""
+        names = list(self.options)
+        opts = [sorted(self.options[n], key=lambda p, n=n: self._cost(n, p)) for n in names]
+        w = [[self._cost(n, p) for p in o] for n, o in zip(names, opts, strict=True)]
+        bound = sum(self._cost(n, c[n]) for n in names)
+        first = (0,) * len(names)
+        heap, seen, missed = [(sum(ws[0] for ws in w), first)], {first}, []
+        while heap and tries:
+            weight, idx = heapq.heappop(heap)
+            if weight >= bound:
+                break
+            trial = {n: opts[k][i] for k, (n, i) in enumerate(zip(names, idx, strict=True))}
+            if not any(all(trial[n] <= m[n] for n in names) for m in missed):
+                tries -= 1
+                et = self._estimate(trial)
+                if et.completion <= latency and not _over(et, self.limits):
+                    return trial, et
+                if et.completion > latency:
+                    missed.append(trial)
+            for k, i in enumerate(idx):
+                nxt = (*idx[:k], i + 1, *idx[k + 1 :])
+                if i + 1 < len(opts[k]) and nxt not in seen:
+                    seen.add(nxt)
+                    heapq.heappush(heap, (weight - w[k][i] + w[k][i + 1], nxt))
+        return c, e
+
+    def weight(self, r: Resources | Estimate) -> float:
+        """One figure for resources: the sum of the device's fractions they take."""
+        return sum(getattr(r, k) / v for k, v in self.capacity.items() if v)
+
+    def _cost(self, name: str, p: int) -> float:
+        """The `weight` of node `name`'s block at parallelism p."""
+        return self.weight(self._block(name, p)[1])
 
     def smallest(self, choice: dict[str, int]) -> bool:
         """Every node at its smallest parallelism."""

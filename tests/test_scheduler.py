@@ -4,11 +4,13 @@ and targets refused in one line, and an allocated CNN exact in RTL simulation.""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
 from cosyn.models.zoo import cnn, mlp
-from cosyn.perfmodel.pipeline import default_parallelism, folded
+from cosyn.perfmodel.pipeline import default_parallelism, folded, resolve_parallelism
 from cosyn.scheduler import allocate
 from test_cli import cli
 from test_rtl_models import check
@@ -95,20 +97,58 @@ def test_bad_targets_and_budgets_are_refused(graphs, kwargs, message: str) -> No
         allocate(graphs["mlp"], **kwargs)
 
 
+def _weight(e: cosyn.perfmodel.Estimate) -> float:
+    """The allocator's one figure for resources: the device fractions they take, summed."""
+    return sum(getattr(e, r) / v for r, v in e.capacity.items() if v)
+
+
+def _parallelisms(node) -> list[int]:
+    """Every parallelism `node` takes as it is."""
+    ps = []
+    for p in range(1, int(node.shape[0]) + 1):
+        try:
+            if resolve_parallelism(node, p, p)[0] == p:
+                ps.append(p)
+        except CosynError:
+            break
+    return ps
+
+
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
-def test_target_latency_takes_the_longest_interval_that_meets_it(graphs, name: str) -> None:
+def test_target_latency_takes_the_fewest_resources_that_meet_it(graphs, name: str) -> None:
+    """The whole answer (first input to last output) within the target, and no node at
+    its next smaller parallelism meets it with fewer resources."""
     g = graphs[name]
     fastest = allocate(g)
     for factor in (1.5, 3, 8):
-        target = int(factor * fastest.estimate.latency)
+        target = int(factor * fastest.estimate.completion)
         a = allocate(g, target_latency=target)
-        assert a.estimate.latency <= target
-        assert a.multipliers <= fastest.multipliers and a.interval >= fastest.interval
+        assert a.estimate.completion <= target
         e = cosyn.perfmodel.estimate(g, "ecp5-85f", a.parallelism)
-        assert (e.latency, e.interval) == (a.estimate.latency, a.interval)
-        # the next interval's allocation (fewer multipliers) misses the target, or is this one
-        slower = allocate(g, target_interval=a.interval + 1)
-        assert slower.estimate.latency > target or slower.parallelism == a.parallelism
+        assert (e.latency, e.completion, e.interval, e.lut) == (
+            a.estimate.latency, a.estimate.completion, a.interval, a.estimate.lut
+        )  # fmt: skip
+        for node, p in a.parallelism.items():
+            q = _smaller(g, node, p)
+            if q is not None:
+                other = cosyn.perfmodel.estimate(g, "ecp5-85f", {**a.parallelism, node: q})
+                assert other.completion > target or _weight(other) >= _weight(a.estimate)
+
+
+def test_target_latency_is_the_cheapest_of_every_choice(graphs) -> None:
+    """Against every combination of the MLP's parallelisms (168): the allocation for a
+    latency is the cheapest that meets it, and no uniform parallelism is cheaper at its
+    own latency."""
+    g = graphs["mlp"]
+    nodes = [n for n in g if folded(n)]
+    designs = [
+        cosyn.perfmodel.estimate(g, "ecp5-85f", dict(zip([n.name for n in nodes], c, strict=True)))
+        for c in itertools.product(*(_parallelisms(n) for n in nodes))
+    ]
+    for target in sorted({d.completion for d in designs})[1::9]:
+        a = allocate(g, target_latency=target)
+        cheapest = min(_weight(d) for d in designs if d.completion <= target)
+        assert _weight(a.estimate) == pytest.approx(cheapest), target
 
 
 def test_allocated_cnn_is_exact_in_rtl_with_the_estimated_cycles(graphs) -> None:
