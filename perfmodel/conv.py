@@ -147,8 +147,9 @@ class ConvSchedule:
     def latency_interval(self) -> tuple[int, int]:
         """Latency (first input to first output) and steady-state cycles per sample:
         `frames_for_interval` samples at full rate, the last two first outputs apart.
-        Stepped until the registers at a sample's first input transfer repeat an earlier
-        sample's (as in `perfmodel.steady`), the later first outputs from the period."""
+        Stepped until the registers at a row's first input transfer repeat those at the
+        same row of an earlier sample (as in `perfmodel.steady`), the later first outputs
+        from the period: the state may repeat within a sample, before the next one's first."""
         return self.full_rate()[:2]
 
     def full_rate(self) -> tuple[int, int, np.ndarray, np.ndarray]:
@@ -158,15 +159,16 @@ class ConvSchedule:
         g, n = self.geo, self.frames_for_interval
         st = State(g, np.zeros(n * g.frame_in, dtype=np.int64))
         seen: dict = {}
-        frame, repeat = 0, None
+        row, repeat = 0, None  # the registers compared at each row's first input transfer
         while True:
-            if repeat is None and st.k == frame * g.frame_in < st.n_arr and st.ready():
-                state = (st.registers(), st.n_out - frame * g.frame_out)
+            if repeat is None and st.k == row * g.wc < st.n_arr and st.ready():
+                frame, phase = divmod(row, g.h)
+                state = (st.registers(), phase, st.n_out - frame * g.frame_out)
                 if state in seen:
                     f0, t0 = seen[state]
                     repeat = (t0, frame - f0, st.t - t0)
                 seen[state] = (frame, st.t)
-                frame += 1
+                row += 1
             if repeat is not None or st.n_out >= st.out_max:
                 firsts = st.out[: st.n_out : g.frame_out]
                 if repeat is not None:

@@ -54,7 +54,8 @@ class IntType:
 
 def int_type_for_range(lo: object, hi: object) -> IntType:
     """The narrowest IntType holding every integer in [min(lo), max(hi)] (ints or arrays)."""
-    lo, hi = int(np.min(lo)), int(np.max(hi))
+    lo = int(lo) if isinstance(lo, (int, np.integer)) else int(np.min(lo))
+    hi = int(hi) if isinstance(hi, (int, np.integer)) else int(np.max(hi))
     if lo >= 0:
         return IntType(max(hi.bit_length(), 1), False)
     return IntType(max(max(hi, 0).bit_length(), (-lo - 1).bit_length()) + 1, True)
