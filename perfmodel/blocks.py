@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from cosyn.perfmodel.conv import ConvGeometry, ConvTiming
 from cosyn.perfmodel.mac import QUIET, STAGES, MacPipe, multiply_stages
-from cosyn.perfmodel.thresholds import threshold_search, threshold_stages
+from cosyn.perfmodel.thresholds import block_levels, threshold_cols, threshold_stages
 
 __all__ = [
     "TIMINGS",
@@ -387,8 +387,10 @@ def poly_stages(degree: int, x_bits: int) -> int:
 
 
 def _threshold(node: Any, ctx: Any) -> ElementwiseTiming:
-    rows, _ = threshold_search(node.thresholds, ctx.in_type.lo, ctx.in_type.hi)
-    return ElementwiseTiming(threshold_stages(int(rows.shape[1]).bit_length()), ctx.elements)
+    cols, levels = threshold_cols(node, ctx)
+    period = len(ctx.by_phase(cols)["t"]) if levels else 1
+    block = sum(block_levels(period, levels))
+    return ElementwiseTiming(threshold_stages(levels, block), ctx.elements)
 
 
 # node kind -> timing(node, ctx): the one place a kind's timing is chosen

@@ -10,7 +10,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["candidates", "threshold_cols", "threshold_search", "threshold_stages"]
+__all__ = [
+    "BLOCK_BANK",
+    "block_levels",
+    "candidates",
+    "level_words",
+    "threshold_cols",
+    "threshold_search",
+    "threshold_stages",
+]
+
+BLOCK_BANK = 1024  # words of a bank of a level ROM in block RAM (a DP16KD's depth at 18 bits)
 
 
 def threshold_search(thresholds: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
@@ -28,10 +38,26 @@ def threshold_search(thresholds: np.ndarray, lo: int, hi: int) -> tuple[np.ndarr
     return rows, always
 
 
-def threshold_stages(levels: int) -> int:
+def threshold_stages(levels: int, block: int = 0) -> int:
     """Two per level of the search (compare while the next level's two candidates are
-    read, then hold them), the first read, and the level's base and sign."""
-    return 2 * levels + 2
+    read, then hold them), the first read, and the level's base and sign; one more for
+    each of the `block` levels whose ROM is in block RAM (`block_levels`): its banks'
+    words are registered as read (the block's output register) before one is chosen."""
+    return 2 * levels + 2 + block
+
+
+def level_words(period: int, k: int) -> int:
+    """Words of level k's ROM (`candidates`) for thresholds of `period` phases."""
+    return (1 << (period - 1).bit_length()) << max(k - 1, 0)
+
+
+def block_levels(period: int, levels: int) -> list[bool]:
+    """Per level, whether its ROM is in block RAM: deeper than `resources.BANKED` words
+    (shallower ones are LUT ROMs). Such a ROM is banks of `BLOCK_BANK` words, each word
+    read into the block's output register, one chosen a stage later."""
+    from cosyn.perfmodel.resources import BANKED  # resources reads this module
+
+    return [level_words(period, k) > BANKED for k in range(levels)]
 
 
 def threshold_cols(node: Any, ctx: Any) -> tuple[dict[str, np.ndarray], int]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cosyn.hw.fpga._flow import sources
+from cosyn.hw.fpga._outreg import absorb_output_registers
 from cosyn.perfmodel.devices import UnknownDeviceError
 
 from cosyn import fpga, rtl
@@ -171,6 +172,49 @@ def test_cells_count_as_the_device_counts_resources() -> None:
     assert (ice40["ff"], ice40["bram"]) == (3, 1)
     with pytest.raises(ValueError, match="No cell table for family 'gowin'"):
         fpga.count_resources("gowin", {})
+
+
+def _ram_netlist(extra_load: bool = False, cemux: str = "INV") -> dict:
+    """A DP16KD whose DOA0 and DOA1 each drive one reset-free register (DOA2 unused)."""
+    ram = {"type": "DP16KD", "parameters": {"REGMODE_A": "NOREG", "REGMODE_B": "NOREG",
+                                            "DATA_WIDTH_A": "00000000000000000000000000010010"},
+           "port_directions": {"DOA0": "output", "DOA1": "output", "DOA2": "output",
+                               "CLKA": "input", "RSTA": "input", "OCEA": "input"},
+           "connections": {"DOA0": [10], "DOA1": [11], "DOA2": [12], "CLKA": [2],
+                           "RSTA": ["0"], "OCEA": ["1"]}}  # fmt: skip
+
+    def ff(d: int, q: int) -> dict:
+        con = {"DI": [d], "CE": [3], "CLK": [2], "LSR": ["0"], "Q": [q]}
+        return {"type": "TRELLIS_FF", "parameters": {"CEMUX": cemux, "CLKMUX": "CLK",
+                                                     "REGSET": "RESET", "LSRMUX": "LSR"},
+                "port_directions": {p: "output" if p == "Q" else "input" for p in con},
+                "connections": con}  # fmt: skip
+
+    cells = {"ram": ram, "r0": ff(10, 20), "r1": ff(11, 21)}
+    if extra_load:
+        cells["lut"] = {"type": "LUT4", "port_directions": {"A": "input", "Z": "output"},
+                        "connections": {"A": [11], "Z": [30]}}  # fmt: skip
+    return {"modules": {"top": {"ports": {}, "cells": cells}}}
+
+
+@pytest.mark.parametrize("cemux", ["INV", "CE"])
+def test_registers_behind_block_ram_move_into_its_output_register(tmp_path, cemux) -> None:
+    path = tmp_path / "netlist.json"
+    path.write_text(json.dumps(_ram_netlist(cemux=cemux)))
+    assert absorb_output_registers(path) == 2
+    cells = json.loads(path.read_text())["modules"]["top"]["cells"]
+    ram = cells["ram"]
+    assert set(cells) == {"ram"} and ram["parameters"]["REGMODE_A"] == "OUTREG"
+    assert (ram["connections"]["DOA0"], ram["connections"]["DOA1"]) == ([20], [21])
+    assert ram["connections"]["OCEA"] == [3]
+    assert ram["parameters"]["OCEAMUX"] == ("INV" if cemux == "INV" else "OCEA")
+
+
+def test_block_ram_data_used_elsewhere_keeps_its_registers(tmp_path) -> None:
+    path = tmp_path / "netlist.json"
+    path.write_text(json.dumps(_ram_netlist(extra_load=True)))
+    assert absorb_output_registers(path) == 0
+    assert json.loads(path.read_text())["modules"]["top"]["cells"]["r0"]
 
 
 def test_a_design_too_big_says_by_how_much() -> None:

@@ -9,6 +9,7 @@ from cosyn.hw.rtl import COMPONENTS, Ctx
 from cosyn.hw.rtl._tb import Port, run_streams
 from cosyn.perfmodel.blocks import SHIFT_STAGES, poly_stages
 from cosyn.perfmodel.pipeline import resolve_parallelism, stream_index
+from cosyn.perfmodel.thresholds import threshold_stages
 
 from cosyn.errors import CosynError
 from cosyn.ir.nodes import Dense, IntType, Poly, Shift, Threshold, int_type_for_range
@@ -192,8 +193,9 @@ def test_threshold_bank_per_channel_both_signs() -> None:
 
 @pytest.mark.parametrize(("c", "n"), [(16, 127), (40, 120)])
 def test_threshold_bank_deep_per_channel_tables(c, n) -> None:
-    """Level ROMs of 512 words (banked LUT ROMs) and of 2048 (block RAM); thresholds out
-    of the input range at both ends."""
+    """Level ROMs of 512 words (banked LUT ROMs) and of 2048 (block RAM, in two banks
+    whose words are registered a stage before one is chosen: one stage more); thresholds
+    out of the input range at both ends."""
     rng = np.random.default_rng(c)
     t = IntType(12, True)
     thr = np.sort(rng.integers(-2100, 2100, (c, n)), axis=1)
@@ -201,8 +203,9 @@ def test_threshold_bank_deep_per_channel_tables(c, n) -> None:
                      base=rng.integers(-60, -50, c), sign=np.ones(c, np.int64))  # fmt: skip
     x = _edges(t, (c,), rng, n=8)
     x[3] = thr[:, n // 2]
-    y, *_ = _run(node, Ctx((t,), ((c,),)), x, gaps=0.2, stalls=0.2)
+    y, block, *_ = _run(node, Ctx((t,), ((c,),)), x, gaps=0.2, stalls=0.2)
     assert np.array_equal(y, node.eval(x))
+    assert block.cycles.latency == threshold_stages(7) + (c > 32)
 
 
 @pytest.mark.parametrize("n", [0, 1])

@@ -25,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from cosyn.hw.fpga._cells import count_resources
+from cosyn.hw.fpga._outreg import absorb_output_registers
 from cosyn.hw.fpga._result import CriticalPath, SynthesisError, SynthResult
 from cosyn.hw.rtl import Design
 from cosyn.perfmodel.devices import Device, device
@@ -47,7 +48,7 @@ __all__ = [
 DEFAULT_FREQ_MHZ = 150.0  # nextpnr's timing target when none is given
 SEED = 1  # nextpnr's placer seed: the same design gives the same result
 TOP = "cosyn_top"
-_SCHEMA = 1  # bump when SynthResult or the flow changes what a cached result means
+_SCHEMA = 2  # bump when SynthResult or the flow changes what a cached result means
 
 Status = Callable[[str, str], None]  # (tool, a line of its output)
 
@@ -221,6 +222,11 @@ def run_flow(
     yosys_s = run_tool([ys, "-s", "synth.ys"], work, "yosys", src.origin, status)
     stat = json.loads((work / "stat.json").read_text())
     cells = {k: int(v) for k, v in stat["design"].get("num_cells_by_type", {}).items()}
+    if dev.family == "ecp5" and dev.pnr:
+        # registers moved into block RAM output registers are no longer flip-flops
+        cells["TRELLIS_FF"] = cells.get("TRELLIS_FF", 0) - absorb_output_registers(
+            work / "netlist.json"
+        )
     counts = count_resources(dev.family, cells)
     result = SynthResult(
         device=dev.name,

@@ -70,6 +70,9 @@ class Elementwise(wiring.Component):
     registered while `run`; the input is value "x" with its "phase", the output value
     "y". A stage may return `Registered` values (memory reads enabled by `run`).
 
+    The stages' data registers have no reset (only their valid bits do), so synthesis
+    may put one behind a block RAM into the block's output register.
+
     The stages advance together while a skid register behind them is empty: a result
     the consumer does not take goes there, and the stages hold until it has left. So
     the input's ready is a register, never the consumer's ready passed on.
@@ -102,7 +105,7 @@ class Elementwise(wiring.Component):
                 if isinstance(v, Registered):
                     regs[n] = v.value
                     continue
-                regs[n] = Signal(Value.cast(v).shape(), name=f"s{k}_{n}")
+                regs[n] = Signal(Value.cast(v).shape(), name=f"s{k}_{n}", reset_less=True)
                 with m.If(run):
                     m.d.sync += regs[n].eq(v)
             v_reg = Signal(name=f"s{k}_valid")

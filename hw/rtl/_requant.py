@@ -12,7 +12,13 @@ from cosyn.hw.rtl._elementwise import Elementwise, PhaseTable, Registered, Stage
 from cosyn.hw.rtl._rom import field, memory_attrs, pack, rom_type
 from cosyn.perfmodel.blocks import SHIFT_STAGES
 from cosyn.perfmodel.resources import BANK, BANKED, ROM_DEPTH
-from cosyn.perfmodel.thresholds import candidates, threshold_cols, threshold_stages
+from cosyn.perfmodel.thresholds import (
+    BLOCK_BANK,
+    block_levels,
+    candidates,
+    threshold_cols,
+    threshold_stages,
+)
 
 from cosyn.ir.nodes import IntType, Shift, Threshold
 
@@ -114,14 +120,17 @@ def threshold_block(node: Threshold, ctx: Ctx) -> Elementwise:
     compares, the ROM of level k+1 reads the two candidates its result chooses
     between (by the prefix before it), and a stage holds them, so every path is one
     primitive deep: a read, a compare, or the level's base plus or minus the count.
-    Members, timing: see `Elementwise` (`threshold_stages(L)`).
+    A level ROM in block RAM is banks of `BLOCK_BANK` words whose words are registered
+    (the block's output register) a stage before one is chosen.
+    Members, timing: see `Elementwise` (`threshold_stages`).
     """
     cols, levels = threshold_cols(node, ctx)
     table = PhaseTable(ctx, cols)
     search = _Search(table, levels, ctx.in_type)
     stages = [*search.stages(), _level(node.dtype)]
-    if len(stages) != threshold_stages(levels):
-        raise ValueError(f"{node.name}: {len(stages)} stages, {threshold_stages(levels)} in timing")
+    want = threshold_stages(levels, sum(block_levels(table.period, levels)))
+    if len(stages) != want:
+        raise ValueError(f"{node.name}: {len(stages)} stages, {want} in timing")
     return Elementwise(node, ctx, table, stages)
 
 
@@ -133,41 +142,48 @@ class _Search:
         self.t = table.cols["t"]  # (period, 2**levels - 1)
         self.tt = rom_type(np.append(self.t, [in_type.lo, in_type.hi + 1]))
         self.pbits = (table.period - 1).bit_length()
+        self.block = block_levels(table.period, levels)
 
     def read(self, m: Module, k: int, phase: Value, prefix: Value, run) -> dict[str, Any]:
         """Read level k's candidates at (phase, prefix): a ROM's registered word ("pair"),
-        or for a ROM of up to `BANKED` words, the registered words of its banks of `BANK`
-        words and the bank's index, chosen in the next (hold) stage."""
+        or for a ROM of up to `BANKED` words (LUTs) or in block RAM, the registered words
+        of its banks (of `BANK` or `BLOCK_BANK` words) and the bank's index, chosen in
+        the next (hold) stage, or for block RAM after a stage that registers each."""
         words = pack(candidates(self.t, self.levels, k), self.tt.bits)
         if len(words) == 1:
             return {"pair": Registered(Const(words[0], 2 * self.tt.bits))}
         addr = Cat(prefix, phase[: self.pbits]) if self.pbits else prefix
         banked = ROM_DEPTH < len(words) <= BANKED
-        size = BANK if banked else len(words)
+        size = BANK if banked else BLOCK_BANK if self.block[k] else len(words)
         out: dict[str, Any] = {}
         for j in range(0, len(words), size):
             part = words[j : j + size]
-            attrs = memory_attrs(len(part), rom=True)
+            attrs = {"ram_style": "block"} if self.block[k] else memory_attrs(len(part), True)
             mem = memory.Memory(shape=2 * self.tt.bits, depth=len(part), init=part, attrs=attrs)
             m.submodules[f"level{k}_{j // size}"] = mem
             port = mem.read_port()
             m.d.comb += [port.addr.eq(addr[: (size - 1).bit_length()]), port.en.eq(run)]
             out[f"bank{j // size}"] = Registered(port.data)
-        if not banked:
+        if len(out) == 1:
             return {"pair": out["bank0"]}
-        return out | {"bsel": addr >> (BANK - 1).bit_length()}
+        return out | {"bsel": addr >> (size - 1).bit_length()}
 
     def stages(self) -> list[Stage]:
         """Read level 0, hold; then per level compare (reading the next level), hold; the
-        last compare looks up base and sign. Without thresholds: look up base and sign."""
+        last compare looks up base and sign. A level in block RAM registers its banks'
+        words (`_fetch`) before the hold. Without thresholds: look up base and sign."""
         if self.levels == 0:
             return [_lookup("base", "sign")]
-        out: list[Stage] = [self._read0, _hold]
+        out: list[Stage] = [self._read0, *self._held(0)]
         for k in range(self.levels):
             out.append(self._compare(k))
             if k < self.levels - 1:
-                out.append(_hold)
+                out += self._held(k + 1)
         return out
+
+    def _held(self, k: int) -> list[Stage]:
+        """The stages that hold level k's candidates: `_fetch` first for block RAM."""
+        return [_fetch, _hold] if self.block[k] else [_hold]
 
     def _read0(self, m: Module, v: dict[str, Any], tab: PhaseTable, run) -> dict[str, Any]:
         return {"x": v["x"], **self.read(m, 0, v["phase"], Const(0, 0), run)}
@@ -188,6 +204,12 @@ class _Search:
             }
 
         return stage
+
+
+def _fetch(m: Module, v: dict[str, Any], tab: PhaseTable, run) -> dict[str, Any]:
+    """Register everything: a block RAM bank's word in a register of its own (which
+    synthesis puts in the block's output register), no bank chosen yet."""
+    return dict(v)
 
 
 def _hold(m: Module, v: dict[str, Any], tab: PhaseTable, run) -> dict[str, Any]:
