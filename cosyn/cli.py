@@ -1,4 +1,4 @@
-"""The command line: `cosyn demo`, `train`, `build`, `sim`, `estimate`, `synth`."""
+"""The command line: `cosyn demo`, `train`, `sweep`, `build`, `sim`, `estimate`, `synth`."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from cosyn.hw import fpga, hls, rtl
 from cosyn.ir import Graph, from_qonnx, lower
 from cosyn.ir.qonnx import input_shape as qonnx_input_shape
 from cosyn.models import accuracy, data, fit, gates, harden, zoo
+from cosyn.models import sweep as sweeps
 from cosyn.models.train import BudgetPenalty, predict
 from cosyn.report import atomic_dir, graph_table
 from cosyn.scheduler import allocate
@@ -405,6 +406,57 @@ def _write_text(path: Path, text: str) -> Path:
     tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+@app.command()
+def sweep(
+    budgets: Annotated[
+        str, typer.Option(help="latency budgets, comma-separated: 4us,8us or 400cycles,...")
+    ],
+    model: Annotated[str, typer.Argument(help="package.module:factory")] = DEFAULT_MODEL,
+    out: Annotated[Path, typer.Option(help="folder of the points, table and plot")] = Path(
+        "out/sweep"
+    ),
+    device: Annotated[str, typer.Option(help="the device the budgets are for")] = "ecp5-85f",
+    seeds: Annotated[str, typer.Option(help="seeds, comma-separated")] = "0",
+    epochs: Annotated[int, typer.Option(help="training epochs per point")] = 30,
+    freq: Annotated[float, typer.Option(help="clock in MHz a latency time is read at")] = 100.0,
+    address: Annotated[
+        str | None, typer.Option(help="an existing Ray cluster (host:port); default: a local one")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="CPUs of the local Ray instance (default: all)")
+    ] = None,
+) -> None:
+    """Train MODEL with GateActs under each latency budget and seed (`cosyn train
+    --latency-budget`) as Ray tasks; print the points with their accuracy/latency front
+    and write OUT/sweep.json and OUT/front.png. Points kept in OUT/points from an
+    earlier run are not trained again."""
+    names = [b.strip() for b in budgets.split(",") if b.strip()]
+    try:
+        seed_list = [int(s) for s in seeds.split(",")]
+    except ValueError:
+        raise CosynError(f"--seeds {seeds!r}: give whole numbers, comma-separated") from None
+    if not names:
+        raise CosynError("--budgets: give at least one latency budget (4us, 400cycles)")
+    if workers is not None and workers < 1:
+        raise CosynError(f"--workers {workers}: give 1 or more")
+    net = load_model(model, act="gate")
+    d = data.digits(image=_is_image(net))
+    with torch.no_grad():  # the quantizers' statistics, as `cosyn train` takes them
+        net.train()(d.x_train[:256])
+    for b in names:  # refused now, not in a task minutes later
+        try:
+            _allocate(net, d.x_test[:1], device, _goal(b, None, None, freq))
+        except CosynError as e:
+            raise CosynError(f"--budgets {b}: {e}") from None
+    s = sweeps.sweep(model, names, out, device, seed_list, epochs, freq, address, workers)
+    console.print(s.table())
+    for k, tail in s.failed.items():
+        console.print(f"[red]{k} failed:[/red]\n{tail}")
+    console.print(f"wrote {out / 'sweep.json'} and {out / 'front.png'}")
+    if s.failed:
+        raise typer.Exit(1)
 
 
 def _act_option(act: str | None) -> dict[str, str]:
