@@ -57,8 +57,10 @@ class Chain:
     def ready(self, valids: list[bool], oready: list[bool]) -> list[bool]:
         return [not self.parts[0].skid]
 
-    def registers(self) -> list[Any]:
-        return self.parts
+    def registers(self) -> tuple:
+        """Every stage's registers and the FIFO's level, as one flat tuple."""
+        regs = tuple(x for s in self.stages for x in (s.v, s.skid))
+        return regs if self.fifo is None else (*regs, self.fifo.level)
 
     def step(self, takes: list[bool], oready: list[bool]) -> None:
         """One cycle: each stage takes from the one before when it offers and is taken.

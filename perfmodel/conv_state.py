@@ -154,26 +154,85 @@ class State:
 
     def next(self) -> None:
         """For `ConvSchedule`: the cycles `quiet` allows at once (the output ready, input
-        k offered from arrivals[k], so no longer than the input is offered (or not)
-        throughout), else one. Input j is late at cycle t + (j - k) where arr[j] - j >
-        t - k, the first such j found in the running maximum of arr[j] - j (the earlier
-        inputs were all taken in time)."""
+        k offered from arrivals[k]), else one. While the line buffer takes input k
+        offered now, the count goes on through the gaps between arrivals (`_takes`);
+        else it ends when input k arrives."""
         k, t = self.k, self.t
         offered = k < self.n_arr and self.arr[k] <= t
+        if offered and self._rdy:
+            self._takes()
+            return
         q = counts = self._quiet(offered, True)
         per = None if self.term or self.gi else self._period(offered, True, False)
         if per:
             q = max(q, per[0] * per[1])
         if k < self.n_arr and not offered:
             q = min(q, self.arr[k] - t)
-        elif offered and q > 1 and self._rdy:
-            q = min(q, self.n_arr - k, bisect_right(self.late, t - k) - k)
         if q < 2 or q >= QUIET:
             self.cycle()
         elif q <= counts:
             self._count(q, offered, True)
         else:
             self._periods(q, per, offered, True)
+
+    def _takes(self) -> None:
+        """For `next`, input k offered and the line buffer ready: the cycles that only
+        count (`_quiet`'s limits in cycles) while the inputs are taken as they arrive,
+        gaps between them included: input j at T_j = max(arr[j], T_{j-1} + 1) = j +
+        max(t - k, late[j]) (the inputs before k were taken by T_j - (j - k + 1), so
+        late[j], the running maximum of arr[i] - i, is theirs only where it is at most
+        t - k). Up to and with the last input before a row's last, the last of the
+        window the waiting pixel needs, or the input's end (`_quiet`'s limits in
+        inputs); else one cycle."""
+        k, t, g, late = self.k, self.t, self.g, self.late
+        q = self._quiet(False, True)  # the limits in cycles, without those in inputs
+        m = min(g.wc - 1 - self.wcol, self.n_arr - k)  # inputs the count may take
+        waits = not (self.term or self.gi or self.fw != self.fc or self.last_px)
+        if waits and self.wcount <= self.need:  # the pixel waits for its window (`_go`)
+            m = min(m, self.need + 1 - self.wcount)
+        tk = t - k
+        if m <= 0:
+            q = 0
+        elif late[k + m - 1] <= tk:  # each taken in the cycle after the one before
+            q = min(q, m)
+            if 2 <= q < QUIET:
+                self._count(q, True, True)
+                return
+        else:  # up to and with input k + m - 1
+            q = min(q, k + m + late[k + m - 1] - t)
+        if q < 2 or q >= QUIET:
+            self.cycle()
+            return
+        end = t + q  # the inputs taken before it
+        on = bisect_right(late, tk, k, k + m)  # those before `on` in the cycle after the last
+        times = list(range(t, t + on - k))
+        times += [j + late[j] for j in range(on, k + m) if j + late[j] < end]
+        self._count_takes(q, times)
+
+    def _count_takes(self, n: int, times: list[int]) -> None:
+        """`_count` of `n` cycles, the output ready, inputs taken at `times` only."""
+        mac, t = self.mac, self.t
+        if self._oready is not True:  # `_hold`, inline
+            self._oready, self._since = True, t
+        go = self._go() and not (mac.last & _END and mac.left >= 2)
+        if go and not self.term and not self.gi:
+            self._a = ((mac.v, mac.last, mac.left), t, self.ox, self.oy, self.fc, self.n_out)
+        if mac.left:
+            m = min(n, self.out_max - self.n_out)
+            if m > 0:
+                self.out.extend(range(t, t + m))
+            self.n_out += n
+        mac.advance(n, go, True)
+        if times:
+            m = len(times)
+            self.taken.extend(times)
+            self.k += m
+            self.wcount += m
+            self.wcol += m
+            self._took = times[-1]
+        if go:
+            self.term += n
+        self.t = t + n
 
     def ready(self) -> bool:
         """The line buffer takes the next input element."""

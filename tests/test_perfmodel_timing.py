@@ -113,6 +113,32 @@ def test_conv_schedule_equals_its_control(conv, data) -> None:
         assert np.array_equal(timing.transfers(arr)[0], taken[0])
 
 
+@settings(max_examples=40, deadline=None)
+@given(conv_timings(), st.data())
+def test_conv_schedule_takes_inputs_as_they_arrive(conv, data) -> None:
+    """`ConvSchedule.run` and `stalls` count through the gaps between arrivals (each
+    input taken as it arrives, `State._takes`): equal to the control stepped one cycle
+    at a time for two samples whose inputs come in bursts, with gaps, or on and off in
+    a repeating pattern (a producer's outputs, a gap after every pixel)."""
+    timing, n_in, n_out = conv
+    j = np.arange(2 * n_in)
+    if data.draw(st.booleans()):
+        gaps = data.draw(st.lists(st.integers(0, 5), min_size=2 * n_in, max_size=2 * n_in))
+        arr = np.cumsum(gaps) - gaps[0]
+    else:
+        on, off = data.draw(st.integers(1, 9)), data.draw(st.integers(1, 3))
+        arr = j + j // on * off
+    arr = arr.astype(np.int64)
+    taken, outs = drive(timing, [arr], 2 * n_out)
+    want_taken, want_out = timing.schedule.run(arr)
+    assert np.array_equal(want_taken, taken[0])
+    assert np.array_equal(want_out, outs[0])
+    first = arr[:n_in]
+    assert timing.schedule.first_late(first) == (
+        not np.array_equal(drive(timing, [first], n_out)[0][0], first)
+    )
+
+
 def _everything(x):
     """A control's whole state, counters and recorded cycles included (not the history
     a shortcut reads: names with a leading underscore)."""
