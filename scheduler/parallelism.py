@@ -263,9 +263,10 @@ class _Search:
         always at the least interval: the better of that design and every node at its
         largest parallelism). From every node at its smallest parallelism, the next
         parallelism up of the node that buys the most cycles per resource is taken until
-        the target is met, each trial estimated exactly; then each node, the costliest
-        first, is lowered to the smallest that keeps the target. Where no single step
-        shortens the design, the search goes on from the fastest design instead."""
+        the target is met, each trial estimated exactly (the last step: the cheapest that
+        meets it); where no single step shortens the design, the fastest design instead.
+        Then each node, the costliest first, is lowered to the smallest that keeps the
+        target, and the cheaper choices are searched best-first (`_cheapest`)."""
         fast = self.settle(self.fitting())
         top = {n: ps[-1] for n, ps in self.options.items()}
         widest = self._allocation(top, self._estimate(top))
@@ -286,7 +287,7 @@ class _Search:
         c = {n: ps[0] for n, ps in self.options.items()}
         e = self._estimate(c)
         while e.completion > latency:
-            steps = []  # (meets the target, -cycles per resource or resources, choice, estimate)
+            steps = []  # (0, resources) where a step meets the target, else (1, -cycles/resource)
             for n, ps in self.options.items():
                 i = ps.index(c[n])
                 if i + 1 == len(ps):
