@@ -104,8 +104,25 @@ class GateAct(nn.Module):
 
 
 def gates(model: nn.Module) -> dict[str, GateAct]:
-    """Every GateAct in `model`, by qualified name."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, GateAct)}
+    """Every GateAct in `model`, by qualified name, in `named_modules` order (each module
+    once). Walked without descending into a GateAct: the cost term asks every training
+    step, and a Brevitas model has hundreds of quantizer submodules."""
+    found, seen, stack = {}, set(), [("", model)]
+    while stack:
+        name, m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        if isinstance(m, GateAct):
+            found[name] = m
+            continue
+        # the children's registry itself: named_children() keeps a memo per call, which
+        # made the walk 0.7 ms of a 20 ms step
+        children = [
+            (f"{name}.{k}" if name else k, c) for k, c in m._modules.items() if c is not None
+        ]
+        stack.extend(reversed(children))
+    return found
 
 
 def gate_cost(model: nn.Module, weight: float = 1.0, costs: Costs | None = None) -> Tensor:

@@ -128,8 +128,8 @@ def cost(
     `METRICS` (cycles, or resources), or a weighted mix {metric: weight}. Equal to
     `estimate(cosyn.lower(model, ...)).<metric>` once every gate is hardened."""
     weights = _weights(metric)
-    table = _table(model, example_input, device, parallelism, refresh)
-    found = gates(model)
+    found = gates(model)  # one walk of the model's modules a step: most of the term's time
+    table = _table(model, found, example_input, device, parallelism, refresh)
     probs = torch.stack([_probs(found[name]) for name in table.names])
     return table.expected(probs, weights)
 
@@ -144,17 +144,22 @@ def cost_span(
     """The least and the most `metric` over the hardened models `cost`'s table holds: the
     range the gates' choices move the cost in (every combination where the table is full)."""
     weights = _weights(metric)
-    table = _table(model, example_input, device, parallelism, False)
+    table = _table(model, gates(model), example_input, device, parallelism, False)
     values = [table.value(combo, weights) for combo in table.values]
     return min(values), max(values)
 
 
 def _table(
-    model: nn.Module, example_input: Tensor, device: str, parallelism: Any, refresh: bool
+    model: nn.Module,
+    found: dict[str, GateAct],
+    example_input: Tensor,
+    device: str,
+    parallelism: Any,
+    refresh: bool,
 ) -> CostTable:
-    """`cost_table` of the model, kept with it while its device, parallelism and hardened
-    choices stay the same (and not `refresh`)."""
-    key = (device, repr(parallelism), tuple((n, g.choice) for n, g in gates(model).items()))
+    """`cost_table` of the model (whose gates are `found`), kept with it while its device,
+    parallelism and hardened choices stay the same (and not `refresh`)."""
+    key = (device, repr(parallelism), tuple((n, g.choice) for n, g in found.items()))
     kept = _TABLES.get(model)
     if refresh or kept is None or kept[0] != key:
         kept = (key, cost_table(model, example_input, device, parallelism))

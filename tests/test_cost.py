@@ -163,3 +163,16 @@ def test_budget_penalty_hardens_the_gates_within_the_limit(gated) -> None:
     penalty = BudgetPenalty(x, "ecp5-85f", "latency", limit)
     assert list(penalty.harden(model).values()) == ["poly", "relu"]
     assert cost(model, x).item() == lat[(1, 0)] <= limit
+
+
+def test_gates_found_as_named_modules_finds_them() -> None:
+    """The cost term's own walk of the modules: the same gates, names and order."""
+    from cosyn.models.gate import GateAct
+    from cosyn.models.zoo import cnn
+
+    shared = GateAct(channels=4)
+    nested = torch.nn.Sequential(mlp(act="gate"), torch.nn.Sequential(shared, shared), cnn(act="gate"))
+    for net in (mlp(act="gate"), nested):
+        want = {n: m for n, m in net.named_modules() if isinstance(m, GateAct)}
+        got = gates(net)
+        assert list(got) == list(want) and all(got[k] is want[k] for k in want)
