@@ -171,7 +171,9 @@ def test_gates_found_as_named_modules_finds_them() -> None:
     from cosyn.models.zoo import cnn
 
     shared = GateAct(channels=4)
-    nested = torch.nn.Sequential(mlp(act="gate"), torch.nn.Sequential(shared, shared), cnn(act="gate"))
+    nested = torch.nn.Sequential(
+        mlp(act="gate"), torch.nn.Sequential(shared, shared), cnn(act="gate")
+    )
     for net in (mlp(act="gate"), nested):
         want = {n: m for n, m in net.named_modules() if isinstance(m, GateAct)}
         got = gates(net)
