@@ -1,27 +1,34 @@
 """Training under latency budgets against the uniform-parallelism, all-ReLU baseline.
 
-Each budget trains the default MLP with GateActs (ReLU or a PolyAct per layer) by
-`cosyn train --act gate --latency-budget B` on digits: the latency joins the loss held
-by a Lagrange multiplier (`cosyn.models.train.BudgetPenalty`), the gates are hardened
-within it, each layer's parallelism is allocated for it (`cosyn.scheduler.allocate`,
-`target_latency`: the fewest multipliers that meet it) and the design is simulated on
-Icarus, whose latency is the table's (equal to the estimate, or the command fails).
-The baseline is the same MLP trained with ReLU (`cosyn train --act relu`), built with
-one parallelism P for every layer (rounded up to a divisor of its outputs), P = 1 to 64;
-its latency and LUTs are the performance model's (cycles exact, LUTs estimated on
-ECP5-85F). A design is dominated by another at least as accurate, at most as slow and
-at most as large (LUTs).
+Part 1, the front: `cosyn sweep` (Ray, two local workers) trains the default CNN with
+GateActs (ReLU or a PolyAct per layer) under each latency budget on digits: the latency
+(a sample's first input to its last output) joins the loss held by a Lagrange
+multiplier, and the LUTs at the budget's parallelism with `--lut-weight` (default 1),
+the gates are hardened within the budget, each layer's parallelism is allocated for it
+(`cosyn.scheduler.allocate`, `target_latency`: the fewest resources that meet it) and
+the design is simulated on Icarus, whose cycles are the table's (equal to the
+estimate, or the point fails). The default budgets are the uniform designs' own
+latencies at P = 8, 4 and 2. The baseline is the same CNN trained with ReLU
+(`cosyn train --act relu`), built with one parallelism P for every layer (rounded up to
+a divisor of its outputs), P = 1 to 16, its cycles and LUTs the performance model's.
+A design is dominated by another at least as accurate, at most as slow and at most as
+large (LUTs), and better in one of them.
 
-    .venv/bin/python benchmarks/training.py [--epochs 30] [--budgets 370cycles,4us] [--keep]
+Part 2, the sweep's wall time on one local Ray worker and on two: two budgets, a few
+epochs, trained afresh each time. Part 3, the cost term's share of a training step:
+`BudgetPenalty` (the expected latency over the gates' choices, and its gradient) against
+the same step without it.
 
-Each training takes 1-2 min on 2 cores (the checkpoints and reports stay in
-out/bench/training/).
+    .venv/bin/python benchmarks/training.py [--epochs 30] [--budgets 27us,54us] [--keep]
+
+Each training takes 1-2 min on one core (the checkpoints and reports stay in
+out/bench/training/; --keep reuses them).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +37,8 @@ from pathlib import Path
 import torch
 from cosyn.models import zoo
 from cosyn.models.data import digits
+from cosyn.models.sweep import Point, dominates, sweep
+from cosyn.models.train import BudgetPenalty
 from cosyn.perfmodel import estimate
 from cosyn.perfmodel.pipeline import folded, resolve_parallelism
 from rich.console import Console
@@ -38,8 +47,8 @@ from rich.table import Table
 import cosyn
 
 OUT = Path("out/bench/training")
-BUDGETS = ("370cycles", "4us", "8us", "16us")  # at 100 MHz; 370: between the gates' corners
-UNIFORM = (1, 2, 4, 8, 16, 32, 64)
+MODEL = "cosyn.models.zoo:cnn"
+UNIFORM = (1, 2, 4, 8, 16)  # 16: every layer at its outputs or 16
 
 
 def _train(args: list[str], out: Path, keep: bool) -> float | None:
@@ -61,54 +70,126 @@ def _uniform(g: cosyn.ir.Graph, p: int) -> dict[str, int]:
     return {n.name: resolve_parallelism(n, min(p, int(n.shape[0])), 1)[0] for n in g if folded(n)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--budgets", default=",".join(BUDGETS))
-    ap.add_argument("--keep", action="store_true", help="reuse the models trained before")
-    args = ap.parse_args()
-    epochs = ["--epochs", str(args.epochs)]
-    points, took = [], {}
-    for b in args.budgets.split(","):
-        out = OUT / b
-        took[b] = _train(["--act", "gate", "--latency-budget", b, *epochs], out, args.keep)
-        r = json.loads((out / "train.json").read_text())
-        a, sim = r["allocation"], r["simulation"]
-        acts = ", ".join(r["choices"].values())
-        name = f"budget {b} ({r['budget']['latency']:,} cycles)"
-        lut = a["estimate"]["lut"]
-        points.append((name, acts, r["accuracy"], sim["latency"], a["interval"],
-                       a["multipliers"], lut))  # fmt: skip
-    took["relu"] = _train(["--act", "relu", *epochs], OUT / "relu", args.keep)
-    net = zoo.mlp(act="relu")
+def _baseline(epochs: int, keep: bool) -> tuple[list[Point], float | None]:
+    """The all-ReLU MLP trained once, at each uniform parallelism: points (budget: the
+    design's name), and the training's wall seconds (None: kept)."""
+    took = _train([MODEL, "--act", "relu", "--epochs", str(epochs)], OUT / "relu", keep)
+    net = zoo.cnn(act="relu")
     net.load_state_dict(torch.load(OUT / "relu" / "model.pt", weights_only=True))
-    d = digits()
+    d = digits(image=True)
     acc = cosyn.models.accuracy(net, d.x_test, d.y_test)
     g = cosyn.lower(net.eval(), d.x_test[:1])
-    base = []
+    points = []
     for p in UNIFORM:
         par = _uniform(g, p)
         e = estimate(g, "ecp5-85f", par)
-        base.append((f"uniform P={p}", "relu, relu", acc, e.latency, e.interval,
-                     sum(par.values()), e.lut))  # fmt: skip
+        points.append(Point(f"uniform P={p}", 0, acc, e.completion, e.interval, float(e.lut),
+                            sum(par.values()), {"1": "relu", "2": "relu"}))  # fmt: skip
+    return points, took
 
-    t = Table(title=f"digits MLP on ECP5-85F, {args.epochs} epochs, seed 0")
-    left = ("design", "activations", "dominated by")
-    for c in ("design", "activations", "accuracy %", "latency", "interval", "multipliers",
-              "LUT", "dominated by"):  # fmt: skip
+
+def _front_table(points: list[Point], base: list[Point], epochs: int, took: str) -> Table:
+    t = Table(title=f"digits CNN on ECP5-85F, {epochs} epochs")
+    left = ("design", "activations", "dominated by", "dominates")
+    for c in ("design", "activations", "accuracy %", "whole answer", "interval",
+              "multipliers", "LUT", "dominated by", "dominates"):  # fmt: skip
         t.add_column(c, justify="left" if c in left else "right")
-    rows = [*points, *base]
-    for row in rows:
-        who = [q[0].split(" (")[0] for q in rows if q is not row and q[2] >= row[2]
-               and q[3] <= row[3] and q[6] <= row[6]]  # fmt: skip
-        t.add_row(row[0], row[1], f"{row[2]:.2f}", f"{row[3]:,}", f"{row[4]:,}", str(row[5]),
-                  f"{row[6]:,.0f}", ", ".join(who))  # fmt: skip
+
+    def name(p: Point) -> str:
+        return p.budget if p in base else f"budget {p.budget}, seed {p.seed}"
+
+    rows = [*sorted(points, key=lambda p: p.completion), *base]
+    for p in rows:
+        by = [name(q) for q in rows if dominates(q, p)]
+        over = [name(q) for q in rows if dominates(p, q)]
+        t.add_row(name(p), ", ".join(p.choices.values()), f"{p.accuracy:.2f}",
+                  f"{p.completion:,}", f"{p.interval:,}", str(p.multipliers), f"{p.lut:,.0f}",
+                  ", ".join(by), ", ".join(over))  # fmt: skip
     t.caption = (
-        "budgets: latency simulated on Icarus (= estimate); uniform: the performance model's "
-        "cycles; LUT estimated. Training wall time: "
-        + ", ".join(f"{k} {v:.0f} s" if v else f"{k} kept" for k, v in took.items())
+        "cycles from a sample's first input to its last output: budgets' simulated on "
+        f"Icarus (= estimate), uniform designs' the performance model's; LUT estimated. {took}"
     )
-    Console(width=150).print(t)
+    return t
+
+
+def _wall(budgets: list[str], epochs: int) -> Table:
+    """The same small sweep trained afresh on one local Ray worker, then on two."""
+    t = Table(title=f"cosyn sweep wall time: {len(budgets)} budgets, {epochs} epochs each")
+    for c in ("Ray workers", "points", "wall s", "speed-up"):
+        t.add_column(c, justify="right")
+    first = None
+    for w in (1, 2):
+        out = OUT / f"wall-{w}"
+        shutil.rmtree(out, ignore_errors=True)
+        s = sweep(MODEL, budgets, out, epochs=epochs, workers=w, progress=False, lut_weight=1.0)
+        first = first or s.wall_s
+        t.add_row(str(w), str(len(s.points)), f"{s.wall_s:.0f}", f"{first / s.wall_s:.2f}x")
+    t.caption = "a local Ray instance each; every point a fresh process on one torch thread"
+    return t
+
+
+def _overhead(steps: int = 60) -> Table:
+    """A training step's wall time (the gated CNN, batch 64; mean of `steps`) and the cost
+    term's own (`BudgetPenalty`: the expected latency over the gates' choices and its
+    gradient; mean of `steps` calls), measured apart, since the step varies by more than
+    the term costs on shared cores; and the one-time cost table."""
+    d = digits(image=True)
+    torch.manual_seed(0)
+    net = zoo.cnn(act="gate")
+    with torch.no_grad():
+        net.train()(d.x_train[:256])
+    penalty = BudgetPenalty(d.x_test[:1], "ecp5-85f", "completion", 400)
+    t0 = time.perf_counter()
+    penalty(net)  # the cost table: one estimate per combination of the gates' choices
+    table_s = time.perf_counter() - t0
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        idx = torch.randint(0, len(d.x_train), (64,))
+        out = net(d.x_train[idx])
+        loss = torch.nn.functional.cross_entropy(getattr(out, "value", out), d.y_train[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    step = (time.perf_counter() - t0) / steps * 1e3
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        penalty(net).backward()
+    term = (time.perf_counter() - t0) / steps * 1e3
+    t = Table(title="the cost term's share of a training step (gated CNN, batch 64)")
+    for c in ("step ms", "cost term ms", "share", "cost table once s"):
+        t.add_column(c, justify="right")
+    t.add_row(f"{step:.1f}", f"{term:.2f}", f"{term / step:.1%}", f"{table_s:.2f}")
+    t.caption = f"means of {steps} steps and of {steps} calls with their gradient"
+    return t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--budgets", help="default: the uniform designs' latencies at P=8, 4, 2")
+    ap.add_argument("--lut-weight", type=float, default=1.0)
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--wall-epochs", type=int, default=5)
+    ap.add_argument("--keep", action="store_true", help="reuse the models trained before")
+    args = ap.parse_args()
+    console = Console(width=160)
+    base, took = _baseline(args.epochs, args.keep)
+    by_p = {p.budget: p for p in base}
+    budgets = (args.budgets.split(",") if args.budgets else
+               [f"{by_p[f'uniform P={p}'].completion}cycles" for p in (8, 4, 2)])  # fmt: skip
+    out = OUT / "sweep"
+    if not args.keep:
+        shutil.rmtree(out, ignore_errors=True)
+    s = sweep(MODEL, budgets, out, seeds=[int(x) for x in args.seeds.split(",")],
+              epochs=args.epochs, workers=2, lut_weight=args.lut_weight)  # fmt: skip
+    for k, tail in s.failed.items():
+        console.print(f"{k} failed:\n{tail}")
+    relu = f"{took:.0f} s" if took else "kept"
+    note = f"Training: the sweep {s.wall_s:.0f} s on two Ray workers, the ReLU model {relu}."
+    console.print(_front_table(s.points, base, args.epochs, note))
+    console.print(_wall(budgets[-2:], args.wall_epochs))
+    console.print(_overhead())
 
 
 if __name__ == "__main__":

@@ -237,13 +237,20 @@ def train(
         float | None,
         typer.Option(help="weight of the latency (relative to the first step's) in the loss"),
     ] = None,
+    lut_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="with --latency-budget: weight of the LUTs in the loss (1: the range the "
+            "gates move them in weighs one unit of the task loss)"
+        ),
+    ] = None,
     freq: Annotated[float, typer.Option(help="clock in MHz a latency time is read at")] = 100.0,
 ) -> None:
     """Train a model on the digits data set and save its state_dict. With a budget, the
     hardware cost joins the loss (its GateActs learn the cheaper choice where the budget
     needs it), each layer's parallelism is allocated to meet the budget, and the design is
     estimated and simulated."""
-    goal = _goal(latency_budget, lut_budget, cost_weight, freq)
+    goal = _goal(latency_budget, lut_budget, cost_weight, freq, lut_weight)
     net = load_model(model, **_act_option(act))
     d = data.digits(image=_is_image(net))
     x0 = d.x_test[:1]
@@ -253,7 +260,11 @@ def train(
             net.train()(d.x_train[:256])
         alloc = _allocate(net, x0, device, goal)  # refuses an unreachable budget now
         penalty = _penalty(net, x0, device, goal, alloc)
-    acc = fit(net, d, epochs=epochs, seed=seed, extra_loss=penalty)
+    extra = penalty
+    if goal is not None and goal.lut_weight is not None:
+        luts = _lut_term(net, x0, device, goal.lut_weight, alloc.parallelism)
+        extra = lambda m: penalty(m) + luts(m)  # noqa: E731
+    acc = fit(net, d, epochs=epochs, seed=seed, extra_loss=extra)
     if isinstance(penalty, BudgetPenalty) and penalty.history:
         costs, lams = zip(*penalty.history, strict=True)
         console.print(
@@ -283,18 +294,30 @@ class _Goal:
     lut: int | None
     weight: float | None
     freq: float
+    lut_weight: float | None = None
 
     def describe(self) -> str:
         if self.latency is not None:
-            return f"latency {self.latency:,} cycles ({self.latency / self.freq:.2f} us)"
+            luts = "" if self.lut_weight is None else f", LUTs weighted {self.lut_weight:g}"
+            return f"latency {self.latency:,} cycles ({self.latency / self.freq:.2f} us){luts}"
         if self.lut is not None:
             return f"{self.lut:,} LUT"
         return f"latency weighted {self.weight}"
 
 
-def _goal(latency: str | None, lut: int | None, weight: float | None, freq: float) -> _Goal | None:
+def _goal(
+    latency: str | None,
+    lut: int | None,
+    weight: float | None,
+    freq: float,
+    lut_weight: float | None = None,
+) -> _Goal | None:
     given = [o for o, v in (("--latency-budget", latency), ("--lut-budget", lut),
                             ("--cost-weight", weight)) if v is not None]  # fmt: skip
+    if lut_weight is not None and (latency is None or not lut_weight > 0):
+        raise CosynError(
+            f"--lut-weight {lut_weight}: give a positive weight, with a --latency-budget"
+        )
     if not given:
         return None
     if len(given) > 1:
@@ -305,7 +328,8 @@ def _goal(latency: str | None, lut: int | None, weight: float | None, freq: floa
         raise CosynError(f"--lut-budget {lut}: give a positive number of LUTs")
     if weight is not None and not weight > 0:
         raise CosynError(f"--cost-weight {weight}: give a positive weight")
-    return _Goal(None if latency is None else _cycles(latency, freq), lut, weight, freq)
+    cycles = None if latency is None else _cycles(latency, freq)
+    return _Goal(cycles, lut, weight, freq, lut_weight)
 
 
 _UNITS = {"s": 1e6, "ms": 1e3, "us": 1.0, "ns": 1e-3}  # in microseconds
@@ -354,6 +378,16 @@ def _penalty(net: nn.Module, x0: torch.Tensor, device: str, goal: _Goal, a) -> o
     first = float(perfmodel.cost(net, x0, device, "completion", a.parallelism))
     weight, par = goal.weight, a.parallelism
     return lambda m: weight * perfmodel.cost(m, x0, device, "completion", par) / first
+
+
+def _lut_term(net: nn.Module, x0: torch.Tensor, device: str, weight: float, par) -> object:
+    """weight * the expected LUTs at parallelism `par` over the gates' choices, from 0 at
+    the cheapest choices to `weight` at the costliest (`perfmodel.loss.cost_span`)."""
+    from cosyn.perfmodel.loss import cost_span  # loads on use (see perfmodel)
+
+    lo, hi = cost_span(net, x0, device, "lut", par)
+    spread = hi - lo if hi > lo else 1.0
+    return lambda m: weight * (perfmodel.cost(m, x0, device, "lut", par) - lo) / spread
 
 
 def _report_budget(
@@ -427,6 +461,9 @@ def sweep(
     workers: Annotated[
         int | None, typer.Option(help="CPUs of the local Ray instance (default: all)")
     ] = None,
+    lut_weight: Annotated[
+        float | None, typer.Option(help="weight of the LUTs in each training's loss")
+    ] = None,
 ) -> None:
     """Train MODEL with GateActs under each latency budget and seed (`cosyn train
     --latency-budget`) as Ray tasks; print the points with their accuracy/latency front
@@ -447,10 +484,11 @@ def sweep(
         net.train()(d.x_train[:256])
     for b in names:  # refused now, not in a task minutes later
         try:
-            _allocate(net, d.x_test[:1], device, _goal(b, None, None, freq))
+            _allocate(net, d.x_test[:1], device, _goal(b, None, None, freq, lut_weight))
         except CosynError as e:
             raise CosynError(f"--budgets {b}: {e}") from None
-    s = sweeps.sweep(model, names, out, device, seed_list, epochs, freq, address, workers)
+    s = sweeps.sweep(model, names, out, device, seed_list, epochs, freq, address, workers,
+                     lut_weight=lut_weight)  # fmt: skip
     console.print(s.table())
     for k, tail in s.failed.items():
         console.print(f"[red]{k} failed:[/red]\n{tail}")

@@ -1,7 +1,8 @@
 """`sweep`: one model trained per latency budget (and seed) as Ray tasks, and their front.
 
-Each point is `cosyn train MODEL --act gate --latency-budget B --seed S` (the hardware
-cost in the loss, the gates hardened within the budget, the parallelism allocated for it,
+Each point is `cosyn train MODEL --act gate --latency-budget B --seed S` (with
+`--lut-weight W` where given: the LUTs priced within the budget; the hardware cost in
+the loss, the gates hardened within the budget, the parallelism allocated for it,
 the design simulated on Icarus: `train.json`). A point runs as a Ray task in its own
 process: on a local Ray instance by default (`workers` CPUs), or on an existing cluster
 at `address` whose nodes have cosyn installed. The task sends the checkpoint and the
@@ -210,12 +211,15 @@ def sweep(
     address: str | None = None,
     workers: int | None = None,
     progress: bool = True,
+    lut_weight: float | None = None,
 ) -> Sweep:
     """Train `model` (package.module:factory, with GateActs) under each latency budget
     (as `cosyn train --latency-budget`: `4us`, `400cycles`) and seed as Ray tasks;
     points already kept under `out/points/` are not trained again. Writes
     `out/sweep.json` and `out/front.png`. A point whose training fails is reported in
-    `Sweep.failed` (its last lines) and the others are kept; CosynError if none is left."""
+    `Sweep.failed` (its last lines) and the others are kept; CosynError if none is left.
+    Keep one `out` per model, device, epochs and LUT weight: a point is known by its
+    budget and seed."""
     out = Path(out)
     t0 = time.perf_counter()
     todo, points = {}, []
@@ -236,6 +240,8 @@ def sweep(
             args = {k: ["--act", "gate", "--latency-budget", b, "--seed", str(s), "--epochs",
                         str(epochs), "--device", device, "--freq", str(freq)]
                     for k, (b, s) in todo.items()}  # fmt: skip
+            if lut_weight is not None:
+                args = {k: [*a, "--lut-weight", str(lut_weight)] for k, a in args.items()}
             running = {task.remote(model, a): k for k, a in args.items()}
             with Progress(disable=not progress, transient=True) as bar:
                 job = bar.add_task(f"training {len(todo)} points", total=len(todo))

@@ -203,6 +203,8 @@ def test_build_of_a_conv1d_model_checks_brevitas_on_its_own_shape(tmp_path, monk
         (("--latency-budget", "2 parsecs"), "give a time"),
         (("--latency-budget", "8us", "--lut-budget", "9000"), "give one budget or weight"),
         (("--lut-budget", "0"), "positive number of LUTs"),
+        (("--lut-weight", "1"), "--lut-weight 1.0: give a positive weight, with a --latency"),
+        (("--latency-budget", "8us", "--lut-weight", "-1"), "--lut-weight -1.0: give a positive"),
     ],
 )
 def test_train_refuses_a_budget_before_training(tmp_path, args, message):

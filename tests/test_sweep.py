@@ -28,11 +28,13 @@ def test_front_keeps_what_nothing_dominates() -> None:
 
 @pytest.mark.slow
 def test_sweep_trains_each_budget_on_ray_and_keeps_the_points(tmp_path) -> None:
-    """One point: `cosyn train --latency-budget 6us` in a Ray task (the gates trained with
-    the budget in the loss, the parallelism allocated for it, the design simulated on
-    Icarus: the whole answer within 600 cycles, as estimated), kept, and kept again."""
+    """One point: `cosyn train --latency-budget 6us --lut-weight 1` in a Ray task (the
+    gates trained with the budget and the LUTs in the loss, the parallelism allocated for
+    it, the design simulated on Icarus: the whole answer within 600 cycles, as
+    estimated), kept, and kept again."""
     out = tmp_path / "sweep"
-    args = ("sweep", "--budgets", "6us", "--epochs", "1", "--workers", "1", "--out", str(out))
+    args = ("sweep", "--budgets", "6us", "--lut-weight", "1", "--epochs", "1", "--workers", "1",
+            "--out", str(out))  # fmt: skip
     r = cli(*args)
     assert r.returncode == 0, r.stderr
     point = out / "points" / "6us-seed0"
@@ -41,7 +43,7 @@ def test_sweep_trains_each_budget_on_ray_and_keeps_the_points(tmp_path) -> None:
     assert a["estimate"]["completion"] == sim["completion"] <= 600 and sim["mismatches"] == 0
     assert a["estimate"]["latency"] == sim["latency"]
     assert sum(a["parallelism"].values()) < 101  # fewer than the fastest design's multipliers
-    assert report["budget"]["latency"] == 600
+    assert report["budget"]["latency"] == 600 and report["budget"]["lut_weight"] == 1.0
     assert set(report["choices"].values()) <= {"relu", "poly"}
     s = json.loads((out / "sweep.json").read_text())
     assert [p["budget"] for p in s["points"]] == ["6us"] and s["front"] == ["6us-seed0"]
