@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cosyn.ir import Graph
 
-__all__ = ["atomic_dir", "graph_table"]
+__all__ = ["atomic_dir", "graph_table", "save_png"]
 
 
 def graph_table(g: Graph) -> str:
@@ -48,3 +48,16 @@ def atomic_dir(out: Path) -> Iterator[Path]:
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
+
+
+def save_png(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure to `path` as a PNG, whole or not at all (a hidden
+    temporary file beside it, then renamed), and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

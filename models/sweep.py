@@ -32,6 +32,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from cosyn.errors import CosynError
+from cosyn.report import save_png
 
 __all__ = ["Point", "Sweep", "dominates", "front", "sweep"]
 
@@ -138,12 +139,7 @@ class Sweep:
         ax.set_title(f"{self.model} on {self.device}")
         ax.legend()
         fig.tight_layout()
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, dpi=100)
-        plt.close(fig)
-        tmp.replace(path)
-        return path
+        return save_png(fig, path)
 
 
 def _train_point(model: str, args: list[str]) -> tuple[int, str, str | None, bytes | None]:

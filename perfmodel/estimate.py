@@ -20,6 +20,7 @@ from cosyn.perfmodel.resources import FEATURES, Resources, cost, delay_ns, primi
 from rich.table import Table
 
 from cosyn.ir.graph import Graph
+from cosyn.report import save_png
 
 __all__ = ["Estimate", "NodeEstimate", "coefficients", "estimate", "estimate_plan"]
 
@@ -205,12 +206,7 @@ class Estimate:
         ax1.legend()
         ax1.set_xticks(list(x), names, rotation=45, ha="right")
         fig.tight_layout()
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, dpi=100)
-        plt.close(fig)
-        tmp.replace(path)
-        return path
+        return save_png(fig, path)
 
 
 def estimate_plan(p: Plan, dev: str | Device = "ecp5-85f") -> Estimate:
