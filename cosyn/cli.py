@@ -262,8 +262,7 @@ def train(
         penalty = _penalty(net, x0, device, goal, alloc)
     extra = penalty
     if goal is not None and goal.lut_weight is not None:
-        luts = _lut_term(net, x0, device, goal.lut_weight, alloc.parallelism)
-        extra = lambda m: penalty(m) + luts(m)  # noqa: E731
+        extra = _with_luts(penalty, net, x0, device, goal.lut_weight, alloc.parallelism)
     acc = fit(net, d, epochs=epochs, seed=seed, extra_loss=extra)
     if isinstance(penalty, BudgetPenalty) and penalty.history:
         costs, lams = zip(*penalty.history, strict=True)
@@ -380,14 +379,22 @@ def _penalty(net: nn.Module, x0: torch.Tensor, device: str, goal: _Goal, a) -> o
     return lambda m: weight * perfmodel.cost(m, x0, device, "completion", par) / first
 
 
-def _lut_term(net: nn.Module, x0: torch.Tensor, device: str, weight: float, par) -> object:
-    """weight * the expected LUTs at parallelism `par` over the gates' choices, from 0 at
-    the cheapest choices to `weight` at the costliest (`perfmodel.loss.cost_span`)."""
+def _with_luts(
+    penalty, net: nn.Module, x0: torch.Tensor, device: str, weight: float, par
+) -> object:
+    """The loss term `penalty` plus weight * the expected LUTs at parallelism `par` over the
+    gates' choices, from 0 at the cheapest choices to `weight` at the costliest
+    (`perfmodel.loss.cost_span`)."""
     from cosyn.perfmodel.loss import cost_span  # loads on use (see perfmodel)
 
     lo, hi = cost_span(net, x0, device, "lut", par)
     spread = hi - lo if hi > lo else 1.0
-    return lambda m: weight * (perfmodel.cost(m, x0, device, "lut", par) - lo) / spread
+
+    def term(m: nn.Module) -> torch.Tensor:
+        luts = (perfmodel.cost(m, x0, device, "lut", par) - lo) / spread
+        return penalty(m) + weight * luts
+
+    return term
 
 
 def _report_budget(
