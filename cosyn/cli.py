@@ -30,7 +30,7 @@ from cosyn.ir.qonnx import input_shape as qonnx_input_shape
 from cosyn.models import accuracy, data, fit, gates, harden, zoo
 from cosyn.models import sweep as sweeps
 from cosyn.models.train import BudgetPenalty, predict
-from cosyn.report import atomic_dir, graph_table
+from cosyn.report import atomic_dir, graph_table, write_text
 from cosyn.scheduler import allocate
 
 app = typer.Typer(
@@ -430,7 +430,7 @@ def _report_budget(
            "mismatches": r.mismatches}  # fmt: skip
     report = {**trained, "budget": dataclasses.asdict(goal), "device": e.device,
               "allocation": json.loads(a.to_json()), "simulation": sim}  # fmt: skip
-    path = _write_text(out.parent / "train.json", json.dumps(report, indent=2) + "\n")
+    path = write_text(out.parent / "train.json", json.dumps(report, indent=2) + "\n")
     console.print(
         f"{'bit-exact' if r.mismatches == 0 else f'{r.mismatches} MISMATCHES'}, simulated "
         f"whole answer in {r.completion:,} cycles = {r.completion / goal.freq:.2f} us at "
@@ -438,15 +438,6 @@ def _report_budget(
     )
     if not exact:
         raise typer.Exit(1)
-
-
-def _write_text(path: Path, text: str) -> Path:
-    """Write `text` to `path` whole or not at all (a temporary file moved into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
 
 
 @app.command()
@@ -630,7 +621,7 @@ def estimate(
     console.print(e.table())
     console.print(f"{what} in {ms:.0f} ms")
     if json_out is not None:
-        _write_text(json_out, e.to_json())
+        write_text(json_out, e.to_json())
         console.print(f"wrote {json_out}")
     if plot is not None:
         plot.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cosyn.ir import Graph
 
-__all__ = ["atomic_dir", "graph_table", "save_png"]
+__all__ = ["atomic_dir", "graph_table", "save_png", "write_text"]
 
 
 def graph_table(g: Graph) -> str:
@@ -59,5 +59,15 @@ def save_png(fig, path: str | Path) -> Path:
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` whole or not at all (a temporary file moved into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
     tmp.replace(path)
     return path

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from cosyn.errors import CosynError
-from cosyn.report import save_png
+from cosyn.report import atomic_dir, save_png, write_text
 
 __all__ = ["Point", "Sweep", "dominates", "front", "sweep"]
 
@@ -158,16 +157,6 @@ def _train_point(model: str, args: list[str]) -> tuple[int, str, str | None, byt
         return 0, tail, report.read_text(), ckpt.read_bytes()
 
 
-def _keep(folder: Path, report: str, checkpoint: bytes) -> None:
-    """Write one point's folder whole: a temporary folder beside it, then renamed."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    (tmp / "model.pt").write_bytes(checkpoint)
-    (tmp / "train.json").write_text(report)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-
-
 def _start_ray(address: str | None, workers: int | None):
     """ray, initialized: a local instance of `workers` CPUs, or the cluster at `address`
     (a host:port that does not answer is refused at once; Ray itself retries for minutes)."""
@@ -248,7 +237,9 @@ def sweep(
                     if status:
                         failed[k] = tail
                     else:
-                        _keep(out / "points" / k, report, ckpt)
+                        with atomic_dir(out / "points" / k) as tmp:  # kept whole
+                            (tmp / "model.pt").write_bytes(ckpt)
+                            (tmp / "train.json").write_text(report)
                         points.append(Point.from_report(*todo[k], json.loads(report)))
                     bar.advance(job)
         except KeyboardInterrupt:
@@ -263,9 +254,6 @@ def sweep(
             + "; ".join(f"{k}: {v.splitlines()[-1] if v else 'failed'}" for k, v in failed.items())
         )
     s = Sweep(model, device, points, len(todo) - len(failed), time.perf_counter() - t0, failed)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".sweep.json.tmp"
-    tmp.write_text(s.to_json())
-    tmp.replace(out / "sweep.json")
+    write_text(out / "sweep.json", s.to_json())
     s.plot(out / "front.png", freq)
     return s
