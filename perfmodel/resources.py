@@ -23,15 +23,15 @@ from typing import Any
 import numpy as np
 from cosyn.perfmodel.devices import Device
 from cosyn.perfmodel.mac import NARROW, multiply_stages
-from cosyn.perfmodel.thresholds import candidates, threshold_cols
+from cosyn.perfmodel.thresholds import BLOCK_BANK, block_levels, candidates, threshold_cols
 
 from cosyn.ir.nodes import IntType, int_type_for_range
 
 __all__ = [
     "AUTO",
     "BANK",
-    "BANKED",
     "BLOCK",
+    "BLOCK_ROM_BITS",
     "CLOCK_FEATURES",
     "FANOUT",
     "FEATURES",
@@ -49,19 +49,24 @@ __all__ = [
     "placement",
     "primitives",
     "weight_rows",
+    "weights_in_block",
 ]
 
 
 # How the RTL lays out memories and shared registers (hw/rtl reads these, so the two
 # cannot differ): where a memory goes (LUT: LUT ROM or RAM, BLOCK: block RAM, AUTO:
 # yosys decides), the bank size of banked memories, the depths above which ROMs and
-# RAMs go to block RAM (a DP16KD read, as yosys maps it, takes most of a 150 MHz cycle),
-# and how many lanes one copy of a shared register feeds.
+# RAMs go to block RAM, and how many lanes one copy of a shared register feeds. A
+# DP16KD's read, as yosys maps it, takes most of a 150 MHz cycle; where the register
+# behind it has no reset, the flow moves that register into the block (hw/fpga/_outreg).
 LUT, BLOCK, AUTO = "lut", "block", "auto"
 BANK = 64  # words of a bank of a banked ROM or buffer
 ROM_DEPTH = 256  # ROMs deeper than this go to block RAM, shallower ones to LUTs
 RAM_DEPTH = 1024  # the same for RAMs, shallower ones to LUT RAM
-BANKED = 1024  # threshold ROMs of ROM_DEPTH to this many words: LUT ROMs in banks
+# a weight ROM of at least BANK words and this many bits goes to block RAM whole, where
+# each block (a DP16KD: 512 words of 36 bits) replaces 144 LUTs or more of a LUT ROM;
+# the weights' register behind it becomes the block's output register (hw/fpga/_outreg)
+BLOCK_ROM_BITS = 2048
 FANOUT = 16  # lanes fed by one copy of a shared register
 
 
@@ -69,6 +74,12 @@ def placement(depth: int, rom: bool) -> str:
     """Where the RTL asks synthesis to put one memory of `depth` words: block RAM above
     `ROM_DEPTH` words (a ROM) or `RAM_DEPTH` (a RAM), else LUTs."""
     return BLOCK if depth > (ROM_DEPTH if rom else RAM_DEPTH) else LUT
+
+
+def weights_in_block(depth: int, width: int) -> bool:
+    """Whether a weight ROM of `depth` words of `width` bits is one block RAM memory (at
+    least `BANK` words and `BLOCK_ROM_BITS` bits) rather than LUT ROM banks of `BANK` words."""
+    return depth >= BANK and depth * width >= BLOCK_ROM_BITS
 
 
 def copies(n: int, fanout: int = FANOUT) -> int:
@@ -175,12 +186,19 @@ def _mac(p: int, acc: IntType, w_bits: int, x_bits: int, prims: Primitives) -> N
 
 
 def _weights(prims: Primitives, rows: np.ndarray, w_bits: int, groups: int, b_bits: int) -> None:
-    """The weight ROM (`weight_rows`, in LUT banks of `BANK` rows, each read registered,
-    the bank chosen after: `hw/rtl/_rom.weight_roms`) and the bias ROM (yosys decides)."""
-    banks = [_rom_bits(rows[k : k + BANK], w_bits) for k in range(0, len(rows), BANK)]
-    width = _rom_banks(prims, banks)
-    prims.reg_bits += width if len(banks) == 1 else 0  # a lone bank's registered read
-    prims.mems.append((groups, len(rows[0]) * b_bits, True, AUTO, None))
+    """The weight ROM (`weight_rows`: one block RAM memory, `weights_in_block`, whose
+    output register holds the weights' register; else LUT banks of `BANK` rows, each
+    read registered, the bank chosen after: `hw/rtl/_rom.weight_roms`) and the bias ROM
+    (yosys decides)."""
+    p = len(rows[0])
+    if weights_in_block(len(rows), p * w_bits):
+        prims.mems.append((len(rows), p * w_bits, True, BLOCK, None))
+        prims.reg_bits -= p * w_bits  # `_mac`'s weight registers, in the block
+    else:
+        banks = [_rom_bits(rows[k : k + BANK], w_bits) for k in range(0, len(rows), BANK)]
+        width = _rom_banks(prims, banks)
+        prims.reg_bits += width if len(banks) == 1 else 0  # a lone bank's registered read
+    prims.mems.append((groups, p * b_bits, True, AUTO, None))
 
 
 def _rom_banks(prims: Primitives, banks: list[np.ndarray]) -> int:
@@ -276,8 +294,10 @@ def _shift(stage: Any) -> Primitives:
 def _threshold(stage: Any) -> Primitives:
     """The binary search of `hw/rtl/_requant.threshold_block`: per level a compare while
     the next level's candidate pair is read from its ROM (`thresholds.candidates`, by
-    phase and prefix), then a stage that holds the pair; base plus or minus the count at
-    the end. A ROM's bits that are the same in every word are constants, not memory."""
+    phase and prefix), then a stage that holds the pair (behind one more for a ROM in
+    block RAM, `block_levels`, whose banks' words it registers in the blocks' output
+    registers); base plus or minus the count at the end. A ROM's bits that are the same
+    in every word are constants, not memory."""
     node, ctx = stage.node, stage.ctx
     x, y = ctx.in_type.bits, node.dtype.bits
     cols, levels = threshold_cols(node, ctx)
@@ -285,19 +305,30 @@ def _threshold(stage: Any) -> Primitives:
     prims = Primitives()
     tt = _bits(np.append(t, [ctx.in_type.lo, ctx.in_type.hi + 1]))
     pbits = (len(t) - 1).bit_length()
+    block = block_levels(len(t), levels)
     pair = []  # bits of level k's candidate pair as read (0: a constant)
     for k in range(levels):
         words = candidates(t, levels, k)
-        size = BANK if ROM_DEPTH < len(words) <= BANKED else len(words)
-        banks = [_rom_bits(words[j : j + size], tt) for j in range(0, len(words), size)]
-        pair.append(_rom_banks(prims, banks) if len(words) > 1 else 0)
+        if len(words) == 1:
+            pair.append(0)
+        elif block[k]:
+            starts = range(0, len(words), BLOCK_BANK)
+            banks = [_rom_bits(words[j : j + BLOCK_BANK], tt) for j in starts]
+            for b in banks:  # each word read into its block's output register
+                prims.mems.append((len(b), b.shape[1], True, BLOCK, b))
+            pair.append(max(b.shape[1] for b in banks))
+            prims.mux_bits += (len(banks) - 1) * pair[-1]
+        else:
+            pair.append(_rom_banks(prims, [_rom_bits(words, tt)]))
     table = _table(prims, stage, 2 * y, cols["t"], cols["base"], cols["sign"])
     widths = [x + pbits] if levels else [table]
     for k in range(levels):
+        if block[k]:
+            widths.append(x + pbits + k)  # the blocks' words registered within them
         widths.append(x + pbits + k + pair[k])  # hold level k's pair
         if k < levels - 1:
             widths.append(x + pbits + k + 1)  # compare k (the next pair: the ROM's register)
-            prims.reg_bits += pair[k + 1]
+            prims.reg_bits += pair[k + 1] * (not block[k + 1])
         else:
             widths.append(levels + table)
     if levels:

@@ -52,12 +52,13 @@ def level_words(period: int, k: int) -> int:
 
 
 def block_levels(period: int, levels: int) -> list[bool]:
-    """Per level, whether its ROM is in block RAM: deeper than `resources.BANKED` words
-    (shallower ones are LUT ROMs). Such a ROM is banks of `BLOCK_BANK` words, each word
-    read into the block's output register, one chosen a stage later."""
-    from cosyn.perfmodel.resources import BANKED  # resources reads this module
+    """Per level, whether its ROM is in block RAM: deeper than a LUT ROM bank
+    (`resources.BANK` words; shallower ones are LUT ROMs). Such a ROM is banks of
+    `BLOCK_BANK` words, each word read into the block's output register, one chosen a
+    stage later."""
+    from cosyn.perfmodel.resources import BANK  # resources reads this module
 
-    return [level_words(period, k) > BANKED for k in range(levels)]
+    return [level_words(period, k) > BANK for k in range(levels)]
 
 
 def threshold_cols(node: Any, ctx: Any) -> tuple[dict[str, np.ndarray], int]:

@@ -191,11 +191,12 @@ def test_threshold_bank_per_channel_both_signs() -> None:
     assert np.array_equal(y, node.eval(x))
 
 
-@pytest.mark.parametrize(("c", "n"), [(16, 127), (40, 120)])
-def test_threshold_bank_deep_per_channel_tables(c, n) -> None:
-    """Level ROMs of 512 words (banked LUT ROMs) and of 2048 (block RAM, in two banks
-    whose words are registered a stage before one is chosen: one stage more); thresholds
-    out of the input range at both ends."""
+@pytest.mark.parametrize(("c", "n", "block"), [(16, 127, 3), (40, 120, 5)])
+def test_threshold_bank_deep_per_channel_tables(c, n, block) -> None:
+    """Level ROMs of up to 64 words in LUTs; deeper ones in block RAM, one stage more
+    each: 128 to 1024 words one bank, 2048 and 4096 in banks of 1024 whose words are
+    registered a stage before one is chosen. Thresholds out of the input range at both
+    ends."""
     rng = np.random.default_rng(c)
     t = IntType(12, True)
     thr = np.sort(rng.integers(-2100, 2100, (c, n)), axis=1)
@@ -203,9 +204,9 @@ def test_threshold_bank_deep_per_channel_tables(c, n) -> None:
                      base=rng.integers(-60, -50, c), sign=np.ones(c, np.int64))  # fmt: skip
     x = _edges(t, (c,), rng, n=8)
     x[3] = thr[:, n // 2]
-    y, block, *_ = _run(node, Ctx((t,), ((c,),)), x, gaps=0.2, stalls=0.2)
+    y, blk, *_ = _run(node, Ctx((t,), ((c,),)), x, gaps=0.2, stalls=0.2)
     assert np.array_equal(y, node.eval(x))
-    assert block.cycles.latency == threshold_stages(7) + (c > 32)
+    assert blk.cycles.latency == threshold_stages(7, block)
 
 
 @pytest.mark.parametrize("n", [0, 1])

@@ -59,12 +59,12 @@ class DenseBlock(wiring.Component):
         i = Signal(range(max(n, 2)))
         raddr, widx = Signal(range(2 * n)), Signal(range(self.groups * n))
         issue = full[rd_bank] & ~mac.stall
-        br, ws, bs = self._roms(m, widx, ~mac.stall)
+        br, ws, bs, block = self._roms(m, widx, ~mac.stall)
         with m.If(issue):
             self._advance(m, full, rd_bank, g, i)
             self._addresses(m, rd_bank, g, i, raddr, widx)
         mac.control(m, issue, i == 0, i == n - 1, g)
-        mac.datapath(m, buf.read(m, raddr, ~mac.stall), ws, br, bs)
+        mac.datapath(m, buf.read(m, raddr, ~mac.stall), ws, br, bs, block)
         return m
 
     def _writer(self, m: Module, buf: Buffer, full) -> None:

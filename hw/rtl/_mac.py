@@ -51,17 +51,23 @@ class MacLanes:
             m.d.sync += [fst[k].eq(fst[k - 1]) for k in range(1, STAGES - 1)]
             m.d.sync += [gs[0].eq(group), gs[1].eq(gs[0]), gs[2].eq(gs[1])]
 
-    def datapath(self, m: Module, x: Value, ws: list[Value], bias_port, bs: list[Value]) -> None:
+    def datapath(
+        self, m: Module, x: Value, ws: list[Value], bias_port, bs: list[Value], block: bool
+    ) -> None:
         """Stages 2 to 5 and the output register. Every register of the lanes is enabled
         by `~stall` alone (a register's output); a stage without a term carries a zero
-        element, so its products are zero."""
+        element, so its products are zero. With `block` (the weights read from block RAM)
+        the weights' registers have no reset, so the flow moves them into the block's
+        output register."""
         p, run = self.p, ~self.stall
         m.d.comb += [bias_port.addr.eq(self.group3), bias_port.en.eq(run)]
         x = Value.cast(x)
         xs = [
             Signal(x.shape(), name=f"x{k}", init=copy_init(k, x.shape())) for k in range(copies(p))
         ]
-        wr = [Signal(Value.cast(w).shape(), name=f"w{j}") for j, w in enumerate(ws)]
+        wr = [
+            Signal(Value.cast(w).shape(), name=f"w{j}", reset_less=block) for j, w in enumerate(ws)
+        ]
         with m.If(run):
             m.d.sync += [c.eq(Mux(self.v[0], x, 0)) for c in xs]
             m.d.sync += [wr[j].eq(ws[j]) for j in range(p)]

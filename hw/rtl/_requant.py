@@ -11,7 +11,6 @@ from cosyn.hw.rtl._base import COMPONENTS, Ctx
 from cosyn.hw.rtl._elementwise import Elementwise, PhaseTable, Registered, Stage
 from cosyn.hw.rtl._rom import field, memory_attrs, pack, rom_type
 from cosyn.perfmodel.blocks import SHIFT_STAGES
-from cosyn.perfmodel.resources import BANK, BANKED, ROM_DEPTH
 from cosyn.perfmodel.thresholds import (
     BLOCK_BANK,
     block_levels,
@@ -146,15 +145,14 @@ class _Search:
 
     def read(self, m: Module, k: int, phase: Value, prefix: Value, run) -> dict[str, Any]:
         """Read level k's candidates at (phase, prefix): a ROM's registered word ("pair"),
-        or for a ROM of up to `BANKED` words (LUTs) or in block RAM, the registered words
-        of its banks (of `BANK` or `BLOCK_BANK` words) and the bank's index, chosen in
-        the next (hold) stage, or for block RAM after a stage that registers each."""
+        or for a ROM in block RAM (`block_levels`) the registered words of its banks of
+        `BLOCK_BANK` words and the bank's index, chosen after a stage that registers
+        each (the block's output register)."""
         words = pack(candidates(self.t, self.levels, k), self.tt.bits)
         if len(words) == 1:
             return {"pair": Registered(Const(words[0], 2 * self.tt.bits))}
         addr = Cat(prefix, phase[: self.pbits]) if self.pbits else prefix
-        banked = ROM_DEPTH < len(words) <= BANKED
-        size = BANK if banked else BLOCK_BANK if self.block[k] else len(words)
+        size = BLOCK_BANK if self.block[k] else len(words)
         out: dict[str, Any] = {}
         for j in range(0, len(words), size):
             part = words[j : j + size]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from amaranth.hdl import Array, Module, Signal, unsigned
 from amaranth.lib import memory
-from cosyn.perfmodel.resources import BANK, BLOCK, placement
+from cosyn.perfmodel.resources import BANK, BLOCK, placement, weights_in_block
 
 from cosyn.ir.nodes import IntType, int_type_for_range
 
@@ -32,10 +32,8 @@ def field(word, j: int, t: IntType):
 
 
 def memory_attrs(depth: int, rom: bool) -> dict[str, str]:
-    """Where synthesis should put a memory of `depth` words. Block RAM's read (ECP5's
-    DP16KD as yosys maps it, without its output register) takes most of a 150 MHz
-    cycle, so only memories too deep for LUTs go there; a wide, shallow ROM (a row of
-    P weights) is a shallow LUT tree per bit."""
+    """Where synthesis should put a memory of `depth` words (`placement`: block RAM only
+    for memories too deep for LUTs; a weight ROM is placed by `weights_in_block`)."""
     if placement(depth, rom) == BLOCK:
         return {"ram_style": "block"}
     return {"ram_style": "logic" if rom else "distributed"}
@@ -44,25 +42,30 @@ def memory_attrs(depth: int, rom: bool) -> dict[str, str]:
 def weight_roms(m: Module, rows: np.ndarray, bias_rows: np.ndarray, addr, en) -> tuple:
     """Weight and bias ROMs of P lanes as submodules of `m`: row r of `rows` (depth, P) and
     of `bias_rows` (groups, P) is one word. The weights are read at `addr` where `en` (the
-    word registered, one cycle later); a ROM deeper than `BANK` words is banks of BANK
-    words, each read registered and the bank chosen after (a small mux, in front of the
-    next stage's registers). Returns the bias ROM's read port (its reader addresses
-    it), the P weight fields of the word read and the P bias fields of the bias port's
-    data, each in the narrowest type of its table."""
+    word registered, one cycle later). A ROM of at least `BANK` words and
+    `BLOCK_ROM_BITS` bits is one block RAM (`weights_in_block`); a shallower or narrower
+    one is LUT ROM banks of BANK words, each read registered and the bank chosen after
+    (a small mux, in front of the next stage's registers). Returns the bias ROM's read
+    port (its reader addresses it), the P weight fields of the word read, the P bias
+    fields of the bias port's data, each in the narrowest type of its table, and whether
+    the weights are in block RAM (their next register, reset-less, then becomes the
+    block's output register: `hw/fpga/_outreg.py`)."""
     wt, bt = rom_type(rows), rom_type(bias_rows)
     p = rows.shape[1]
     words = pack(rows, wt.bits)
+    block = weights_in_block(len(words), wt.bits * p)
+    size = len(words) if block else BANK
     datas = []
-    bits = (min(len(words), BANK) - 1).bit_length()
-    for k in range(0, len(words), BANK):
-        part = words[k : k + BANK]
+    bits = (min(len(words), size) - 1).bit_length()
+    for k in range(0, len(words), size):
+        part = words[k : k + size]
         mem = memory.Memory(
             shape=unsigned(wt.bits * p),
             depth=len(part),
             init=part,
-            attrs=memory_attrs(len(part), rom=True),
+            attrs={"ram_style": "block"} if block else memory_attrs(len(part), rom=True),
         )
-        m.submodules[f"weights{k // BANK}"] = mem
+        m.submodules[f"weights{k // size}"] = mem
         port = mem.read_port()
         m.d.comb += [port.addr.eq(addr[:bits]), port.en.eq(en)]
         datas.append(port.data)
@@ -76,4 +79,5 @@ def weight_roms(m: Module, rows: np.ndarray, bias_rows: np.ndarray, addr, en) ->
         shape=unsigned(bt.bits * p), depth=len(bias_rows), init=pack(bias_rows, bt.bits)
     )
     br = bmem.read_port()
-    return br, [field(word, j, wt) for j in range(p)], [field(br.data, j, bt) for j in range(p)]
+    ws = [field(word, j, wt) for j in range(p)]
+    return br, ws, [field(br.data, j, bt) for j in range(p)], block
