@@ -480,9 +480,13 @@ def _brams(depth: int, width: int, shapes: tuple[tuple[int, int], ...]) -> int:
     shape that costs least for its bits (as yosys' `memory_libmap` does: 4096 x 46 is
     ten blocks of 2048 x 9 and one of 4096 x 4 for the last bit, 11 where one shape
     needs 12)."""
+    widest: dict[int, int] = {}  # blocks a column takes -> the widest such column
+    for d, w in shapes:
+        c = -(-depth // d)
+        widest[c] = max(widest.get(c, 0), w)
     best = [0] * (width + 1)  # best[b]: blocks for the first b bits
     for b in range(1, width + 1):
-        best[b] = min(math.ceil(depth / d) + best[max(b - w, 0)] for d, w in shapes)
+        best[b] = min([c + best[b - w] if b > w else c for c, w in widest.items()])
     return best[width]
 
 
