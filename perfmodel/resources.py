@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from cosyn.perfmodel.devices import Device
 from cosyn.perfmodel.mac import NARROW, multiply_stages
-from cosyn.perfmodel.thresholds import BLOCK_BANK, block_levels, candidates, threshold_cols
+from cosyn.perfmodel.thresholds import block_levels, candidates, threshold_cols
 
 from cosyn.ir.nodes import IntType, int_type_for_range
 
@@ -31,7 +31,9 @@ __all__ = [
     "AUTO",
     "BANK",
     "BLOCK",
+    "BLOCK_BANK",
     "BLOCK_ROM_BITS",
+    "BLOCK_WIDTH",
     "CLOCK_FEATURES",
     "FANOUT",
     "FEATURES",
@@ -63,10 +65,13 @@ LUT, BLOCK, AUTO = "lut", "block", "auto"
 BANK = 64  # words of a bank of a banked ROM or buffer
 ROM_DEPTH = 256  # ROMs deeper than this go to block RAM, shallower ones to LUTs
 RAM_DEPTH = 1024  # the same for RAMs, shallower ones to LUT RAM
-# a weight ROM of at least BANK words and this many bits goes to block RAM whole, where
-# each block (a DP16KD: 512 words of 36 bits) replaces 144 LUTs or more of a LUT ROM;
-# the weights' register behind it becomes the block's output register (hw/fpga/_outreg)
+# a weight ROM of at least BANK words and this many bits goes to block RAM, where a
+# block replaces 72 LUTs or more of a LUT ROM
 BLOCK_ROM_BITS = 2048
+# A ROM in block RAM is memories of BLOCK_BANK words (padded) by at most BLOCK_WIDTH
+# bits: a DP16KD as 1024 x 18, never 512 x 36, whose output register the flow cannot
+# use; the register behind each read becomes the block's own (hw/fpga/_outreg).
+BLOCK_BANK, BLOCK_WIDTH = 1024, 18
 FANOUT = 16  # lanes fed by one copy of a shared register
 
 
@@ -77,9 +82,10 @@ def placement(depth: int, rom: bool) -> str:
 
 
 def weights_in_block(depth: int, width: int) -> bool:
-    """Whether a weight ROM of `depth` words of `width` bits is one block RAM memory (at
-    least `BANK` words and `BLOCK_ROM_BITS` bits) rather than LUT ROM banks of `BANK` words."""
-    return depth >= BANK and depth * width >= BLOCK_ROM_BITS
+    """Whether a weight ROM of `depth` words of `width` bits is in block RAM (`BANK` to
+    `BLOCK_BANK` words, at least `BLOCK_ROM_BITS` bits: one bank, read straight into the
+    weights' registers) rather than LUT ROM banks of `BANK` words."""
+    return BANK <= depth <= BLOCK_BANK and depth * width >= BLOCK_ROM_BITS
 
 
 def copies(n: int, fanout: int = FANOUT) -> int:
@@ -192,13 +198,21 @@ def _weights(prims: Primitives, rows: np.ndarray, w_bits: int, groups: int, b_bi
     (yosys decides)."""
     p = len(rows[0])
     if weights_in_block(len(rows), p * w_bits):
-        prims.mems.append((len(rows), p * w_bits, True, BLOCK, None))
-        prims.reg_bits -= p * w_bits  # `_mac`'s weight registers, in the block
+        _block_rom(prims, len(rows), p * w_bits)
+        prims.reg_bits -= p * w_bits  # `_mac`'s weight registers, in the blocks
     else:
         banks = [_rom_bits(rows[k : k + BANK], w_bits) for k in range(0, len(rows), BANK)]
         width = _rom_banks(prims, banks)
         prims.reg_bits += width if len(banks) == 1 else 0  # a lone bank's registered read
     prims.mems.append((groups, p * b_bits, True, AUTO, None))
+
+
+def _block_rom(prims: Primitives, depth: int, width: int) -> None:
+    """A ROM in block RAM as `hw/rtl/_rom.block_rom` lays it out: banks of `BLOCK_BANK`
+    words, each memories of at most `BLOCK_WIDTH` bits (all of a word's bits)."""
+    for _ in range(-(-depth // BLOCK_BANK)):
+        for j in range(0, width, BLOCK_WIDTH):
+            prims.mems.append((BLOCK_BANK, min(BLOCK_WIDTH, width - j), True, BLOCK, None))
 
 
 def _rom_banks(prims: Primitives, banks: list[np.ndarray]) -> int:
@@ -311,13 +325,10 @@ def _threshold(stage: Any) -> Primitives:
         words = candidates(t, levels, k)
         if len(words) == 1:
             pair.append(0)
-        elif block[k]:
-            starts = range(0, len(words), BLOCK_BANK)
-            banks = [_rom_bits(words[j : j + BLOCK_BANK], tt) for j in starts]
-            for b in banks:  # each word read into its block's output register
-                prims.mems.append((len(b), b.shape[1], True, BLOCK, b))
-            pair.append(max(b.shape[1] for b in banks))
-            prims.mux_bits += (len(banks) - 1) * pair[-1]
+        elif block[k]:  # each word read into its blocks' output registers
+            _block_rom(prims, len(words), 2 * tt)
+            pair.append(2 * tt)
+            prims.mux_bits += (-(-len(words) // BLOCK_BANK) - 1) * pair[-1]
         else:
             pair.append(_rom_banks(prims, [_rom_bits(words, tt)]))
     table = _table(prims, stage, 2 * y, cols["t"], cols["base"], cols["sign"])

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "BLOCK_BANK",
     "block_levels",
     "candidates",
     "level_words",
@@ -19,8 +18,6 @@ __all__ = [
     "threshold_search",
     "threshold_stages",
 ]
-
-BLOCK_BANK = 1024  # words of a bank of a level ROM in block RAM (a DP16KD's depth at 18 bits)
 
 
 def threshold_search(thresholds: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,8 +51,8 @@ def level_words(period: int, k: int) -> int:
 def block_levels(period: int, levels: int) -> list[bool]:
     """Per level, whether its ROM is in block RAM: deeper than a LUT ROM bank
     (`resources.BANK` words; shallower ones are LUT ROMs). Such a ROM is banks of
-    `BLOCK_BANK` words, each word read into the block's output register, one chosen a
-    stage later."""
+    `resources.BLOCK_BANK` words, each word read into the blocks' output registers, one
+    chosen a stage later."""
     from cosyn.perfmodel.resources import BANK  # resources reads this module
 
     return [level_words(period, k) > BANK for k in range(levels)]

@@ -9,10 +9,10 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Value, signed
 from amaranth.lib import memory
 from cosyn.hw.rtl._base import COMPONENTS, Ctx
 from cosyn.hw.rtl._elementwise import Elementwise, PhaseTable, Registered, Stage
-from cosyn.hw.rtl._rom import field, memory_attrs, pack, rom_type
+from cosyn.hw.rtl._rom import block_rom, field, memory_attrs, pack, rom_type
 from cosyn.perfmodel.blocks import SHIFT_STAGES
+from cosyn.perfmodel.resources import BLOCK_BANK
 from cosyn.perfmodel.thresholds import (
-    BLOCK_BANK,
     block_levels,
     candidates,
     threshold_cols,
@@ -152,19 +152,24 @@ class _Search:
         if len(words) == 1:
             return {"pair": Registered(Const(words[0], 2 * self.tt.bits))}
         addr = Cat(prefix, phase[: self.pbits]) if self.pbits else prefix
-        size = BLOCK_BANK if self.block[k] else len(words)
-        out: dict[str, Any] = {}
-        for j in range(0, len(words), size):
-            part = words[j : j + size]
-            attrs = {"ram_style": "block"} if self.block[k] else memory_attrs(len(part), True)
-            mem = memory.Memory(shape=2 * self.tt.bits, depth=len(part), init=part, attrs=attrs)
-            m.submodules[f"level{k}_{j // size}"] = mem
+        width = 2 * self.tt.bits
+        if not self.block[k]:
+            attrs = memory_attrs(len(words), True)
+            mem = memory.Memory(shape=width, depth=len(words), init=words, attrs=attrs)
+            m.submodules[f"level{k}"] = mem
             port = mem.read_port()
-            m.d.comb += [port.addr.eq(addr[: (size - 1).bit_length()]), port.en.eq(run)]
-            out[f"bank{j // size}"] = Registered(port.data)
-        if len(out) == 1:
-            return {"pair": out["bank0"]}
-        return out | {"bsel": addr >> (size - 1).bit_length()}
+            m.d.comb += [port.addr.eq(addr), port.en.eq(run)]
+            return {"pair": Registered(port.data)}
+        abits = (BLOCK_BANK - 1).bit_length()
+        banks = {}
+        for j in range(0, len(words), BLOCK_BANK):
+            part, name = words[j : j + BLOCK_BANK], f"level{k}_{j // BLOCK_BANK}"
+            banks[f"bank{j // BLOCK_BANK}"] = Registered(
+                block_rom(m, name, part, width, addr[:abits], run)
+            )
+        if len(banks) == 1:
+            return {"pair": banks["bank0"]}
+        return banks | {"bsel": addr >> abits}
 
     def stages(self) -> list[Stage]:
         """Read level 0, hold; then per level compare (reading the next level), hold; the
