@@ -49,13 +49,13 @@ def level_words(period: int, k: int) -> int:
 
 
 def block_levels(period: int, levels: int) -> list[bool]:
-    """Per level, whether its ROM is in block RAM: deeper than a LUT ROM bank
-    (`resources.BANK` words; shallower ones are LUT ROMs). Such a ROM is banks of
+    """Per level, whether its ROM is in block RAM: at least `resources.BANK` words (a
+    LUT ROM bank's depth; shallower ones are LUT ROMs). Such a ROM is banks of
     `resources.BLOCK_BANK` words, each word read into the blocks' output registers, one
     chosen a stage later."""
     from cosyn.perfmodel.resources import BANK  # resources reads this module
 
-    return [level_words(period, k) > BANK for k in range(levels)]
+    return [level_words(period, k) >= BANK for k in range(levels)]
 
 
 def threshold_cols(node: Any, ctx: Any) -> tuple[dict[str, np.ndarray], int]:

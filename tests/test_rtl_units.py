@@ -191,10 +191,10 @@ def test_threshold_bank_per_channel_both_signs() -> None:
     assert np.array_equal(y, node.eval(x))
 
 
-@pytest.mark.parametrize(("c", "n", "block"), [(16, 127, 3), (40, 120, 5)])
+@pytest.mark.parametrize(("c", "n", "block"), [(16, 127, 4), (40, 120, 7)])
 def test_threshold_bank_deep_per_channel_tables(c, n, block) -> None:
-    """Level ROMs of up to 64 words in LUTs; deeper ones in block RAM, one stage more
-    each: 128 to 1024 words one bank, 2048 and 4096 in banks of 1024 whose words are
+    """Level ROMs of fewer than 64 words in LUTs; deeper ones in block RAM, one stage more
+    each: 64 to 1024 words one bank, 2048 and 4096 in banks of 1024 whose words are
     registered a stage before one is chosen. Thresholds out of the input range at both
     ends."""
     rng = np.random.default_rng(c)
