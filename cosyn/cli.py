@@ -29,7 +29,7 @@ from cosyn.ir import Graph, from_qonnx, lower
 from cosyn.ir.qonnx import input_shape as qonnx_input_shape
 from cosyn.models import accuracy, data, fit, gates, harden, zoo
 from cosyn.models import sweep as sweeps
-from cosyn.models.train import BudgetPenalty, predict
+from cosyn.models.train import BudgetPenalty, SpanWeight, predict
 from cosyn.report import atomic_dir, graph_table, write_text
 from cosyn.scheduler import allocate
 
@@ -245,24 +245,36 @@ def train(
         ),
     ] = None,
     freq: Annotated[float, typer.Option(help="clock in MHz a latency time is read at")] = 100.0,
+    secure_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="weight of two-party secure inference's online bytes in the loss (1: the "
+            "range the gates move them in weighs one unit of the task loss)"
+        ),
+    ] = None,
 ) -> None:
     """Train a model on the digits data set and save its state_dict. With a budget, the
     hardware cost joins the loss (its GateActs learn the cheaper choice where the budget
     needs it), each layer's parallelism is allocated to meet the budget, and the design is
     estimated and simulated."""
     goal = _goal(latency_budget, lut_budget, cost_weight, freq, lut_weight)
+    if secure_weight is not None and not secure_weight > 0:
+        raise CosynError(f"--secure-weight {secure_weight}: give a positive weight")
     net = load_model(model, **_act_option(act))
     d = data.digits(image=_is_image(net))
     x0 = d.x_test[:1]
     penalty = None
-    if goal is not None:
+    if goal is not None or secure_weight is not None:
         with torch.no_grad():  # the quantizers' statistics, so the model lowers as it will
             net.train()(d.x_train[:256])
+    if goal is not None:
         alloc = _allocate(net, x0, device, goal)  # refuses an unreachable budget now
         penalty = _penalty(net, x0, device, goal, alloc)
     extra = penalty
     if goal is not None and goal.lut_weight is not None:
         extra = _with_luts(penalty, net, x0, device, goal.lut_weight, alloc.parallelism)
+    if secure_weight is not None:
+        extra = _plus(extra, SpanWeight(x0, device, "secure_bytes", secure_weight))
     acc = fit(net, d, epochs=epochs, seed=seed, extra_loss=extra)
     if isinstance(penalty, BudgetPenalty) and penalty.history:
         costs, lams = zip(*penalty.history, strict=True)
@@ -280,6 +292,15 @@ def train(
     torch.save(net.state_dict(), tmp)
     tmp.rename(out)
     console.print(f"test accuracy {acc:.2f}%; wrote {out}")
+    if secure_weight is not None:
+        from cosyn.perfmodel.secure import secure_metrics
+
+        m = secure_metrics(lower(net.eval(), x0))
+        console.print(
+            f"two-party secure inference (perfmodel.secure): {m['secure_bytes']:,.0f} bytes "
+            f"online, {m['secure_rounds']:.0f} rounds, {m['secure_offline_bytes']:,.0f} bytes "
+            "preprocessing"
+        )
     if goal is not None:
         _report_budget(net, d, device, goal, out, {"accuracy": acc, "choices": choices})
 
@@ -395,6 +416,13 @@ def _with_luts(
         return penalty(m) + weight * luts
 
     return term
+
+
+def _plus(term, more) -> object:
+    """The loss term `term` (None: none) plus `more`."""
+    if term is None:
+        return more
+    return lambda m: term(m) + more(m)
 
 
 def _report_budget(

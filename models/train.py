@@ -10,7 +10,7 @@ from cosyn.models.gate import CHOICES, gates
 from rich.progress import Progress
 from torch import nn
 
-__all__ = ["BudgetPenalty", "accuracy", "fit", "predict"]
+__all__ = ["BudgetPenalty", "SpanWeight", "accuracy", "fit", "predict"]
 
 
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -146,3 +146,29 @@ class BudgetPenalty:
         for name, i in decided.items():
             found[name].harden(CHOICES[i])
         return {name: g.choice for name, g in found.items()}
+
+
+class SpanWeight:
+    """weight * a cost's place in its span, for `fit`'s `extra_loss`: 0 where the gates'
+    choices make `metric` (`cosyn.perfmodel.cost`: a metric or a weighted mix) least,
+    `weight` where most, so `weight` is in units of the task loss whatever the metric's
+    unit (bytes, cycles, LUTs). The span (`cost_span`) is read at the first call, from the
+    model as it is then."""
+
+    def __init__(
+        self, example_input: torch.Tensor, device: str, metric: str | dict, weight: float
+    ) -> None:
+        if not weight >= 0:
+            raise ValueError(f"SpanWeight: the weight must be 0 or more, not {weight!r}")
+        self.example_input, self.device, self.metric, self.weight = (
+            example_input, device, metric, float(weight))  # fmt: skip
+        self.span: tuple[float, float] | None = None
+
+    def __call__(self, model: nn.Module) -> torch.Tensor:
+        from cosyn.perfmodel.loss import cost, cost_span  # it imports cosyn.models
+
+        if self.span is None:
+            self.span = cost_span(model, self.example_input, self.device, self.metric)
+        lo, hi = self.span
+        c = cost(model, self.example_input, self.device, self.metric)
+        return self.weight * (c - lo) / (hi - lo if hi > lo else 1.0)

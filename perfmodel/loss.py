@@ -15,6 +15,10 @@ Beyond that the table holds the all-ReLU model and each gate flipped alone, and 
 cost adds each gate's difference (exact at those n + 1 models; where the choices
 interact, as through a pipeline's FIFOs or its slowest stage, elsewhere not).
 
+The secure-inference metrics (`perfmodel.secure.METRICS`: bytes and rounds a two-party
+protocol sends for the activations) are priced from the same lowered graphs, so they sit
+in the same table and mix with the others.
+
 A gate already hardened keeps its choice in every combination, so a hardened model costs
 one estimate. Lowering and estimating take seconds, so the table is built once per
 model, device, parallelism and hardened choices and kept (weakly, with the model);
@@ -34,6 +38,8 @@ from typing import Any
 import torch
 from cosyn.models.gate import CHOICES, GateAct, gates
 from cosyn.perfmodel.estimate import Estimate, estimate
+from cosyn.perfmodel.secure import METRICS as SECURE_METRICS
+from cosyn.perfmodel.secure import secure_metrics
 from torch import Tensor, nn
 
 from cosyn.errors import CosynError
@@ -41,7 +47,8 @@ from cosyn.ir import lower
 
 __all__ = ["MAX_COMBINATIONS", "METRICS", "CostTable", "cost", "cost_span", "cost_table"]
 
-METRICS = ("latency", "completion", "interval", "lut", "ff", "carry", "dsp", "bram")
+HARDWARE = ("latency", "completion", "interval", "lut", "ff", "carry", "dsp", "bram")
+METRICS = (*HARDWARE, *SECURE_METRICS)
 MAX_COMBINATIONS = 16
 
 
@@ -110,8 +117,9 @@ def cost_table(
         hard = copy.deepcopy(model).eval()
         for name, i in zip(names, combo, strict=True):
             hard.get_submodule(name).harden(CHOICES[i])
-        e = estimate(lower(hard, example_input), device, parallelism)
-        values[combo] = _metrics(e)
+        g = lower(hard, example_input)
+        e = estimate(g, device, parallelism)
+        values[combo] = {**_metrics(e), **secure_metrics(g)}
     return CostTable(names, e.device, values, base, full)
 
 
@@ -125,8 +133,9 @@ def cost(
 ) -> Tensor:
     """The expected `metric` of `model` on `device` over its GateActs' choices (see the
     module): a scalar with gradients to every unhardened gate's logits. `metric`: one of
-    `METRICS` (cycles, or resources), or a weighted mix {metric: weight}. Equal to
-    `estimate(cosyn.lower(model, ...)).<metric>` once every gate is hardened."""
+    `METRICS` (cycles, resources, or secure-inference bytes and rounds), or a weighted mix
+    {metric: weight}. Equal to `estimate(cosyn.lower(model, ...)).<metric>` (or
+    `secure.secure_metrics` of that graph) once every gate is hardened."""
     weights = _weights(metric)
     found = gates(model)  # one walk of the model's modules a step: most of the term's time
     table = _table(model, found, example_input, device, parallelism, refresh)
@@ -189,4 +198,4 @@ def _weights(metric: str | dict[str, float]) -> dict[str, float]:
 
 
 def _metrics(e: Estimate) -> dict[str, float]:
-    return {m: float(getattr(e, m)) for m in METRICS}
+    return {m: float(getattr(e, m)) for m in HARDWARE}
