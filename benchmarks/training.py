@@ -19,7 +19,15 @@ epochs, trained afresh each time. Part 3, the cost term's share of a training st
 `BudgetPenalty` (the expected latency over the gates' choices, and its gradient) against
 the same step without it.
 
+Part 4, the gate's mixed-choice curve: the gated default MLP (hidden layers of 64 and 32
+neurons, so their activations cost different amounts) trained at several weights of its
+two-party secure-inference cost (`perfmodel.secure`: online bytes, `cosyn train
+--secure-weight`, the span the gates move it in weighing `weight` units of the task loss),
+each gate's probability of the polynomial at the end, its hardened choice, the hardened
+model's test accuracy, and its secure bytes and rounds; `--curve` runs only this part.
+
     .venv/bin/python benchmarks/training.py [--epochs 30] [--budgets 27us,54us] [--keep]
+    .venv/bin/python benchmarks/training.py --curve [--curve-epochs 30] [--points 0:0,1:10000]
 
 Each training takes 1-2 min on one core (the checkpoints and reports stay in
 out/bench/training/; --keep reuses them).
@@ -49,6 +57,9 @@ import cosyn
 OUT = Path("out/bench/training")
 MODEL = "cosyn.models.zoo:cnn"
 UNIFORM = (1, 2, 4, 8, 16)  # 16: every layer at its outputs or 16
+# the secure cost's weight (bytes alone), then the price of a round (at weights 1, 0.1, 10)
+CURVE = ",".join(["0:0", "0.03:0", "0.1:0", "0.3:0", "1:0", "3:0", "10:0", "1:3000", "1:6000",
+                  "1:10000", "1:20000", "1:50000", "0.1:10000", "10:10000"])  # fmt: skip
 
 
 def _train(args: list[str], out: Path, keep: bool) -> float | None:
@@ -164,6 +175,75 @@ def _overhead(steps: int = 60) -> Table:
     return t
 
 
+def _curve(points: list[tuple[float, float]], epochs: int, seed: int = 0) -> Table:
+    """The gated MLP trained at each (weight, bytes a round is worth) of its secure cost
+    (`SpanWeight` of online bytes + that price x online rounds, as `cosyn train
+    --secure-weight --round-bytes`), then hardened (each gate to its likelier choice)."""
+    from cosyn.models import harden
+    from cosyn.models.gate import gates
+    from cosyn.models.train import SpanWeight, accuracy, fit
+    from cosyn.perfmodel.loss import cost_table
+    from cosyn.perfmodel.secure import secure_metrics
+
+    d = digits()
+    x0 = d.x_test[:1]
+    torch.manual_seed(seed)
+    net = zoo.mlp(act="gate")
+    with torch.no_grad():
+        net.train()(d.x_train[:256])
+    even = _break_even(cost_table(net, x0))
+    rows = []
+    for w, per_round in points:
+        torch.manual_seed(seed)
+        net = zoo.mlp(act="gate")
+        with torch.no_grad():
+            net.train()(d.x_train[:256])
+        mix = {"secure_bytes": 1.0, "secure_rounds": per_round}
+        term = SpanWeight(x0, "ecp5-85f", mix, w) if w > 0 else None
+        t0 = time.perf_counter()
+        fit(net, d, epochs=epochs, seed=seed, extra_loss=term, quiet=True)
+        took = time.perf_counter() - t0
+        probs = {n: float(g.probs().detach()[1]) for n, g in gates(net).items()}
+        choices = harden(net)
+        acc = accuracy(net, d.x_test, d.y_test)
+        m = secure_metrics(cosyn.lower(net.eval(), x0))
+        rows.append((w, per_round, probs, choices, acc, m, took))
+    t = Table(title=f"secure-inference cost vs the gates' choices (gated MLP 64-64-32-10, "
+                    f"{epochs} epochs, seed {seed})")  # fmt: skip
+    names = list(rows[0][2])
+    for c in ("weight", "bytes per round"):
+        t.add_column(c, justify="right")
+    for n in names:
+        t.add_column(f"gate {n}: P(poly) -> choice")
+    for c in ("accuracy %", "online bytes", "rounds", "preprocessing bytes", "train s"):
+        t.add_column(c, justify="right")
+    for w, per_round, probs, choices, acc, m, took in rows:
+        t.add_row(f"{w:g}", f"{per_round:,.0f}",
+                  *[f"{probs[n]:.3f} -> {choices[n]}" for n in names], f"{acc:.2f}",
+                  f"{m['secure_bytes']:,.0f}", f"{m['secure_rounds']:.0f}",
+                  f"{m['secure_offline_bytes']:,.0f}", f"{took:.0f}")  # fmt: skip
+    t.caption = (
+        "loss: task + weight x (cost - least) / (most - least), cost = online bytes + bytes "
+        "per round x online rounds (perfmodel.secure: ReLU by half-gates garbled circuits, "
+        "1 round; degree-2 polynomial by 2 Beaver multiplications, 2 rounds; per sample). "
+        "Bytes per round at which a gate's two choices cost the same (the untrained "
+        "model's widths): " + ", ".join(f"gate {n} {v:,.0f}" for n, v in even.items())
+    )
+    return t
+
+
+def _break_even(table) -> dict[str, float]:
+    """Per gate: the bytes per round at which its polynomial (fewer bytes, more rounds)
+    costs what its ReLU does, the others ReLU (secure costs add up over layers)."""
+    base = table.values[table.base]
+    even = {}
+    for k, name in enumerate(table.names):
+        flip = table.values[(*table.base[:k], 1, *table.base[k + 1 :])]
+        saved = base["secure_bytes"] - flip["secure_bytes"]
+        even[name] = saved / (flip["secure_rounds"] - base["secure_rounds"])
+    return even
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=30)
@@ -172,8 +252,17 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--wall-epochs", type=int, default=5)
     ap.add_argument("--keep", action="store_true", help="reuse the models trained before")
+    ap.add_argument("--curve", action="store_true", help="only the gate's mixed-choice curve")
+    ap.add_argument("--curve-epochs", type=int, default=30)
+    ap.add_argument("--points", default=CURVE,
+                    help="the curve's weight:bytes-per-round pairs, comma-separated")  # fmt: skip
     args = ap.parse_args()
     console = Console(width=160)
+    torch.set_num_threads(1)
+    curve = [tuple(float(v) for v in p.split(":")) for p in args.points.split(",")]
+    if args.curve:
+        console.print(_curve(curve, args.curve_epochs))
+        return
     base, took = _baseline(args.epochs, args.keep)
     by_p = {p.budget: p for p in base}
     budgets = (args.budgets.split(",") if args.budgets else
@@ -190,6 +279,7 @@ def main() -> None:
     console.print(_front_table(s.points, base, args.epochs, note))
     console.print(_wall(budgets[-2:], args.wall_epochs))
     console.print(_overhead())
+    console.print(_curve(curve, args.curve_epochs))
 
 
 if __name__ == "__main__":

@@ -252,6 +252,13 @@ def train(
             "range the gates move them in weighs one unit of the task loss)"
         ),
     ] = None,
+    round_bytes: Annotated[
+        float,
+        typer.Option(
+            help="with --secure-weight: bytes one online round is worth (the link's "
+            "bandwidth x round trip); the cost is bytes + this x rounds"
+        ),
+    ] = 0.0,
 ) -> None:
     """Train a model on the digits data set and save its state_dict. With a budget, the
     hardware cost joins the loss (its GateActs learn the cheaper choice where the budget
@@ -260,6 +267,10 @@ def train(
     goal = _goal(latency_budget, lut_budget, cost_weight, freq, lut_weight)
     if secure_weight is not None and not secure_weight > 0:
         raise CosynError(f"--secure-weight {secure_weight}: give a positive weight")
+    if round_bytes and (secure_weight is None or not round_bytes > 0):
+        raise CosynError(
+            f"--round-bytes {round_bytes}: give a positive number, with --secure-weight"
+        )
     net = load_model(model, **_act_option(act))
     d = data.digits(image=_is_image(net))
     x0 = d.x_test[:1]
@@ -274,7 +285,8 @@ def train(
     if goal is not None and goal.lut_weight is not None:
         extra = _with_luts(penalty, net, x0, device, goal.lut_weight, alloc.parallelism)
     if secure_weight is not None:
-        extra = _plus(extra, SpanWeight(x0, device, "secure_bytes", secure_weight))
+        mix = {"secure_bytes": 1.0, "secure_rounds": round_bytes}
+        extra = _plus(extra, SpanWeight(x0, device, mix, secure_weight))
     acc = fit(net, d, epochs=epochs, seed=seed, extra_loss=extra)
     if isinstance(penalty, BudgetPenalty) and penalty.history:
         costs, lams = zip(*penalty.history, strict=True)
