@@ -110,15 +110,34 @@ class MacLanes:
                 m.d.sync += q[1].eq(incoming)
         cnt_next = cnt - take + (load | shift)
         m.d.sync += cnt.eq(cnt_next)
-        if p > 1:
-            with m.If(load):
-                m.d.sync += [outs[j].eq(accs[j + 1]) for j in range(p - 1)]
-                m.d.sync += [v.eq(1) for v in ov]
-            with m.Elif(shift):
-                m.d.sync += [outs[j].eq(outs[j + 1]) for j in range(p - 2)]
-                m.d.sync += [ov[j].eq(ov[j + 1]) for j in range(p - 2)] + [ov[-1].eq(0)]
         # two or more wait next cycle: the queue's and those still in outs
         rest = Mux(shift, ov[1] if p > 2 else 0, ov[0] if p > 1 else 0)
         two_next = Mux(load, (p > 1) | (cnt_next == 2), (cnt_next == 2) | ((cnt_next == 1) & rest))
         done_next = Mux(self.stall, done, self.last[-2])
         m.d.sync += self.stall.eq(done_next & two_next)
+        if p > 1:
+            ov0_next = Mux(load, 1, Mux(shift, ov[1] if p > 2 else 0, ov[0]))
+            load_next = done_next & ~two_next
+            shift_next = ov0_next & (cnt_next != 2) & ~load_next
+            self._outs(m, accs, outs, ov, load_next, shift_next)
+
+    def _outs(self, m: Module, accs, outs, ov, load_next, shift_next) -> None:
+        """The shift register behind the queue: load (the group's results but the first)
+        or shift, each decided a cycle ahead into registers of its own, in `copies`
+        (an odd copy holds the complement, so synthesis keeps them apart), each copy
+        steering its share of the lanes: no logic between those registers and the
+        lanes' multiplexers."""
+        p = self.p
+        k = copies(p - 1)
+        lds = [Signal(name=f"load{c}", init=c % 2) for c in range(k)]
+        shs = [Signal(name=f"shift{c}", init=c % 2) for c in range(k)]
+        m.d.sync += [r.eq(load_next ^ (c % 2)) for c, r in enumerate(lds)]
+        m.d.sync += [r.eq(shift_next ^ (c % 2)) for c, r in enumerate(shs)]
+        for j in range(p - 1):
+            c = j * k // (p - 1)
+            load, shift = lds[c] ^ (c % 2), shs[c] ^ (c % 2)
+            with m.If(load):
+                m.d.sync += [outs[j].eq(accs[j + 1]), ov[j].eq(1)]
+            with m.Elif(shift):
+                m.d.sync += outs[j].eq(outs[j + 1] if j < p - 2 else outs[j])
+                m.d.sync += ov[j].eq(ov[j + 1] if j < p - 2 else 0)
