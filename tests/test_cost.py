@@ -54,18 +54,18 @@ def test_smooth_between_and_pulled_toward_the_cheaper_choice(gated) -> None:
     model, x = gated
     model = copy.deepcopy(model)
     table = cost_table(model, x)
-    relu, poly = table.values[(0, 0)]["latency"], table.values[(1, 1)]["latency"]
-    assert poly > relu  # the polynomial's Horner steps are deeper than a shift
+    relu, poly = table.values[(0, 0)]["lut"], table.values[(1, 1)]["lut"]
+    assert poly > relu  # the polynomial's multiplies and tables take more than a threshold bank
     for g in gates(model).values():
         g.logits.data = torch.tensor([0.3, -0.2])
-    c = cost(model, x, metric="latency")
+    c = cost(model, x, metric="lut")
     assert relu < c.item() < poly
     c.backward()
-    for g in gates(model).values():  # more weight on poly costs more cycles
+    for g in gates(model).values():  # more weight on poly costs more LUTs
         assert g.logits.grad[1] > 0 > g.logits.grad[0]
     p = [g.probs()[1].item() for g in gates(model).values()]  # the expectation, by hand
     by_hand = sum(
-        (p[0] if a else 1 - p[0]) * (p[1] if b else 1 - p[1]) * v["latency"]
+        (p[0] if a else 1 - p[0]) * (p[1] if b else 1 - p[1]) * v["lut"]
         for (a, b), v in table.values.items()
     )
     assert c.item() == pytest.approx(by_hand, rel=1e-6)
@@ -122,16 +122,16 @@ def test_bad_input_is_refused(make, metric, message: str) -> None:
 
 
 def test_budget_penalty_holds_the_cost_under_its_limit(gated) -> None:
-    """The multiplier grows while the expected latency is over the limit, and its pull on
+    """The multiplier grows while the expected LUTs are over the limit, and its pull on
     the gates' logits brings the cost under it; over the limit no more, it decays to 0."""
     model, x = gated
     model = copy.deepcopy(model)
     table = cost_table(model, x)
-    relu, poly = table.values[(0, 0)]["latency"], table.values[(1, 1)]["latency"]
+    relu, poly = table.values[(0, 0)]["lut"], table.values[(1, 1)]["lut"]
     for g in gates(model).values():
         g.logits.data = torch.tensor([-1.0, 1.0])  # leaning to the costlier polynomial
     limit = relu + 0.25 * (poly - relu)
-    penalty = BudgetPenalty(x, "ecp5-85f", "latency", limit, rate=2.0)
+    penalty = BudgetPenalty(x, "ecp5-85f", "lut", limit, rate=2.0)
     opt = torch.optim.SGD([g.logits for g in gates(model).values()], lr=50.0)
     for _ in range(60):
         opt.zero_grad()
@@ -141,7 +141,7 @@ def test_budget_penalty_holds_the_cost_under_its_limit(gated) -> None:
     assert costs[0] > limit and max(lams) > 0  # over at first: the multiplier rose
     assert costs[-1] <= limit  # then the gates moved to ReLU until it was met
     assert all(g.probs()[0] > 0.5 for g in gates(model).values())
-    slack = BudgetPenalty(x, "ecp5-85f", "latency", 2 * poly)  # never exceeded
+    slack = BudgetPenalty(x, "ecp5-85f", "lut", 2 * poly)  # never exceeded
     for _ in range(3):
         assert slack(model).item() == 0.0
     assert slack.lam == 0.0
@@ -155,14 +155,14 @@ def test_budget_penalty_hardens_the_gates_within_the_limit(gated) -> None:
     model, x = gated
     model = copy.deepcopy(model)
     table = cost_table(model, x)
-    lat = {combo: v["latency"] for combo, v in table.values.items()}
+    lat = {combo: v["lut"] for combo, v in table.values.items()}
     first, second = gates(model).values()
     first.logits.data, second.logits.data = torch.tensor([-2.0, 2.0]), torch.tensor([-0.5, 0.5])
     limit = (lat[(1, 0)] + lat[(1, 1)]) / 2
     assert lat[(1, 0)] <= limit < lat[(1, 1)]
-    penalty = BudgetPenalty(x, "ecp5-85f", "latency", limit)
+    penalty = BudgetPenalty(x, "ecp5-85f", "lut", limit)
     assert list(penalty.harden(model).values()) == ["poly", "relu"]
-    assert cost(model, x).item() == lat[(1, 0)] <= limit
+    assert cost(model, x, metric="lut").item() == lat[(1, 0)] <= limit
 
 
 def test_gates_found_as_named_modules_finds_them() -> None:
