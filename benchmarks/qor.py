@@ -12,7 +12,10 @@ costs only the training; a first run of all four models takes about an hour on t
 cores (nextpnr dominates).
 
     .venv/bin/python benchmarks/qor.py [--models mlp-poly,cnn-relu] [--device ecp5-85f]
-        [--parallelism default,8] [--no-place]
+        [--parallelism default,same,8] [--no-place]
+
+Parallelism `default` is every output up to 64 per layer; `same` is the allocation
+(`cosyn.scheduler.allocate`) with the fewest resources at the default design's interval.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from cosyn.hw.rtl import generate
 from cosyn.models.data import digits
 from cosyn.models.train import fit
 from cosyn.models.zoo import cnn, mlp
+from cosyn.perfmodel import estimate
+from cosyn.scheduler import allocate
 from rich.console import Console
 from rich.table import Table
 
@@ -73,11 +78,22 @@ def _row(name: str, p: str, figures: tuple) -> tuple[str, ...]:
     return (name, p, f"{lut:,}", f"{ff:,}", str(dsp), str(bram), fm, str(ival), ips)
 
 
+def _parallelism(g: Graph, p: str, device: str) -> int | dict[str, int] | None:
+    """default: None; same: the cheapest allocation at the default design's interval."""
+    if p == "default":
+        return None
+    if p == "same":
+        return allocate(g, device, target_interval=estimate(g, device).interval).parallelism
+    return int(p)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS), help="comma list of models")
     ap.add_argument("--device", default="ecp5-85f")
-    ap.add_argument("--parallelism", default="default", help="comma list: default or ints")
+    ap.add_argument(
+        "--parallelism", default="default,same", help="comma list: default, same or ints"
+    )
     ap.add_argument("--no-place", action="store_true", help="yosys only (no Fmax)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -91,7 +107,7 @@ def main() -> None:
         for name in args.models.split(","):
             g = trained(name)
             for p in args.parallelism.split(","):
-                par = None if p == "default" else int(p)
+                par = _parallelism(g, p, args.device)
                 d = generate(g, Path(tmp) / f"{name}-{p}", parallelism=par)
                 r = synthesize(d, args.device, place=not args.no_place)
                 figures = (r.lut, r.ff, r.dsp, r.bram, r.fmax_mhz, d.manifest["interval"])
