@@ -18,7 +18,7 @@ from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING
 
 import numpy as np
-from cosyn.perfmodel.mac import _END, QUIET, MacPipe
+from cosyn.perfmodel.mac import _END, QUIET, STAGES, MacPipe
 
 if TYPE_CHECKING:
     from cosyn.perfmodel.conv import ConvGeometry
@@ -119,11 +119,11 @@ class State:
 
     def quiet(self, offered: bool, ready: bool, steady: bool = True) -> int:
         """How many cycles, the input offered or not and the output ready or not
-        throughout, step only counters (`advance`): no group's last term issued or
-        loaded, no writer row ended, no result loaded, the last waiting one not taken,
-        and the first term of a pixel kept waiting (or not) for its input; or, at an
-        anchor, whole periods (`_period`). Through them, `valid` (where `steady`) and
-        `ready` stay as they are."""
+        throughout, step only counters (`advance`): no group's last term issued (but
+        one followed by another group of the pixel, `_issues`) or loaded, no writer
+        row ended, no result loaded, the last waiting one not taken, and the first term
+        of a pixel kept waiting (or not) for its input; or, at an anchor, whole periods
+        (`_period`). Through them, `valid` (where `steady`) and `ready` stay as they are."""
         q = self._quiet(offered, ready)
         if self.term or self.gi:  # not at an anchor: no period (`_period`'s first test)
             return q
@@ -205,13 +205,20 @@ class State:
             return
         end = t + q  # the inputs taken before it
         on = bisect_right(late, tk, k, k + m)  # those before `on` in the cycle after the last
-        times = list(range(t, t + on - k))
+        times = list(range(t, min(t + on - k, end)))
         times += [j + late[j] for j in range(on, k + m) if j + late[j] < end]
         self._count_takes(q, times)
 
     def _count_takes(self, n: int, times: list[int]) -> None:
-        """`_count` of `n` cycles, the output ready, inputs taken at `times` only."""
+        """`_count` of `n` cycles, the output ready, inputs taken at `times` only (two
+        counts where the terms issued reach the next group, as in `_count`)."""
         mac, t = self.mac, self.t
+        if self.term + n > self.g.terms and self._go() and not (mac.last & _END and mac.left >= 2):
+            first = self.g.terms - self.term
+            cut = bisect_left(times, t + first)
+            self._count_takes(first, times[:cut])
+            n, times = n - first, times[cut:]
+            t = self.t
         if self._oready is not True:  # `_hold`, inline
             self._oready, self._since = True, t
         go = self._go() and not (mac.last & _END and mac.left >= 2)
@@ -232,6 +239,10 @@ class State:
             self._took = times[-1]
         if go:
             self.term += n
+            if self.term == self.g.terms:  # the group's last issued in the last cycle
+                mac.last |= 1
+                self.term -= 1
+                self._advance()
         self.t = t + n
 
     def ready(self) -> bool:
@@ -250,19 +261,24 @@ class State:
         take = offered and self._rdy
         if take:
             q = min(q, g.wc - 1 - self.wcol)
-        if self.term or self.gi or self.fw != self.fc:  # `_go`, inline
+        go = self.term or self.gi or self.fw != self.fc  # `_go`, inline
+        if go or (not self.last_px and self.wcount > self.need):
             if not (mac.last & _END and mac.left >= 2):
-                q = min(q, g.terms - 1 - self.term)
-        elif not self.last_px and self.wcount > self.need:
-            if not (mac.last & _END and mac.left >= 2):
-                q = min(q, g.terms - 1)
+                q = min(q, self._issues() if self.gi + 1 < g.groups else g.terms - 1 - self.term)
         elif take and not self.last_px:
             q = min(q, self.need + 1 - self.wcount)
         return q if q > 0 else 0
 
     def _count(self, n: int, offered: bool, ready: bool) -> None:
-        """`n` cycles that only count (no more than `_quiet`)."""
+        """`n` cycles that only count (no more than `_quiet`); where the terms issued
+        reach the pixel's next group (`_issues`), as two counts, the first to its first
+        term."""
         mac, t = self.mac, self.t
+        if self.term + n > self.g.terms and self._go() and not (mac.last & _END and mac.left >= 2):
+            first = self.g.terms - self.term
+            self._count(first, offered, ready)
+            n -= first
+            t = self.t
         if ready != self._oready:  # `_hold`, inline
             self._oready, self._since = ready, t
         take = offered and self._rdy
@@ -285,7 +301,21 @@ class State:
             self._took = t + n - 1
         if go:
             self.term += n
+            if self.term == self.g.terms:  # the group's last issued in the last cycle
+                mac.last |= 1
+                self.term -= 1
+                self._advance()
         self.t = t + n
+
+    def _issues(self) -> int:
+        """Cycles a count may issue terms: up to the group's last (r = terms - 1 - term
+        cycles), or, where the pixel has another group, through its last (in cycle r)
+        and on into the next, before that one's last term and before the flag of the
+        last reaches the pipeline's end (`MacPipe.quiet`). A count never passes a
+        pixel's first term (an anchor, where `_period` looks)."""
+        g = self.g
+        r = g.terms - 1 - self.term
+        return r + min(g.terms, STAGES) if self.gi + 1 < g.groups else r
 
     def _hold(self, ready: bool) -> None:
         if ready != self._oready:
