@@ -326,8 +326,9 @@ def _threshold(stage: Any) -> Primitives:
         if len(words) == 1:
             pair.append(0)
         elif block[k]:  # each word read into its blocks' output registers
-            _block_rom(prims, len(words), 2 * tt)
-            pair.append(2 * tt)
+            read = tt if k == 0 else 2 * tt  # level 0 compares its one threshold only:
+            _block_rom(prims, len(words), read)  # synthesis drops the unread blocks
+            pair.append(read)
             prims.mux_bits += (-(-len(words) // BLOCK_BANK) - 1) * pair[-1]
         else:
             pair.append(_rom_banks(prims, [_rom_bits(words, tt)]))
