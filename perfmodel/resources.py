@@ -40,7 +40,6 @@ __all__ = [
     "LUT",
     "PRIMITIVES",
     "RAM_DEPTH",
-    "ROM_DEPTH",
     "Primitives",
     "Resources",
     "clock_features",
@@ -57,14 +56,13 @@ __all__ = [
 
 # How the RTL lays out memories and shared registers (hw/rtl reads these, so the two
 # cannot differ): where a memory goes (LUT: LUT ROM or RAM, BLOCK: block RAM, AUTO:
-# yosys decides), the bank size of banked memories, the depths above which ROMs and
-# RAMs go to block RAM, and how many lanes one copy of a shared register feeds. A
+# yosys decides), the bank size of banked memories, which ROMs and RAMs go to block
+# RAM, and how many lanes one copy of a shared register feeds. A
 # DP16KD's read, as yosys maps it, takes most of a 150 MHz cycle; where the register
 # behind it has no reset, the flow moves that register into the block (hw/fpga/_outreg).
 LUT, BLOCK, AUTO = "lut", "block", "auto"
 BANK = 64  # words of a bank of a banked ROM or buffer
-ROM_DEPTH = 256  # ROMs deeper than this go to block RAM, shallower ones to LUTs
-RAM_DEPTH = 1024  # the same for RAMs, shallower ones to LUT RAM
+RAM_DEPTH = 1024  # RAMs deeper than this go to block RAM, shallower ones to LUT RAM
 # a weight ROM of at least BANK words and this many bits goes to block RAM, where a
 # block replaces 72 LUTs or more of a LUT ROM
 BLOCK_ROM_BITS = 2048
@@ -76,9 +74,11 @@ FANOUT = 16  # lanes fed by one copy of a shared register
 
 
 def placement(depth: int, rom: bool) -> str:
-    """Where the RTL asks synthesis to put one memory of `depth` words: block RAM above
-    `ROM_DEPTH` words (a ROM) or `RAM_DEPTH` (a RAM), else LUTs."""
-    return BLOCK if depth > (ROM_DEPTH if rom else RAM_DEPTH) else LUT
+    """Where the RTL asks synthesis to put one memory of `depth` words: a RAM in block
+    RAM above `RAM_DEPTH` words, else LUT RAM; a ROM in LUTs (the ROMs in block RAM,
+    `weights_in_block` and `thresholds.block_levels`, are laid out by
+    `hw/rtl/_rom.block_rom`)."""
+    return BLOCK if not rom and depth > RAM_DEPTH else LUT
 
 
 def weights_in_block(depth: int, width: int) -> bool:

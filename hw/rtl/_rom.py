@@ -39,8 +39,8 @@ def field(word, j: int, t: IntType):
 
 
 def memory_attrs(depth: int, rom: bool) -> dict[str, str]:
-    """Where synthesis should put a memory of `depth` words (`placement`: block RAM only
-    for memories too deep for LUTs; a weight ROM is placed by `weights_in_block`)."""
+    """Where synthesis should put a memory of `depth` words, by `placement` (a ROM in
+    block RAM is `block_rom`'s)."""
     if placement(depth, rom) == BLOCK:
         return {"ram_style": "block"}
     return {"ram_style": "logic" if rom else "distributed"}
