@@ -91,7 +91,7 @@ class Conv2dBlock(wiring.Component):
         ahead = s.fw ^ s.fc  # the writer is in the next frame: all of this one is in
         wcount = self._writer(m, s, ahead)
         mac = MacLanes(g.p, element_shape(self.node.dtype), self.o)
-        br, ws, bs, block = self._roms(m, s.widx, ~mac.stall)
+        br, ws, bs, block = self._roms(m, s.widx, mac.runs[0])
         pad1 = self._issue(m, s, ahead, wcount, mac)
         data = self._lbuf.read(m, s.laddr, ~mac.stall)  # outside the image: any word
         x = Mux(pad1, 0, data) if pad1 is not None else data

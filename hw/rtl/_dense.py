@@ -59,7 +59,7 @@ class DenseBlock(wiring.Component):
         i = Signal(range(max(n, 2)))
         raddr, widx = Signal(range(2 * n)), Signal(range(self.groups * n))
         issue = full[rd_bank] & ~mac.stall
-        br, ws, bs, block = self._roms(m, widx, ~mac.stall)
+        br, ws, bs, block = self._roms(m, widx, mac.runs[0])
         with m.If(issue):
             self._advance(m, full, rd_bank, g, i)
             self._addresses(m, rd_bank, g, i, raddr, widx)

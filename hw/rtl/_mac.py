@@ -26,13 +26,21 @@ class MacLanes:
     element `x` and P weights `ws` as the read ports return them (stage 1) and the
     bias ROM's read port and fields (addressed here, read at stage 3).
 
-    `stall` (a register) is high while a group's results wait for the output register;
-    the issue stage and every memory read must hold then.
+    `stall` is high while a group's results wait for the output register; the issue
+    stage and every memory read must hold then. It is the control's copy, a function of
+    two registers (`stall_done`, `stall_two`) that only the control reads; the lanes and
+    the weight ROMs hold on copies of their own (`runs`, the complement of stall, each
+    steering its share), so the control's loop does not pass through the net that
+    enables every register of the lanes.
     """
 
     def __init__(self, p: int, acc_shape, o) -> None:
         self.p, self.acc_shape, self.o = p, acc_shape, o
-        self.stall = Signal()
+        self._done, self._two = Signal(name="stall_done"), Signal(name="stall_two")
+        self.stall = self._done & self._two
+        # copy c holds ~stall ^ (c % 2), so synthesis keeps the copies apart
+        self._runs = [Signal(name=f"run{c}", init=1 - c % 2) for c in range(copies(p))]
+        self.runs = [r ^ (c % 2) for c, r in enumerate(self._runs)]
         self.v = [Signal(name=f"v{k + 1}") for k in range(STAGES)]
         self.first = [Signal(name=f"first{k + 1}") for k in range(STAGES - 1)]
         self.last = [Signal(name=f"last{k + 1}") for k in range(STAGES)]
@@ -54,13 +62,13 @@ class MacLanes:
     def datapath(
         self, m: Module, x: Value, ws: list[Value], bias_port, bs: list[Value], block: bool
     ) -> None:
-        """Stages 2 to 5 and the output register. Every register of the lanes is enabled
-        by `~stall` alone (a register's output); a stage without a term carries a zero
-        element, so its products are zero. With `block` (the weights read from block RAM)
+        """Stages 2 to 5 and the output register. Every register of lane j is enabled by
+        its copy of `runs` alone (a register's output); a stage without a term carries a
+        zero element, so its products are zero. With `block` (the weights read from block RAM)
         the weights' registers have no reset, so the flow moves them into the block's
         output register."""
-        p, run = self.p, ~self.stall
-        m.d.comb += [bias_port.addr.eq(self.group3), bias_port.en.eq(run)]
+        p, runs = self.p, self.runs
+        m.d.comb += [bias_port.addr.eq(self.group3), bias_port.en.eq(~self.stall)]
         x = Value.cast(x)
         xs = [
             Signal(x.shape(), name=f"x{k}", init=copy_init(k, x.shape())) for k in range(copies(p))
@@ -68,16 +76,18 @@ class MacLanes:
         wr = [
             Signal(Value.cast(w).shape(), name=f"w{j}", reset_less=block) for j, w in enumerate(ws)
         ]
-        with m.If(run):
-            m.d.sync += [c.eq(Mux(self.v[0], x, 0)) for c in xs]
-            m.d.sync += [wr[j].eq(ws[j]) for j in range(p)]
-        prods = products(m, xs, wr, run)
+        for c, run in zip(xs, runs, strict=True):
+            with m.If(run):
+                m.d.sync += c.eq(Mux(self.v[0], x, 0))
+        prods = products(m, xs, wr, runs)
         accs = [Signal(self.acc_shape, name=f"acc{j}") for j in range(p)]
-        # partial sums wrap modulo 2**bits; the full sum fits
-        with m.If(run):
-            m.d.sync += [
-                accs[j].eq(Mux(self.first[3], bs[j], accs[j]) + prods[j]) for j in range(p)
-            ]
+        for j in range(p):
+            run = runs[j * len(runs) // p]
+            # the registers behind one block share its enable (`hw/fpga/_outreg`)
+            with m.If(runs[0] if block else run):
+                m.d.sync += wr[j].eq(ws[j])
+            with m.If(run):  # partial sums wrap modulo 2**bits; the full sum fits
+                m.d.sync += accs[j].eq(Mux(self.first[3], bs[j], accs[j]) + prods[j])
         self._output(m, accs)
 
     def _output(self, m: Module, accs: list[Signal]) -> None:
@@ -86,8 +96,8 @@ class MacLanes:
         both. A load needs at most one result waiting; result 0 goes straight to the
         queue, the rest to `outs`. `outs` shifts into the queue while it holds at most
         one: its enables are functions of registers, only the queue follows the
-        consumer's ready. `stall` is a register, next cycle's `done` and "two or more
-        wait", computed this cycle."""
+        consumer's ready. `stall` is next cycle's `done` and "two or more wait", computed
+        this cycle into registers."""
         p, o = self.p, self.o
         outs = [Signal(self.acc_shape, name=f"out{j}") for j in range(p - 1)]
         ov = [Signal(name=f"out{j}_valid") for j in range(p - 1)]
@@ -114,7 +124,9 @@ class MacLanes:
         rest = Mux(shift, ov[1] if p > 2 else 0, ov[0] if p > 1 else 0)
         two_next = Mux(load, (p > 1) | (cnt_next == 2), (cnt_next == 2) | ((cnt_next == 1) & rest))
         done_next = Mux(self.stall, done, self.last[-2])
-        m.d.sync += self.stall.eq(done_next & two_next)
+        stall_next = done_next & two_next
+        m.d.sync += [self._done.eq(done_next), self._two.eq(two_next)]
+        m.d.sync += [r.eq(~stall_next ^ (c % 2)) for c, r in enumerate(self._runs)]
         if p > 1:
             ov0_next = Mux(load, 1, Mux(shift, ov[1] if p > 2 else 0, ov[0]))
             load_next = done_next & ~two_next
@@ -138,6 +150,7 @@ class MacLanes:
             load, shift = lds[c] ^ (c % 2), shs[c] ^ (c % 2)
             with m.If(load):
                 m.d.sync += [outs[j].eq(accs[j + 1]), ov[j].eq(1)]
-            with m.Elif(shift):
-                m.d.sync += outs[j].eq(outs[j + 1] if j < p - 2 else outs[j])
+            with m.Elif(shift):  # the last keeps its (now invalid) result
+                if j < p - 2:
+                    m.d.sync += outs[j].eq(outs[j + 1])
                 m.d.sync += ov[j].eq(ov[j + 1] if j < p - 2 else 0)

@@ -23,28 +23,32 @@ def copy_init(k: int, shape) -> int:
     return (-1 if shape.signed else (1 << shape.width) - 1) if k % 2 else 0
 
 
-def products(m: Module, xs: list[Signal], ws: list[Signal], run: Value) -> list[Signal]:
+def products(m: Module, xs: list[Signal], ws: list[Signal], runs: list[Value]) -> list[Signal]:
     """w_j * x for each lane j, x from stage 2's copies `xs` (lane j reads copy j*len/P),
-    the weights `ws` from stage 2's registers; the products registered at stage 4."""
+    the weights `ws` from stage 2's registers; the products registered at stage 4. The
+    registers of copy k and of the lanes reading it are enabled by `runs[k]`."""
     if Value.cast(ws[0]).shape().width <= NARROW:
-        return _lut_products(m, xs, ws, run)
+        return _lut_products(m, xs, ws, runs)
     p = len(ws)
     prods = []
     for j, w in enumerate(ws):
-        x = xs[j * len(xs) // p]
+        k = j * len(xs) // p
+        x = xs[k]
         full = Signal((w * x).shape(), name=f"mul{j}")
         prod = Signal.like(full, name=f"prod{j}")
-        with m.If(run):
+        with m.If(runs[k]):
             m.d.sync += [full.eq(w * x), prod.eq(full)]
         prods.append(prod)
     return prods
 
 
-def _lut_products(m: Module, xs: list[Signal], ws: list[Signal], run: Value) -> list[Signal]:
+def _lut_products(
+    m: Module, xs: list[Signal], ws: list[Signal], runs: list[Value]
+) -> list[Signal]:
     p = len(ws)
     per = copies(p, 2 * FANOUT)  # copies of the multiples per copy of x
     mults = []
-    for x in xs:
+    for x, run in zip(xs, runs, strict=True):
         for k in range(per):
             regs = {}
             for f, v in multiples(x).items():
@@ -57,7 +61,7 @@ def _lut_products(m: Module, xs: list[Signal], ws: list[Signal], run: Value) -> 
     for j, w in enumerate(ws):
         w3 = Signal.like(w, name=f"w{j}_3")
         prod = Signal((w * xs[0]).shape(), name=f"prod{j}")
-        with m.If(run):
+        with m.If(runs[j * len(runs) // p]):
             m.d.sync += w3.eq(w)
             m.d.sync += prod.eq(sum_pairs(pair_terms(w3, mults[j * len(mults) // p]))[0])
         prods.append(prod)
