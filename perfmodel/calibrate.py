@@ -197,8 +197,8 @@ def _features(c: Config, dev_name: str) -> tuple[list[float], list[float]]:
     its blocks) and the clock features of its block under test."""
     p = plan(build(c), c.parallelism)
     dev = device(dev_name)
-    co = coefficients(dev.family)
-    feats = np.zeros(len(co["lut"]))
+    co = coefficients(dev.family, fitted=False)
+    feats = np.zeros(len(FEATURES))
     for s in p.stages:
         feats += features(primitives(s), dev, co)[0]
     return feats.tolist(), clock_features(primitives(p.stages[-1]), dev, co)
@@ -298,7 +298,7 @@ def _fitted(name: str, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict
     estimates and the held-out (odd rows') error."""
     dev = device(name)
     train, held = rows[0::2], rows[1::2]
-    fam = {**coefficients(dev.family), **fit(train)}
+    fam = {**coefficients(dev.family, fitted=False), **fit(train)}
     fam["fitted"] = f"perfmodel/calibration.json ({name}, {len(train)} designs)"
     for r in rows:
         f = np.array(r["features"])

@@ -28,7 +28,8 @@ class Device:
     signed operand widths (a, b) of one multiplier block. `bram_bits`: bits of one
     block RAM; `bram_shapes`: its (depth, width) aspect ratios as a true dual port.
     `synth`: yosys' command; `pnr`: (nextpnr architecture, its device arguments) or
-    None.
+    None. `shift_lut`: stages of a shift register one LUT holds, where yosys maps
+    register chains to them (0: it does not).
     """
 
     name: str
@@ -48,6 +49,7 @@ class Device:
     bram_shapes: tuple[tuple[int, int], ...]
     synth: str
     pnr: tuple[str, tuple[str, ...]] | None
+    shift_lut: int = 0
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def capacity(self) -> dict[str, int]:
@@ -131,10 +133,12 @@ DEVICES: dict[str, Device] = {
             bram_shapes=_RAMB18_SHAPES,
             synth="synth_xilinx -family xc7",
             pnr=None,
+            shift_lut=32,
             sources={
                 "counts": "Xilinx DS190 (Zynq-7000 SoC Data Sheet: Overview), Table 3 (Z-7020)",
                 "bram": "Xilinx UG473 (7 Series Memory Resources): RAMB18E1 aspect ratios",
                 "dsp": "Xilinx UG479 (7 Series DSP48E1): 25x18 multiplier",
+                "shift": "Xilinx UG474 (7 Series CLB): a SLICEM LUT as a 32-bit shift register",
             },
         ),
         Device(
@@ -155,11 +159,13 @@ DEVICES: dict[str, Device] = {
             bram_shapes=_RAMB18_SHAPES,
             synth="synth_xilinx -family xcup",
             pnr=None,
+            shift_lut=32,
             sources={
                 "counts": "Xilinx DS962 (Alveo U200 and U250 Data Center Accelerator Cards), "
                 "Table 1",
                 "bram": "Xilinx UG573 (UltraScale Memory Resources): RAMB18E2 aspect ratios",
                 "dsp": "Xilinx UG579 (UltraScale DSP48E2): 27x18 multiplier",
+                "shift": "Xilinx UG574 (UltraScale CLB): a SLICEM LUT as a 32-bit shift register",
             },
         ),
     )

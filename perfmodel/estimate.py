@@ -33,10 +33,12 @@ def _baseline() -> dict[str, Any]:
     return json.loads(BASELINE.read_text())
 
 
-def coefficients(family: str) -> dict[str, Any]:
-    """The resource and clock model's coefficients for a device family."""
+def coefficients(family: str, fitted: bool = True) -> dict[str, Any]:
+    """The resource and clock model's coefficients for a device family; with `fitted`
+    False only its rules (DSP and block RAM thresholds), which hold while the features
+    change and are fitted again (`calibrate --refit`)."""
     base = _baseline()
-    if tuple(base["features"]) != FEATURES:
+    if fitted and tuple(base["features"]) != FEATURES:
         raise RuntimeError(
             f"{BASELINE} has coefficients for other features than perfmodel.resources.FEATURES; "
             "fit them again: python -m cosyn.perfmodel.calibrate --refit"

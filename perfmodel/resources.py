@@ -109,6 +109,9 @@ class Primitives:
     # ROM whose words the model knows, its bits that vary, a column each (`_rom_bits`);
     # None: the words are not known, every bit varies)
     mems: list[tuple[int, int, bool, str, np.ndarray | None]] = field(default_factory=list)
+    # registers in chains, (bits, length): a value passed on unchanged through `length`
+    # registers of the same enable, no reset, read only at the last
+    chains: list[tuple[int, int]] = field(default_factory=list)
     depth: int = 0  # carry bits on the longest register-to-register path
     levels: int = 0  # LUT levels on it (a DSP block counts as `dsp_levels`)
 
@@ -326,9 +329,8 @@ def _threshold(stage: Any) -> Primitives:
         if len(words) == 1:
             pair.append(0)
         elif block[k]:  # each word read into its blocks' output registers
-            read = tt if k == 0 else 2 * tt  # level 0 compares its one threshold only:
-            _block_rom(prims, len(words), read)  # synthesis drops the unread blocks
-            pair.append(read)
+            pair.append(words.shape[1] * tt)
+            _block_rom(prims, len(words), pair[-1])
             prims.mux_bits += (-(-len(words) // BLOCK_BANK) - 1) * pair[-1]
         else:
             pair.append(_rom_banks(prims, [_rom_bits(words, tt)]))
@@ -337,6 +339,8 @@ def _threshold(stage: Any) -> Primitives:
     for k in range(levels):
         if block[k]:
             widths.append(x + pbits + k)  # the blocks' words registered within them
+            # x, phase and prefix: compare k - 1 (or the read of level 0), this, the hold
+            prims.chains.append((x + pbits + k, 3))
         widths.append(x + pbits + k + pair[k])  # hold level k's pair
         if k < levels - 1:
             widths.append(x + pbits + k + 1)  # compare k (the next pair: the ROM's register)
@@ -461,8 +465,11 @@ def primitives(stage: Any) -> Primitives:
 # fixed cost per block of each kind (control, counters), the rest sharing one
 KINDS = ("dense", "conv2d", "threshold", "shift", "poly", "maxpool2d", "avgpool2d")
 FEATURES = ("lut_mult_bits", "add_bits", "mux_bits", "lut_ram_bits", "reg_bits", "lanes",
-            "lane_bits", "lut_rom_luts", "lut_rom_muxes", *(f"{k}_blocks" for k in KINDS),
-            "other_blocks")  # fmt: skip
+            "lane_bits", "lut_rom_luts", "lut_rom_muxes", "shift_luts",
+            *(f"{k}_blocks" for k in KINDS), "other_blocks")  # fmt: skip
+# the shortest register chain yosys makes a shift register in LUTs (synth_xilinx's
+# `shregmap -minlen 3`)
+SHIFT_MIN = 3
 
 
 def _to_dsp(a: int, b: int, dev: Device, co: dict[str, Any]) -> int:
@@ -519,9 +526,13 @@ def features(prims: Primitives, dev: Device, co: dict[str, Any]) -> tuple[list[f
             rom, rom_mux = rom + leaves, rom_mux + muxes
         else:
             ram += depth * width
+    regs, shift = prims.reg_bits, 0
+    for bits, length in prims.chains if dev.shift_lut else ():
+        if length >= SHIFT_MIN:  # a shift register in LUTs of `shift_lut` stages each
+            regs, shift = regs - bits * length, shift + bits * -(-length // dev.shift_lut)
     blocks = [float(prims.kind == k) for k in KINDS] + [float(prims.kind not in KINDS)]
-    f = [lut_mult, prims.add_bits, prims.mux_bits, ram, prims.reg_bits, prims.lanes,
-         prims.lane_bits, rom, rom_mux, *blocks]  # fmt: skip
+    f = [lut_mult, prims.add_bits, prims.mux_bits, ram, regs, prims.lanes,
+         prims.lane_bits, rom, rom_mux, shift, *blocks]  # fmt: skip
     return [float(v) for v in f], dsp, bram
 
 

@@ -71,12 +71,12 @@ def threshold_cols(node: Any, ctx: Any) -> tuple[dict[str, np.ndarray], int]:
 
 def candidates(t: np.ndarray, levels: int, k: int) -> np.ndarray:
     """Level k's ROM, (words, 2): at address (phase, prefix c of k - 1 bits) the thresholds
-    of prefixes 2c and 2c + 1 (level 0: by phase alone, its one threshold twice). `t` is
-    the thresholds by stream phase, (period, 2**L - 1); phases up to the next power of two
-    read zeros."""
+    of prefixes 2c and 2c + 1; level 0's, (words, 1), by phase alone, its one threshold.
+    `t` is the thresholds by stream phase, (period, 2**L - 1); phases up to the next power
+    of two read zeros."""
     span = 1 << (levels - k)  # counts under one prefix of level k
     tk = t[:, span // 2 - 1 :: span]  # (period, 2**k) thresholds of level k
-    pairs = tk.reshape(len(tk), -1, 2) if k else np.repeat(tk, 2, axis=1)[:, None]
-    rom = np.zeros((1 << (len(t) - 1).bit_length(), pairs.shape[1], 2), dtype=np.int64)
-    rom[: len(pairs)] = pairs
-    return rom.reshape(-1, 2)
+    n = 2 if k else 1
+    rom = np.zeros((1 << (len(t) - 1).bit_length(), tk.shape[1] // n, n), dtype=np.int64)
+    rom[: len(tk)] = tk.reshape(len(tk), -1, n)
+    return rom.reshape(-1, n)

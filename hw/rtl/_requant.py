@@ -148,11 +148,11 @@ class _Search:
         or for a ROM in block RAM (`block_levels`) the registered words of its banks of
         `BLOCK_BANK` words and the bank's index, chosen after a stage that registers
         each (the block's output register)."""
-        words = pack(candidates(self.t, self.levels, k), self.tt.bits)
+        rows = candidates(self.t, self.levels, k)
+        words, width = pack(rows, self.tt.bits), rows.shape[1] * self.tt.bits
         if len(words) == 1:
-            return {"pair": Registered(Const(words[0], 2 * self.tt.bits))}
+            return {"pair": Registered(Const(words[0], width))}
         addr = Cat(prefix, phase[: self.pbits]) if self.pbits else prefix
-        width = 2 * self.tt.bits
         if not self.block[k]:
             attrs = memory_attrs(len(words), True)
             mem = memory.Memory(shape=width, depth=len(words), init=words, attrs=attrs)
@@ -194,8 +194,8 @@ class _Search:
     def _compare(self, k: int) -> Stage:
         def stage(m: Module, v: dict[str, Any], tab: PhaseTable, run) -> dict[str, Any]:
             pair, c = v["pair"], v.get("c", Const(0, 0))
-            lo_t, hi_t = field(pair, 0, self.tt), field(pair, 1, self.tt)
-            t = Mux(c[0], hi_t, lo_t) if k else lo_t
+            lo_t = field(pair, 0, self.tt)  # level 0's one threshold
+            t = Mux(c[0], field(pair, 1, self.tt), lo_t) if k else lo_t
             x = Value.cast(v["x"])
             x = x.as_signed() if self.in_type.signed else x
             new = {"x": x, "c": Cat(x >= t, c)}
