@@ -104,22 +104,28 @@ class SkipFifo(wiring.Component):
             shape=shape, depth=n, init=[], attrs=memory_attrs(n, rom=False)
         )
         wp, rp = ram.write_port(), ram.read_port(domain="comb")
-        level = Signal(range(self.depth + 1))  # the head and the RAM's
+        # counts: all elements (`level`) and the RAM's (`stored`), and whether the FIFO is
+        # full and the RAM empty as registers of their own, so the enables below are a
+        # few gates from registers
+        level, stored = Signal(range(self.depth + 1)), Signal(range(self.depth))
+        full, empty = Signal(), Signal(init=1)
         head, hv = Signal(shape), Signal()
         wa, ra = Signal(range(n)), Signal(range(n))
-        m.d.comb += [self.i.ready.eq(level != self.depth), self.o.valid.eq(hv)]
+        m.d.comb += [self.i.ready.eq(~full), self.o.valid.eq(hv)]
         m.d.comb += self.o.payload.eq(head)
-        take_in = self.i.valid & self.i.ready
+        take_in = self.i.valid & ~full
+        leave = hv & self.o.ready
         refill = ~hv | self.o.ready  # the head is free or leaving
-        stored = level - hv  # elements in the RAM
-        bypass = refill & (stored == 0)
-        m.d.comb += [rp.addr.eq(ra), wp.addr.eq(wa), wp.data.eq(self.i.payload)]
-        m.d.comb += wp.en.eq(take_in & ~bypass)
-        m.d.sync += level.eq(level + take_in - (hv & self.o.ready))
-        with m.If(take_in & ~bypass):
+        write = take_in & ~(refill & empty)  # into the RAM, unless straight to the head
+        read = refill & ~empty  # from the RAM into the head
+        m.d.comb += [rp.addr.eq(ra), wp.addr.eq(wa), wp.data.eq(self.i.payload), wp.en.eq(write)]
+        m.d.sync += [level.eq(level + take_in - leave), stored.eq(stored + write - read)]
+        m.d.sync += full.eq(Mux(take_in & ~leave, level == self.depth - 1, full & ~leave))
+        m.d.sync += empty.eq(Mux(read & ~write, stored == 1, empty & ~write))
+        with m.If(write):
             m.d.sync += wa.eq(Mux(wa == n - 1, 0, wa + 1))
         with m.If(refill):
-            with m.If(stored != 0):
+            with m.If(~empty):
                 m.d.sync += [head.eq(rp.data), hv.eq(1), ra.eq(Mux(ra == n - 1, 0, ra + 1))]
             with m.Else():
                 m.d.sync += [head.eq(self.i.payload), hv.eq(take_in)]
