@@ -283,7 +283,9 @@ def train(
         penalty = _penalty(net, x0, device, goal, alloc)
     extra = penalty
     if goal is not None and goal.lut_weight is not None:
-        extra = _with_luts(penalty, net, x0, device, goal.lut_weight, alloc.parallelism)
+        # LUTs at the budget's parallelism over the gates' choices, 0 at the cheapest
+        luts = SpanWeight(x0, device, "lut", goal.lut_weight, alloc.parallelism)
+        extra = _plus(penalty, luts.measure(net))
     if secure_weight is not None:
         mix = {"secure_bytes": 1.0, "secure_rounds": round_bytes}
         extra = _plus(extra, SpanWeight(x0, device, mix, secure_weight))
@@ -410,24 +412,6 @@ def _penalty(net: nn.Module, x0: torch.Tensor, device: str, goal: _Goal, a) -> o
     first = float(perfmodel.cost(net, x0, device, "completion", a.parallelism))
     weight, par = goal.weight, a.parallelism
     return lambda m: weight * perfmodel.cost(m, x0, device, "completion", par) / first
-
-
-def _with_luts(
-    penalty, net: nn.Module, x0: torch.Tensor, device: str, weight: float, par
-) -> object:
-    """The loss term `penalty` plus weight * the expected LUTs at parallelism `par` over the
-    gates' choices, from 0 at the cheapest choices to `weight` at the costliest
-    (`perfmodel.loss.cost_span`)."""
-    from cosyn.perfmodel.loss import cost_span  # loads on use (see perfmodel)
-
-    lo, hi = cost_span(net, x0, device, "lut", par)
-    spread = hi - lo if hi > lo else 1.0
-
-    def term(m: nn.Module) -> torch.Tensor:
-        luts = (perfmodel.cost(m, x0, device, "lut", par) - lo) / spread
-        return penalty(m) + weight * luts
-
-    return term
 
 
 def _plus(term, more) -> object:

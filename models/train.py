@@ -150,25 +150,39 @@ class BudgetPenalty:
 
 class SpanWeight:
     """weight * a cost's place in its span, for `fit`'s `extra_loss`: 0 where the gates'
-    choices make `metric` (`cosyn.perfmodel.cost`: a metric or a weighted mix) least,
-    `weight` where most, so `weight` is in units of the task loss whatever the metric's
-    unit (bytes, cycles, LUTs). The span (`cost_span`) is read at the first call, from the
-    model as it is then."""
+    choices make `metric` (`cosyn.perfmodel.cost`: a metric or a weighted mix, at
+    `parallelism`) least, `weight` where most, so `weight` is in units of the task loss
+    whatever the metric's unit (bytes, cycles, LUTs). The span (`cost_span`) is read from
+    the model as it is at the first call, or as `measure` is given it."""
 
     def __init__(
-        self, example_input: torch.Tensor, device: str, metric: str | dict, weight: float
+        self,
+        example_input: torch.Tensor,
+        device: str,
+        metric: str | dict,
+        weight: float,
+        parallelism: int | dict | None = None,
     ) -> None:
         if not weight >= 0:
             raise ValueError(f"SpanWeight: the weight must be 0 or more, not {weight!r}")
         self.example_input, self.device, self.metric, self.weight = (
             example_input, device, metric, float(weight))  # fmt: skip
+        self.parallelism = parallelism
         self.span: tuple[float, float] | None = None
 
+    def measure(self, model: nn.Module) -> SpanWeight:
+        """Read the span from `model` now (before training, not at its first step)."""
+        from cosyn.perfmodel.loss import cost_span  # it imports cosyn.models
+
+        args = (self.example_input, self.device, self.metric, self.parallelism)
+        self.span = cost_span(model, *args)
+        return self
+
     def __call__(self, model: nn.Module) -> torch.Tensor:
-        from cosyn.perfmodel.loss import cost, cost_span  # it imports cosyn.models
+        from cosyn.perfmodel.loss import cost  # it imports cosyn.models
 
         if self.span is None:
-            self.span = cost_span(model, self.example_input, self.device, self.metric)
+            self.measure(model)
         lo, hi = self.span
-        c = cost(model, self.example_input, self.device, self.metric)
+        c = cost(model, self.example_input, self.device, self.metric, self.parallelism)
         return self.weight * (c - lo) / (hi - lo if hi > lo else 1.0)
