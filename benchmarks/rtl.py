@@ -89,7 +89,7 @@ def measure(name: str, g: Graph, x: np.ndarray, p: int | None, sims: list[str], 
     bad, speeds, timing = 0, [], []
     for sim in sims:
         with contextlib.redirect_stdout(io.StringIO()):
-            r = simulate(d, x, simulator=sim, backpressure=True)
+            r = simulate(d, x, simulator=sim, backpressure=True, optimize=True)
         bad += r.mismatches + r.lost + r.duplicated + r.protocol_errors
         speeds.append(f"{r.vectors_per_s:.0f}")
         timing.append((r.latency, r.interval))

