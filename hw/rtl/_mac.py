@@ -26,21 +26,21 @@ class MacLanes:
     element `x` and P weights `ws` as the read ports return them (stage 1) and the
     bias ROM's read port and fields (addressed here, read at stage 3).
 
-    `stall` is high while a group's results wait for the output register; the issue
-    stage and every memory read must hold then. It is the control's copy, a function of
-    two registers (`stall_done`, `stall_two`) that only the control reads; the lanes and
-    the weight ROMs hold on copies of their own (`runs`, the complement of stall, each
+    `stall` (a register) is high while a group's results wait for the output register;
+    the issue stage and every memory read must hold then. Only the control reads it: the
+    lanes and the weight ROMs hold on copies of their own (`runs`, run = not stall, each
     steering its share), so the control's loop does not pass through the net that
     enables every register of the lanes.
     """
 
     def __init__(self, p: int, acc_shape, o) -> None:
         self.p, self.acc_shape, self.o = p, acc_shape, o
+        self.stall = Signal()
+        # the lanes' copies, kept apart from stall (and from each other) by synthesis: a
+        # register holding run, and its two factors in registers of their own
+        self._run = Signal(init=1, name="run")
         self._done, self._two = Signal(name="stall_done"), Signal(name="stall_two")
-        self.stall = self._done & self._two
-        # copy c holds ~stall ^ (c % 2), so synthesis keeps the copies apart
-        self._runs = [Signal(name=f"run{c}", init=1 - c % 2) for c in range(copies(p))]
-        self.runs = [r ^ (c % 2) for c, r in enumerate(self._runs)]
+        self.runs = [self._run, ~(self._done & self._two)][: copies(p)]
         self.v = [Signal(name=f"v{k + 1}") for k in range(STAGES)]
         self.first = [Signal(name=f"first{k + 1}") for k in range(STAGES - 1)]
         self.last = [Signal(name=f"last{k + 1}") for k in range(STAGES)]
@@ -125,8 +125,9 @@ class MacLanes:
         two_next = Mux(load, (p > 1) | (cnt_next == 2), (cnt_next == 2) | ((cnt_next == 1) & rest))
         done_next = Mux(self.stall, done, self.last[-2])
         stall_next = done_next & two_next
-        m.d.sync += [self._done.eq(done_next), self._two.eq(two_next)]
-        m.d.sync += [r.eq(~stall_next ^ (c % 2)) for c, r in enumerate(self._runs)]
+        m.d.sync += [self.stall.eq(stall_next), self._run.eq(~stall_next)]
+        if len(self.runs) > 1:
+            m.d.sync += [self._done.eq(done_next), self._two.eq(two_next)]
         if p > 1:
             ov0_next = Mux(load, 1, Mux(shift, ov[1] if p > 2 else 0, ov[0]))
             load_next = done_next & ~two_next
