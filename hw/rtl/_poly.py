@@ -20,8 +20,10 @@ __all__ = ["poly_block"]
 def poly_block(node: Poly, ctx: Ctx) -> Elementwise:
     """y = poly_c(x) per channel c, exactly as `Poly.eval`: h = c_d, then h = h * x + c_k.
 
-    Stage 1 looks up the channel's coefficients (registers them where they differ
-    between channels). Then per Horner step k (k = 1 .. degree) the previous h is
+    Stage 1 looks up the channel's first coefficient, and the stage before each add the
+    one it adds (registered where they differ between channels; each lookup reads its
+    own stage's phase register, so no one register drives every table). Per Horner step k (k = 1 ..
+    degree) the previous h is
     multiplied by the element in `multiply_stages` stages (an element of up to 8 bits
     selects multiples of h, `_mul`; a wider one uses a multiplier block), and one stage
     adds the next coefficient, in `node.stages[k - 1]` (the type that bounds h after
@@ -38,14 +40,16 @@ def poly_block(node: Poly, ctx: Ctx) -> Elementwise:
     stages = [_lookup(d, node.dtype)]
     for k in range(1, d + 1):
         t = node.stages[k - 1]
-        stages += [*_multiply(k, t, bits), _add(k, t, k == d)]
+        *mul, last = _multiply(k, t, bits)
+        stages += [*mul, _looking_up(last, k), _add(k, t, k == d)]
     if len(stages) != poly_stages(d, bits):
         raise ValueError(f"{node.name}: {len(stages)} stages, {poly_stages(d, bits)} in timing")
     return Elementwise(node, ctx, table, stages)
 
 
 def _coeff(v: dict[str, Any], tab: PhaseTable, k: int) -> Value | int:
-    """Coefficient k of the element's channel: a constant, or the register stage 1 set."""
+    """Coefficient k of the element's channel: a constant, or the register its lookup
+    set."""
     c = tab.const("c", k)
     return c if c is not None else v[f"c{k}"]
 
@@ -54,13 +58,26 @@ def _lookup(d: int, out: IntType) -> Stage:
     def stage(m: Module, v: dict[str, Value], tab: PhaseTable, run) -> dict[str, Any]:
         ph = v["phase"]
         new: dict[str, Any] = {"x": v["x"]}
-        new |= {f"c{k}": tab.get("c", ph, k) for k in range(d + 1) if tab.const("c", k) is None}
+        if tab.const("c", 0) is None:
+            new["c0"] = tab.get("c", ph, 0)
         if d == 0:
             c = tab.get("c", ph, 0)
             return {"y": Const(c, element_shape(out)) if isinstance(c, int) else c}
         return new
 
     return stage
+
+
+def _looking_up(stage: Stage, k: int) -> Stage:
+    """`stage`, which also looks up coefficient k by its own phase."""
+
+    def looked(m: Module, v: dict[str, Any], tab: PhaseTable, run) -> dict[str, Any]:
+        out = stage(m, v, tab, run)
+        if tab.const("c", k) is None:
+            out[f"c{k}"] = tab.get("c", v["phase"], k)
+        return out
+
+    return looked
 
 
 def _multiply(k: int, t: IntType, bits: int) -> list[Stage]:
