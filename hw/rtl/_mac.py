@@ -64,9 +64,9 @@ class MacLanes:
     ) -> None:
         """Stages 2 to 5 and the output register. Every register of lane j is enabled by
         its copy of `runs` alone (a register's output); a stage without a term carries a
-        zero element, so its products are zero. With `block` (the weights read from block RAM)
-        the weights' registers have no reset, so the flow moves them into the block's
-        output register."""
+        zero element, so its products are zero. With `block` (the weights read from block
+        RAM) the weights' registers have no reset and share the ROMs' enable `runs[0]`,
+        so the flow moves them into the blocks' output registers."""
         p, runs = self.p, self.runs
         m.d.comb += [bias_port.addr.eq(self.group3), bias_port.en.eq(~self.stall)]
         x = Value.cast(x)
@@ -96,8 +96,8 @@ class MacLanes:
         both. A load needs at most one result waiting; result 0 goes straight to the
         queue, the rest to `outs`. `outs` shifts into the queue while it holds at most
         one: its enables are functions of registers, only the queue follows the
-        consumer's ready. `stall` is next cycle's `done` and "two or more wait", computed
-        this cycle into registers."""
+        consumer's ready. `stall` and its copies are registers: next cycle's `done` and
+        "two or more wait", computed this cycle."""
         p, o = self.p, self.o
         outs = [Signal(self.acc_shape, name=f"out{j}") for j in range(p - 1)]
         ov = [Signal(name=f"out{j}_valid") for j in range(p - 1)]
