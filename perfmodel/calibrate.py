@@ -336,9 +336,27 @@ def estimate_of(c: Config, dev: str) -> dict[str, Any]:
     return {"lut": e.lut, "ff": e.ff, "dsp": e.dsp, "bram": e.bram, "fmax_mhz": e.fmax_mhz}
 
 
-if __name__ == "__main__":
-    args = sys.argv[1:]
-    names = tuple(a for a in args if not a.startswith("--")) or ("ecp5-85f", "xc7z020")
-    out = refit(names) if "--refit" in args else run(names, missing="--missing" in args)
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cosyn.perfmodel.calibrate [--missing | --refit] [DEVICE ...]`."""
+    import argparse
+
+    from cosyn.perfmodel.devices import DEVICES
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("devices", nargs="*", default=["ecp5-85f", "xc7z020"], help="device names")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--missing", action="store_true", help="synthesize unrecorded designs only")
+    how.add_argument("--refit", action="store_true", help="synthesize nothing: fit again")
+    args = p.parse_args(argv)
+    if unknown := [d for d in args.devices if d not in DEVICES]:
+        print(f"error: unknown device {unknown[0]!r}; known: {', '.join(DEVICES)}", file=sys.stderr)
+        return 2
+    names = tuple(args.devices)
+    out = refit(names) if args.refit else run(names, missing=args.missing)
     for name, d in out["devices"].items():
         print(name, "held-out MAPE", d["held_out_mape"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
