@@ -22,12 +22,12 @@ def poly_block(node: Poly, ctx: Ctx) -> Elementwise:
 
     Stage 1 looks up the channel's first coefficient, and the stage before each add the
     one it adds (registered where they differ between channels; each lookup reads its
-    own stage's phase register, so no one register drives every table). Per Horner step k (k = 1 ..
-    degree) the previous h is
-    multiplied by the element in `multiply_stages` stages (an element of up to 8 bits
-    selects multiples of h, `_mul`; a wider one uses a multiplier block), and one stage
-    adds the next coefficient, in `node.stages[k - 1]` (the type that bounds h after
-    step k, so nothing it keeps can overflow; the product is kept modulo its width).
+    own stage's phase register, so no one register drives every table). Per Horner
+    step k (k = 1 .. degree) the previous h is multiplied by the element in
+    `multiply_stages` stages (an element of up to 8 bits selects multiples of h, `_mul`;
+    a wider one uses a multiplier block), and one stage adds the next coefficient, in
+    `node.stages[k - 1]` (the type that bounds h after step k, so nothing it keeps can
+    overflow; the product is kept modulo its width).
     The element and its phase ride along. A degree 0 polynomial is the lookup of c_0.
     Members, timing: see `Elementwise` (`perfmodel.blocks.poly_stages`).
     """
