@@ -190,7 +190,7 @@ def _mac(p: int, acc: IntType, w_bits: int, x_bits: int, prims: Primitives) -> N
     prims.lanes, prims.lane_bits = p, p * acc.bits
     prims.add_bits += p * acc.bits
     prims.mux_bits += p * acc.bits + max(p - 1, 0) * acc.bits + 2 * acc.bits  # bias, load, queue
-    prims.reg_bits += p * acc.bits + max(p - 1, 0) * (acc.bits + 1) + 2 * acc.bits + 3
+    prims.reg_bits += p * acc.bits + max(p - 1, 0) * (acc.bits + 1) + 2 * acc.bits + 5
     prims.depth, prims.levels = max(acc.bits, prod), 3
 
 
@@ -201,7 +201,7 @@ def _weights(prims: Primitives, rows: np.ndarray, w_bits: int, groups: int, b_bi
     (yosys decides)."""
     p = len(rows[0])
     if weights_in_block(len(rows), p * w_bits):
-        _block_rom(prims, len(rows), p * w_bits)
+        _block_rom(prims, rows, w_bits)
         prims.reg_bits -= p * w_bits  # `_mac`'s weight registers, in the blocks
     else:
         banks = [_rom_bits(rows[k : k + BANK], w_bits) for k in range(0, len(rows), BANK)]
@@ -210,12 +210,20 @@ def _weights(prims: Primitives, rows: np.ndarray, w_bits: int, groups: int, b_bi
     prims.mems.append((groups, p * b_bits, True, AUTO, None))
 
 
-def _block_rom(prims: Primitives, depth: int, width: int) -> None:
+def _block_rom(prims: Primitives, rows: np.ndarray, bits: int) -> None:
     """A ROM in block RAM as `hw/rtl/_rom.block_rom` lays it out: banks of `BLOCK_BANK`
-    words, each memories of at most `BLOCK_WIDTH` bits (all of a word's bits)."""
-    for _ in range(-(-depth // BLOCK_BANK)):
-        for j in range(0, width, BLOCK_WIDTH):
-            prims.mems.append((BLOCK_BANK, min(BLOCK_WIDTH, width - j), True, BLOCK, None))
+    words (`rows` of `bits`-bit fields, the rest of a bank zero), each memories of at
+    most `BLOCK_WIDTH` bits of every word. A memory whose bits are the same in every
+    word of its bank is constants, not memory (`opt_mem`)."""
+    b = _word_bits(rows, bits)
+    for k in range(0, len(b), BLOCK_BANK):
+        bank = b[k : k + BLOCK_BANK]
+        if len(bank) < BLOCK_BANK:
+            bank = np.vstack([bank, np.zeros((1, bank.shape[1]), dtype=bool)])
+        for j in range(0, b.shape[1], BLOCK_WIDTH):
+            part = bank[:, j : j + BLOCK_WIDTH]
+            if (part != part[:1]).any():
+                prims.mems.append((BLOCK_BANK, part.shape[1], True, BLOCK, None))
 
 
 def _rom_banks(prims: Primitives, banks: list[np.ndarray]) -> int:
@@ -330,7 +338,7 @@ def _threshold(stage: Any) -> Primitives:
             pair.append(0)
         elif block[k]:  # each word read into its blocks' output registers
             pair.append(words.shape[1] * tt)
-            _block_rom(prims, len(words), pair[-1])
+            _block_rom(prims, words, tt)
             prims.mux_bits += (-(-len(words) // BLOCK_BANK) - 1) * pair[-1]
         else:
             pair.append(_rom_banks(prims, [_rom_bits(words, tt)]))
@@ -356,11 +364,17 @@ def _threshold(stage: Any) -> Primitives:
     return prims
 
 
+def _word_bits(words: np.ndarray, bits: int) -> np.ndarray:
+    """A ROM of `bits`-bit fields (a row of fields per word) as bits, (words, fields *
+    bits), field 0 in the low bits (as `hw/rtl/_rom.pack` packs them)."""
+    w = np.asarray(words, dtype=np.int64) & ((1 << bits) - 1)
+    return ((w[:, :, None] >> np.arange(bits)) & 1).reshape(len(w), -1).astype(bool)
+
+
 def _rom_bits(words: np.ndarray, bits: int) -> np.ndarray:
     """The bits of a ROM of `bits`-bit fields (a row of fields per word) that differ
     between words, (words, varying bits): yosys makes the others constants (`opt_mem`)."""
-    w = np.asarray(words, dtype=np.int64) & ((1 << bits) - 1)
-    b = ((w[:, :, None] >> np.arange(bits)) & 1).reshape(len(w), -1).astype(bool)
+    b = _word_bits(words, bits)
     return b[:, (b != b[:1]).any(axis=0)]
 
 

@@ -114,6 +114,18 @@ def test_cli_estimate(tmp_path) -> None:
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_dsp_and_bram_exact_on_every_recorded_design() -> None:
+    """Every design the calibration synthesized, both devices: the estimate's DSP and
+    block RAM counts are yosys's (a ROM part constant in every word is no memory)."""
+    from cosyn.perfmodel import calibrate
+
+    for dev, d in json.loads(calibrate.RECORD.read_text())["devices"].items():
+        for r in d["rows"]:
+            c = calibrate.Config(**{k: v for k, v in r["config"].items() if k != "name"})
+            e = calibrate.estimate_of(c, dev)
+            assert (e["dsp"], e["bram"]) == (r["synth"]["dsp"], r["synth"]["bram"]), (dev, c.name)
+
+
 @pytest.mark.slow
 def test_estimate_within_the_baselines_error_of_a_fresh_synthesis() -> None:
     """Two sweep designs synthesized again (yosys, ecp5-85f): DSP and BRAM exact, LUT and

@@ -97,42 +97,49 @@ class MacLanes:
         queue, the rest to `outs`. `outs` shifts into the queue while it holds at most
         one: its enables are functions of registers, only the queue follows the
         consumer's ready. `stall` and its copies are registers: next cycle's `done` and
-        "two or more wait", computed this cycle."""
+        "two or more wait", computed this cycle; so are the queue's own enables, `fill`
+        (a result comes in: a load or a shift) and `pick` (it is result 0), so that no
+        path from `stall`, whose fanout is the whole control, reaches the queue."""
         p, o = self.p, self.o
         outs = [Signal(self.acc_shape, name=f"out{j}") for j in range(p - 1)]
         ov = [Signal(name=f"out{j}_valid") for j in range(p - 1)]
         q = [Signal(self.acc_shape, name=f"q{k}") for k in range(2)]
         cnt = Signal(range(3))
+        fill, pick = Signal(name="fill"), Signal(name="pick")
         m.d.comb += [o.valid.eq(cnt != 0), o.payload.eq(q[0])]
         take = o.valid & o.ready
-        done = self.last[-1]  # set only with a term
-        load = done & ~self.stall
-        shift = (ov[0] if p > 1 else 0) & (cnt != 2) & ~load
+        load = fill & pick if p > 1 else fill  # = last[-1] & ~stall
+        shift = fill & ~pick if p > 1 else 0  # outs[0] valid, the queue not full, no load
         # the queue: drop the head when taken, append result 0 or the head of outs
-        incoming = Mux(load, accs[0], outs[0] if p > 1 else accs[0])
+        incoming = Mux(pick, accs[0], outs[0]) if p > 1 else accs[0]
         pos = cnt - take  # where an incoming result goes
         with m.If(take):
             m.d.sync += q[0].eq(q[1])
-        with m.If(load | shift):
+        with m.If(fill):
             with m.If(pos == 0):
                 m.d.sync += q[0].eq(incoming)
             with m.Else():
                 m.d.sync += q[1].eq(incoming)
-        cnt_next = cnt - take + (load | shift)
+        cnt_next = cnt - take + fill
         m.d.sync += cnt.eq(cnt_next)
         # two or more wait next cycle: the queue's and those still in outs
         rest = Mux(shift, ov[1] if p > 2 else 0, ov[0] if p > 1 else 0)
         two_next = Mux(load, (p > 1) | (cnt_next == 2), (cnt_next == 2) | ((cnt_next == 1) & rest))
-        done_next = Mux(self.stall, done, self.last[-2])
+        done_next = Mux(self.stall, self.last[-1], self.last[-2])
         stall_next = done_next & two_next
+        load_next = done_next & ~two_next
         m.d.sync += [self.stall.eq(stall_next), self._run.eq(~stall_next)]
         if len(self.runs) > 1:
             m.d.sync += [self._done.eq(done_next), self._two.eq(two_next)]
         if p > 1:
             ov0_next = Mux(load, 1, Mux(shift, ov[1] if p > 2 else 0, ov[0]))
-            load_next = done_next & ~two_next
             shift_next = ov0_next & (cnt_next != 2) & ~load_next
+            # pick differs from load_next only where nothing comes in; written so that
+            # synthesis does not merge it with `_outs`' load registers
+            m.d.sync += [fill.eq(load_next | shift_next), pick.eq(done_next & ~shift_next)]
             self._outs(m, accs, outs, ov, load_next, shift_next)
+        else:
+            m.d.sync += fill.eq(load_next)
 
     def _outs(self, m: Module, accs, outs, ov, load_next, shift_next) -> None:
         """The shift register behind the queue: load (the group's results but the first)
