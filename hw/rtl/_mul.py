@@ -42,9 +42,7 @@ def products(m: Module, xs: list[Signal], ws: list[Signal], runs: list[Value]) -
     return prods
 
 
-def _lut_products(
-    m: Module, xs: list[Signal], ws: list[Signal], runs: list[Value]
-) -> list[Signal]:
+def _lut_products(m: Module, xs: list[Signal], ws: list[Signal], runs: list[Value]) -> list[Signal]:
     p = len(ws)
     per = copies(p, 2 * FANOUT)  # copies of the multiples per copy of x
     mults = []
