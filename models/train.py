@@ -36,11 +36,13 @@ def fit(
     extra_loss=None,
     quiet: bool = False,
     on_epoch=None,
+    on_step=None,
 ) -> float:
     """Train with Adam and cross entropy; returns test accuracy in percent.
 
     `extra_loss(model)` is added to the task loss (e.g. a hardware cost);
-    `on_epoch(epoch)` runs before each epoch (e.g. an annealing schedule).
+    `on_epoch(epoch)` runs before each epoch (e.g. an annealing schedule);
+    `on_step()` after each optimizer step (e.g. `models.sparsity.Masks.step`).
     """
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -60,6 +62,8 @@ def fit(
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                if on_step is not None:
+                    on_step()
             sched.step()
             bar.advance(task)
     return accuracy(model, data.x_test, data.y_test)

@@ -44,6 +44,7 @@ __all__ = [
     "drive",
     "lockstep",
     "poly_stages",
+    "sparse_terms",
 ]
 
 
@@ -128,36 +129,65 @@ class DenseTiming(_Timing):
     pipeline and output register of P results (`perfmodel.mac`).
 
     A sample's `n` inputs fill one buffer; the cycle after the last, group g of P
-    outputs starts issuing its terms, one input element per cycle; each passes the
-    `STAGES` stages of the pipeline, and a group's P results leave one per cycle. A
-    group takes `period = max(n, p)` cycles. Latency 2n + STAGES at full rate;
-    interval groups * max(n, p).
+    outputs starts issuing its `terms[g]` terms, one input element per cycle (all n,
+    or where the block skips zero weights, `sparse_terms`, those whose P weights are not
+    all zero); each passes the `STAGES` stages of the pipeline, and a group's P results
+    leave one per cycle. Group g's first result leaves max(terms[g], P) cycles after
+    group g - 1's (its load waits for the output register, holding the pipeline).
+    Latency n + terms[0] + STAGES at full rate; interval the larger of n (the input)
+    and the sum over groups of max(terms[g], P).
     """
 
     STAGES = STAGES
 
-    def __init__(self, n: int, outputs: int, p: int) -> None:
+    def __init__(self, n: int, outputs: int, p: int, terms: tuple[int, ...] | None = None) -> None:
         if outputs % p:
             raise ValueError(f"Parallelism must divide {outputs}, not {p!r}")
         self.n, self.p, self.groups = n, p, outputs // p
-        self.period = max(n, p)
-        self.latency = 2 * n + STAGES
-        self.interval = self.groups * self.period
-        self.key = ("dense", n, outputs, p, STAGES)
+        self.sparse = terms is not None
+        self.terms = terms if terms is not None else (n,) * self.groups
+        assert len(self.terms) == self.groups and all(1 <= t <= n for t in self.terms)
+        self.latency = n + self.terms[0] + STAGES
+        self.interval = max(n, sum(max(t, p) for t in self.terms))
+        self.key = ("dense", n, outputs, p, STAGES, self.terms)
 
     def timing(self, arrivals: np.ndarray) -> np.ndarray:
         start = int(np.max(arrivals)) + 1  # the first issue, a cycle after the last write
-        g = np.arange(self.groups)[:, None]
-        q = np.arange(self.p)[None, :]
-        return (start + self.n + STAGES + g * self.period + q).reshape(-1)
+        steps = np.maximum(self.terms, self.p)
+        firsts = start + self.terms[0] + STAGES + np.cumsum(steps) - steps[0]
+        return (firsts[:, None] + np.arange(self.p)[None, :]).reshape(-1)
 
     def control(self) -> _DenseControl:
         return _DenseControl(self)
 
 
+def sparse_terms(w: np.ndarray, p: int) -> list[np.ndarray] | None:
+    """The terms `DenseBlock` issues where it skips zero weights: per group of P outputs
+    (rows of `w`, (outputs, terms) in issue order), the terms whose P weights are not
+    all zero, or the first where all are (the group's bias still loads); None where
+    that saves less than 1/`SPARSE_SAVING` of the terms (the index ROM it reads would
+    cost more than the cycles are worth): the block then issues every term."""
+    w = np.asarray(w)
+    live = (w.reshape(-1, p, w.shape[1]) != 0).any(axis=1)  # (groups, terms)
+    kept = [np.flatnonzero(r) if r.any() else np.zeros(1, np.int64) for r in live]
+    if (w.size // p - sum(len(k) for k in kept)) * SPARSE_SAVING < w.size // p:
+        return None
+    return kept
+
+
+SPARSE_SAVING = 8
+
+
+def _dense_timing(node: Any, ctx: Any) -> DenseTiming:
+    outputs, p = int(node.shape[0]), ctx.parallelism
+    kept = None if outputs % p else sparse_terms(node.weight[:, ctx.index()], p)
+    terms = None if kept is None else tuple(len(k) for k in kept)
+    return DenseTiming(ctx.elements, outputs, p, terms)
+
+
 class _DenseControl:
     def __init__(self, t: DenseTiming) -> None:
-        self.n, self.p, self.groups = t.n, t.p, t.groups
+        self.n, self.p, self.groups, self.terms = t.n, t.p, t.groups, t.terms
         self.full = [False, False]
         self.wr_bank = self.wr_i = self.rd_bank = self.g = self.i = 0
         self.mac = MacPipe(t.p)
@@ -176,7 +206,8 @@ class _DenseControl:
 
     def step(self, takes: list[bool], oready: list[bool]) -> None:
         issue = self.full[self.rd_bank] and not self.mac.stall
-        self.mac.step(issue, self.i == self.n - 1, oready[0])
+        terms = self.terms[self.g]
+        self.mac.step(issue, self.i == terms - 1, oready[0])
         if takes[0]:
             self.wr_i += 1
             if self.wr_i == self.n:
@@ -185,7 +216,7 @@ class _DenseControl:
                 self.wr_bank ^= 1
         if issue:
             self.i += 1
-            if self.i == self.n:
+            if self.i == terms:
                 self.i, self.g = 0, self.g + 1
                 if self.g == self.groups:
                     self.g = 0
@@ -200,7 +231,7 @@ class _DenseControl:
         if valids[0] and not self.full[self.wr_bank]:
             q = min(q, self.n - 1 - self.wr_i)
         if self.full[self.rd_bank] and not mac.stall:
-            q = min(q, self.n - 1 - self.i)
+            q = min(q, self.terms[self.g] - 1 - self.i)
         return q
 
     def skip(self, n: int, valids: list[bool], oready: list[bool]) -> None:
@@ -395,7 +426,7 @@ def _threshold(node: Any, ctx: Any) -> ElementwiseTiming:
 
 # node kind -> timing(node, ctx): the one place a kind's timing is chosen
 TIMINGS: dict[str, Callable[[Any, Any], Any]] = {
-    "dense": lambda node, ctx: DenseTiming(ctx.elements, int(node.shape[0]), ctx.parallelism),
+    "dense": _dense_timing,
     "conv2d": lambda node, ctx: ConvTiming(ConvGeometry.of(node, ctx.in_shape, ctx.parallelism)),
     "shift": lambda node, ctx: ElementwiseTiming(SHIFT_STAGES, ctx.elements),
     "threshold": _threshold,

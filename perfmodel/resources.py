@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from cosyn.perfmodel.blocks import sparse_terms
 from cosyn.perfmodel.devices import Device
 from cosyn.perfmodel.mac import NARROW, multiply_stages
 from cosyn.perfmodel.thresholds import block_levels, candidates, threshold_cols
@@ -237,14 +238,37 @@ def _rom_banks(prims: Primitives, banks: list[np.ndarray]) -> int:
     return max(b.shape[1] for b in banks)
 
 
+def term_words(kept: list[np.ndarray], n: int) -> tuple[list[int], int]:
+    """The term ROM of a dense block that skips zero weights (`blocks.sparse_terms`): per
+    issued term, group by group, its input element (`bits` bits) with a first-of-group
+    flag above it and a last-of-group flag above that; returns (words, bits)."""
+    bits = max((n - 1).bit_length(), 1)
+    words = [int(c) | (j == 0) << bits | (j == len(k) - 1) << (bits + 1)
+             for k in kept for j, c in enumerate(k)]  # fmt: skip
+    return words, bits
+
+
 def _dense(stage: Any) -> Primitives:
     node, ctx, t = stage.node, stage.ctx, stage.timing
     prims = Primitives()
     wb, bb, xb = _bits(node.weight), _bits(node.bias), ctx.in_type.bits
     _mac(t.p, node.dtype, wb, xb, prims)
     _banked(prims, 2 * t.n, xb, rom=False)
-    _weights(prims, weight_rows(node.weight[:, ctx.index()], t.p), wb, t.groups, bb)
-    counters = 3 * _counter(t.n) + _counter(t.groups) + _counter(2 * t.n) + _counter(t.groups * t.n)
+    w = node.weight[:, ctx.index()]
+    rows = weight_rows(w, t.p)
+    writer = _counter(t.n) + _counter(2 * t.n)
+    kept = sparse_terms(w, t.p) if t.sparse else None
+    if kept is None:
+        _weights(prims, rows, wb, t.groups, bb)
+        counters = writer + 2 * _counter(t.n) + _counter(t.groups) + _counter(t.groups * t.n)
+    else:  # the issued terms' rows, the term ROM, its read-ahead and the term counters
+        _weights(prims, rows[np.concatenate([g * t.n + k for g, k in enumerate(kept)])],
+                 wb, t.groups, bb)  # fmt: skip
+        words, bits = term_words(kept, t.n)
+        read = _rom_banks(prims, [_rom_bits(np.array(words)[:, None], bits + 2)])
+        counters = writer + _counter(t.groups) + 2 * _counter(len(words))
+        prims.add_bits += bits + 1  # the bank's base plus the element
+        prims.reg_bits += read + 1  # the word read ahead, and whether one was
     prims.reg_bits += counters + 4
     prims.add_bits += counters
     return prims

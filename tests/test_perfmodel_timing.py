@@ -56,6 +56,8 @@ def test_dense_closed_forms_equal_its_control(n, outputs, data) -> None:
     t = DenseTiming(n, outputs, p)
     assert t.interval == -(-outputs // p) * max(n, p)
     _check(t, n, outputs, data)
+    terms = data.draw(st.lists(st.integers(1, n), min_size=outputs // p, max_size=outputs // p))
+    _check(DenseTiming(n, outputs, p, tuple(terms)), n, outputs, data)  # zero weights skipped
 
 
 @settings(max_examples=30, deadline=None)
@@ -184,7 +186,9 @@ def test_block_shortcuts_equal_their_controls(kind, data) -> None:
     if kind == "dense":
         outputs = data.draw(st.integers(1, 12))
         p = data.draw(st.sampled_from([d for d in range(1, outputs + 1) if outputs % d == 0]))
-        timing = DenseTiming(size, outputs, p)
+        terms = data.draw(st.none() | st.lists(st.integers(1, size), min_size=outputs // p,
+                                                  max_size=outputs // p).map(tuple))  # fmt: skip
+        timing = DenseTiming(size, outputs, p, terms)
     else:
         depth = data.draw(st.integers(2, 6))
         timing = {"elementwise": ElementwiseTiming(depth, size), "fifo": FifoTiming(depth, size),

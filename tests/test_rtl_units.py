@@ -78,12 +78,45 @@ def _dense(rng, n: int, o: int, wbits: int = 4) -> Dense:
 def test_dense_exact_and_timed(n, o, p, t) -> None:
     rng = np.random.default_rng(n * 10 + o)
     node = _dense(rng, n, o)
+    node.weight[node.weight == 0] = 1  # every term issued (see the test below)
     x = _edges(t, (n,), rng)
     y, block, ins, outs = _run(node, Ctx((t,), ((n,),), parallelism=p), x)
     assert np.array_equal(y, node.eval(x))
     assert outs[0, 0] - ins[0, 0] == block.cycles.latency
     assert np.array_equal(outs[0], block.cycles.timing(ins[0]))
     assert np.diff(outs[:, 0])[-1] == block.cycles.interval == -(-o // p) * max(n, p)
+
+
+@pytest.mark.parametrize(
+    ("n", "o", "p", "zero"),
+    [
+        (12, 6, 2, 0.8),
+        (9, 8, 4, 0.7),  # a group of zero weights only: one term, for its bias
+        (40, 4, 1, 0.9),  # the input buffer in two banks
+        (5, 6, 6, 0.6),  # one group
+        (16, 8, 4, 0.97),  # groups of fewer terms than lanes: the load waits
+        (3, 2, 1, 1.0),  # no weight at all
+    ],
+)
+def test_dense_skips_zero_weights_exact_and_timed(n, o, p, zero) -> None:
+    """Where most weights are zero, a group issues only its terms with a non-zero
+    weight (`sparse_terms`): bit-exact, on the timing's cycles, in fewer cycles."""
+    rng = np.random.default_rng(n + o + p)
+    node, t = _dense(rng, n, o), IntType(8, True)
+    node.weight[rng.random(node.weight.shape) < zero] = 0
+    if o == 8:
+        node.weight[4:] = 0
+    x = _edges(t, (n,), rng)
+    ctx = Ctx((t,), ((n,),), parallelism=p)
+    y, block, ins, outs = _run(node, ctx, x)
+    assert block.cycles.sparse and np.array_equal(y, node.eval(x))
+    assert outs[0, 0] - ins[0, 0] == block.cycles.latency
+    assert np.array_equal(outs[0], block.cycles.timing(ins[0]))
+    assert np.diff(outs[:, 0])[-1] == block.cycles.interval
+    live = (node.weight.reshape(o // p, p, n) != 0).any(axis=1).sum(axis=1)  # terms a group
+    assert block.cycles.interval == max(n, sum(max(int(k), 1, p) for k in live))
+    y, *_ = _run(node, ctx, x, gaps=0.3, stalls=0.5, seed=3)
+    assert np.array_equal(y, node.eval(x))
 
 
 @pytest.mark.parametrize(

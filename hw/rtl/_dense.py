@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 from amaranth.hdl import Array, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.lib import memory, wiring
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, ports
 from cosyn.hw.rtl._buffer import Buffer
 from cosyn.hw.rtl._mac import MacLanes
-from cosyn.hw.rtl._rom import weight_roms
-from cosyn.perfmodel.blocks import TIMINGS
-from cosyn.perfmodel.resources import weight_rows
+from cosyn.hw.rtl._rom import memory_attrs, weight_roms
+from cosyn.perfmodel.blocks import TIMINGS, sparse_terms
+from cosyn.perfmodel.resources import term_words, weight_rows
 
 from cosyn.ir.nodes import Dense
 
@@ -32,6 +33,13 @@ class DenseBlock(wiring.Component):
     computes. Weight columns are stored in stream order (`ctx.index()`), so a flatten
     in front costs nothing.
 
+    Where enough weights are zero (`perfmodel.blocks.sparse_terms`), group g issues only
+    the terms whose P weights are not all zero: the weight ROM holds their rows alone,
+    and a term ROM (`perfmodel.resources.term_words`) gives each term's input element
+    and whether it is its group's first or last. The term ROM's word for the next term
+    is read while a term issues, so the buffer's address is the word plus the bank's
+    base: cycles follow the non-zero weights.
+
     Timing: `cycles` (`perfmodel.blocks.DenseTiming`), the model of this control.
     """
 
@@ -41,8 +49,10 @@ class DenseBlock(wiring.Component):
         self.p, self.n, self.groups = self.cycles.p, self.cycles.n, self.cycles.groups
         super().__init__(ports(ctx, node.dtype))
 
-    def _roms(self, m: Module, addr, en) -> tuple:
+    def _roms(self, m: Module, addr, en, kept: list[np.ndarray] | None) -> tuple:
         rows = weight_rows(self.node.weight[:, self.ctx.index()], self.p)  # stream order
+        if kept is not None:  # the issued terms' rows alone
+            rows = rows[np.concatenate([g * self.n + k for g, k in enumerate(kept)])]
         return weight_roms(m, rows, self.node.bias.reshape(self.groups, self.p), addr, en)
 
     def elaborate(self, platform) -> Module:
@@ -53,19 +63,58 @@ class DenseBlock(wiring.Component):
         self._writer(m, buf, full)
         mac = MacLanes(self.p, element_shape(self.node.dtype), self.o)
 
-        # the issue stage: element i of group g, while the pipeline does not stall; the
-        # addresses are counters of their own (bank * n + i, g * n + i)
+        # the issue stage: a term of group g, while the pipeline does not stall
         rd_bank, g = Signal(), Signal(range(max(self.groups, 2)))
+        issue = full[rd_bank] & ~mac.stall
+        kept = sparse_terms(self.node.weight[:, self.ctx.index()], self.p)
+        assert (kept is not None) == self.cycles.sparse, self.node.name
+        if kept is None:
+            raddr, widx, first, last = self._counters(m, full, rd_bank, g, issue)
+        else:
+            raddr, widx, first, last = self._terms(m, full, rd_bank, g, issue, kept)
+        br, ws, bs, block = self._roms(m, widx, mac.runs[0], kept)
+        mac.control(m, issue, first, last, g)
+        mac.datapath(m, buf.read(m, raddr, ~mac.stall), ws, br, bs, block)
+        return m
+
+    def _counters(self, m: Module, full, rd_bank, g, issue) -> tuple:
+        """Every term: element i of group g; the addresses are counters of their own
+        (bank * n + i, g * n + i)."""
+        n = self.n
         i = Signal(range(max(n, 2)))
         raddr, widx = Signal(range(2 * n)), Signal(range(self.groups * n))
-        issue = full[rd_bank] & ~mac.stall
-        br, ws, bs, block = self._roms(m, widx, mac.runs[0])
         with m.If(issue):
             self._advance(m, full, rd_bank, g, i)
             self._addresses(m, rd_bank, g, i, raddr, widx)
-        mac.control(m, issue, i == 0, i == n - 1, g)
-        mac.datapath(m, buf.read(m, raddr, ~mac.stall), ws, br, bs, block)
-        return m
+        return raddr, widx, i == 0, i == n - 1
+
+    def _terms(self, m: Module, full, rd_bank, g, issue, kept: list[np.ndarray]) -> tuple:
+        """The terms of `kept`: term t's word (element, first, last) is read from the term
+        ROM at `ahead` while term t - 1 issues (and once after reset), so it is on the
+        port's output when t issues; `widx` counts the terms (the weight row)."""
+        words, bits = term_words(kept, self.n)
+        total = len(words)
+        rom = memory.Memory(
+            shape=bits + 2, depth=total, init=words, attrs=memory_attrs(total, True)
+        )
+        m.submodules.terms = rom
+        port = rom.read_port()
+        ahead, widx = Signal(range(max(total, 2))), Signal(range(max(total, 2)))
+        primed = Signal()
+        read = issue | ~primed
+        m.d.comb += [port.addr.eq(ahead), port.en.eq(read)]
+        with m.If(read):
+            m.d.sync += [primed.eq(1), ahead.eq(Mux(ahead == total - 1, 0, ahead + 1))]
+        col, first, last = port.data[:bits], port.data[bits], port.data[bits + 1]
+        raddr = Signal(range(2 * self.n))
+        m.d.comb += raddr.eq(Mux(rd_bank, self.n, 0) + col)
+        with m.If(issue):
+            m.d.sync += widx.eq(Mux(widx == total - 1, 0, widx + 1))
+            with m.If(last):
+                m.d.sync += g.eq(g + 1)
+                with m.If(g == self.groups - 1):
+                    m.d.sync += [g.eq(0), rd_bank.eq(~rd_bank), full[rd_bank].eq(0)]
+        return raddr, widx, first, last
 
     def _writer(self, m: Module, buf: Buffer, full) -> None:
         """Input side: fill the buffer that is not full (the write address counts 0 ..

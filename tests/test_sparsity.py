@@ -1,0 +1,91 @@
+"""Hardware-aware sparsity: block masks by magnitude, drop and grow by gradient, and a
+masked MLP in the Amaranth simulator: bit-exact, in the cycles of the terms it keeps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from cosyn.hw.rtl import Top
+from cosyn.hw.rtl._tb import run_top
+from cosyn.models.data import digits
+from cosyn.models.sparsity import Masks
+from cosyn.models.train import fit
+from cosyn.models.zoo import mlp
+from cosyn.perfmodel.pipeline import plan
+
+import cosyn
+
+BLOCK = {"1": 4, "3": 2, "5": 1}  # the layers' parallelism in the design (dense_1, ...)
+
+
+def _blocks(w: torch.Tensor, p: int) -> torch.Tensor:
+    """Whether each block of p outputs by one input has a non-zero weight."""
+    return (w.detach().reshape(-1, p, w.shape[1]) != 0).any(1)
+
+
+def test_prune_keeps_the_largest_blocks_and_they_stay_zero() -> None:
+    torch.manual_seed(0)
+    model = mlp()
+    norms = {n: m.weight.detach().abs().reshape(-1, BLOCK[n], m.in_features).sum(1)
+             for n, m in model.named_modules() if n in BLOCK}  # fmt: skip
+    masks = Masks(model, 0.25, BLOCK).prune()
+    for name, m in masks.layers.items():
+        live = _blocks(m.weight, BLOCK[name])
+        assert int(live.sum()) == round(0.25 * live.numel())
+        assert norms[name][live].min() >= norms[name][~live].max()  # the largest kept
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(3):  # Adam's momentum moves every weight; the step zeroes them again
+        model(torch.rand(8, 64)).sum().backward()
+        opt.step()
+        masks.step()
+    for name, m in masks.layers.items():
+        assert not (_blocks(m.weight, BLOCK[name]) & ~masks.mask[name]).any()
+    assert masks.sparsity() >= 0.75
+    with pytest.raises(ValueError, match="layer 5: a block of 4 outputs"):
+        Masks(model, 0.5, 4)
+
+
+@pytest.mark.parametrize("explore", [0.0, 1.0])
+def test_drop_and_grow_keeps_the_density_and_grows_where_the_gradient_is(explore) -> None:
+    torch.manual_seed(1)
+    model = mlp()
+    masks = Masks(model, 0.3, BLOCK, every=1, stop=10, drop=0.5, explore=explore).prune()
+    before = {n: m.clone() for n, m in masks.mask.items()}
+    model(torch.rand(16, 64)).pow(2).sum().backward()
+    grads = {n: m.weight.grad.abs().reshape(-1, BLOCK[n], m.in_features).sum(1)
+             for n, m in masks.layers.items()}  # fmt: skip
+    masks.step()
+    for name, mask in masks.mask.items():
+        assert int(mask.sum()) == int(before[name].sum())  # the density holds
+        grown = mask & ~before[name]
+        assert grown.any()
+        if not explore:  # RigL: no block left out has a larger gradient than one grown
+            others = ~mask & ~before[name]
+            assert grads[name][grown].min() >= grads[name][others].max()
+
+
+def test_sparse_mlp_exact_in_the_cycles_of_its_kept_terms() -> None:
+    """80% of the blocks masked, trained a little: the pipeline in the Amaranth
+    simulator equals the golden model, on the plan's latency and interval, and each
+    dense block issues only its groups' kept terms."""
+    data = digits()
+    torch.manual_seed(0)
+    model = mlp()
+    masks = Masks(model, 0.2, BLOCK).prune()
+    fit(model, data, epochs=1, quiet=True, on_step=masks.step)
+    g = cosyn.lower(model.eval(), data.x_train[:64])
+    par = {f"dense_{k}": p for k, p in BLOCK.items()}
+    pl = plan(g, par)
+    for s in pl.stages:
+        if s.kind == "dense":
+            live = _blocks(torch.from_numpy(s.node.weight), s.parallelism).sum(1)
+            assert s.timing.sparse and s.timing.terms == tuple(max(int(k), 1) for k in live)
+    dense = max(s.timing.groups * max(s.timing.n, s.timing.p) for s in pl.stages
+                if s.kind == "dense")  # fmt: skip
+    assert pl.interval <= 0.3 * dense
+    xi = g.quantize(data.x_test[:4].numpy())
+    y, ins, outs = run_top(Top(pl), xi)
+    assert np.array_equal(y, g.run_int(xi))
+    assert outs[0, 0] - ins[0, 0] == pl.latency
+    assert np.diff(outs[:, 0])[-1] == pl.interval
