@@ -34,7 +34,8 @@ import json
 from dataclasses import dataclass
 from functools import cache
 
-from cosyn.perfmodel.blocks import TIMINGS
+import numpy as np
+from cosyn.perfmodel.blocks import TIMINGS, sparse_terms
 from cosyn.perfmodel.devices import Device
 from cosyn.perfmodel.devices import device as device_
 from cosyn.perfmodel.estimate import RESOURCES, Estimate, coefficients, estimate_plan
@@ -53,6 +54,8 @@ class Allocation:
     """The parallelism of each dense/conv2d node, the design's estimate with it, and the
     resource limits it was allocated under.
 
+    `macs`: the multiply-accumulates per sample each node's block performs (a dense block
+    that skips zero weights, `perfmodel.blocks.sparse_terms`, only its issued terms').
     `utilization` is the multipliers' busy fraction in steady state: MACs per sample of
     those nodes / (multipliers x interval)."""
 
@@ -228,11 +231,11 @@ class _Search:
 
     def choice(self, t: int) -> dict[str, int]:
         """Each node's smallest parallelism whose block takes at most t cycles per sample
-        (its largest where none does). A block of P multipliers takes at least MACs / P
+        (its largest where none does). A block of P multipliers takes at least `_work` / P
         cycles, so smaller P are not stepped."""
         out = {}
         for name, ps in self.options.items():
-            least = self.stages[name].node.macs / t
+            least = _work(self.stages[name].node) / t
             out[name] = next((p for p in ps if p >= least and self._block(name, p)[0] <= t), ps[-1])
         return out
 
@@ -398,8 +401,20 @@ class _Search:
         return self._estimates[key]
 
     def _allocation(self, choice: dict[str, int], e: Estimate) -> Allocation:
-        macs = {n: int(self.stages[n].node.macs) for n in choice}
+        macs = {n: _performed(self.stages[n].node, p) for n, p in choice.items()}
         return Allocation(dict(choice), macs, e, self.limits)
+
+
+def _work(node) -> int:
+    """Multiply-accumulates per sample a block of any parallelism performs at least: a
+    dense block skips terms whose weights are all zero, never a non-zero weight."""
+    return int(np.count_nonzero(node.weight)) if node.kind == "dense" else int(node.macs)
+
+
+def _performed(node, p: int) -> int:
+    """Multiply-accumulates per sample the node's block performs at parallelism p."""
+    kept = sparse_terms(node.weight, p) if node.kind == "dense" else None
+    return int(node.macs) if kept is None else sum(len(k) for k in kept) * p
 
 
 def _divisors(s: Stage) -> list[int]:

@@ -89,3 +89,17 @@ def test_sparse_mlp_exact_in_the_cycles_of_its_kept_terms() -> None:
     assert np.array_equal(y, g.run_int(xi))
     assert outs[0, 0] - ins[0, 0] == pl.latency
     assert np.diff(outs[:, 0])[-1] == pl.interval
+
+
+def test_allocation_counts_the_terms_a_sparse_block_issues() -> None:
+    """80% of the weights masked: each dense block meets the target interval with fewer
+    multipliers than its MACs would need, and no multiplier is busier than every cycle."""
+    from cosyn.scheduler import allocate
+
+    torch.manual_seed(0)
+    model = mlp()
+    Masks(model, 0.2).prune()
+    g = cosyn.lower(model.eval(), torch.rand(4, 64))
+    a = allocate(g, "ecp5-85f", target_interval=1024)
+    assert a.interval <= 1024 and a.utilization <= 1
+    assert a.multipliers < sum(-(-n.macs // 1024) for n in g if n.kind == "dense")
