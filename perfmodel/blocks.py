@@ -165,7 +165,7 @@ def sparse_terms(w: np.ndarray, p: int) -> list[np.ndarray] | None:
     """The terms `DenseBlock` issues where it skips zero weights: per group of P outputs
     (rows of `w`, (outputs, terms) in issue order), the terms whose P weights are not
     all zero, or the first where all are (the group's bias still loads); None where
-    that saves less than 1/`SPARSE_SAVING` of the terms (the index ROM it reads would
+    that saves less than 1/`SPARSE_SAVING` of the terms (the term ROM it reads would
     cost more than the cycles are worth): the block then issues every term."""
     w = np.asarray(w)
     live = (w.reshape(-1, p, w.shape[1]) != 0).any(axis=1)  # (groups, terms)
