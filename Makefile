@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
-	for b in golden polyact hls rtl perfmodel scheduler training zoo; do $(RUN) $(PY) benchmarks/$$b.py || exit 1; done
+	for b in golden polyact hls rtl perfmodel scheduler training sparsity zoo; do $(RUN) $(PY) benchmarks/$$b.py || exit 1; done
 
 clean:
 	rm -rf out .pytest_cache
