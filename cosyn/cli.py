@@ -29,6 +29,7 @@ from cosyn.ir import Graph, from_qonnx, lower
 from cosyn.ir.qonnx import input_shape as qonnx_input_shape
 from cosyn.models import accuracy, data, fit, gates, harden, zoo
 from cosyn.models import sweep as sweeps
+from cosyn.models.sparsity import Masks
 from cosyn.models.train import BudgetPenalty, SpanWeight, predict
 from cosyn.report import atomic_dir, graph_table, write_text
 from cosyn.scheduler import allocate
@@ -259,11 +260,22 @@ def train(
             "bandwidth x round trip); the cost is bytes + this x rounds"
         ),
     ] = 0.0,
+    density: Annotated[
+        float | None,
+        typer.Option(
+            help="keep this fraction of each QuantLinear's weight blocks (P outputs by one "
+            "input, P its parallelism in the design): the dense block skips the rest"
+        ),
+    ] = None,
+    sparse: Annotated[
+        str, typer.Option(help="with --density: magnitude, rigl or dst-ee (drop and grow)")
+    ] = "rigl",
 ) -> None:
     """Train a model on the digits data set and save its state_dict. With a budget, the
     hardware cost joins the loss (its GateActs learn the cheaper choice where the budget
     needs it), each layer's parallelism is allocated to meet the budget, and the design is
-    estimated and simulated."""
+    estimated and simulated. With --density, the first third of the epochs train dense,
+    then the smallest weight blocks are masked and the mask moves by --sparse."""
     goal = _goal(latency_budget, lut_budget, cost_weight, freq, lut_weight)
     if secure_weight is not None and not secure_weight > 0:
         raise CosynError(f"--secure-weight {secure_weight}: give a positive weight")
@@ -271,6 +283,10 @@ def train(
         raise CosynError(
             f"--round-bytes {round_bytes}: give a positive number, with --secure-weight"
         )
+    if density is not None and not 0 < density <= 1:
+        raise CosynError(f"--density {density}: give the fraction of weights kept, in (0, 1]")
+    if sparse not in SPARSE:
+        raise CosynError(f"--sparse {sparse!r}: choose one of {', '.join(SPARSE)}")
     net = load_model(model, **_act_option(act))
     d = data.digits(image=_is_image(net))
     x0 = d.x_test[:1]
@@ -289,7 +305,15 @@ def train(
     if secure_weight is not None:
         mix = {"secure_bytes": 1.0, "secure_rounds": round_bytes}
         extra = _plus(extra, SpanWeight(x0, device, mix, secure_weight))
-    acc = fit(net, d, epochs=epochs, seed=seed, extra_loss=extra)
+    masks = on_epoch = None
+    if density is not None:
+        masks = _masks(net, x0, density, sparse, epochs, len(d.x_train),
+                       alloc if goal is not None else None)  # fmt: skip
+        on_epoch = lambda e: masks.prune() if e == epochs // 3 else None  # noqa: E731
+    acc = fit(net, d, epochs=epochs, seed=seed, extra_loss=extra, on_epoch=on_epoch,
+              on_step=None if masks is None else masks.step)  # fmt: skip
+    if masks is not None:
+        console.print(f"weights zero in the masked layers: {masks.sparsity():.1%}")
     if isinstance(penalty, BudgetPenalty) and penalty.history:
         costs, lams = zip(*penalty.history, strict=True)
         console.print(
@@ -391,6 +415,28 @@ def _relu_graph(net: nn.Module, x0: torch.Tensor) -> Graph:
         if g.choice is None:
             g.harden("relu")
     return lower(hard, x0)
+
+
+SPARSE = {"magnitude": {"every": 0}, "rigl": {"every": 20}, "dst-ee": {"every": 20, "explore": 0.5}}
+
+
+def _masks(net: nn.Module, x0: torch.Tensor, density: float, method: str, epochs: int,
+           n_train: int, alloc) -> Masks:  # fmt: skip
+    """Block masks for `cosyn train --density`: each QuantLinear's blocks span its node's
+    parallelism (the allocation's for a budget, else the default design's); drop and
+    grow (`method`) from the pruning, a third into training, to three quarters."""
+    par = alloc.parallelism if alloc is not None else {
+        s.name: s.parallelism for s in perfmodel.plan(lower(net.eval(), x0)).stages}  # fmt: skip
+    block = {}
+    for name, m in net.named_modules():
+        if isinstance(m, Masks.LAYER):
+            node = re.sub(r"\W", "_", name)
+            node = node if node[:1].isalpha() else f"dense_{node}"
+            if node not in par:
+                raise CosynError(f"layer {name}: no dense node {node} in the graph to mask for")
+            block[name] = par[node]
+    steps = epochs * -(-n_train // 64)
+    return Masks(net, density, block, stop=steps * 3 // 4, **SPARSE[method])
 
 
 def _allocate(net: nn.Module, x0: torch.Tensor, device: str, goal: _Goal):

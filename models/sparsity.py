@@ -39,6 +39,8 @@ class Masks:
     layer's name in `model.named_modules()` to P; P divides the layer's outputs).
     """
 
+    LAYER = qnn.QuantLinear  # the layers masked
+
     def __init__(
         self,
         model: nn.Module,
@@ -52,7 +54,7 @@ class Masks:
         if not 0 < density <= 1:
             raise ValueError(f"density must be in (0, 1], not {density}")
         self.layers: dict[str, qnn.QuantLinear] = {
-            name: m for name, m in model.named_modules() if isinstance(m, qnn.QuantLinear)
+            name: m for name, m in model.named_modules() if isinstance(m, self.LAYER)
         }
         self.p = {name: block.get(name, 1) if isinstance(block, dict) else block
                   for name in self.layers}  # fmt: skip

@@ -13,6 +13,7 @@ from cosyn.models.sparsity import Masks
 from cosyn.models.train import fit
 from cosyn.models.zoo import mlp
 from cosyn.perfmodel.pipeline import plan
+from test_cli import cli
 
 import cosyn
 
@@ -103,3 +104,18 @@ def test_allocation_counts_the_terms_a_sparse_block_issues() -> None:
     a = allocate(g, "ecp5-85f", target_interval=1024)
     assert a.interval <= 1024 and a.utilization <= 1
     assert a.multipliers < sum(-(-n.macs // 1024) for n in g if n.kind == "dense")
+
+
+def test_cli_train_with_a_density(tmp_path) -> None:
+    """`cosyn train --density`: blocks of the default design's parallelism (dense_5's 10
+    outputs: whole columns), 20% kept; a density out of range or an unknown method is a
+    one-line error, exit 2, before training."""
+    out = tmp_path / "m.pt"
+    r = cli("train", "--epochs", "3", "--density", "0.2", "--sparse", "dst-ee", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    w = torch.load(out)["5.weight"]  # 10 outputs by 32 inputs, one block per input
+    assert int((w != 0).any(0).sum()) == round(0.2 * 32) and "weights zero" in r.stdout
+    for bad in (["--density", "0"], ["--density", "0.5", "--sparse", "topk"]):
+        r = cli("train", "--epochs", "1", *bad, "--out", str(tmp_path / "x.pt"))
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "x.pt").exists()
