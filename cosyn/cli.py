@@ -147,6 +147,28 @@ def _simulate(design: rtl.Design, x: np.ndarray, simulator: str) -> tuple[str, b
     return _sim_line(r, design.manifest)
 
 
+DEMO_BUDGETS = ("400cycles", "800cycles", "1600cycles")
+
+
+def _print_sweep(s: sweeps.Sweep) -> None:
+    console.print(s.table())
+    for k, tail in s.failed.items():
+        console.print(f"[red]{k} failed:[/red]\n{tail}")
+
+
+def _demo_sweep(out: Path, seed: int, epochs: int, budgets=DEMO_BUDGETS) -> tuple[str, str, bool]:
+    """`cosyn demo --sweep`: the sweep's points and front printed, and its row of the
+    agreement table (check, result, whether every point met its budget in simulation)."""
+    s = sweeps.sweep(DEFAULT_MODEL, budgets, out, seeds=[seed], epochs=epochs, workers=2)
+    _print_sweep(s)
+    met = [p for p in s.points if p.completion <= _goal(p.budget, None, None, 100.0).latency]
+    result = (
+        f"{len(met)} of {len(budgets)} budgets met in simulation ({s.wall_s:.0f} s); "
+        f"front: {', '.join(p.budget for p in s.front())}"
+    )
+    return f"sweep (Ray, GateActs, {epochs} epochs)", result, len(met) == len(budgets)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("out/demo"),
@@ -160,11 +182,18 @@ def demo(
             "the first time, then cached by design hash)"
         ),
     ] = False,
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            help="also a small sweep: the MLP with GateActs trained under latency budgets of "
+            f"{', '.join(DEMO_BUDGETS)} as Ray tasks, and its front (about a minute more)"
+        ),
+    ] = False,
 ) -> None:
     """Train the default MLP with ReLU and with PolyAct on digits, lower the PolyAct model, and
     prove the golden model, the RTL simulation and the HLS C simulation bit-exact; the
     performance model's estimate beside the simulation (and, with --synth, beside yosys'
-    and nextpnr's resources and Fmax)."""
+    and nextpnr's resources and Fmax; with --sweep, a small accuracy/latency front)."""
     _choice(simulator, SIMULATORS, "simulator")
     d = data.digits()
     models, accs = {}, {}
@@ -209,11 +238,15 @@ def demo(
             s = fpga.synthesize(design, e.device)
             rows.append((f"synthesis ({s.device}) vs estimate", _synth_line(s, e)))
             s.write(tmp / "synth.json")
-        ok = ok and hls_bad == 0 and sim_ok and same
+        front = _demo_sweep(tmp / "sweep", seed, min(epochs, 10)) if sweep else None
+        if front is not None:
+            rows.append(front[:2])
+        ok = ok and hls_bad == 0 and sim_ok and same and (front is None or front[2])
     console.print(_agreement(rows, len(x)))
     console.print(
         f"wrote {out / 'graph.md'}, the RTL {out / 'rtl'} and the hls4ml project {out / 'hls'}"
         + (f" and {out / 'synth.json'}" if synth else "")
+        + (f"; the sweep in {out / 'sweep'}" if sweep else "")
     )
     if not ok:
         raise typer.Exit(1)
@@ -557,9 +590,7 @@ def sweep(
             raise CosynError(f"--budgets {b}: {e}") from None
     s = sweeps.sweep(model, names, out, device, seed_list, epochs, freq, address, workers,
                      lut_weight=lut_weight)  # fmt: skip
-    console.print(s.table())
-    for k, tail in s.failed.items():
-        console.print(f"[red]{k} failed:[/red]\n{tail}")
+    _print_sweep(s)
     console.print(f"wrote {out / 'sweep.json'} and {out / 'front.png'}")
     if s.failed:
         raise typer.Exit(1)

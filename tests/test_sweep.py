@@ -68,3 +68,30 @@ def test_sweep_refuses_in_one_line(tmp_path, extra, message: str) -> None:
     r = cli("sweep", "--out", str(tmp_path / "s"), *extra)
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+def test_demo_sweep_row_says_which_budgets_were_met(monkeypatch, tmp_path) -> None:
+    """`cosyn demo --sweep`'s row: budgets met by the points' simulated whole answer (the
+    sweep itself is the test above); a point over its budget, or one that failed, fails
+    the demo."""
+    from cosyn.models.sweep import Point, Sweep
+
+    from cosyn import cli as cosyn_cli
+
+    def point(budget: str, completion: int) -> Point:
+        return Point(budget, 0, 96.0, completion, 64, 5000.0, 20, {})
+
+    def fake(points, failed=None):
+        return lambda *a, **k: Sweep("m", "ecp5-85f", points, len(points), 1.0, failed or {})
+
+    budgets = ("400cycles", "800cycles")
+    monkeypatch.setattr(cosyn_cli.sweeps, "sweep", fake([point("400cycles", 384),
+                                                         point("800cycles", 742)]))  # fmt: skip
+    check, result, ok = cosyn_cli._demo_sweep(tmp_path, 0, 1, budgets)
+    assert check.startswith("sweep (Ray, GateActs, 1 epochs)")
+    assert ok and result.startswith("2 of 2 budgets met") and "front: 400cycles" in result
+    monkeypatch.setattr(cosyn_cli.sweeps, "sweep", fake([point("400cycles", 401)]))
+    assert not cosyn_cli._demo_sweep(tmp_path, 0, 1, budgets)[2]
+    failed = fake([point("400cycles", 384)], {"800cycles-seed0": "error"})
+    monkeypatch.setattr(cosyn_cli.sweeps, "sweep", failed)
+    assert not cosyn_cli._demo_sweep(tmp_path, 0, 1, budgets)[2]
