@@ -340,9 +340,9 @@ def train(
         extra = _plus(extra, SpanWeight(x0, device, mix, secure_weight))
     masks = on_epoch = None
     if density is not None:
-        masks = _masks(net, x0, density, sparse, epochs, len(d.x_train),
-                       alloc if goal is not None else None)  # fmt: skip
-        on_epoch = lambda e: masks.prune() if e == epochs // 3 else None  # noqa: E731
+        budget = alloc if goal is not None else None
+        masks = _masks(net, x0, density, sparse, epochs, len(d.x_train), budget)
+        on_epoch = _pruning(masks, epochs // 3, net, x0, device, budget)
     acc = fit(net, d, epochs=epochs, seed=seed, extra_loss=extra, on_epoch=on_epoch,
               on_step=None if masks is None else masks.step)  # fmt: skip
     if masks is not None:
@@ -470,6 +470,19 @@ def _masks(net: nn.Module, x0: torch.Tensor, density: float, method: str, epochs
             block[name] = par[node]
     steps = epochs * -(-n_train // 64)
     return Masks(net, density, block, stop=steps * 3 // 4, **SPARSE[method])
+
+
+def _pruning(masks: Masks, epoch: int, net: nn.Module, x0: torch.Tensor, device: str, alloc):
+    """`fit`'s on_epoch for `cosyn train --density`: prune at `epoch`; under a budget, the
+    cost's table estimated again, as a dense block's cycles follow its zero weights."""
+
+    def on_epoch(e: int) -> None:
+        if e == epoch:
+            masks.prune()
+            if alloc is not None and gates(net):
+                perfmodel.cost(net, x0, device, "latency", alloc.parallelism, refresh=True)
+
+    return on_epoch
 
 
 def _allocate(net: nn.Module, x0: torch.Tensor, device: str, goal: _Goal):

@@ -22,8 +22,9 @@ in the same table and mix with the others.
 A gate already hardened keeps its choice in every combination, so a hardened model costs
 one estimate. Lowering and estimating take seconds, so the table is built once per
 model, device, parallelism and hardened choices and kept (weakly, with the model);
-resources that depend on the weights' values (LUT ROMs) follow them only when the table
-is rebuilt (`refresh=True`), say once an epoch.
+what depends on the weights' values (LUT ROMs; a dense block's cycles, where it skips
+zero weights) follows them only when the table is rebuilt (`refresh=True`), say once an
+epoch or after pruning.
 """
 
 from __future__ import annotations

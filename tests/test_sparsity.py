@@ -3,6 +3,8 @@ masked MLP in the Amaranth simulator: bit-exact, in the cycles of the terms it k
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -119,3 +121,17 @@ def test_cli_train_with_a_density(tmp_path) -> None:
         r = cli("train", "--epochs", "1", *bad, "--out", str(tmp_path / "x.pt"))
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_cli_train_with_a_density_under_a_latency_budget(tmp_path) -> None:
+    """Under a budget the blocks span the allocation's parallelism, the cost's table is
+    estimated again after pruning, and the design, estimated and simulated on Icarus
+    (`train.json`), meets the budget with equal cycles."""
+    out = tmp_path / "m.pt"
+    r = cli("train", "--act", "gate", "--latency-budget", "8us", "--density", "0.3",
+            "--epochs", "3", "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "train.json").read_text())
+    sim, est = report["simulation"], report["allocation"]["estimate"]
+    assert sim["mismatches"] == 0 and sim["completion"] == est["completion"] <= 800
+    assert "weights zero in the masked layers" in r.stdout
