@@ -301,8 +301,9 @@ def train(
         ),
     ] = None,
     sparse: Annotated[
-        str, typer.Option(help="with --density: magnitude, rigl or dst-ee (drop and grow)")
-    ] = "rigl",
+        str | None,
+        typer.Option(help="with --density: magnitude, rigl (the default) or dst-ee"),
+    ] = None,
 ) -> None:
     """Train a model on the digits data set and save its state_dict. With a budget, the
     hardware cost joins the loss (its GateActs learn the cheaper choice where the budget
@@ -318,8 +319,8 @@ def train(
         )
     if density is not None and not 0 < density <= 1:
         raise CosynError(f"--density {density}: give the fraction of weights kept, in (0, 1]")
-    if sparse not in SPARSE:
-        raise CosynError(f"--sparse {sparse!r}: choose one of {', '.join(SPARSE)}")
+    if sparse is not None and (density is None or sparse not in SPARSE):
+        raise CosynError(f"--sparse {sparse!r}: choose one of {', '.join(SPARSE)}, with --density")
     net = load_model(model, **_act_option(act))
     d = data.digits(image=_is_image(net))
     x0 = d.x_test[:1]
@@ -341,7 +342,7 @@ def train(
     masks = on_epoch = None
     if density is not None:
         budget = alloc if goal is not None else None
-        masks = _masks(net, x0, density, sparse, epochs, len(d.x_train), budget)
+        masks = _masks(net, x0, density, sparse or "rigl", epochs, len(d.x_train), budget)
         on_epoch = _pruning(masks, epochs // 3, net, x0, device, budget)
     acc = fit(net, d, epochs=epochs, seed=seed, extra_loss=extra, on_epoch=on_epoch,
               on_step=None if masks is None else masks.step)  # fmt: skip

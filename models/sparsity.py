@@ -56,6 +56,8 @@ class Masks:
         self.layers: dict[str, qnn.QuantLinear] = {
             name: m for name, m in model.named_modules() if isinstance(m, self.LAYER)
         }
+        if isinstance(block, dict) and (unknown := sorted(set(block) - set(self.layers))):
+            raise ValueError(f"layer {unknown[0]}: no QuantLinear of that name to mask")
         self.p = {name: block.get(name, 1) if isinstance(block, dict) else block
                   for name in self.layers}  # fmt: skip
         for name, m in self.layers.items():

@@ -47,6 +47,8 @@ def test_prune_keeps_the_largest_blocks_and_they_stay_zero() -> None:
     assert masks.sparsity() >= 0.75
     with pytest.raises(ValueError, match="layer 5: a block of 4 outputs"):
         Masks(model, 0.5, 4)
+    with pytest.raises(ValueError, match="layer dense_1: no QuantLinear"):
+        Masks(model, 0.5, {"dense_1": 4})
 
 
 @pytest.mark.parametrize("explore", [0.0, 1.0])
@@ -117,7 +119,7 @@ def test_cli_train_with_a_density(tmp_path) -> None:
     assert r.returncode == 0, r.stderr
     w = torch.load(out)["5.weight"]  # 10 outputs by 32 inputs, one block per input
     assert int((w != 0).any(0).sum()) == round(0.2 * 32) and "weights zero" in r.stdout
-    for bad in (["--density", "0"], ["--density", "0.5", "--sparse", "topk"]):
+    for bad in (["--density", "0"], ["--density", "0.5", "--sparse", "topk"], ["--sparse", "rigl"]):
         r = cli("train", "--epochs", "1", *bad, "--out", str(tmp_path / "x.pt"))
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "x.pt").exists()
