@@ -24,7 +24,7 @@ import torch
 from cosyn.hw.rtl import Top
 from cosyn.hw.rtl._tb import run_top
 from cosyn.models.data import digits
-from cosyn.models.sparsity import Masks
+from cosyn.models.sparsity import METHODS, Masks
 from cosyn.models.train import fit
 from cosyn.models.zoo import mlp
 from cosyn.perfmodel.pipeline import plan
@@ -34,11 +34,7 @@ from rich.table import Table
 import cosyn
 
 LAYERS = ("1", "3", "5")  # the MLP's QuantLinear layers: nodes dense_1, dense_3, dense_5
-METHODS = {
-    "magnitude": {"every": 0},
-    "RigL": {"every": 20},
-    "DST-EE": {"every": 20, "explore": 0.5},
-}
+
 
 
 def _measure(model: torch.nn.Module, data, par: dict[str, int]) -> tuple:

@@ -26,9 +26,11 @@ from cosyn.config import DEFAULT_MODEL, load_model, parse_shape
 from cosyn.errors import CosynError
 from cosyn.hw import fpga, hls, rtl
 from cosyn.ir import Graph, from_qonnx, lower
+from cosyn.ir.builder import node_name
 from cosyn.ir.qonnx import input_shape as qonnx_input_shape
 from cosyn.models import accuracy, data, fit, gates, harden, zoo
 from cosyn.models import sweep as sweeps
+from cosyn.models.sparsity import METHODS as SPARSE
 from cosyn.models.sparsity import Masks
 from cosyn.models.train import BudgetPenalty, SpanWeight, predict
 from cosyn.report import atomic_dir, graph_table, write_text
@@ -451,9 +453,6 @@ def _relu_graph(net: nn.Module, x0: torch.Tensor) -> Graph:
     return lower(hard, x0)
 
 
-SPARSE = {"magnitude": {"every": 0}, "rigl": {"every": 20}, "dst-ee": {"every": 20, "explore": 0.5}}
-
-
 def _masks(net: nn.Module, x0: torch.Tensor, density: float, method: str, epochs: int,
            n_train: int, alloc) -> Masks:  # fmt: skip
     """Block masks for `cosyn train --density`: each QuantLinear's blocks span its node's
@@ -464,8 +463,7 @@ def _masks(net: nn.Module, x0: torch.Tensor, density: float, method: str, epochs
     block = {}
     for name, m in net.named_modules():
         if isinstance(m, Masks.LAYER):
-            node = re.sub(r"\W", "_", name)
-            node = node if node[:1].isalpha() else f"dense_{node}"
+            node = node_name(name, "dense")
             if node not in par:
                 raise CosynError(f"layer {name}: no dense node {node} in the graph to mask for")
             block[name] = par[node]

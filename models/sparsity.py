@@ -29,7 +29,14 @@ import torch
 from brevitas import nn as qnn
 from torch import nn
 
-__all__ = ["Masks"]
+__all__ = ["METHODS", "Masks"]
+
+# how the mask moves: Masks' keyword arguments by name (`cosyn train --sparse`)
+METHODS = {
+    "magnitude": {"every": 0},
+    "rigl": {"every": 20},
+    "dst-ee": {"every": 20, "explore": 0.5},
+}
 
 
 class Masks:

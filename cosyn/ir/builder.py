@@ -29,7 +29,14 @@ from cosyn.ir.chain import Binary, quant_type
 from cosyn.ir.graph import Graph
 from cosyn.ir.requant import as_shift, float_thresholds, threshold_bank
 
-__all__ = ["Builder", "Conv", "Pool", "_Input", "_Val"]
+__all__ = ["Builder", "Conv", "Pool", "_Input", "_Val", "node_name"]
+
+
+def node_name(path: str, kind: str) -> str:
+    """The node a module at `path` lowers to, before numbering: `layers.0` becomes
+    `layers_0`, `0` (a Sequential's) `dense_0`."""
+    base = re.sub(r"\W", "_", path)
+    return base if base[:1].isalpha() else f"{kind}_{base}"
 
 
 @dataclass
@@ -117,10 +124,9 @@ class Builder:
         return [self.ranges[i] for i in inputs]
 
     def fresh(self, name: str, kind: str) -> str:
-        """A unique identifier from a module path: `layers.0` becomes `layers_0`, `0` `dense_0`."""
+        """A unique identifier from a module path (`node_name`), numbered where taken."""
         taken = {n.name for n in self.nodes}
-        base = re.sub(r"\W", "_", name)
-        base = cand = base if base[:1].isalpha() else f"{kind}_{base}"
+        base = cand = node_name(name, kind)
         i = 1
         while cand in taken:
             cand, i = f"{base}_{i}", i + 1
