@@ -130,26 +130,32 @@ class DenseTiming(_Timing):
 
     A sample's `n` inputs fill one buffer; the cycle after the last, group g of P
     outputs starts issuing its `terms[g]` terms, one input element per cycle (all n,
-    or where the block skips zero weights, `sparse_terms`, those whose P weights are not
-    all zero); each passes the `STAGES` stages of the pipeline, and a group's P results
-    leave one per cycle. Group g's first result leaves max(terms[g], P) cycles after
-    group g - 1's (its load waits for the output register, holding the pipeline).
+    or where the block skips zero weights, `kept[g]`: `sparse_terms`, those whose P
+    weights are not all zero); each passes the `STAGES` stages of the pipeline, and a
+    group's P results leave one per cycle. Group g's first result leaves max(terms[g],
+    P) cycles after group g - 1's (its load waits for the output register, holding the
+    pipeline).
     Latency n + terms[0] + STAGES at full rate; interval the larger of n (the input)
     and the sum over groups of max(terms[g], P).
     """
 
     STAGES = STAGES
 
-    def __init__(self, n: int, outputs: int, p: int, terms: tuple[int, ...] | None = None) -> None:
+    def __init__(self, n: int, outputs: int, p: int, kept: list[np.ndarray] | None = None) -> None:
         if outputs % p:
             raise ValueError(f"Parallelism must divide {outputs}, not {p!r}")
         self.n, self.p, self.groups = n, p, outputs // p
-        self.sparse = terms is not None
-        self.terms = terms if terms is not None else (n,) * self.groups
+        self.kept = kept  # the terms each group issues (`sparse_terms`), None: every one
+        self.terms = tuple(map(len, kept)) if kept is not None else (n,) * self.groups
         assert len(self.terms) == self.groups and all(1 <= t <= n for t in self.terms)
         self.latency = n + self.terms[0] + STAGES
         self.interval = max(n, sum(max(t, p) for t in self.terms))
         self.key = ("dense", n, outputs, p, STAGES, self.terms)
+
+    @property
+    def sparse(self) -> bool:
+        """The block skips terms whose weights are all zero."""
+        return self.kept is not None
 
     def timing(self, arrivals: np.ndarray) -> np.ndarray:
         start = int(np.max(arrivals)) + 1  # the first issue, a cycle after the last write
@@ -181,8 +187,7 @@ SPARSE_SAVING = 8
 def _dense_timing(node: Any, ctx: Any) -> DenseTiming:
     outputs, p = int(node.shape[0]), ctx.parallelism
     kept = None if outputs % p else sparse_terms(node.weight[:, ctx.index()], p)
-    terms = None if kept is None else tuple(len(k) for k in kept)
-    return DenseTiming(ctx.elements, outputs, p, terms)
+    return DenseTiming(ctx.elements, outputs, p, kept)
 
 
 class _DenseControl:

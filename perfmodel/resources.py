@@ -21,7 +21,6 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from cosyn.perfmodel.blocks import sparse_terms
 from cosyn.perfmodel.devices import Device
 from cosyn.perfmodel.mac import NARROW, multiply_stages
 from cosyn.perfmodel.thresholds import block_levels, candidates, threshold_cols
@@ -173,6 +172,12 @@ def weight_rows(w: np.ndarray, p: int) -> np.ndarray:
     return w.reshape(-1, p, w.shape[1]).transpose(0, 2, 1).reshape(-1, p)
 
 
+def issued_rows(rows: np.ndarray, kept: list[np.ndarray], n: int) -> np.ndarray:
+    """The weight ROM of a dense block that skips zero weights: the rows (`weight_rows`,
+    n terms a group) of the terms each group issues (`kept`, `blocks.sparse_terms`)."""
+    return rows[np.concatenate([g * n + k for g, k in enumerate(kept)])]
+
+
 def _mac(p: int, acc: IntType, w_bits: int, x_bits: int, prims: Primitives) -> None:
     """The P lanes of `hw/rtl/_mac.py` behind the issue stage (`perfmodel.mac`): the element
     in copies, weight registers, the multiplies, accumulators and the output register."""
@@ -254,17 +259,14 @@ def _dense(stage: Any) -> Primitives:
     wb, bb, xb = _bits(node.weight), _bits(node.bias), ctx.in_type.bits
     _mac(t.p, node.dtype, wb, xb, prims)
     _banked(prims, 2 * t.n, xb, rom=False)
-    w = node.weight[:, ctx.index()]
-    rows = weight_rows(w, t.p)
+    rows = weight_rows(node.weight[:, ctx.index()], t.p)
     writer = _counter(t.n) + _counter(2 * t.n)
-    kept = sparse_terms(w, t.p) if t.sparse else None
-    if kept is None:
+    if t.kept is None:
         _weights(prims, rows, wb, t.groups, bb)
         counters = writer + 2 * _counter(t.n) + _counter(t.groups) + _counter(t.groups * t.n)
     else:  # the issued terms' rows, the term ROM, its read-ahead and the term counters
-        _weights(prims, rows[np.concatenate([g * t.n + k for g, k in enumerate(kept)])],
-                 wb, t.groups, bb)  # fmt: skip
-        words, bits = term_words(kept, t.n)
+        _weights(prims, issued_rows(rows, t.kept, t.n), wb, t.groups, bb)
+        words, bits = term_words(t.kept, t.n)
         read = _rom_banks(prims, [_rom_bits(np.array(words)[:, None], bits + 2)])
         counters = writer + _counter(t.groups) + 2 * _counter(len(words))
         prims.add_bits += bits + 1  # the bank's base plus the element

@@ -9,8 +9,8 @@ from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, ports
 from cosyn.hw.rtl._buffer import Buffer
 from cosyn.hw.rtl._mac import MacLanes
 from cosyn.hw.rtl._rom import memory_attrs, weight_roms
-from cosyn.perfmodel.blocks import TIMINGS, sparse_terms
-from cosyn.perfmodel.resources import term_words, weight_rows
+from cosyn.perfmodel.blocks import TIMINGS
+from cosyn.perfmodel.resources import issued_rows, term_words, weight_rows
 
 from cosyn.ir.nodes import Dense
 
@@ -52,7 +52,7 @@ class DenseBlock(wiring.Component):
     def _roms(self, m: Module, addr, en, kept: list[np.ndarray] | None) -> tuple:
         rows = weight_rows(self.node.weight[:, self.ctx.index()], self.p)  # stream order
         if kept is not None:  # the issued terms' rows alone
-            rows = rows[np.concatenate([g * self.n + k for g, k in enumerate(kept)])]
+            rows = issued_rows(rows, kept, self.n)
         return weight_roms(m, rows, self.node.bias.reshape(self.groups, self.p), addr, en)
 
     def elaborate(self, platform) -> Module:
@@ -66,8 +66,7 @@ class DenseBlock(wiring.Component):
         # the issue stage: a term of group g, while the pipeline does not stall
         rd_bank, g = Signal(), Signal(range(max(self.groups, 2)))
         issue = full[rd_bank] & ~mac.stall
-        kept = sparse_terms(self.node.weight[:, self.ctx.index()], self.p)
-        assert (kept is not None) == self.cycles.sparse, self.node.name
+        kept = self.cycles.kept  # the terms each group issues (None: all of them)
         if kept is None:
             raddr, widx, first, last = self._counters(m, full, rd_bank, g, issue)
         else:
