@@ -83,6 +83,10 @@ class Masks:
         m = self.layers[name]
         return m.out_features // self.p[name], m.in_features
 
+    def _weights(self, name: str, blocks: torch.Tensor) -> torch.Tensor:
+        """A (outputs / P, inputs) block flag as the layer's weights' shape."""
+        return blocks.reshape(self._blocks(name)).repeat_interleave(self.p[name], 0)
+
     def _norms(self, name: str, w: torch.Tensor) -> torch.Tensor:
         """|w| summed over each block: (outputs / P, inputs)."""
         g, n = self._blocks(name)
@@ -105,8 +109,7 @@ class Masks:
         """Zero the masked weights (and count the updates each block has been kept)."""
         with torch.no_grad():
             for name, m in self.layers.items():
-                full = self.mask[name].repeat_interleave(self.p[name], 0)
-                m.weight.mul_(full.to(m.weight.dtype))
+                m.weight.mul_(self._weights(name, self.mask[name]).to(m.weight.dtype))
                 self.kept[name] += self.mask[name]
 
     def step(self) -> None:
@@ -143,7 +146,7 @@ class Masks:
         with torch.no_grad():  # a grown block starts from zero, as in RigL
             new = torch.zeros_like(mask)
             new[grown] = True
-            m.weight[new.reshape(self._blocks(name)).repeat_interleave(self.p[name], 0)] = 0.0
+            m.weight[self._weights(name, new)] = 0.0
 
     def sparsity(self) -> float:
         """The fraction of the masked layers' weights that are zero."""
