@@ -36,7 +36,6 @@ import cosyn
 LAYERS = ("1", "3", "5")  # the MLP's QuantLinear layers: nodes dense_1, dense_3, dense_5
 
 
-
 def _measure(model: torch.nn.Module, data, par: dict[str, int]) -> tuple:
     """(integer weights zero, latency, interval, every-term interval, terms issued, all
     terms) of the model's design, simulated: raises where the simulation differs from
