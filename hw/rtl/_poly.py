@@ -57,12 +57,12 @@ def _coeff(v: dict[str, Any], tab: PhaseTable, k: int) -> Value | int:
 def _lookup(d: int, out: IntType) -> Stage:
     def stage(m: Module, v: dict[str, Value], tab: PhaseTable, run) -> dict[str, Any]:
         ph = v["phase"]
-        new: dict[str, Any] = {"x": v["x"]}
-        if tab.const("c", 0) is None:
-            new["c0"] = tab.get("c", ph, 0)
         if d == 0:
             c = tab.get("c", ph, 0)
             return {"y": Const(c, element_shape(out)) if isinstance(c, int) else c}
+        new: dict[str, Any] = {"x": v["x"]}
+        if tab.const("c", 0) is None:
+            new["c0"] = tab.get("c", ph, 0)
         return new
 
     return stage
