@@ -107,8 +107,10 @@ class IntGELU(nn.Module):
         super().__init__()
         self.in_bits, self.out_bits, self.out_frac = in_bits, out_bits, out_frac
 
-    def spec(self, x: QuantTensor):
-        return _gelu_spec(float(x.scale.detach()), self.in_bits, self.out_bits, self.out_frac)
+    def spec(self, x: QuantTensor | float):
+        """The constants for inputs at x's scale (a QuantTensor's, or a float scale)."""
+        scale = float(x.scale.detach()) if isinstance(x, QuantTensor) else float(x)
+        return _gelu_spec(scale, self.in_bits, self.out_bits, self.out_frac)
 
     def forward(self, x: QuantTensor) -> IntQuantTensor:
         if not isinstance(x, QuantTensor):

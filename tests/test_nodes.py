@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cosyn.models.intops import gelu_spec, layernorm_spec, softmax_spec
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -21,8 +22,12 @@ from cosyn.ir import nodes as N
 from cosyn.ir.chain import Binary
 from cosyn.ir.graph import Graph
 from cosyn.ir.intervals import Range, as_range
+from cosyn.ir.kinds.attention import Attention
 from cosyn.ir.kinds.concat import Concat
+from cosyn.ir.kinds.embed import Embed, Token
+from cosyn.ir.kinds.gelu import Gelu
 from cosyn.ir.kinds.labelselect import LabelSelect
+from cosyn.ir.kinds.layernorm import LayerNorm
 from cosyn.ir.kinds.mul import Mul
 from cosyn.report import graph_table
 
@@ -44,6 +49,8 @@ class Case:
 
 def full(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """A per-tensor or per-channel vector broadcast to a sample of `shape`."""
+    if shape == ():
+        return a.reshape(())
     return np.broadcast_to(a.reshape((-1,) + (1,) * (len(shape) - 1)), shape)
 
 
@@ -217,6 +224,72 @@ def mul(draw) -> Case:
     return Case(node, [shape, shape], [ra, rb])
 
 
+@st.composite
+def signed(draw, shape: tuple[int, ...], bits: int) -> Range:
+    """Per-tensor or per-channel bounds inside the signed `bits` range."""
+    n, top = per_channel(draw, shape), 1 << (bits - 1)
+    ends = [sorted(draw(st.lists(st.integers(-top, top - 1), min_size=2, max_size=2)))
+            for _ in range(n)]  # fmt: skip
+    return as_range(*np.array(ends).T)
+
+
+@st.composite
+def embed(draw) -> Case:
+    f, g = draw(st.integers(1, 5)), rng(draw)
+    vocab, start = draw(st.integers(1, 12)), draw(st.sampled_from([None, 0]))
+    tokens, positions = g.integers(-64, 64, (vocab, f)), g.integers(-64, 64, (50, f))
+    r = as_range(0, vocab - 1)
+    node = Embed.sized([r], name="e", inputs=("in0",), shape=(f,), scale=ONE, tokens=tokens,
+                       positions=positions, start=start)  # fmt: skip
+    return Case(node, [()], [r])
+
+
+@st.composite
+def token(draw) -> Case:
+    shape = draw(shapes())
+    r = draw(ranges(shape))
+    node = Token.sized([r], name="t", inputs=("in0",), shape=shape, scale=ONE,
+                       index=draw(st.integers(0, 47)))  # fmt: skip
+    return Case(node, [shape], [r])
+
+
+@st.composite
+def layernorm(draw) -> Case:
+    f, bits, g = draw(st.integers(1, 6)), draw(st.integers(2, 10)), rng(draw)
+    spec = layernorm_spec(f, in_bits=bits, out_bits=draw(st.integers(2, 10)))
+    r = draw(signed((f,), bits))
+    gamma = g.integers(-(1 << (spec.gamma_bits - 1)), 1 << (spec.gamma_bits - 1), f)
+    beta = g.integers(-(1 << 12), 1 << 12, f)
+    node = LayerNorm.sized([r], name="n", inputs=("in0",), shape=(f,), scale=ONE, gamma=gamma,
+                           beta=beta, spec=spec)  # fmt: skip
+    return Case(node, [(f,)], [r])
+
+
+@st.composite
+def gelu(draw) -> Case:
+    shape, bits = draw(shapes()), draw(st.integers(3, 10))
+    spec = gelu_spec(2.0 ** -draw(st.integers(2, bits)), in_bits=bits)
+    r = draw(signed(shape, bits))
+    return Case(Gelu.sized([r], name="g", inputs=("in0",), shape=shape, scale=ONE, spec=spec),
+                [shape], [r])  # fmt: skip
+
+
+@st.composite
+def attention(draw) -> Case:
+    heads, dh, bits = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(3, 8))
+    shape = (heads * dh,)
+    r = [draw(signed(shape, bits)) for _ in "qkv"]
+    spec = softmax_spec(2.0 ** -(2 * bits - 2) / dh**0.5, 64, draw(st.integers(4, 10)))
+    node = Attention.sized(
+        r, name="att", inputs=("in0", "in1", "in2"), shape=shape, scale=ONE, heads=heads,
+        pattern=draw(st.sampled_from(["dense", "window", "topk"])),
+        window=draw(st.integers(0, 4)), n_global=draw(st.integers(0, 2)),
+        k=draw(st.integers(1, 8)), act_bits=bits, rank_bits=draw(st.integers(2, bits)),
+        max_len=64, spec=spec,
+    )  # fmt: skip
+    return Case(node, [shape] * 3, r)
+
+
 CASES = {
     N.Quantize: quantize(),
     N.Dense: dense(),
@@ -231,6 +304,11 @@ CASES = {
     Concat: concat(),
     LabelSelect: labelselect(),
     Mul: mul(),
+    Embed: embed(),
+    Token: token(),
+    LayerNorm: layernorm(),
+    Gelu: gelu(),
+    Attention: attention(),
 }
 
 
@@ -393,7 +471,7 @@ def graph(case: Case) -> Graph:
         N.Quantize(f"in{i}", (), s, N.int_type_for_range(*r), ONE)
         for i, (s, r) in enumerate(zip(case.shapes, case.ranges, strict=True))
     ]
-    return Graph([*ins, case.node])
+    return Graph([*ins, case.node], sequence=case.node.sequence)
 
 
 @pytest.mark.parametrize("kind", LIBRARY)

@@ -26,6 +26,7 @@ from cosyn.ir.qonnx import from_qonnx
 from cosyn.registry import import_submodules
 
 import_submodules("cosyn.ir.kinds")
+import cosyn.ir.sequence  # noqa: E402,F401  (registers the Transformer in lowering.MODELS)
 
 __all__ = [
     "KINDS",

@@ -29,7 +29,7 @@ from cosyn.ir.chain import Binary, quant_type
 from cosyn.ir.graph import Graph
 from cosyn.ir.requant import as_shift, float_thresholds, threshold_bank
 
-__all__ = ["Builder", "Conv", "Pool", "_Input", "_Val", "node_name"]
+__all__ = ["Builder", "Conv", "Pool", "_Input", "_Val", "layer_bias", "node_name"]
 
 
 def node_name(path: str, kind: str) -> str:
@@ -92,6 +92,7 @@ class Builder:
     """Collects integer nodes and closes float chains; `value_shape(n)` is the frontend's."""
 
     signal = False  # a model of 1-D convolutions: its (C, L) values are (C, 1, L) images
+    sequence = False  # the graph takes a sequence at a time (Graph.sequence)
 
     def __init__(self, values: dict) -> None:
         self.values = values
@@ -258,6 +259,27 @@ class Builder:
         self.add(node)
         return _Val(node.name, scale, None if exact else _per_channel(bias, shape))
 
+    def layer(
+        self, m: torch.nn.Module, v: object, bias: torch.Tensor | None, n: object, name: str,
+        what: str, conv: Conv | None = None,
+    ) -> _Val:  # fmt: skip
+        """A Brevitas QuantLinear or QuantConv (with `conv`) on `v`: its input quantizer if
+        enabled, the accumulation of its integer weights (a 1-D kernel as (1, k)) with the
+        float `bias` the model adds (`accumulate`), its output quantizer if enabled; `n` is
+        the frontend's handle of the output (`shape`)."""
+        if m.input_quant.is_quant_enabled:
+            v = self.quantize(v, m.input_quant, n, f"{name}.input_quant")
+        v = self.clean(v, what)
+        qw = m.quant_weight()
+        if torch.any(qw.zero_point != 0):
+            raise UnsupportedLayerError(f"{what}: weight zero points are not supported")
+        w = qw.int().to(torch.int64).numpy()
+        w = w[:, :, None, :] if conv is not None and w.ndim == 3 else w
+        out = self.accumulate(v, w, qw.scale, bias, self.shape(n), name, what, conv)
+        if m.output_quant.is_quant_enabled:
+            return self.quantize(out, m.output_quant, n, f"{name}.output_quant")
+        return out
+
     def sum2(self, a: _Val, b: _Val, shape: tuple[int, ...], name: str) -> _Val:
         """An Add node of two clean values whose scales differ by a power of two."""
         sa, sb = a.scale, b.scale
@@ -408,9 +430,21 @@ class Builder:
         ops = tuple(
             copy.deepcopy(op) if isinstance(op, torch.nn.Module) else op for op in out.chain
         )
-        g = Graph(self.nodes, output_bias=bias, output_ops=ops)
+        g = Graph(self.nodes, output_bias=bias, output_ops=ops, sequence=self.sequence)
         g.check()
         return g
+
+
+def layer_bias(m: torch.nn.Module, zero: torch.Tensor) -> torch.Tensor | None:
+    """The float bias a Brevitas QuantLinear or QuantConv `m` adds to its accumulation, as
+    its forward computes it: its bias quantizer given the quantized input and weights, for
+    `zero`, an input of zeros as the model feeds it (a QuantTensor where it is one)."""
+    if m.bias is None:
+        return None
+    with torch.no_grad():
+        x = m.input_quant(zero)
+        b = m.bias_quant(m.bias, x, m.quant_weight())
+    return (b.value if isinstance(b, QuantTensor) else b).detach().to(torch.float32).reshape(-1)
 
 
 def _affine(op: Callable) -> bool:

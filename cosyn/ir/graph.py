@@ -25,11 +25,19 @@ class Graph:
     scale), which the hardware leaves to whoever reads its integers. Value ranges come
     from the nodes' `infer_range`, computed once when first asked for; `check`
     validates the graph against its node kinds.
+
+    A graph of `sequence`s (a transformer's) takes one sequence at a time at its own
+    length: the first axis of every value is the sequence's tokens (the batch axis of
+    the other graphs), the nodes' shapes are per token, and only such a graph holds the
+    kinds that mix tokens (`Node.sequence`). It is `pooled` where its output is one row
+    per sequence (a classifier's), which `run` returns without the row axis.
     """
 
     nodes: list[Node]
     output_bias: np.ndarray | None = None
     output_ops: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = ()
+    sequence: bool = False
+    pooled: bool = False
     _ranges: dict[str, Range] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -82,6 +90,11 @@ class Graph:
                 raise GraphError(f"{what}: {e}") from e
             if shape != tuple(n.shape):
                 raise GraphError(f"{what}: its shape is {n.shape}, its inputs give {shape}")
+            if n.sequence and not self.sequence:
+                raise GraphError(
+                    f"{what}: it mixes the tokens of a sequence; only a graph "
+                    "of sequences (sequence=True) holds it"
+                )
             seen[n.name] = n
         for n in self.nodes:
             lo, hi = self.range(n.name)
@@ -92,11 +105,13 @@ class Graph:
                 )
 
     def run_int(self, xi: np.ndarray) -> np.ndarray:
-        """Golden model: integer input (batch first) to integer output, in int64."""
+        """Golden model: integer input (batch first; of a graph of sequences, one sequence,
+        tokens first) to integer output, in int64."""
         xi = np.asarray(xi)
         if xi.shape[1:] != self.input.shape:
+            axis = "tokens" if self.sequence else "batch"
             raise ValueError(
-                f"Input shape must be (batch, {', '.join(map(str, self.input.shape))}), "
+                f"Input shape must be ({', '.join([axis, *map(str, self.input.shape)])}), "
                 f"not {xi.shape}"
             )
         values: dict[str, np.ndarray] = {}
@@ -121,9 +136,21 @@ class Graph:
                 t = op(t)
         return t.numpy()
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Float32 in, float32 out: equal to the model's own output."""
-        return self.dequantize(self.run_int(self.quantize(x)))
+    def run(self, x: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        """Float32 in, float32 out: equal to the model's own output. A graph of sequences
+        takes one sequence, or a list of them, each at its own length (the outputs of a
+        list are concatenated; a `pooled` graph's one sequence gives its row alone)."""
+        if not self.sequence:
+            return self.dequantize(self.run_int(self.quantize(x)))
+        if isinstance(x, list | tuple):
+            return np.concatenate([self.run(s).reshape(-1, *self.output.shape) for s in x])
+        xi = np.asarray(x)
+        if xi.dtype.kind not in "iu":
+            raise ValueError(
+                f"{self.input.name}: a sequence is integers (token ids), not {xi.dtype}"
+            )
+        y = self.dequantize(self.run_int(xi))
+        return y[0] if self.pooled else y
 
     @property
     def macs(self) -> int:

@@ -48,11 +48,14 @@ from cosyn.ir.builder import (  # noqa: F401  (_Val, _Input, _apply, ... stay im
     _log2_ratio,
     _per_channel,
     _Val,
+    layer_bias,
 )
 from cosyn.ir.chain import ARITHMETIC, Binary, operand
 from cosyn.ir.graph import Graph
 
-__all__ = ["FUNCTIONS", "LOWERINGS", "SUPPORTS", "Pending", "lower", "lowers", "supported"]
+__all__ = [
+    "FUNCTIONS", "LOWERINGS", "MODELS", "SUPPORTS", "Pending", "lower", "lowers", "supported",
+]  # fmt: skip
 
 _SUPPORTED = (
     "QuantIdentity, QuantReLU, QuantHardTanh (and other monotone Brevitas activations), "
@@ -338,42 +341,24 @@ class _Builder(Builder):
         return _extend(v, Binary(ARITHMETIC[op], c, reverse), what)
 
     def weighted(self, n: fx.Node, m: nn.Module, v: object, name: str, what: str) -> object:
-        if m.input_quant.is_quant_enabled:
-            v = self.quantize(v, m.input_quant, n, f"{name}.input_quant")
-        v = self.clean(v, what)
-        if v.scale.numel() != 1:
-            raise UnsupportedLayerError(f"{what}: its input must have one scale per tensor")
-        qw = m.quant_weight()
-        if torch.any(qw.zero_point != 0):
-            raise UnsupportedLayerError(f"{what}: weight zero points are not supported")
         conv = None
-        w = qw.int().to(torch.int64).numpy()
         if isinstance(m, QuantConv2d):
             _check_conv(m, what)
             conv = Conv(tuple(m.stride), tuple(m.padding), m.groups)
         if isinstance(m, QuantConv1d):  # a (1, k) kernel over an image of height 1
             _check_conv(m, what)
             conv = Conv((1, m.stride[0]), (0, m.padding[0]), m.groups)
-            w = w[:, :, None, :]
-        out = self.accumulate(v, w, qw.scale, self.bias(n, m), self.shape(n), name, what, conv)
-        if m.output_quant.is_quant_enabled:
-            return self.quantize(out, m.output_quant, n, f"{name}.output_quant")
-        return out
+        return self.layer(m, v, self.bias(n, m), n, name, what, conv)
 
     def _signal(self, n: fx.Node) -> bool:
         """True where node n's input is a (batch, C, L) signal read as (C, 1, L)."""
         return self.signal and _float(self.values[n.args[0]]).dim() == 3
 
     def bias(self, n: fx.Node, m: nn.Module) -> torch.Tensor | None:
-        """The bias the layer adds, as the model computes it: its output at zero input."""
-        if m.bias is None:
-            return None
+        """The bias the layer adds, as the model computes it (`layer_bias`)."""
         x = self.values[n.args[0]]
         zero = torch.zeros_like(_float(x)[:1])
-        if isinstance(x, QuantTensor):
-            zero = x.set(value=zero)
-        out = _float(m(zero))
-        return out.reshape(out.shape[1], -1)[:, 0].detach().to(torch.float32)
+        return layer_bias(m, x.set(value=zero) if isinstance(x, QuantTensor) else zero)
 
     def add2(self, n: fx.Node) -> _Val:
         a, b = (self.clean(self.arg(n, i), f"{_describe(self.gm, n)}") for i in (0, 1))
@@ -538,6 +523,9 @@ def _adaptive(size_in: tuple[int, int], size: object, what: str) -> Pool:
 # they lower, for the message that refuses everything else.
 LOWERINGS: dict[type, Callable] = {}
 FUNCTIONS: dict[object, Callable] = {}
+# A model type that fx cannot trace (a transformer's lists of sequences) -> fn(model,
+# example_input) -> Graph: a walk of its own modules (cosyn.ir.sequence).
+MODELS: dict[type, Callable] = {}
 SUPPORTS: list[str] = []
 
 
@@ -569,8 +557,11 @@ class Pending:
 
 
 def lower(model: nn.Module, example_input: torch.Tensor) -> Graph:
-    """Lower a Brevitas model to the integer graph; `example_input` is a float batch."""
+    """Lower a Brevitas model to the integer graph; `example_input` is a float batch (of a
+    model in `MODELS`, what its forward takes: a transformer's token ids)."""
     model.eval()
+    if type(model) in MODELS:
+        return MODELS[type(model)](model, example_input)
     try:
         gm = fx.GraphModule(model, _Tracer().trace(model))
     except Exception as e:  # fx raises many kinds on untraceable code

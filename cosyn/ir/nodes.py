@@ -66,6 +66,7 @@ class Node:
     multiplies: ClassVar[bool] = False  # has multipliers (MACs > 0)
     elementwise: ClassVar[bool] = False  # output element k depends on input element k only
     per_channel: ClassVar[tuple[str, ...]] = ()  # fields with one row per channel (or one)
+    sequence: ClassVar[bool] = False  # mixes the tokens of a sequence (see Graph.sequence)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Register a class that names its own `kind`; a kind has one class."""

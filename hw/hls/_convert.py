@@ -543,6 +543,11 @@ def convert(
     g: Graph, io_type: str = "io_parallel"
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]], Tensor]:
     """The hls4ml layer list, per-layer precisions, and the output tensor of `g`."""
+    if g.sequence:
+        raise UnsupportedLayerError(
+            f"{g.input.name}: the HLS backend takes fixed-size samples, not a graph of "
+            "variable-length sequences (a transformer)"
+        )
     if len(g.input.shape) not in (1, 3):
         raise UnsupportedLayerError(f"{g.input.name}: inputs must be (N,) or (C, H, W)")
     names = {n.name: hls_name(n.name) for n in g}
