@@ -1,0 +1,243 @@
+"""The attention block: one sequence at a time, a product a cycle (`perfmodel.attention`).
+
+Ports: `n` (In, the sequence's length L: one transfer a sequence), `q`, `k`, `v` (In,
+element streams of L * dim integers each, token-major, as the graph's Q, K and V
+nodes give them) and `o` (Out, the node's L * dim integers in the same order). The
+three inputs are stored (a memory each, max_len * dim words); then, per query i and
+head h, the block computes what `Attention.eval` does, exactly:
+  SCORE  s_c = q_i,h . k_key(c),h for each candidate slot c (`AttentionTiming.candidates`),
+         and the row's maximum over the slots that hold a key of the query's pattern;
+  EXP    e_c = i-exp((s_c - max) >> shift) as `intops.softmax_ref` (0 for other slots),
+         their sum;
+  DIV    factor = 2^m // sum, restoring division, a quotient bit a cycle;
+  SUM    out_i,h,d = sum over c of ((e_c * factor) >> (m - out_bits)) * v_key(c),h,d.
+A window row's slots are the n_global globals, then keys i - window .. i + window; a
+slot holds a key where it is in the sequence and, past the globals, not one of them
+(`models.attention.window_table`'s rule). A full row (dense, or a global query) has the
+L keys. The output register holds a result the consumer has not taken; SUM waits for
+it (the other phases run on).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from cosyn.hw.rtl._base import element_shape, element_stream
+from cosyn.models.intops import signed_bits
+from cosyn.perfmodel.attention import AttentionTiming
+
+from cosyn.ir.kinds.attention import Attention
+from cosyn.ir.nodes import IntType
+
+__all__ = ["AttentionBlock"]
+
+_LEN, _RECV, _SCORE, _EXP, _DIV, _SUM = range(6)
+
+
+class AttentionBlock(wiring.Component):
+    """The attention of `node` (window or dense pattern) for inputs of `in_types` (Q, K, V);
+    see the module doc. Timing: `cycles` (`perfmodel.attention.AttentionTiming`)."""
+
+    def __init__(self, node: Attention, in_types: tuple[IntType, IntType, IntType]) -> None:
+        if node.pattern not in ("dense", "window"):
+            raise ValueError(f"{node.name}: the attention block runs dense and window "
+                             f"patterns, not {node.pattern!r}")  # fmt: skip
+        self.node, self.in_types = node, in_types
+        self.cycles = AttentionTiming(node)
+        super().__init__({
+            "n": In(stream.Signature(range(node.max_len + 1))),
+            **{p: In(element_stream(t)) for p, t in zip("qkv", in_types, strict=True)},
+            "o": Out(element_stream(node.dtype)),
+        })  # fmt: skip
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        a, spec = self.node, self.node.spec
+        dim, heads, lmax = int(a.shape[0]), a.heads, a.max_len
+        dh = dim // heads
+        tq, tk = self.in_types[:2]
+        top = dh * max(-tq.lo, tq.hi) * max(-tk.lo, tk.hi)
+        s_shape = signed(signed_bits(-top, top))
+        most = max(lmax, a.n_global + 2 * a.window + 1)  # slots of a row
+
+        mems = {p: memory.Memory(shape=element_shape(t), depth=lmax * dim, init=[])
+                for p, t in zip("qkv", self.in_types, strict=True)}  # fmt: skip
+        slots = memory.Memory(shape=signed(max(s_shape.width, spec.e_bits + 1)), depth=most,
+                              init=[])  # fmt: skip
+        for p, mem in mems.items():
+            m.submodules[f"{p}_mem"] = mem
+        m.submodules.slots = slots
+        reads = {p: mems[p].read_port() for p in "qkv"}
+        writes = {p: mems[p].write_port() for p in "qkv"}
+        s_wr = slots.write_port()
+        s_rd = slots.read_port(transparent_for=(s_wr,))  # a row of one slot reads its write
+
+        state = Signal(range(6))
+        length = Signal(range(lmax + 1))
+        total = Signal(range(lmax * dim + 1))
+        m.d.comb += total.eq(length * dim)
+
+        # LEN, RECV: the length, then Q, K and V stored as they arrive, each at its count.
+        counts = {p: Signal(range(lmax * dim + 1), name=f"{p}_count") for p in "qkv"}
+        m.d.comb += self.n.ready.eq(state == _LEN)
+        for p in "qkv":
+            port, cnt = getattr(self, p), counts[p]
+            m.d.comb += [
+                port.ready.eq((state == _RECV) & (cnt < total)),
+                writes[p].addr.eq(cnt),
+                writes[p].data.eq(port.payload),
+                writes[p].en.eq(port.valid & port.ready),
+            ]
+            with m.If(port.valid & port.ready):
+                m.d.sync += cnt.eq(cnt + 1)
+
+        # The row (query i, head h), its slot c and feature d; what each slot holds.
+        i, h = Signal(range(lmax)), Signal(range(heads))
+        c, d = Signal(range(most)), Signal(range(dh))
+        full = Signal()
+        m.d.comb += full.eq(1 if a.pattern == "dense" else i < a.n_global)
+        n_slots = Signal(range(most + 1))
+        m.d.comb += n_slots.eq(Mux(full, length, a.n_global + 2 * a.window + 1))
+        key, ok = _slot(m, c, i, length, full, a.n_global, a.window, most)
+        last_c = c == n_slots - 1
+        m.d.comb += [
+            reads["q"].addr.eq(i * dim + h * dh + d),
+            reads["k"].addr.eq(Mux(ok, key, 0) * dim + h * dh + d),
+            reads["v"].addr.eq(Mux(ok, key, 0) * dim + h * dh + d),
+            s_rd.addr.eq(c),
+        ]
+
+        # The data stage: what the previous cycle issued (memories read in one cycle).
+        live, p_ok, p_first, p_last = (
+            Signal(name=f"p_{n}") for n in ("live", "ok", "first", "last")
+        )
+        p_state, p_c = Signal(range(6)), Signal(range(most))
+        acc = Signal(signed(max(s_shape.width, a.dtype.bits)))
+        row_max = Signal(s_shape)
+        e_sum = Signal(spec.sum_bits + 1)
+        factor = Signal(spec.m + 1)
+        rem = Signal(spec.sum_bits + 2)
+        bit = Signal(range(spec.m + 2))
+        out_full, out_val = Signal(), Signal(element_shape(a.dtype))
+        m.d.comb += [self.o.valid.eq(out_full), self.o.payload.eq(out_val)]
+        emits = live & (p_state == _SUM) & p_last
+        go = ~(emits & out_full & ~self.o.ready)  # everything waits for the output register
+        for r in (*reads.values(), s_rd):
+            m.d.comb += r.en.eq(go)
+
+        score = Signal(acc.shape())
+        m.d.comb += score.eq(Mux(p_first, 0, acc) + reads["q"].data * reads["k"].data)
+        e = _iexp(m, s_rd.data[: s_shape.width].as_signed(), row_max, spec)
+        p = Signal(spec.out_bits + 1)
+        e_stored = s_rd.data.as_unsigned()[: spec.e_bits]
+        m.d.comb += p.eq((e_stored * factor) >> (spec.m - spec.out_bits))
+        term = Signal(acc.shape())
+        m.d.comb += term.eq(Mux(p_first, 0, acc) + p.as_signed() * reads["v"].data)
+
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += out_full.eq(0)
+        with m.If(go & live), m.Switch(p_state):
+            with m.Case(_SCORE):
+                m.d.sync += acc.eq(score)
+                with m.If(p_last):
+                    best = Mux(p_ok, score, -(1 << (s_shape.width - 1)))
+                    m.d.comb += [s_wr.addr.eq(p_c), s_wr.data.eq(score), s_wr.en.eq(1)]
+                    m.d.sync += row_max.eq(Mux((p_c == 0) | (best > row_max), best, row_max))
+            with m.Case(_EXP):
+                kept = Mux(p_ok, e, 0)
+                m.d.comb += [s_wr.addr.eq(p_c), s_wr.data.eq(kept), s_wr.en.eq(1)]
+                m.d.sync += e_sum.eq(Mux(p_first, 0, e_sum) + kept)
+            with m.Case(_SUM):
+                m.d.sync += acc.eq(term)
+                with m.If(p_last):
+                    m.d.sync += [out_full.eq(1), out_val.eq(term)]
+
+        def issue(first, last) -> None:
+            """Register this cycle's read for the data stage."""
+            m.d.sync += [live.eq(1), p_state.eq(state), p_c.eq(c), p_ok.eq(ok),
+                         p_first.eq(first), p_last.eq(last)]  # fmt: skip
+
+        def next_row() -> None:
+            """After a row's SUM: the next head, the next query, or the next sequence."""
+            with m.If(h == heads - 1):
+                m.d.sync += h.eq(0)
+                with m.If(i == length - 1):
+                    m.d.sync += state.eq(_LEN)
+                with m.Else():
+                    m.d.sync += [i.eq(i + 1), state.eq(_SCORE)]
+            with m.Else():
+                m.d.sync += [h.eq(h + 1), state.eq(_SCORE)]
+
+        with m.If(go):
+            m.d.sync += live.eq(0)
+            with m.Switch(state):
+                with m.Case(_LEN), m.If(self.n.valid):
+                    m.d.sync += [length.eq(self.n.payload), state.eq(_RECV)]
+                    m.d.sync += [counts[p].eq(0) for p in "qkv"]
+                with m.Case(_RECV), m.If(sum(counts[p] == total for p in "qkv") == 3):
+                    m.d.sync += [state.eq(_SCORE), i.eq(0), h.eq(0), c.eq(0), d.eq(0)]
+                with m.Case(_SCORE):  # c outer, d inner: a score every dh cycles
+                    issue(d == 0, d == dh - 1)
+                    with m.If(d == dh - 1):
+                        m.d.sync += [d.eq(0), c.eq(c + 1)]
+                        with m.If(last_c):
+                            m.d.sync += [c.eq(0), state.eq(_EXP)]
+                    with m.Else():
+                        m.d.sync += d.eq(d + 1)
+                with m.Case(_EXP):
+                    issue(c == 0, last_c)
+                    m.d.sync += c.eq(c + 1)
+                    with m.If(last_c):
+                        m.d.sync += [c.eq(0), bit.eq(0), state.eq(_DIV)]
+                with m.Case(_DIV):  # bit 0 waits for the sum's last term; then m + 1 bits
+                    shifted = Signal(rem.shape())
+                    m.d.comb += shifted.eq((rem << 1) | (bit == 1))
+                    with m.If(bit == 0):
+                        m.d.sync += [rem.eq(0), factor.eq(0)]
+                    with m.Elif(shifted >= e_sum):
+                        m.d.sync += [rem.eq(shifted - e_sum), factor.eq((factor << 1) | 1)]
+                    with m.Else():
+                        m.d.sync += [rem.eq(shifted), factor.eq(factor << 1)]
+                    m.d.sync += bit.eq(bit + 1)
+                    with m.If(bit == spec.m + 1):
+                        m.d.sync += [c.eq(0), d.eq(0), state.eq(_SUM)]
+                with m.Case(_SUM):  # d outer, c inner: an output every n_slots cycles
+                    issue(c == 0, last_c)
+                    m.d.sync += c.eq(c + 1)
+                    with m.If(last_c):
+                        m.d.sync += [c.eq(0), d.eq(d + 1)]
+                        with m.If(d == dh - 1):
+                            m.d.sync += d.eq(0)
+                            next_row()
+        return m
+
+
+def _slot(m: Module, c: Signal, i: Signal, length: Signal, full, n_global: int, window: int,
+          lmax: int):  # fmt: skip
+    """The key of slot c of query i, and whether the slot holds one (see the module doc)."""
+    key = Signal(signed(lmax.bit_length() + 2))
+    ok = Signal()
+    at = Signal(key.shape())
+    m.d.comb += at.eq(i + c)  # as a signed value: near may be negative
+    near = at - (window + n_global)
+    m.d.comb += key.eq(Mux(full | (c < n_global), c, near))
+    m.d.comb += ok.eq(Mux(full, 1, Mux(c < n_global, c < length,
+                                       (key >= n_global) & (key < length))))  # fmt: skip
+    return key, ok
+
+
+def _iexp(m: Module, s, top, spec):
+    """e = i-exp((s - top) >> shift), as `intops.softmax_ref` (s <= top)."""
+    diff = Signal(signed(s.shape().width + 1))
+    m.d.comb += diff.eq((s - top) >> spec.shift)
+    floor = spec.n * spec.x0
+    dd = Signal(diff.shape())
+    m.d.comb += dd.eq(Mux(diff < floor, floor, diff))
+    q = Signal(range(spec.n + 1))
+    m.d.comb += q.eq(sum((dd <= j * spec.x0).as_unsigned() for j in range(1, spec.n + 1)))
+    r = Signal(signed(diff.shape().width + 1))
+    m.d.comb += r.eq(dd - spec.x0 * q)
+    e = Signal(unsigned(spec.e_bits))
+    m.d.comb += e.eq((r * (r + spec.b) + spec.c) >> q)
+    return e
