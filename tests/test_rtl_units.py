@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 from cosyn.hw.rtl import COMPONENTS, Ctx
 from cosyn.hw.rtl._tb import Port, run_streams
+from cosyn.models.intops import layernorm_spec
 from cosyn.perfmodel.blocks import SHIFT_STAGES, poly_stages
 from cosyn.perfmodel.pipeline import resolve_parallelism, stream_index
 from cosyn.perfmodel.thresholds import threshold_stages
 
 from cosyn.errors import CosynError
+from cosyn.ir.intervals import as_range
+from cosyn.ir.kinds.layernorm import LayerNorm
 from cosyn.ir.nodes import Dense, IntType, Poly, Shift, Threshold, int_type_for_range
 
 ONE = np.ones(1, np.float32)
@@ -318,6 +321,31 @@ def test_poly_one_result_per_cycle_on_hwc() -> None:
     assert np.array_equal(np.diff(outs.reshape(-1)), np.ones(outs.size - 1))
 
 
+def _layernorm(rng, f: int, bits: int) -> tuple[LayerNorm, Ctx]:
+    spec = layernorm_spec(f, in_bits=bits)
+    top = 1 << (spec.gamma_bits - 1)
+    t = IntType(bits, True)
+    node = LayerNorm.sized(
+        [as_range(t.lo, t.hi)], name="ln", inputs=("x",), shape=(f,), scale=ONE,
+        gamma=rng.integers(-top, top, f), beta=rng.integers(-(1 << 12), 1 << 12, f), spec=spec,
+    )  # fmt: skip
+    return node, Ctx((t,), ((f,),))
+
+
+@pytest.mark.parametrize(("f", "bits"), [(1, 4), (3, 8), (8, 6), (5, 2), (16, 8)])
+def test_layernorm_exact_and_timed(f, bits) -> None:
+    """Constant samples (no variance: sigma 1), extremes and random ones, exact; the
+    transfers in the cycles its timing gives."""
+    rng = np.random.default_rng(f)
+    node, ctx = _layernorm(rng, f, bits)
+    x = _edges(ctx.in_type, (f,), rng, 8)
+    y, block, ins, outs = _run(node, ctx, x)
+    assert np.array_equal(y, node.eval(x))
+    c = block.cycles
+    assert outs[0, 0] - ins[0, 0] == c.latency and ins[1, 0] - ins[0, 0] == c.interval
+    assert np.array_equal(outs[0], c.timing(ins[0]))
+
+
 def test_parallelism_rounds_up_with_a_note_and_rejects_the_impossible() -> None:
     node = _dense(np.random.default_rng(0), 4, 12)
     assert resolve_parallelism(node, 5, 12) == (
@@ -400,9 +428,10 @@ def _blocks_under_back_pressure():
     from test_rtl_conv_add import conv_node
 
     yield conv_node(2, 4, 4, 4, 3, 1, 1, t6), Ctx((t6,), ((2, 4, 4),), "hwc", parallelism=4)
+    yield _layernorm(rng, 4, 6)
 
 
-@pytest.mark.parametrize("case", range(6))
+@pytest.mark.parametrize("case", range(7))
 def test_blocks_follow_their_control_under_back_pressure(case) -> None:
     """With random gaps on the input and random back-pressure on the output, every
     input and output transfer happens in the cycle the block's control model says,
