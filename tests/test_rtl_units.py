@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 from cosyn.hw.rtl import COMPONENTS, Ctx
 from cosyn.hw.rtl._tb import Port, run_streams
-from cosyn.models.intops import layernorm_spec
+from cosyn.models.intops import gelu_spec, layernorm_spec
 from cosyn.perfmodel.blocks import SHIFT_STAGES, poly_stages
 from cosyn.perfmodel.pipeline import resolve_parallelism, stream_index
 from cosyn.perfmodel.thresholds import threshold_stages
 
 from cosyn.errors import CosynError
 from cosyn.ir.intervals import as_range
+from cosyn.ir.kinds.gelu import Gelu
 from cosyn.ir.kinds.layernorm import LayerNorm
 from cosyn.ir.nodes import Dense, IntType, Poly, Shift, Threshold, int_type_for_range
 
@@ -346,6 +347,26 @@ def test_layernorm_exact_and_timed(f, bits) -> None:
     assert np.array_equal(outs[0], c.timing(ins[0]))
 
 
+def _gelu(bits: int, scale: float, c: int = 3, lo: int | None = None) -> tuple[Gelu, Ctx]:
+    t = IntType(bits, True)
+    r = as_range(t.lo if lo is None else lo, t.hi)
+    node = Gelu.sized([r], name="g", inputs=("x",), shape=(c,), scale=ONE,
+                      spec=gelu_spec(scale, in_bits=bits))  # fmt: skip
+    return node, Ctx((t,), ((c,),))
+
+
+@pytest.mark.parametrize(("bits", "scale", "lo"), [(8, 2**-4, None), (6, 2**-2, None),
+                                                   (8, 2**-6, 0), (4, 2**-1, None)])  # fmt: skip
+def test_gelu_every_input_exact_and_timed(bits, scale, lo) -> None:
+    """Every input of the range (lo 0: the output type unsigned where GELU stays >= 0)."""
+    node, ctx = _gelu(bits, scale, lo=lo)
+    xs = np.arange(ctx.in_type.lo if lo is None else lo, ctx.in_type.hi + 1)
+    x = np.resize(xs, (-(-len(xs) // 3), 3))
+    y, block, ins, outs = _run(node, ctx, x)
+    assert np.array_equal(y, node.eval(x))
+    assert np.array_equal(outs, ins + block.cycles.depth)
+
+
 def test_parallelism_rounds_up_with_a_note_and_rejects_the_impossible() -> None:
     node = _dense(np.random.default_rng(0), 4, 12)
     assert resolve_parallelism(node, 5, 12) == (
@@ -429,9 +450,10 @@ def _blocks_under_back_pressure():
 
     yield conv_node(2, 4, 4, 4, 3, 1, 1, t6), Ctx((t6,), ((2, 4, 4),), "hwc", parallelism=4)
     yield _layernorm(rng, 4, 6)
+    yield _gelu(6, 2**-3)
 
 
-@pytest.mark.parametrize("case", range(7))
+@pytest.mark.parametrize("case", range(8))
 def test_blocks_follow_their_control_under_back_pressure(case) -> None:
     """With random gaps on the input and random back-pressure on the output, every
     input and output transfer happens in the cycle the block's control model says,

@@ -103,7 +103,9 @@ class _Block(nn.Module):
         return self.head(self.norm(self.down(self.act(self.up(self.inp(x))))))
 
 
-def test_layernorm_and_gelu_lower_in_a_traced_model():
+@pytest.fixture(scope="module")
+def block() -> tuple[nn.Module, cosyn.ir.Graph, torch.Tensor]:
+    """`_Block` with its quantizers' statistics, lowered; inputs."""
     torch.manual_seed(0)
     m = _Block()
     for p in (m.up.bias, m.down.bias, m.head.bias):
@@ -111,45 +113,23 @@ def test_layernorm_and_gelu_lower_in_a_traced_model():
     x = torch.randn(256, 8) * 2
     m(x)  # quantizer statistics
     m.eval()
-    g = cosyn.lower(m, x[:1])
+    return m, cosyn.lower(m, x[:1]), x
+
+
+def test_layernorm_and_gelu_lower_in_a_traced_model(block):
+    m, g, x = block
     assert [n.kind for n in g if n.kind in ("gelu", "layernorm")] == ["gelu", "layernorm"]
     with torch.no_grad():
         assert np.array_equal(g.run(x.numpy()), m(x).numpy())
 
 
-class _Normed(nn.Module):
-    """Linear layers around a LayerNorm (a token's position-wise layers, traced)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        common = dict(bias=True, weight_quant=weight_quant(8), bias_quant=Int32Bias)
-        self.inp = qnn.QuantIdentity(act_quant=Int8ActPow2, return_quant_tensor=True)
-        self.up = qnn.QuantLinear(8, 12, output_quant=Int8ActPow2, return_quant_tensor=True,
-                                  **common)  # fmt: skip
-        self.norm = IntLayerNorm(12)
-        self.head = qnn.QuantLinear(12, 4, return_quant_tensor=False, **common)
-
-    def forward(self, x):
-        return self.head(self.norm(self.up(self.inp(x))))
-
-
-@pytest.fixture(scope="module")
-def normed() -> tuple[cosyn.ir.Graph, torch.Tensor]:
-    torch.manual_seed(1)
-    m = _Normed()
-    x = torch.randn(64, 8) * 2
-    m(x)
-    m.eval()
-    return cosyn.lower(m, x[:1]), x
-
-
-def test_layernorm_model_in_rtl_exact_with_manifest_timing(normed, tmp_path):
+def test_gelu_and_layernorm_in_rtl_exact_with_manifest_timing(block, tmp_path):
     from cosyn.hw.rtl import Top
     from cosyn.hw.rtl._tb import run_top
     from cosyn.hw.rtl._verilog import lint
     from cosyn.perfmodel.pipeline import plan
 
-    g, x = normed
+    _, g, x = block
     xi = g.quantize(x[:6].numpy())
     d = cosyn.rtl.generate(g, tmp_path / "rtl")
     y, ins, outs = run_top(Top(plan(g)), xi)
@@ -161,8 +141,8 @@ def test_layernorm_model_in_rtl_exact_with_manifest_timing(normed, tmp_path):
 
 
 @pytest.mark.slow
-def test_layernorm_model_on_icarus(normed, tmp_path):
-    g, x = normed
+def test_gelu_and_layernorm_on_icarus(block, tmp_path):
+    _, g, x = block
     r = cosyn.sim.simulate(cosyn.rtl.generate(g, tmp_path / "rtl"), x[:8].numpy(), "icarus")
     assert np.array_equal(r.outputs, g.run_int(g.quantize(x[:8].numpy())))
     assert r.interval == cosyn.perfmodel.estimate(g).interval
