@@ -7,6 +7,9 @@ taken:
   RECV  L * dim + 1 cycles: Q, K and V arrive (an element of each a cycle, stored),
         then a cycle that sees all three complete;
   then a row per query i and head h, over the query's C key slots (`slots`):
+  (top-k only) RANK L * dh: the low-bit score q_lo . k_lo of every key, a product a cycle;
+        SELECT C * L + 1: C passes over the L scores, each choosing the best left, and
+        a cycle for the last choice;
   SCORE C * dh: a product q . k a cycle (memories read a cycle ahead), scores stored;
   EXP   C:      i-exp of each score minus the row's maximum, summed;
   DIV   m + 2:  a cycle for the sum's last term, then the divisor 2^m // sum, a
@@ -17,8 +20,9 @@ output element leaves two cycles after the last row ends (`last_output`).
 Slots: a full row (dense, or one of the first n_global queries) has the L keys; a
 window row has C = n_global + 2 window + 1 fixed slots (the globals, then keys
 i - window .. i + window), those outside the sequence or among the globals being keys
-of probability zero. Every window row costs the same, so the window pattern's cycles
-grow linearly with L and dense attention's quadratically.
+of probability zero; a top-k row the min(k, L) chosen keys. Every window row costs the
+same, so the window pattern's cycles grow linearly with L; dense attention's, and
+top-k's ranking and choice, quadratically.
 """
 
 from __future__ import annotations
@@ -43,14 +47,17 @@ class AttentionTiming:
     def slots(self, i: int, length: int) -> int:
         """Key slots of query i of a sequence of `length` tokens."""
         a = self.node
+        if a.pattern == "topk":
+            return min(a.k, length)
         if a.pattern == "dense" or i < a.n_global:
             return length
         return a.n_global + 2 * a.window + 1
 
     def row(self, i: int, length: int) -> int:
-        """Cycles of query i, all heads: SCORE, EXP, DIV and SUM per head."""
+        """Cycles of query i, all heads: (RANK, SELECT,) SCORE, EXP, DIV and SUM per head."""
         c, dh, m = self.slots(i, length), self.dh, self.node.spec.m
-        return self.node.heads * (c * dh + c + (m + 2) + dh * c)
+        choose = length * dh + c * length + 1 if self.node.pattern == "topk" else 0
+        return self.node.heads * (choose + c * dh + c + (m + 2) + dh * c)
 
     def interval(self, length: int) -> int:
         """Cycles from taking a sequence's length to taking the next one's."""

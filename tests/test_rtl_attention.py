@@ -16,14 +16,15 @@ from cosyn.ir.nodes import IntType
 
 
 def attention(pattern: str, heads: int, dh: int, max_len: int, window: int = 1,
-              n_global: int = 1, bits: int = 6) -> tuple[Attention, IntType]:  # fmt: skip
+              n_global: int = 1, bits: int = 6, k: int = 1,
+              rank_bits: int = 2) -> tuple[Attention, IntType]:  # fmt: skip
     t = IntType(bits, True)
     r = as_range(t.lo, t.hi)
     spec = softmax_spec(2.0 ** -(2 * bits - 2) / dh**0.5, max_len, 8)
     node = Attention.sized(
         [r, r, r], name="att", inputs=("q", "k", "v"), shape=(heads * dh,), scale=np.float32(1),
-        heads=heads, pattern=pattern, window=window, n_global=n_global, act_bits=bits,
-        max_len=max_len, spec=spec,
+        heads=heads, pattern=pattern, window=window, n_global=n_global, k=k, act_bits=bits,
+        rank_bits=rank_bits, max_len=max_len, spec=spec,
     )  # fmt: skip
     return node, t
 
@@ -87,8 +88,19 @@ def test_window_cycles_grow_linearly_and_dense_quadratically():
     assert w <= 8.5 and d > 50
 
 
-def test_top_k_is_refused_by_name():
-    node, t = attention("window", 1, 2, 4)
-    node.pattern = "topk"
-    with pytest.raises(ValueError, match=r"^att: the attention block runs dense and window"):
-        AttentionBlock(node, (t, t, t))
+@pytest.mark.parametrize(
+    ("heads", "dh", "max_len", "k", "rank_bits", "lengths"),
+    [(1, 2, 6, 3, 2, [6, 1, 2, 4]), (2, 3, 7, 2, 3, [5, 7, 1]), (2, 2, 5, 8, 2, [5, 3]),
+     (1, 4, 9, 1, 4, [9, 3])],
+)  # fmt: skip
+def test_top_k_exact_in_the_modelled_cycles(heads, dh, max_len, k, rank_bits, lengths):
+    """Few rank bits: many equal low-bit scores, where the lower key must win; k above
+    the length (every key)."""
+    node, t = attention("topk", heads, dh, max_len, k=k, rank_bits=rank_bits)
+    got, want, takes, lasts, block = stream(node, t, lengths, seed=k)
+    for n, g, w in zip(lengths, got, want, strict=True):
+        assert np.array_equal(g.reshape(w.shape), w), n
+    for j, n in enumerate(lengths):
+        assert lasts[j] - takes[j] == block.cycles.last_output(n)
+        if j + 1 < len(lengths):
+            assert takes[j + 1] - takes[j] == block.cycles.interval(n)

@@ -14,13 +14,16 @@ head h, the block computes what `Attention.eval` does, exactly:
 A window row's slots are the n_global globals, then keys i - window .. i + window; a
 slot holds a key where it is in the sequence and, past the globals, not one of them
 (`models.attention.window_table`'s rule). A full row (dense, or a global query) has the
-L keys. The output register holds a result the consumer has not taken; SUM waits for
-it (the other phases run on).
+L keys. A top-k row first ranks every key by its low-bit score (RANK, `rank_scores`)
+and chooses the min(k, L) best (SELECT: a pass over the scores per choice, of equal
+scores the lower key, as `topk_table`); its slots are the chosen keys. The output
+register holds a result the consumer has not taken; SUM waits for it (the other phases
+run on).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._base import element_shape, element_stream
@@ -32,17 +35,14 @@ from cosyn.ir.nodes import IntType
 
 __all__ = ["AttentionBlock"]
 
-_LEN, _RECV, _SCORE, _EXP, _DIV, _SUM = range(6)
+_LEN, _RECV, _SCORE, _EXP, _DIV, _SUM, _RANK, _SELECT = range(8)
 
 
 class AttentionBlock(wiring.Component):
-    """The attention of `node` (window or dense pattern) for inputs of `in_types` (Q, K, V);
-    see the module doc. Timing: `cycles` (`perfmodel.attention.AttentionTiming`)."""
+    """The attention of `node` (dense, window + global or top-k) for inputs of `in_types`
+    (Q, K, V); see the module doc. Timing: `cycles` (`perfmodel.attention.AttentionTiming`)."""
 
     def __init__(self, node: Attention, in_types: tuple[IntType, IntType, IntType]) -> None:
-        if node.pattern not in ("dense", "window"):
-            raise ValueError(f"{node.name}: the attention block runs dense and window "
-                             f"patterns, not {node.pattern!r}")  # fmt: skip
         self.node, self.in_types = node, in_types
         self.cycles = AttentionTiming(node)
         super().__init__({
@@ -73,7 +73,7 @@ class AttentionBlock(wiring.Component):
         s_wr = slots.write_port()
         s_rd = slots.read_port(transparent_for=(s_wr,))  # a row of one slot reads its write
 
-        state = Signal(range(6))
+        state = Signal(range(8))
         length = Signal(range(lmax + 1))
         total = Signal(range(lmax * dim + 1))
         m.d.comb += total.eq(length * dim)
@@ -95,16 +95,23 @@ class AttentionBlock(wiring.Component):
         # The row (query i, head h), its slot c and feature d; what each slot holds.
         i, h = Signal(range(lmax)), Signal(range(heads))
         c, d = Signal(range(most)), Signal(range(dh))
-        full = Signal()
-        m.d.comb += full.eq(1 if a.pattern == "dense" else i < a.n_global)
         n_slots = Signal(range(most + 1))
-        m.d.comb += n_slots.eq(Mux(full, length, a.n_global + 2 * a.window + 1))
-        key, ok = _slot(m, c, i, length, full, a.n_global, a.window, most)
+        ranking = state == _RANK
+        if a.pattern == "topk":  # the keys chosen by SELECT, best first
+            chosen = [Signal(range(lmax), name=f"chosen{j}") for j in range(min(a.k, lmax))]
+            key, ok = Array(chosen)[c], Const(1)
+            m.d.comb += n_slots.eq(Mux(length < a.k, length, a.k))
+        else:
+            full = Signal()
+            m.d.comb += full.eq(1 if a.pattern == "dense" else i < a.n_global)
+            m.d.comb += n_slots.eq(Mux(full, length, a.n_global + 2 * a.window + 1))
+            key, ok = _slot(m, c, i, length, full, a.n_global, a.window, most)
         last_c = c == n_slots - 1
+        at = Mux(ranking, c, Mux(ok, key, 0)) * dim + h * dh + d  # RANK reads every key
         m.d.comb += [
             reads["q"].addr.eq(i * dim + h * dh + d),
-            reads["k"].addr.eq(Mux(ok, key, 0) * dim + h * dh + d),
-            reads["v"].addr.eq(Mux(ok, key, 0) * dim + h * dh + d),
+            reads["k"].addr.eq(at),
+            reads["v"].addr.eq(at),
             s_rd.addr.eq(c),
         ]
 
@@ -112,7 +119,7 @@ class AttentionBlock(wiring.Component):
         live, p_ok, p_first, p_last = (
             Signal(name=f"p_{n}") for n in ("live", "ok", "first", "last")
         )
-        p_state, p_c = Signal(range(6)), Signal(range(most))
+        p_state, p_c = Signal(range(8)), Signal(range(most))
         acc = Signal(signed(max(s_shape.width, a.dtype.bits)))
         row_max = Signal(s_shape)
         e_sum = Signal(spec.sum_bits + 1)
@@ -153,6 +160,8 @@ class AttentionBlock(wiring.Component):
                 with m.If(p_last):
                     m.d.sync += [out_full.eq(1), out_val.eq(term)]
 
+        row = _RANK if a.pattern == "topk" else _SCORE  # a row's first phase
+
         def issue(first, last) -> None:
             """Register this cycle's read for the data stage."""
             m.d.sync += [live.eq(1), p_state.eq(state), p_c.eq(c), p_ok.eq(ok),
@@ -165,9 +174,9 @@ class AttentionBlock(wiring.Component):
                 with m.If(i == length - 1):
                     m.d.sync += state.eq(_LEN)
                 with m.Else():
-                    m.d.sync += [i.eq(i + 1), state.eq(_SCORE)]
+                    m.d.sync += [i.eq(i + 1), state.eq(row)]
             with m.Else():
-                m.d.sync += [h.eq(h + 1), state.eq(_SCORE)]
+                m.d.sync += [h.eq(h + 1), state.eq(row)]
 
         with m.If(go):
             m.d.sync += live.eq(0)
@@ -176,7 +185,7 @@ class AttentionBlock(wiring.Component):
                     m.d.sync += [length.eq(self.n.payload), state.eq(_RECV)]
                     m.d.sync += [counts[p].eq(0) for p in "qkv"]
                 with m.Case(_RECV), m.If(sum(counts[p] == total for p in "qkv") == 3):
-                    m.d.sync += [state.eq(_SCORE), i.eq(0), h.eq(0), c.eq(0), d.eq(0)]
+                    m.d.sync += [state.eq(row), i.eq(0), h.eq(0), c.eq(0), d.eq(0)]
                 with m.Case(_SCORE):  # c outer, d inner: a score every dh cycles
                     issue(d == 0, d == dh - 1)
                     with m.If(d == dh - 1):
@@ -210,7 +219,63 @@ class AttentionBlock(wiring.Component):
                         with m.If(d == dh - 1):
                             m.d.sync += d.eq(0)
                             next_row()
+        if a.pattern == "topk":
+            stage = (live, p_state, p_c, p_first, p_last)
+            self._choose(m, reads, state, (c, d, length, n_slots), chosen, issue, stage, go)
         return m
+
+    def _choose(self, m, reads, state, counters, chosen, issue, stage, go) -> None:
+        """RANK and SELECT (top-k): per key j, the low-bit score q_lo . k_lo (`rank_scores`:
+        Q and K rounded to rank_bits) a product a cycle; then C passes over the L scores,
+        each taking the best left (strictly greater: of equal scores the lower key) into
+        `chosen` and marking it below every score."""
+        a = self.node
+        c, d, length, n_slots = counters
+        live, p_state, p_c, p_first, p_last = stage
+        dh = int(a.shape[0]) // a.heads
+        low = 1 << (a.rank_bits - 1)
+        r_shape = signed(signed_bits(-dh * low * (low - 1), dh * low * low) + 1)
+        below = -(1 << (r_shape.width - 1))  # under every score: a key already chosen
+        m.submodules.ranks = ranks = memory.Memory(shape=r_shape, depth=a.max_len, init=[])
+        r_wr = ranks.write_port()
+        r_rd = ranks.read_port(transparent_for=(r_wr,))
+        m.d.comb += [r_rd.addr.eq(c), r_rd.en.eq(go)]
+        acc, best = Signal(r_shape), Signal(r_shape)
+        best_j, taken = Signal(range(a.max_len)), Signal(range(len(chosen) + 1))
+        draining = Signal()
+
+        lows = [_round_to(reads[p].data, a.act_bits - a.rank_bits, a.rank_bits) for p in "qk"]
+        score = Signal(r_shape)
+        m.d.comb += score.eq(Mux(p_first, 0, acc) + lows[0] * lows[1])
+        better = p_first | (r_rd.data > best)
+        new_j = Mux(better, p_c, best_j)
+        with m.If(go & live & (p_state == _RANK)):
+            m.d.sync += acc.eq(score)
+            with m.If(p_last):
+                m.d.comb += [r_wr.addr.eq(p_c), r_wr.data.eq(score), r_wr.en.eq(1)]
+        with m.If(go & live & (p_state == _SELECT)):
+            m.d.sync += [best.eq(Mux(better, r_rd.data, best)), best_j.eq(new_j)]
+            with m.If(p_last):
+                m.d.comb += [r_wr.addr.eq(new_j), r_wr.data.eq(below), r_wr.en.eq(1)]
+                m.d.sync += [Array(chosen)[taken].eq(new_j), taken.eq(taken + 1)]
+
+        with m.If(go & (state == _RANK)):  # key j (c) outer, d inner
+            issue(d == 0, d == dh - 1)
+            m.d.sync += d.eq(d + 1)
+            with m.If(d == dh - 1):
+                m.d.sync += [d.eq(0), c.eq(c + 1)]
+                with m.If(c == length - 1):
+                    m.d.sync += [c.eq(0), taken.eq(0), state.eq(_SELECT)]
+        with m.If(go & (state == _SELECT)):
+            with m.If(draining):  # the last pass's choice is made this cycle
+                m.d.sync += [draining.eq(0), c.eq(0), d.eq(0), state.eq(_SCORE)]
+            with m.Else():
+                issue(c == 0, c == length - 1)
+                m.d.sync += c.eq(c + 1)
+                with m.If(c == length - 1):
+                    m.d.sync += c.eq(0)
+                    with m.If(taken == n_slots - 1):
+                        m.d.sync += draining.eq(1)
 
 
 def _slot(m: Module, c: Signal, i: Signal, length: Signal, full, n_global: int, window: int,
@@ -225,6 +290,13 @@ def _slot(m: Module, c: Signal, i: Signal, length: Signal, full, n_global: int, 
     m.d.comb += ok.eq(Mux(full, 1, Mux(c < n_global, c < length,
                                        (key >= n_global) & (key < length))))  # fmt: skip
     return key, ok
+
+
+def _round_to(v, shift: int, bits: int):
+    """saturate(round_shift(v, shift), bits): `rank_scores`' rounding of Q and K."""
+    r = v if shift == 0 else (v + (1 << (shift - 1))) >> shift
+    top = 1 << (bits - 1)
+    return Mux(r < -top, -top, Mux(r > top - 1, top - 1, r))
 
 
 def _iexp(m: Module, s, top, spec):
