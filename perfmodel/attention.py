@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from cosyn.ir.kinds.attention import Attention
 
-__all__ = ["AttentionTiming"]
+__all__ = ["AttentionControl", "AttentionTiming"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,127 @@ class AttentionTiming:
             + sum(self.row(i, length) for i in range(length))
         )
 
+    def control(self, lengths: list[int]) -> AttentionControl:
+        """The cycle model of the block's control, for sequences of `lengths`."""
+        return AttentionControl(self, lengths)
+
     def last_output(self, length: int) -> int:
         """Cycles from taking a sequence's length to its last output element's transfer."""
         return self.interval(length) + 1
+
+
+_LEN, _RECV, _SCORE, _EXP, _DIV, _SUM, _RANK, _SELECT = range(8)  # as hw/rtl/_attention.py
+
+
+class AttentionControl:
+    """The block's control, register for register (`perfmodel.blocks`' protocol; inputs
+    n, q, k, v, output o): the phase and its counters, the data stage's (live, phase,
+    last) and the output register's `full`. `lengths` are the lengths the n stream
+    carries, in order. `quiet` is conservative and `skip` steps (the steady state does
+    not compose sequence blocks yet)."""
+
+    def __init__(self, t: AttentionTiming, lengths: list[int]) -> None:
+        self.t, self.lengths, self.seq = t, list(lengths), 0
+        self.state, self.length, self.counts = _LEN, 0, [0, 0, 0]
+        self.i = self.h = self.c = self.d = self.bit = self.taken = 0
+        self.draining = self.live = self.p_last = self.full = False
+        self.p_state = _LEN
+
+    def registers(self) -> tuple:
+        return tuple(v for k, v in vars(self).items() if k not in ("t", "lengths"))
+
+    def valid(self) -> list[bool]:
+        return [self.full]
+
+    def _go(self, oready: list[bool]) -> bool:
+        emits = self.live and self.p_state == _SUM and self.p_last
+        return not (emits and self.full and not oready[0])
+
+    def ready(self, valids: list[bool], oready: list[bool]) -> list[bool]:
+        total = self.length * int(self.t.node.shape[0])
+        recv = self.state == _RECV
+        return [self.state == _LEN and self._go(oready), *(recv and n < total for n in self.counts)]
+
+    def step(self, takes: list[bool], oready: list[bool]) -> None:
+        go = self._go(oready)
+        if self.full and oready[0]:
+            self.full = False
+        if go and self.live and self.p_state == _SUM and self.p_last:
+            self.full = True
+        chose = go and self.live and self.p_state == _SELECT and self.p_last
+        if go:
+            self._advance(takes[0])
+        for j in range(3):  # after: the phases read the counts before this cycle's
+            self.counts[j] += bool(takes[j + 1])
+        if chose:
+            self.taken += 1
+
+    def _issue(self, last: bool) -> None:
+        self.live, self.p_state, self.p_last = True, self.state, last
+
+    def _advance(self, took_length: bool) -> None:
+        """One clock of the phases (the RTL's `with m.If(go)`), from the old registers."""
+        t, a, state = self.t, self.t.node, self.state
+        dh, length = t.dh, self.length
+        slots = t.slots(self.i, length) if length else 0
+        last_c = self.c == slots - 1
+        row = _RANK if a.pattern == "topk" else _SCORE
+        self.live = False
+        if state == _LEN and took_length:
+            self.length, self.seq = self.lengths[self.seq], self.seq + 1
+            self.state, self.counts = _RECV, [0, 0, 0]
+        elif state == _RECV and all(n == length * int(a.shape[0]) for n in self.counts):
+            self.state, self.i, self.h, self.c, self.d = row, 0, 0, 0, 0
+        elif state in (_SCORE, _RANK):
+            last_key = last_c if state == _SCORE else self.c == length - 1
+            self._issue(self.d == dh - 1)
+            if self.d < dh - 1:
+                self.d += 1
+            elif last_key:
+                self.d = self.c = 0
+                self.state, self.taken = (_EXP, self.taken) if state == _SCORE else (_SELECT, 0)
+            else:
+                self.d, self.c = 0, self.c + 1
+        elif state == _SELECT:
+            if self.draining:
+                self.draining, self.c, self.d, self.state = False, 0, 0, _SCORE
+            else:
+                self._issue(self.c == length - 1)
+                if self.c == length - 1:
+                    self.c, self.draining = 0, self.taken == slots - 1
+                else:
+                    self.c += 1
+        elif state == _EXP:
+            self._issue(last_c)
+            self.c = 0 if last_c else self.c + 1
+            if last_c:
+                self.bit, self.state = 0, _DIV
+        elif state == _DIV:
+            if self.bit == a.spec.m + 1:
+                self.c, self.d, self.state = 0, 0, _SUM
+            self.bit += 1
+        elif state == _SUM:
+            self._issue(last_c)
+            self.c = 0 if last_c else self.c + 1
+            if last_c and self.d < dh - 1:
+                self.d += 1
+            elif last_c:
+                self.d = 0
+                self._next_row(row)
+
+    def _next_row(self, row: int) -> None:
+        if self.h < self.t.node.heads - 1:
+            self.h, self.state = self.h + 1, row
+        elif self.i < self.length - 1:
+            self.h, self.i, self.state = 0, self.i + 1, row
+        else:
+            self.h, self.state = 0, _LEN
+
+    def quiet(self, valids: list[bool], oready: list[bool]) -> int:
+        """0: every cycle is stepped (see the class doc)."""
+        return 0
+
+    def skip(self, n: int, valids: list[bool], oready: list[bool]) -> None:
+        for _ in range(n):
+            takes = [v and r for v, r in zip(valids, self.ready(valids, oready), strict=True)]
+            self.step(takes, oready)

@@ -104,3 +104,27 @@ def test_top_k_exact_in_the_modelled_cycles(heads, dh, max_len, k, rank_bits, le
         assert lasts[j] - takes[j] == block.cycles.last_output(n)
         if j + 1 < len(lengths):
             assert takes[j + 1] - takes[j] == block.cycles.interval(n)
+
+
+@pytest.mark.parametrize(("pattern", "k"), [("window", 1), ("dense", 1), ("topk", 2)])
+def test_control_model_follows_the_block_under_back_pressure(pattern, k):
+    """Random gaps on every input and random back-pressure: each transfer in the cycle
+    the control model (`AttentionControl`) says, the outputs exact."""
+    from test_rtl_units import control_run, sim_run
+
+    node, t = attention(pattern, 2, 2, 6, k=k)
+    lengths = [4, 1, 6, 2]
+    rng = np.random.default_rng(len(pattern))
+    seqs = [rng.integers(t.lo, t.hi + 1, (3, n, 4)) for n in lengths]
+    block = AttentionBlock(node, (t, t, t))
+    values = [lengths] + [np.concatenate([s[j].ravel() for s in seqs]) for j in range(3)]
+    n_out = sum(4 * n for n in lengths)
+    cycles = 20 * sum(block.cycles.interval(n) for n in lengths)
+    offers = [rng.random(cycles) >= 0.3 for _ in range(4)]
+    readies = rng.random(cycles) >= 0.4
+    ports = [block.n, block.q, block.k, block.v]
+    taken, outs, ys = sim_run(block, ports, values, n_out, offers, readies)
+    ctl = block.cycles.control(lengths)
+    assert (taken, outs) == control_run(ctl, [len(v) for v in values], n_out, offers, readies)
+    want = np.concatenate([node.eval(*s).ravel() for s in seqs])
+    assert np.array_equal(ys, want)

@@ -80,7 +80,8 @@ class AttentionBlock(wiring.Component):
 
         # LEN, RECV: the length, then Q, K and V stored as they arrive, each at its count.
         counts = {p: Signal(range(lmax * dim + 1), name=f"{p}_count") for p in "qkv"}
-        m.d.comb += self.n.ready.eq(state == _LEN)
+        go = Signal()  # below: everything waits while the output register's next result does
+        m.d.comb += self.n.ready.eq((state == _LEN) & go)
         for p in "qkv":
             port, cnt = getattr(self, p), counts[p]
             m.d.comb += [
@@ -129,7 +130,7 @@ class AttentionBlock(wiring.Component):
         out_full, out_val = Signal(), Signal(element_shape(a.dtype))
         m.d.comb += [self.o.valid.eq(out_full), self.o.payload.eq(out_val)]
         emits = live & (p_state == _SUM) & p_last
-        go = ~(emits & out_full & ~self.o.ready)  # everything waits for the output register
+        m.d.comb += go.eq(~(emits & out_full & ~self.o.ready))
         for r in (*reads.values(), s_rd):
             m.d.comb += r.en.eq(go)
 
