@@ -96,8 +96,10 @@ class Masks:
         return max(1, round(self.density * self.mask[name].numel()))
 
     def prune(self) -> Masks:
-        """Keep each layer's `density` of blocks with the largest weights; zero the rest."""
+        """Keep each layer's `density` of blocks with the largest weights; zero the rest.
+        The updates each block has been kept for count from here (`explore`'s n)."""
         for name, m in self.layers.items():
+            self.kept[name] = torch.zeros(self._blocks(name))
             norms = self._norms(name, m.weight).flatten()
             mask = torch.zeros(norms.numel(), dtype=torch.bool)
             mask[norms.topk(self._keep(name)).indices] = True

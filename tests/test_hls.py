@@ -166,22 +166,26 @@ def test_bad_options(tmp_path: Path, kwargs: dict, message: str) -> None:
     assert not (tmp_path / "p").exists()
 
 
+# The transformer's kinds: the HLS backend refuses a graph that holds them (by name).
+NO_HLS_YET = {"embed", "attention", "layernorm", "gelu", "token"}
+
+
 def test_every_node_kind_but_the_input_has_a_layer() -> None:
-    assert set(CONVERTERS) == set(LIBRARY) - {N.Quantize.kind}
+    assert set(CONVERTERS) == set(LIBRARY) - {N.Quantize.kind} - NO_HLS_YET
     assert supported_kinds() == sorted(CONVERTERS)
 
 
 def test_unknown_node_names_it(tmp_path: Path) -> None:
-    class Gelu(N.Node):
-        kind = "gelu"
+    class Softsign(N.Node):
+        kind = "softsign"
 
         def eval(self, x: np.ndarray) -> np.ndarray:
             return x * x
 
     g = random_graph(1, False)
     last = g.output
-    g = Graph([*g.nodes, Gelu("act_9", (last.name,), last.shape, last.dtype, ONE)])
-    with pytest.raises(CosynError, match=r"act_9 \(Gelu\).*'gelu'"):
+    g = Graph([*g.nodes, Softsign("act_9", (last.name,), last.shape, last.dtype, ONE)])
+    with pytest.raises(CosynError, match=r"act_9 \(Softsign\).*'softsign'"):
         generate(g, tmp_path / "p")
     assert list(tmp_path.iterdir()) == []  # the temporary folder is gone too
 
