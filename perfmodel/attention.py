@@ -10,13 +10,14 @@ taken:
   (top-k only) RANK L * dh: the low-bit score q_lo . k_lo of every key, a product a cycle;
         SELECT C * L + 1: C passes over the L scores, each choosing the best left, and
         a cycle for the last choice;
-  SCORE C * dh: a product q . k a cycle (memories read a cycle ahead), scores stored;
-  EXP   C:      i-exp of each score minus the row's maximum, summed;
-  DIV   m + 2:  a cycle for the sum's last term, then the divisor 2^m // sum, a
+  SCORE C * dh + 1: a product q . k a cycle (memories read a cycle ahead, the product
+        registered, then summed), scores stored, and a cycle for the last sum;
+  EXP   C:      i-exp of each score minus the row's maximum (EXP_STAGES stages), summed;
+  DIV   EXP_STAGES + m + 1: the sum's last term, then the divisor 2^m // sum, a
                 quotient bit a cycle;
-  SUM   dh * C: a product p * v a cycle, an output element every C cycles;
+  SUM   dh * C: a product p * v a cycle (two stages), an output element every C cycles;
 and the block takes the next length right after the last row (`interval`); its last
-output element leaves two cycles after the last row ends (`last_output`).
+output element leaves three cycles after the last row ends (`last_output`).
 Slots: a full row (dense, or one of the first n_global queries) has the L keys; a
 window row has C = n_global + 2 window + 1 fixed slots (the globals, then keys
 i - window .. i + window), those outside the sequence or among the globals being keys
@@ -31,7 +32,9 @@ from dataclasses import dataclass
 
 from cosyn.ir.kinds.attention import Attention
 
-__all__ = ["AttentionControl", "AttentionTiming"]
+__all__ = ["EXP_STAGES", "AttentionControl", "AttentionTiming"]
+
+EXP_STAGES = 4  # from a score's read to its e: the difference, quotient, parabola, shift
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class AttentionTiming:
         """Cycles of query i, all heads: (RANK, SELECT,) SCORE, EXP, DIV and SUM per head."""
         c, dh, m = self.slots(i, length), self.dh, self.node.spec.m
         choose = length * dh + c * length + 1 if self.node.pattern == "topk" else 0
-        return self.node.heads * (choose + c * dh + c + (m + 2) + dh * c)
+        return self.node.heads * (choose + c * dh + 1 + c + (EXP_STAGES + m + 1) + dh * c)
 
     def interval(self, length: int) -> int:
         """Cycles from taking a sequence's length to taking the next one's."""
@@ -78,10 +81,10 @@ class AttentionTiming:
 
     def last_output(self, length: int) -> int:
         """Cycles from taking a sequence's length to its last output element's transfer."""
-        return self.interval(length) + 1
+        return self.interval(length) + 2
 
 
-_LEN, _RECV, _SCORE, _EXP, _DIV, _SUM, _RANK, _SELECT = range(8)  # as hw/rtl/_attention.py
+_LEN, _RECV, _SCORE, _EXP, _DIV, _SUM, _RANK, _SELECT, _WAIT = range(9)  # as the RTL's
 
 
 class AttentionControl:
@@ -96,6 +99,7 @@ class AttentionControl:
         self.state, self.length, self.counts = _LEN, 0, [0, 0, 0]
         self.i = self.h = self.c = self.d = self.bit = self.taken = 0
         self.draining = self.live = self.p_last = self.full = False
+        self.y_live = self.y_last = False  # SUM's second stage
         self.p_state = _LEN
 
     def registers(self) -> tuple:
@@ -105,8 +109,7 @@ class AttentionControl:
         return [self.full]
 
     def _go(self, oready: list[bool]) -> bool:
-        emits = self.live and self.p_state == _SUM and self.p_last
-        return not (emits and self.full and not oready[0])
+        return not (self.y_live and self.y_last and self.full and not oready[0])
 
     def ready(self, valids: list[bool], oready: list[bool]) -> list[bool]:
         total = self.length * int(self.t.node.shape[0])
@@ -117,8 +120,10 @@ class AttentionControl:
         go = self._go(oready)
         if self.full and oready[0]:
             self.full = False
-        if go and self.live and self.p_state == _SUM and self.p_last:
+        if go and self.y_live and self.y_last:
             self.full = True
+        if go:
+            self.y_live, self.y_last = self.live and self.p_state == _SUM, self.p_last
         chose = go and self.live and self.p_state == _SELECT and self.p_last
         if go:
             self._advance(takes[0])
@@ -150,7 +155,7 @@ class AttentionControl:
                 self.d += 1
             elif last_key:
                 self.d = self.c = 0
-                self.state, self.taken = (_EXP, self.taken) if state == _SCORE else (_SELECT, 0)
+                self.state, self.taken = (_WAIT, self.taken) if state == _SCORE else (_SELECT, 0)
             else:
                 self.d, self.c = 0, self.c + 1
         elif state == _SELECT:
@@ -162,13 +167,15 @@ class AttentionControl:
                     self.c, self.draining = 0, self.taken == slots - 1
                 else:
                     self.c += 1
+        elif state == _WAIT:
+            self.state = _EXP
         elif state == _EXP:
             self._issue(last_c)
             self.c = 0 if last_c else self.c + 1
             if last_c:
                 self.bit, self.state = 0, _DIV
         elif state == _DIV:
-            if self.bit == a.spec.m + 1:
+            if self.bit == a.spec.m + EXP_STAGES:
                 self.c, self.d, self.state = 0, 0, _SUM
             self.bit += 1
         elif state == _SUM:

@@ -7,13 +7,14 @@ in four phases of its control:
   VAR   1 cycle: v = F sum x^2 - (sum x)^2;
   SQRT  R cycles: sigma = floor(sqrt(v)), a root bit a cycle (R = ceil(v_bits / 2));
   OUT   per element j: a read, a load, B division steps (a quotient bit of
-        (F x_j - sum x) << frac over sigma a cycle, B its bits), and a finishing cycle
-        that scales, rounds and saturates it into the output register; the finishing
-        cycle waits while the register holds a result the consumer has not taken.
+        (F x_j - sum x) << frac over sigma a cycle, B its bits), a cycle that scales
+        the quotient by gamma and adds beta, and a finishing cycle that rounds and
+        saturates it into the output register; the finishing cycle waits while the
+        register holds a result the consumer has not taken.
 After the last element's finishing cycle the block takes the next sample. A result
 leaves the cycle after its finishing cycle where the consumer is ready.
-Latency F + 1 + R + B + 3 (from the first element taken to the first result's
-transfer), interval F + 1 + R + F (B + 3).
+Latency F + 1 + R + B + 4 (from the first element taken to the first result's
+transfer), interval F + 1 + R + F (B + 4).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class LayerNormTiming:
 
     def __init__(self, spec: LayerNormSpec) -> None:
         self.f, self.r, self.b = spec.features, root_steps(spec), numerator_bits(spec)
-        self.step = self.b + 3  # cycles of an element in OUT
+        self.step = self.b + 4  # cycles of an element in OUT
         self.latency = self.f + 1 + self.r + self.step
         self.interval = self.f + 1 + self.r + self.f * self.step
         self.key = ("layernorm", self.f, self.r, self.b)

@@ -5,8 +5,8 @@ element streams of L * dim integers each, token-major, as the graph's Q, K and V
 nodes give them) and `o` (Out, the node's L * dim integers in the same order). The
 three inputs are stored (a memory each, max_len * dim words); then, per query i and
 head h, the block computes what `Attention.eval` does, exactly:
-  SCORE  s_c = q_i,h . k_key(c),h for each candidate slot c (`AttentionTiming.candidates`),
-         and the row's maximum over the slots that hold a key of the query's pattern;
+  SCORE  s_c = q_i,h . k_key(c),h for each slot c (`AttentionTiming.slots`), a product
+         a cycle, and the row's maximum over the slots that hold a key of its pattern;
   EXP    e_c = i-exp((s_c - max) >> shift) as `intops.softmax_ref` (0 for other slots),
          their sum;
   DIV    factor = 2^m // sum, restoring division, a quotient bit a cycle;
@@ -23,19 +23,19 @@ run on).
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._base import element_shape, element_stream
 from cosyn.models.intops import signed_bits
-from cosyn.perfmodel.attention import AttentionTiming
+from cosyn.perfmodel.attention import EXP_STAGES, AttentionTiming
 
 from cosyn.ir.kinds.attention import Attention
 from cosyn.ir.nodes import IntType
 
 __all__ = ["AttentionBlock"]
 
-_LEN, _RECV, _SCORE, _EXP, _DIV, _SUM, _RANK, _SELECT = range(8)
+_LEN, _RECV, _SCORE, _EXP, _DIV, _SUM, _RANK, _SELECT, _WAIT = range(9)
 
 
 class AttentionBlock(wiring.Component):
@@ -73,7 +73,7 @@ class AttentionBlock(wiring.Component):
         s_wr = slots.write_port()
         s_rd = slots.read_port(transparent_for=(s_wr,))  # a row of one slot reads its write
 
-        state = Signal(range(8))
+        state = Signal(range(9))
         length = Signal(range(lmax + 1))
         total = Signal(range(lmax * dim + 1))
         m.d.comb += total.eq(length * dim)
@@ -120,45 +120,60 @@ class AttentionBlock(wiring.Component):
         live, p_ok, p_first, p_last = (
             Signal(name=f"p_{n}") for n in ("live", "ok", "first", "last")
         )
-        p_state, p_c = Signal(range(8)), Signal(range(most))
-        acc = Signal(signed(max(s_shape.width, a.dtype.bits)))
+        p_state, p_c = Signal(range(9)), Signal(range(most))
+        acc = Signal(signed(max(s_shape.width, a.dtype.bits)))  # SCORE's
         row_max = Signal(s_shape)
         e_sum = Signal(spec.sum_bits + 1)
         factor = Signal(spec.m + 1)
         rem = Signal(spec.sum_bits + 2)
-        bit = Signal(range(spec.m + 2))
+        bit = Signal(range(spec.m + EXP_STAGES + 1))
         out_full, out_val = Signal(), Signal(element_shape(a.dtype))
         m.d.comb += [self.o.valid.eq(out_full), self.o.payload.eq(out_val)]
-        emits = live & (p_state == _SUM) & p_last
-        m.d.comb += go.eq(~(emits & out_full & ~self.o.ready))
+        # SUM's second stage (p * v into the sum) holds a result: the output register's next
+        y_live, y_first, y_last = Signal(), Signal(), Signal()
+        m.d.comb += go.eq(~(y_live & y_last & out_full & ~self.o.ready))
         for r in (*reads.values(), s_rd):
             m.d.comb += r.en.eq(go)
 
+        # SCORE: q * k registered, then summed; a slot's score stored, the row's maximum kept
+        prod = Signal(signed(self.in_types[0].bits + self.in_types[1].bits))
+        x_live, x_ok, x_first, x_last = Signal(), Signal(), Signal(), Signal()
+        x_c = Signal.like(p_c)
+        with m.If(go):
+            m.d.sync += [prod.eq(reads["q"].data * reads["k"].data),
+                         x_live.eq(live & (p_state == _SCORE)), x_ok.eq(p_ok),
+                         x_first.eq(p_first), x_last.eq(p_last), x_c.eq(p_c)]  # fmt: skip
         score = Signal(acc.shape())
-        m.d.comb += score.eq(Mux(p_first, 0, acc) + reads["q"].data * reads["k"].data)
-        e = _iexp(m, s_rd.data[: s_shape.width].as_signed(), row_max, spec)
-        p = Signal(spec.out_bits + 1)
-        e_stored = s_rd.data.as_unsigned()[: spec.e_bits]
-        m.d.comb += p.eq((e_stored * factor) >> (spec.m - spec.out_bits))
-        term = Signal(acc.shape())
-        m.d.comb += term.eq(Mux(p_first, 0, acc) + p.as_signed() * reads["v"].data)
-
+        m.d.comb += score.eq(Mux(x_first, 0, acc) + prod)
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += out_full.eq(0)
-        with m.If(go & live), m.Switch(p_state):
-            with m.Case(_SCORE):
-                m.d.sync += acc.eq(score)
-                with m.If(p_last):
-                    best = Mux(p_ok, score, -(1 << (s_shape.width - 1)))
-                    m.d.comb += [s_wr.addr.eq(p_c), s_wr.data.eq(score), s_wr.en.eq(1)]
-                    m.d.sync += row_max.eq(Mux((p_c == 0) | (best > row_max), best, row_max))
-            with m.Case(_EXP):
-                kept = Mux(p_ok, e, 0)
-                m.d.comb += [s_wr.addr.eq(p_c), s_wr.data.eq(kept), s_wr.en.eq(1)]
-                m.d.sync += e_sum.eq(Mux(p_first, 0, e_sum) + kept)
-            with m.Case(_SUM):
-                m.d.sync += acc.eq(term)
-                with m.If(p_last):
+        with m.If(go & x_live):
+            m.d.sync += acc.eq(score)
+            with m.If(x_last):
+                best = Mux(x_ok, score, -(1 << (s_shape.width - 1)))
+                m.d.comb += [s_wr.addr.eq(x_c), s_wr.data.eq(score), s_wr.en.eq(1)]
+                m.d.sync += row_max.eq(Mux((x_c == 0) | (best > row_max), best, row_max))
+        exp_in = (live & (p_state == _EXP), p_ok, p_c, p_first)
+        e, (e_ok, e_c, e_first) = _iexp(m, go, exp_in, s_rd.data[: s_shape.width].as_signed(),
+                                        row_max, spec)  # fmt: skip
+        with m.If(go & e.valid):
+            kept = Mux(e_ok, e.value, 0)
+            m.d.comb += [s_wr.addr.eq(e_c), s_wr.data.eq(kept), s_wr.en.eq(1)]
+            m.d.sync += e_sum.eq(Mux(e_first, 0, e_sum) + kept)
+
+        # SUM: p = (e * factor) >> (m - out_bits) and v registered, then p * v summed
+        p, v = Signal(spec.out_bits + 1), Signal.like(reads["v"].data)
+        out_acc = Signal(acc.shape())
+        e_stored = s_rd.data.as_unsigned()[: spec.e_bits]
+        term = Signal(acc.shape())
+        m.d.comb += term.eq(Mux(y_first, 0, out_acc) + p.as_signed() * v)
+        with m.If(go):
+            m.d.sync += [y_live.eq(live & (p_state == _SUM)), y_first.eq(p_first),
+                         y_last.eq(p_last), v.eq(reads["v"].data),
+                         p.eq((e_stored * factor) >> (spec.m - spec.out_bits))]  # fmt: skip
+            with m.If(y_live):
+                m.d.sync += out_acc.eq(term)
+                with m.If(y_last):
                     m.d.sync += [out_full.eq(1), out_val.eq(term)]
 
         row = _RANK if a.pattern == "topk" else _SCORE  # a row's first phase
@@ -192,25 +207,27 @@ class AttentionBlock(wiring.Component):
                     with m.If(d == dh - 1):
                         m.d.sync += [d.eq(0), c.eq(c + 1)]
                         with m.If(last_c):
-                            m.d.sync += [c.eq(0), state.eq(_EXP)]
+                            m.d.sync += [c.eq(0), state.eq(_WAIT)]
                     with m.Else():
                         m.d.sync += d.eq(d + 1)
+                with m.Case(_WAIT):  # the last score is summed, stored and compared
+                    m.d.sync += state.eq(_EXP)
                 with m.Case(_EXP):
                     issue(c == 0, last_c)
                     m.d.sync += c.eq(c + 1)
                     with m.If(last_c):
                         m.d.sync += [c.eq(0), bit.eq(0), state.eq(_DIV)]
-                with m.Case(_DIV):  # bit 0 waits for the sum's last term; then m + 1 bits
+                with m.Case(_DIV):  # EXP_STAGES cycles for the sum's last term; m + 1 bits
                     shifted = Signal(rem.shape())
-                    m.d.comb += shifted.eq((rem << 1) | (bit == 1))
-                    with m.If(bit == 0):
+                    m.d.comb += shifted.eq((rem << 1) | (bit == EXP_STAGES))
+                    with m.If(bit < EXP_STAGES):
                         m.d.sync += [rem.eq(0), factor.eq(0)]
                     with m.Elif(shifted >= e_sum):
                         m.d.sync += [rem.eq(shifted - e_sum), factor.eq((factor << 1) | 1)]
                     with m.Else():
                         m.d.sync += [rem.eq(shifted), factor.eq(factor << 1)]
                     m.d.sync += bit.eq(bit + 1)
-                    with m.If(bit == spec.m + 1):
+                    with m.If(bit == spec.m + EXP_STAGES):
                         m.d.sync += [c.eq(0), d.eq(0), state.eq(_SUM)]
                 with m.Case(_SUM):  # d outer, c inner: an output every n_slots cycles
                     issue(c == 0, last_c)
@@ -300,17 +317,39 @@ def _round_to(v, shift: int, bits: int):
     return Mux(r < -top, -top, Mux(r > top - 1, top - 1, r))
 
 
-def _iexp(m: Module, s, top, spec):
-    """e = i-exp((s - top) >> shift), as `intops.softmax_ref` (s <= top)."""
+class _Staged:
+    """A value of a pipeline stage and whether the stage holds one."""
+
+    def __init__(self, value, valid) -> None:
+        self.value, self.valid = value, valid
+
+
+def _iexp(m: Module, go, tags, s, top, spec):
+    """e = i-exp((s - top) >> shift) as `intops.softmax_ref` (s <= top), in EXP_STAGES
+    stages from the cycle s is read: the clamped difference; its quotient by x0 and the
+    rest r; r (r + b) + c; the shift by the quotient. `tags` (valid, then values that ride
+    along) enter with s; every stage advances while `go`. Returns e and the tags with it."""
+    valid, *rest = tags
+    floor = spec.n * spec.x0
     diff = Signal(signed(s.shape().width + 1))
     m.d.comb += diff.eq((s - top) >> spec.shift)
-    floor = spec.n * spec.x0
-    dd = Signal(diff.shape())
-    m.d.comb += dd.eq(Mux(diff < floor, floor, diff))
-    q = Signal(range(spec.n + 1))
-    m.d.comb += q.eq(sum((dd <= j * spec.x0).as_unsigned() for j in range(1, spec.n + 1)))
-    r = Signal(signed(diff.shape().width + 1))
-    m.d.comb += r.eq(dd - spec.x0 * q)
+
+    def stage(values, now, last):
+        regs = [Signal.like(Value.cast(v), name=f"exp{len(values)}_{k}")
+                for k, v in enumerate(values)]  # fmt: skip
+        live = Signal(name=f"exp_live{len(values)}")
+        with m.If(go):
+            m.d.sync += [live.eq(now)] + [r.eq(v) for r, v in zip(regs, values, strict=True)]
+        return live, regs
+
+    dd = Mux(diff < floor, floor, diff)
+    live, (d1, *t1) = stage([dd, *rest], valid, False)
+    q = sum((d1 <= j * spec.x0).as_unsigned() for j in range(1, spec.n + 1))
+    r_shape = signed(diff.shape().width + 1)
+    live, (q2, r2, *t2) = stage([Value.cast(q)[: (spec.n).bit_length()],
+                                 (d1 - spec.x0 * q)[: r_shape.width].as_signed(), *t1],
+                                live, False)  # fmt: skip
+    live, (q3, t3, *t3s) = stage([q2, r2 * (r2 + spec.b) + spec.c, *t2], live, False)
     e = Signal(unsigned(spec.e_bits))
-    m.d.comb += e.eq((r * (r + spec.b) + spec.c) >> q)
-    return e
+    m.d.comb += e.eq(t3 >> q3)
+    return _Staged(e, live), t3s

@@ -29,7 +29,8 @@ class LayerNormBlock(wiring.Component):
     Newton's method in `isqrt_ref` reaches); OUT reads each element back, divides
     |(F x_j - s) << frac| by sigma a quotient bit a cycle (restoring division; a
     negative numerator's floor is minus the quotient, less one where a remainder is
-    left), then scales, rounds and saturates it into the output register.
+    left), scales it (n gamma + beta), then rounds and saturates it into the output
+    register.
     Timing: `cycles` (`perfmodel.layernorm.LayerNormTiming`).
     """
 
@@ -62,6 +63,7 @@ class LayerNormBlock(wiring.Component):
         sigma = Signal(v_bits)
         num, neg, quot, rem = Signal(b), Signal(), Signal(b), Signal(v_bits + 1)
         gamma, beta = Signal(signed(spec.gamma_bits)), Signal(signed(spec.z_bits))
+        z = Signal(signed(spec.z_bits + 1))
         full, out = Signal(), Signal(element_shape(self.node.dtype))
         m.d.comb += [self.o.valid.eq(full), self.o.payload.eq(out)]
         m.d.comb += [rd.addr.eq(pos), g_rd.addr.eq(pos), b_rd.addr.eq(pos)]
@@ -115,11 +117,11 @@ class LayerNormBlock(wiring.Component):
                     m.d.sync += [rem.eq(Mux(fits, shifted - sigma, shifted)),
                                  quot.eq((quot << 1) | fits), num.eq(num << 1),
                                  cnt.eq(cnt + 1)]  # fmt: skip
-                with m.Elif(~full | taken):  # finish into the output register
+                with m.Elif(cnt == b + 2):  # the quotient's floor, scaled
                     n = Signal(signed(b + 2))
                     m.d.comb += n.eq(Mux(neg, -quot - (rem != 0), quot))
-                    z = Signal(signed(spec.z_bits + 1))
-                    m.d.comb += z.eq(n * gamma + beta)
+                    m.d.sync += [z.eq(n * gamma + beta), cnt.eq(cnt + 1)]
+                with m.Elif(~full | taken):  # rounded and saturated into the output register
                     m.d.sync += [out.eq(_saturate(_round_shift(z, spec), spec.out_bits)),
                                  full.eq(1), cnt.eq(0), pos.eq(pos + 1)]  # fmt: skip
                     with m.If(pos == f - 1):
