@@ -34,7 +34,7 @@ from cosyn.ir.kinds.attention import Attention
 
 __all__ = ["EXP_STAGES", "AttentionControl", "AttentionTiming"]
 
-EXP_STAGES = 4  # from a score's read to its e: the difference, quotient, parabola, shift
+EXP_STAGES = 5  # a score's read to its e: difference, quotient, rest, parabola, shift
 
 
 @dataclass(frozen=True)

@@ -326,30 +326,32 @@ class _Staged:
 
 def _iexp(m: Module, go, tags, s, top, spec):
     """e = i-exp((s - top) >> shift) as `intops.softmax_ref` (s <= top), in EXP_STAGES
-    stages from the cycle s is read: the clamped difference; its quotient by x0 and the
+    stages from the cycle s is read: the clamped difference; its quotient by x0; the
     rest r; r (r + b) + c; the shift by the quotient. `tags` (valid, then values that ride
     along) enter with s; every stage advances while `go`. Returns e and the tags with it."""
     valid, *rest = tags
     floor = spec.n * spec.x0
     diff = Signal(signed(s.shape().width + 1))
     m.d.comb += diff.eq((s - top) >> spec.shift)
+    stages: list[int] = []
 
-    def stage(values, now, last):
-        regs = [Signal.like(Value.cast(v), name=f"exp{len(values)}_{k}")
-                for k, v in enumerate(values)]  # fmt: skip
-        live = Signal(name=f"exp_live{len(values)}")
+    def stage(values, now):
+        n = len(stages)
+        stages.append(n)
+        regs = [Signal.like(Value.cast(v), name=f"exp{n}_{k}") for k, v in enumerate(values)]
+        live = Signal(name=f"exp{n}_live")
         with m.If(go):
             m.d.sync += [live.eq(now)] + [r.eq(v) for r, v in zip(regs, values, strict=True)]
         return live, regs
 
     dd = Mux(diff < floor, floor, diff)
-    live, (d1, *t1) = stage([dd, *rest], valid, False)
+    live, (d1, *t1) = stage([dd, *rest], valid)
     q = sum((d1 <= j * spec.x0).as_unsigned() for j in range(1, spec.n + 1))
+    live, (q2, d2, *t2) = stage([Value.cast(q)[: spec.n.bit_length()], d1, *t1], live)
     r_shape = signed(diff.shape().width + 1)
-    live, (q2, r2, *t2) = stage([Value.cast(q)[: (spec.n).bit_length()],
-                                 (d1 - spec.x0 * q)[: r_shape.width].as_signed(), *t1],
-                                live, False)  # fmt: skip
-    live, (q3, t3, *t3s) = stage([q2, r2 * (r2 + spec.b) + spec.c, *t2], live, False)
+    r = (d2 - spec.x0 * q2)[: r_shape.width].as_signed()
+    live, (q3, r3, *t3) = stage([q2, r, *t2], live)
+    live, (q4, p4, *t4) = stage([q3, r3 * (r3 + spec.b) + spec.c, *t3], live)
     e = Signal(unsigned(spec.e_bits))
-    m.d.comb += e.eq(t3 >> q3)
-    return _Staged(e, live), t3s
+    m.d.comb += e.eq(p4 >> q4)
+    return _Staged(e, live), t4
