@@ -7,7 +7,8 @@ taken:
   RECV  L * dim + 1 cycles: Q, K and V arrive (an element of each a cycle, stored),
         then a cycle that sees all three complete;
   then a row per query i and head h, over the query's C key slots (`slots`):
-  (top-k only) RANK L * dh: the low-bit score q_lo . k_lo of every key, a product a cycle;
+  (top-k only) RANK L * dh + 1: the low-bit score q_lo . k_lo of every key, a product
+        a cycle (registered, then summed), and a cycle for the last sum;
         SELECT C * L + 1: C passes over the L scores, each choosing the best left, and
         a cycle for the last choice;
   SCORE C * dh + 1: a product q . k a cycle (memories read a cycle ahead, the product
@@ -59,7 +60,7 @@ class AttentionTiming:
     def row(self, i: int, length: int) -> int:
         """Cycles of query i, all heads: (RANK, SELECT,) SCORE, EXP, DIV and SUM per head."""
         c, dh, m = self.slots(i, length), self.dh, self.node.spec.m
-        choose = length * dh + c * length + 1 if self.node.pattern == "topk" else 0
+        choose = length * dh + 1 + c * length + 1 if self.node.pattern == "topk" else 0
         return self.node.heads * (choose + c * dh + 1 + c + (EXP_STAGES + m + 1) + dh * c)
 
     def interval(self, length: int) -> int:
@@ -84,7 +85,7 @@ class AttentionTiming:
         return self.interval(length) + 2
 
 
-_LEN, _RECV, _SCORE, _EXP, _DIV, _SUM, _RANK, _SELECT, _WAIT = range(9)  # as the RTL's
+_LEN, _RECV, _SCORE, _EXP, _DIV, _SUM, _RANK, _SELECT, _WAIT, _RWAIT = range(10)  # the RTL's
 
 
 class AttentionControl:
@@ -155,7 +156,7 @@ class AttentionControl:
                 self.d += 1
             elif last_key:
                 self.d = self.c = 0
-                self.state, self.taken = (_WAIT, self.taken) if state == _SCORE else (_SELECT, 0)
+                self.state, self.taken = (_WAIT, self.taken) if state == _SCORE else (_RWAIT, 0)
             else:
                 self.d, self.c = 0, self.c + 1
         elif state == _SELECT:
@@ -167,8 +168,8 @@ class AttentionControl:
                     self.c, self.draining = 0, self.taken == slots - 1
                 else:
                     self.c += 1
-        elif state == _WAIT:
-            self.state = _EXP
+        elif state in (_WAIT, _RWAIT):
+            self.state = _EXP if state == _WAIT else _SELECT
         elif state == _EXP:
             self._issue(last_c)
             self.c = 0 if last_c else self.c + 1

@@ -35,7 +35,7 @@ from cosyn.ir.nodes import IntType
 
 __all__ = ["AttentionBlock"]
 
-_LEN, _RECV, _SCORE, _EXP, _DIV, _SUM, _RANK, _SELECT, _WAIT = range(9)
+_LEN, _RECV, _SCORE, _EXP, _DIV, _SUM, _RANK, _SELECT, _WAIT, _RWAIT = range(10)
 
 
 class AttentionBlock(wiring.Component):
@@ -73,7 +73,7 @@ class AttentionBlock(wiring.Component):
         s_wr = slots.write_port()
         s_rd = slots.read_port(transparent_for=(s_wr,))  # a row of one slot reads its write
 
-        state = Signal(range(9))
+        state = Signal(range(10))
         length = Signal(range(lmax + 1))
         total = Signal(range(lmax * dim + 1))
         m.d.comb += total.eq(length * dim)
@@ -120,7 +120,7 @@ class AttentionBlock(wiring.Component):
         live, p_ok, p_first, p_last = (
             Signal(name=f"p_{n}") for n in ("live", "ok", "first", "last")
         )
-        p_state, p_c = Signal(range(9)), Signal(range(most))
+        p_state, p_c = Signal(range(10)), Signal(range(most))
         acc = Signal(signed(max(s_shape.width, a.dtype.bits)))  # SCORE's
         row_max = Signal(s_shape)
         e_sum = Signal(spec.sum_bits + 1)
@@ -263,14 +263,19 @@ class AttentionBlock(wiring.Component):
         draining = Signal()
 
         lows = [_round_to(reads[p].data, a.act_bits - a.rank_bits, a.rank_bits) for p in "qk"]
+        prod, x_live, x_first, x_last = Signal(r_shape), Signal(), Signal(), Signal()
+        x_c = Signal.like(p_c)
+        with m.If(go):  # the product registered, then summed (as SCORE's)
+            m.d.sync += [prod.eq(lows[0] * lows[1]), x_live.eq(live & (p_state == _RANK)),
+                         x_first.eq(p_first), x_last.eq(p_last), x_c.eq(p_c)]  # fmt: skip
         score = Signal(r_shape)
-        m.d.comb += score.eq(Mux(p_first, 0, acc) + lows[0] * lows[1])
+        m.d.comb += score.eq(Mux(x_first, 0, acc) + prod)
         better = p_first | (r_rd.data > best)
         new_j = Mux(better, p_c, best_j)
-        with m.If(go & live & (p_state == _RANK)):
+        with m.If(go & x_live):
             m.d.sync += acc.eq(score)
-            with m.If(p_last):
-                m.d.comb += [r_wr.addr.eq(p_c), r_wr.data.eq(score), r_wr.en.eq(1)]
+            with m.If(x_last):
+                m.d.comb += [r_wr.addr.eq(x_c), r_wr.data.eq(score), r_wr.en.eq(1)]
         with m.If(go & live & (p_state == _SELECT)):
             m.d.sync += [best.eq(Mux(better, r_rd.data, best)), best_j.eq(new_j)]
             with m.If(p_last):
@@ -283,7 +288,9 @@ class AttentionBlock(wiring.Component):
             with m.If(d == dh - 1):
                 m.d.sync += [d.eq(0), c.eq(c + 1)]
                 with m.If(c == length - 1):
-                    m.d.sync += [c.eq(0), taken.eq(0), state.eq(_SELECT)]
+                    m.d.sync += [c.eq(0), taken.eq(0), state.eq(_RWAIT)]
+        with m.If(go & (state == _RWAIT)):  # the last low-bit score is summed and stored
+            m.d.sync += state.eq(_SELECT)
         with m.If(go & (state == _SELECT)):
             with m.If(draining):  # the last pass's choice is made this cycle
                 m.d.sync += [draining.eq(0), c.eq(0), d.eq(0), state.eq(_SCORE)]
