@@ -212,3 +212,20 @@ def test_train_refuses_a_budget_before_training(tmp_path, args, message):
     r = cli("train", "--act", "gate", "--out", str(ckpt), *args)
     assert r.returncode == 2 and re.search(message, r.stderr), r.stderr
     assert not ckpt.exists()
+
+
+def test_train_a_transformer_on_listops(tmp_path):
+    """A small transformer from a factory of the user's: ListOps, no padding, the graph
+    bit-exact with it; a hardware budget is refused in one line."""
+    (tmp_path / "tiny.py").write_text(
+        "from cosyn.models import zoo\n\n\ndef transformer():\n"
+        "    return zoo.transformer(dim=16, ffn=32, max_len=17, pattern='window', window=2)\n"
+    )
+    ckpt = tmp_path / "t.pt"
+    r = cli("train", "tiny:transformer", "--out", str(ckpt), "--epochs", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "ListOps of 4-16 tokens: test accuracy" in r.stdout and ckpt.is_file()
+    assert "integer graph vs model on 32 test sequences: bit-exact" in r.stdout
+    r = cli("train", "tiny:transformer", "--out", str(ckpt), "--latency-budget", "2us",
+            cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and "--latency-budget needs the design's estimate" in r.stderr
