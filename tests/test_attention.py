@@ -19,13 +19,7 @@ from hypothesis import strategies as st
 FIXTURE = Path(__file__).parent / "data" / "stdlib_lengths.json"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is several times faster on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # ------------------------------------------------------------------ integer square root

@@ -20,13 +20,7 @@ from cosyn.ir.kinds.attention import Attention
 MAX_LEN = 17  # tokens with the CLS token: sequences of 1 to 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is several times faster on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def model(**kw) -> nn.Module:
