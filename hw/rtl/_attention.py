@@ -26,8 +26,8 @@ from __future__ import annotations
 from amaranth.hdl import Array, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
-from cosyn.hw.rtl._base import element_shape, element_stream
-from cosyn.models.intops import signed_bits
+from cosyn.hw.rtl._base import element_shape, element_stream, saturate
+from cosyn.models.intops import round_shift, signed_bits
 from cosyn.perfmodel.attention import EXP_STAGES, AttentionTiming
 
 from cosyn.ir.kinds.attention import Attention
@@ -154,10 +154,11 @@ class AttentionBlock(wiring.Component):
                 m.d.comb += [s_wr.addr.eq(x_c), s_wr.data.eq(score), s_wr.en.eq(1)]
                 m.d.sync += row_max.eq(Mux((x_c == 0) | (best > row_max), best, row_max))
         exp_in = (live & (p_state == _EXP), p_ok, p_c, p_first)
-        e, (e_ok, e_c, e_first) = _iexp(m, go, exp_in, s_rd.data[: s_shape.width].as_signed(),
-                                        row_max, spec)  # fmt: skip
-        with m.If(go & e.valid):
-            kept = Mux(e_ok, e.value, 0)
+        e, e_live, (e_ok, e_c, e_first) = _iexp(
+            m, go, exp_in, s_rd.data[: s_shape.width].as_signed(), row_max, spec
+        )
+        with m.If(go & e_live):
+            kept = Mux(e_ok, e, 0)
             m.d.comb += [s_wr.addr.eq(e_c), s_wr.data.eq(kept), s_wr.en.eq(1)]
             m.d.sync += e_sum.eq(Mux(e_first, 0, e_sum) + kept)
 
@@ -262,7 +263,8 @@ class AttentionBlock(wiring.Component):
         best_j, taken = Signal(range(a.max_len)), Signal(range(len(chosen) + 1))
         draining = Signal()
 
-        lows = [_round_to(reads[p].data, a.act_bits - a.rank_bits, a.rank_bits) for p in "qk"]
+        shift = a.act_bits - a.rank_bits  # rank_scores: saturate(round_shift(v, shift), rank_bits)
+        lows = [saturate(round_shift(reads[p].data, shift), a.rank_bits) for p in "qk"]
         prod, x_live, x_first, x_last = Signal(r_shape), Signal(), Signal(), Signal()
         x_c = Signal.like(p_c)
         with m.If(go):  # the product registered, then summed (as SCORE's)
@@ -317,25 +319,12 @@ def _slot(m: Module, c: Signal, i: Signal, length: Signal, full, n_global: int, 
     return key, ok
 
 
-def _round_to(v, shift: int, bits: int):
-    """saturate(round_shift(v, shift), bits): `rank_scores`' rounding of Q and K."""
-    r = v if shift == 0 else (v + (1 << (shift - 1))) >> shift
-    top = 1 << (bits - 1)
-    return Mux(r < -top, -top, Mux(r > top - 1, top - 1, r))
-
-
-class _Staged:
-    """A value of a pipeline stage and whether the stage holds one."""
-
-    def __init__(self, value, valid) -> None:
-        self.value, self.valid = value, valid
-
-
 def _iexp(m: Module, go, tags, s, top, spec):
     """e = i-exp((s - top) >> shift) as `intops.softmax_ref` (s <= top), in EXP_STAGES
     stages from the cycle s is read: the clamped difference; its quotient by x0; the
     rest r; r (r + b) + c; the shift by the quotient. `tags` (valid, then values that ride
-    along) enter with s; every stage advances while `go`. Returns e and the tags with it."""
+    along) enter with s; every stage advances while `go`. Returns e, whether its stage holds
+    one, and the tags with it."""
     valid, *rest = tags
     floor = spec.n * spec.x0
     diff = Signal(signed(s.shape().width + 1))
@@ -361,4 +350,4 @@ def _iexp(m: Module, go, tags, s, top, spec):
     live, (q4, p4, *t4) = stage([q3, r3 * (r3 + spec.b) + spec.c, *t3], live)
     e = Signal(unsigned(spec.e_bits))
     m.d.comb += e.eq(p4 >> q4)
-    return _Staged(e, live), t4
+    return e, live, t4

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from amaranth.hdl import Shape, signed, unsigned
+from amaranth.hdl import Mux, Shape, signed, unsigned
 from amaranth.lib import stream
 from amaranth.lib.wiring import In, Out
 from cosyn.perfmodel.pipeline import Ctx, resolve_parallelism, stream_index
@@ -33,6 +33,7 @@ __all__ = [
     "element_shape",
     "element_stream",
     "resolve_parallelism",
+    "saturate",
     "stream_index",
 ]
 
@@ -45,6 +46,12 @@ def element_shape(t: IntType) -> Shape:
 def element_stream(t: IntType) -> stream.Signature:
     """The stream signature that carries elements of type `t`, one per transfer."""
     return stream.Signature(element_shape(t))
+
+
+def saturate(v: Any, bits: int) -> Any:
+    """`v` clamped to the signed `bits` range (`intops.saturate_ref` in hardware)."""
+    top = 1 << (bits - 1)
+    return Mux(v < -top, -top, Mux(v > top - 1, top - 1, v))
 
 
 def ports(ctx: Ctx, out: IntType) -> dict[str, Any]:

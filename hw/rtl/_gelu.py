@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from amaranth.hdl import Module, Mux, Value
-from cosyn.hw.rtl._base import COMPONENTS, Ctx
+from cosyn.hw.rtl._base import COMPONENTS, Ctx, saturate
 from cosyn.hw.rtl._elementwise import Elementwise, PhaseTable
+from cosyn.models.intops import round_shift
 from cosyn.perfmodel.gelu import GELU_STAGES
 
 from cosyn.ir.kinds.gelu import Gelu
@@ -22,7 +23,6 @@ def gelu_block(node: Gelu, ctx: Ctx) -> Elementwise:
     """y = saturate(round_shift(x (erf + one) mult, mshift)), erf = (sign(x) (a^2 + c)) >> k,
     a = min(|x|, -b) + b, as `Gelu.eval`; one stage each (see `perfmodel.gelu`)."""
     s = node.spec
-    top = 1 << (s.out_bits - 1)
 
     def clip(m: Module, v: dict[str, Any], tab, run) -> dict[str, Any]:
         x = v["x"]
@@ -44,9 +44,7 @@ def gelu_block(node: Gelu, ctx: Ctx) -> Elementwise:
         return {"gm": v["g"] * s.mult}
 
     def finish(m: Module, v: dict[str, Any], tab, run) -> dict[str, Any]:
-        gm = Value.cast(v["gm"])
-        r = gm << -s.mshift if s.mshift <= 0 else (gm + (1 << (s.mshift - 1))) >> s.mshift
-        y = Mux(r < -top, -top, Mux(r > top - 1, top - 1, r))[: node.dtype.bits]
+        y = saturate(round_shift(Value.cast(v["gm"]), s.mshift), s.out_bits)[: node.dtype.bits]
         return {"y": y.as_signed() if node.dtype.signed else y}
 
     stages = [clip, square, erf, times_x, scale, finish]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, wiring
-from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, ports
+from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, ports, saturate
+from cosyn.models.intops import round_shift
 from cosyn.perfmodel.blocks import TIMINGS
 
 from cosyn.ir.kinds.layernorm import LayerNorm
@@ -46,6 +47,7 @@ class LayerNormBlock(wiring.Component):
         xt = self.ctx.in_type
         s_shape = signed((f << (xt.bits - 1)).bit_length() + 1)
         v_bits = spec.v_bits
+        scale_shift = spec.frac + spec.gamma_frac - spec.out_frac  # z's to the output's
 
         m.submodules.xs = xs = memory.Memory(shape=element_shape(xt), depth=f, init=[])
         m.submodules.gamma = gm = memory.Memory(
@@ -122,22 +124,11 @@ class LayerNormBlock(wiring.Component):
                     m.d.comb += n.eq(Mux(neg, -quot - (rem != 0), quot))
                     m.d.sync += [z.eq(n * gamma + beta), cnt.eq(cnt + 1)]
                 with m.Elif(~full | taken):  # rounded and saturated into the output register
-                    m.d.sync += [out.eq(_saturate(_round_shift(z, spec), spec.out_bits)),
+                    m.d.sync += [out.eq(saturate(round_shift(z, scale_shift), spec.out_bits)),
                                  full.eq(1), cnt.eq(0), pos.eq(pos + 1)]  # fmt: skip
                     with m.If(pos == f - 1):
                         m.d.sync += [state.eq(_IN), pos.eq(0)]
         return m
-
-
-def _round_shift(z, spec):
-    """round_shift(z, frac + gamma_frac - out_frac): half up (`intops.round_shift`)."""
-    s = spec.frac + spec.gamma_frac - spec.out_frac
-    return z << -s if s <= 0 else (z + (1 << (s - 1))) >> s
-
-
-def _saturate(v, bits: int):
-    top = 1 << (bits - 1)
-    return Mux(v < -top, -top, Mux(v > top - 1, top - 1, v))
 
 
 def _layernorm(node: LayerNorm, ctx: Ctx) -> LayerNormBlock:
