@@ -184,6 +184,36 @@ def cycles_table(console: Console, args) -> None:
     console.print(table)
 
 
+def schedule_table(console: Console, args) -> None:
+    """The standard library's docstring lengths (all 6,858, shuffled by seed 0) through a
+    pipeline of `--schedule-blocks` encoder blocks per pattern (max_len 1,500: every
+    docstring fits), by the three policies of `cosyn.scheduler`."""
+    from cosyn.scheduler import compare, stdlib_lengths
+
+    import cosyn
+
+    stream = stdlib_lengths(0)
+    table = Table(title=f"scheduling {len(stream):,} stdlib docstrings ({args.schedule_blocks} "
+                        "blocks, 100 MHz)")  # fmt: skip
+    for col in ("pattern", "policy", "seq/s", "x padded", "mean us", "p99 us", "util", "s"):
+        table.add_column(col, justify="right")
+    for pattern in ("window", "topk", "dense"):
+        model = zoo.transformer(dim=args.dim, heads=args.heads, ffn=args.ffn or 2 * args.dim,
+                                blocks=args.schedule_blocks, max_len=1500, pattern=pattern,
+                                window=args.window, n_global=args.globals, k=args.k)  # fmt: skip
+        start = time.perf_counter()
+        runs = compare(stream, cosyn.lower(model, None))
+        took = time.perf_counter() - start
+        base = runs["padded"].throughput
+        for name, run in runs.items():
+            r = run.record(100.0)
+            table.add_row(pattern, name, f"{r['sequences_per_s']:,.0f}",
+                          f"{run.throughput / base:.2f}x", f"{r['latency_mean'] / 100:,.0f}",
+                          f"{r['latency_p99'] / 100:,.0f}", f"{100 * r['utilization']:.1f}%",
+                          f"{took:.1f}")  # fmt: skip
+    console.print(table)
+
+
 def block_node(pattern: str, dim: int, heads: int, max_len: int, window: int, n_global: int,
                k: int, t: IntType) -> Attention:  # fmt: skip
     """An attention node of Q, K, V of type t (scores at the zoo's scale)."""
@@ -217,9 +247,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cycles-at", type=int, default=32, help="L of the cycles table (and 8 L)")
     p.add_argument("--cycles-only", action="store_true", help="only the cycles table")
+    p.add_argument("--schedule-only", action="store_true", help="only the scheduling table")
+    p.add_argument("--schedule-blocks", type=int, default=2, help="blocks of the scheduled model")
     args = p.parse_args()
-    if args.cycles_only:
-        cycles_table(Console(), args)
+    if args.cycles_only or args.schedule_only:
+        (cycles_table if args.cycles_only else schedule_table)(Console(), args)
         return
     torch.set_num_threads(args.threads)
     table = Table(title=f"ListOps, {args.min_len}-{args.max_len} tokens")
@@ -270,6 +302,7 @@ def main() -> None:
             print(*row, flush=True)
     Console().print(table)
     cycles_table(Console(), args)
+    schedule_table(Console(), args)
 
 
 if __name__ == "__main__":

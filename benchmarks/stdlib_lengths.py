@@ -10,7 +10,7 @@ test_*.py) and the packages that are not library modules (idlelib, tkinter,
 turtledemo, lib2to3, ensurepip, __phello__).
 
     python benchmarks/stdlib_lengths.py                 # print the figures
-    python benchmarks/stdlib_lengths.py --write tests/data/stdlib_lengths.json
+    python benchmarks/stdlib_lengths.py --write scheduler/stdlib_lengths.json
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The command line: `cosyn demo`, `train`, `sweep`, `build`, `sim`, `estimate`, `synth`."""
+"""The command line: `cosyn demo`, `train`, `sweep`, `build`, `sim`, `estimate`, `synth`,
+`schedule`."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ from cosyn.models.sparsity import METHODS as SPARSE
 from cosyn.models.sparsity import Masks
 from cosyn.models.train import BudgetPenalty, SpanWeight, predict
 from cosyn.report import atomic_dir, graph_table, write_text
-from cosyn.scheduler import allocate
+from cosyn.scheduler import allocate, compare, plot_timeline, schedule_table, stdlib_lengths
 
 app = typer.Typer(
     pretty_exceptions_enable=False,
@@ -795,6 +796,63 @@ def estimate(
     if plot is not None:
         plot.parent.mkdir(parents=True, exist_ok=True)
         console.print(f"wrote {e.plot(plot)}")
+
+
+@app.command()
+def schedule(
+    model: Annotated[str, typer.Argument(help="package.module:factory of a transformer")] = (
+        "cosyn.models.zoo:transformer"
+    ),
+    lengths: Annotated[
+        str,
+        typer.Option(
+            help="the stream: 'stdlib' (the standard library's docstrings, shuffled by "
+            "--seed) or a text file of token counts, one a sequence"
+        ),
+    ] = "stdlib",
+    checkpoint: Annotated[Path | None, typer.Option(help="state_dict to load")] = None,
+    pattern: Annotated[
+        str | None, typer.Option(help="the factory's attention: dense, window or topk")
+    ] = None,
+    max_len: Annotated[
+        int | None, typer.Option(help="the factory's max_len: tokens a sequence, CLS included")
+    ] = None,
+    batch: Annotated[int, typer.Option(help="padded batching: sequences a batch")] = 8,
+    window: Annotated[int, typer.Option(help="length-aware: sequences it chooses among")] = 32,
+    seed: Annotated[int, typer.Option(help="order of the stdlib stream")] = 0,
+    freq: Annotated[float, typer.Option(help="clock in MHz for sequences/s")] = 100.0,
+    plot: Annotated[Path, typer.Option(help="timeline of the stages (PNG)")] = Path(
+        "out/schedule/timeline.png"
+    ),
+) -> None:
+    """Schedule a stream of variable-length sequences through a transformer's layer
+    pipeline: padded batches, first come first served, and the length-aware order side by
+    side (throughput, latency, utilization), and a timeline of the stages."""
+    stream = stdlib_lengths(seed) if lengths == "stdlib" else _read_lengths(Path(lengths))
+    options = {k: v for k, v in (("pattern", pattern), ("max_len", max_len)) if v is not None}
+    net = load_model(model, checkpoint, **options)
+    if not isinstance(net, Transformer):
+        raise CosynError(f"{model}: it makes a {type(net).__name__}; the scheduler takes a "
+                         "transformer (cosyn.models.zoo:transformer)")  # fmt: skip
+    runs = compare(stream, lower(net, None), batch, window)
+    console.print(schedule_table(runs, freq))
+    for i, _, why in runs["fcfs"].rejected[:10]:
+        console.print(f"sequence {i} rejected: {why}")
+    if len(runs["fcfs"].rejected) > 10:
+        console.print(f"... {len(runs['fcfs'].rejected)} sequences rejected in all")
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    console.print(f"wrote {plot_timeline(runs, plot)}")
+
+
+def _read_lengths(path: Path) -> np.ndarray:
+    try:
+        words = path.read_text().split()
+    except OSError as e:
+        raise CosynError(f"{path}: cannot read the lengths ({e.strerror})") from e
+    try:
+        return np.asarray([int(w) for w in words], dtype=np.int64)
+    except ValueError as e:
+        raise CosynError(f"{path}: {e}; give one integer token count a sequence") from e
 
 
 @app.command("sim")

@@ -1,6 +1,29 @@
-"""Scheduling: each node's parallelism under a device budget (`allocate`); the length-aware
-sequence scheduler is not yet built."""
+"""Scheduling: each node's parallelism under a device budget (`allocate`), and the order in
+which variable-length sequences enter a transformer's layer pipeline (`schedule_sequences`)."""
 
 from cosyn.scheduler.parallelism import Allocation, allocate
+from cosyn.scheduler.sequences import (
+    POLICIES,
+    Schedule,
+    SequenceStage,
+    compare,
+    plot_timeline,
+    schedule_sequences,
+    schedule_table,
+    sequence_stages,
+    stdlib_lengths,
+)
 
-__all__ = ["Allocation", "allocate"]
+__all__ = [
+    "POLICIES",
+    "Allocation",
+    "Schedule",
+    "SequenceStage",
+    "allocate",
+    "compare",
+    "plot_timeline",
+    "schedule_sequences",
+    "schedule_table",
+    "sequence_stages",
+    "stdlib_lengths",
+]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +13,6 @@ from cosyn.models.intlayers import IntGELU, IntLayerNorm, int_of, quant_tensor
 from cosyn.models.seqfit import fit_sequences, majority
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-FIXTURE = Path(__file__).parent / "data" / "stdlib_lengths.json"
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -389,14 +384,6 @@ def test_listops_answers_and_lengths():
     again = data.listops(n_train=400, n_test=100, min_len=16, max_len=64, seed=5)
     assert all(torch.equal(a, b) for a, b in zip(d.x_train, again.x_train, strict=True))
     assert d.vocab == 15 and d.classes == 10
-
-
-def test_stdlib_lengths_fixture():
-    f = json.loads(FIXTURE.read_text())
-    counts = f["histogram"]
-    total = sum(counts.values())
-    assert total == f["docstrings"]
-    assert f["median"] == sorted(int(k) for k, c in counts.items() for _ in range(c))[total // 2]
 
 
 # ------------------------------------------------------------------ training
