@@ -138,6 +138,40 @@ def _integers(design: Any, x: np.ndarray) -> np.ndarray:
     return x.astype(np.int64)
 
 
+def _sequences(design: Any, x: Any) -> list[np.ndarray]:
+    """The token id sequences `x` (a list of 1-D integer arrays), each checked against the
+    sequence design: 1 to its `max_tokens` ids, each in the input node's range."""
+    most, t = int(design.manifest["max_tokens"]), design.graph.input.dtype
+    seqs = [np.asarray(s).reshape(-1) for s in x]
+    if not seqs:
+        raise SimulationError(f"{design.path}: pass one or more sequences of token ids")
+    for k, s in enumerate(seqs):
+        if not np.issubdtype(s.dtype, np.integer):
+            raise SimulationError(f"{design.path}: sequence {k} is not integer token ids")
+        if not 1 <= len(s) <= most:
+            raise SimulationError(
+                f"{design.path}: sequence {k} has {len(s)} tokens; the design takes 1 to {most}"
+            )
+        if s.min() < t.lo or s.max() > t.hi:
+            raise SimulationError(
+                f"{design.path}: sequence {k} has ids outside [{t.lo}, {t.hi}], the vocabulary"
+            )
+    return [s.astype(np.int64) for s in seqs]
+
+
+def _sequence_vectors(design: Any, x: Any) -> dict[str, np.ndarray]:
+    """vectors.npz of a sequence design: each sequence as its count then its ids, one
+    flat `inputs` cut by `sizes`, and the golden model's outputs of each."""
+    seqs = _sequences(design, x)
+    g = design.graph
+    expected = np.stack([g.run_int(s).reshape(-1) for s in seqs])
+    return {
+        "inputs": np.concatenate([np.concatenate([[len(s)], s]) for s in seqs]),
+        "sizes": np.asarray([len(s) + 1 for s in seqs]),
+        "expected": expected,
+    }
+
+
 def _port(manifest: dict, side: str, design: Any) -> dict:
     """The manifest's description of one stream, checked against the graph."""
     port = manifest[side]
@@ -153,7 +187,11 @@ def _port(manifest: dict, side: str, design: Any) -> dict:
 def _config(design: Any, tb_dir: Path, backpressure: bool, seed: int) -> dict:
     """tb.json: stream widths, run settings, and where the design is."""
     m = design.manifest
-    ports = {s: _port(m, s, design) for s in ("input", "output")}
+    if m.get("sequence"):  # variable-size inputs; no fixed latency (quiet: see its manifest)
+        ports = {"input": {"shape": [], "order": "flat", "elements": 0, **m["input"]},
+                 "output": m["output"]}  # fmt: skip
+    else:
+        ports = {s: _port(m, s, design) for s in ("input", "output")}
     latency, interval = int(m.get("latency", 0)), int(m.get("interval", 0))
     keep = ("shape", "order", "bits", "signed", "tdata_width", "elements")
     return {
@@ -164,7 +202,7 @@ def _config(design: Any, tb_dir: Path, backpressure: bool, seed: int) -> dict:
         "seed": int(seed),
         "gap": GAP if backpressure else 0.0,
         "timing_samples": TIMING_SAMPLES,
-        "idle_limit": 4 * (latency + interval) + 1000,
+        "idle_limit": 4 * (latency + interval) + 1000 + int(m.get("quiet", 0)),
         "drain": interval + 32,
         "manifest": {"latency": latency, "interval": interval},
     }
@@ -174,18 +212,21 @@ def write_testbench(
     design: Any, out_dir: str | Path, x: np.ndarray, backpressure: bool = True, seed: int = 0
 ) -> Path:
     """Write a standalone testbench folder for `design` and vectors `x` (float, quantized by
-    the graph, or integer): the cocotb test, the runner, `run.py`, `tb.json` and
-    `vectors.npz` with the golden outputs. Run it with `python <out_dir>/run.py --sim
-    verilator`; it needs cocotb and NumPy, not cosyn. Returns `out_dir`."""
-    xi = _integers(design, x)
-    expected = design.graph.run_int(xi)
+    the graph, or integer; of a sequence design, a list of token id sequences): the cocotb
+    test, the runner, `run.py`, `tb.json` and `vectors.npz` with the golden outputs. Run
+    it with `python <out_dir>/run.py --sim verilator`; it needs cocotb and NumPy, not
+    cosyn. Returns `out_dir`."""
     out = Path(out_dir)
     cfg = _config(design, out, backpressure, seed)
+    if design.manifest.get("sequence"):
+        vectors = _sequence_vectors(design, x)
+    else:
+        xi = _integers(design, x)
+        expected = design.graph.run_int(xi)
+        vectors = {"inputs": to_stream(xi, cfg["input"]["order"]),
+                   "expected": to_stream(expected, cfg["output"]["order"])}  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix=".tb-", dir=out.parent if out.parent.exists() else None))
-    order_in, order_out = cfg["input"]["order"], cfg["output"]["order"]
-    np.savez(
-        tmp / "vectors.npz", inputs=to_stream(xi, order_in), expected=to_stream(expected, order_out)
-    )
+    np.savez(tmp / "vectors.npz", **vectors)
     (tmp / "tb.json").write_text(json.dumps(cfg, indent=1) + "\n")
     shutil.copyfile(_HERE / "bench.py", tmp / "cosyn_bench.py")
     shutil.copyfile(_HERE / "runner.py", tmp / "cosyn_runner.py")

@@ -51,17 +51,18 @@ def from_bits(raw: int, width: int, signed: bool) -> int:
 
 
 class Driver:
-    """The input side: every element of `samples` in order, `tlast` on each sample's last.
+    """The input side: every element of `samples` (rows of an array, or a list of
+    arrays of their own sizes) in order, `tlast` on each sample's last.
 
     With `gap` > 0, each beat waits a random number of idle cycles (each cycle offers
     with probability 1 - gap); once offered, a beat stays until it is taken.
     """
 
-    def __init__(self, samples: np.ndarray, width: int, gap: float, rng: random.Random) -> None:
-        per = samples.shape[1]
+    def __init__(self, samples: Any, width: int, gap: float, rng: random.Random) -> None:
         self.beats = [
-            (to_bits(int(v), width), (i + 1) % per == 0)
-            for i, v in enumerate(samples.reshape(-1).tolist())
+            (to_bits(int(v), width), j == len(s) - 1)
+            for s in samples
+            for j, v in enumerate(np.asarray(s).reshape(-1).tolist())
         ]
         self.gap, self.rng = gap, rng
         self.pos, self.offering = 0, False
@@ -304,7 +305,7 @@ def _phase(beats: list[tuple[int, int, bool]], driver: Driver, board: Scoreboard
 
 
 async def run_phase(
-    dut: Any, cfg: dict, inputs: np.ndarray, expected: np.ndarray, stress: bool
+    dut: Any, cfg: dict, inputs: Any, expected: np.ndarray, stress: bool
 ) -> tuple[Scoreboard, Monitor, dict]:
     """Reset, stream `inputs` through the design and score the output against `expected`;
     with `stress`, random input gaps and back-pressure (seeded from cfg["seed"])."""
@@ -318,10 +319,18 @@ async def run_phase(
     return board, monitor, _phase(monitor.beats, driver, board)
 
 
-def _timing_set(inputs: np.ndarray, expected: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+def _timing_set(inputs: Any, expected: np.ndarray, k: int) -> tuple[Any, np.ndarray]:
     """`k` samples taken cyclically from the vectors, for the full-rate timing run."""
     idx = np.arange(k) % len(inputs)
-    return inputs[idx], expected[idx]
+    return [inputs[i] for i in idx], expected[idx]
+
+
+def _inputs(vec: Any) -> Any:
+    """The input samples of vectors.npz: rows of `inputs`, or, where `sizes` is there
+    (samples of their own sizes, as a sequence design takes), `inputs` cut by it."""
+    if "sizes" not in vec:
+        return vec["inputs"]
+    return np.split(vec["inputs"], np.cumsum(vec["sizes"])[:-1])
 
 
 @cocotb.test()
@@ -332,7 +341,7 @@ async def stream_test(dut: Any) -> None:
     cfg = json.loads((tb / "tb.json").read_text())
     vec = np.load(tb / "vectors.npz")
     limit = int(os.environ.get("COSYN_TB_VECTORS") or 0) or None  # the first N vectors only
-    inputs, expected = vec["inputs"][:limit], vec["expected"][:limit]
+    inputs, expected = _inputs(vec)[:limit], vec["expected"][:limit]
     Clock(dut.clk, 10, unit="ns").start()
     t_board, t_mon, timing = await run_phase(
         dut, cfg, *_timing_set(inputs, expected, cfg["timing_samples"]), False

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cosyn.hw.rtl._attention import AttentionBlock
+from cosyn.hw.rtl._sequence import LENGTHS, SequenceTop
 from cosyn.hw.rtl._top import Top, tdata_width
 from cosyn.hw.rtl._verilog import component_verilog
 from cosyn.perfmodel.pipeline import Stream, plan
@@ -15,7 +17,7 @@ from cosyn.perfmodel.pipeline import Stream, plan
 from cosyn.ir.graph import Graph
 from cosyn.report import atomic_dir
 
-__all__ = ["Design", "generate", "manifest", "verilog_text"]
+__all__ = ["Design", "generate", "manifest", "sequence_manifest", "verilog_text"]
 
 TOP = "cosyn_top"
 
@@ -66,7 +68,42 @@ def manifest(top: Top) -> dict[str, Any]:
     }
 
 
-def verilog_text(top: Top) -> str:
+def sequence_manifest(top: SequenceTop) -> dict[str, Any]:
+    """A sequence design's manifest: its ports (the input carries each sequence's token
+    count then its ids, at most `max_tokens`), its blocks, and `quiet`: the most cycles
+    the ports can stand still while a longest sequence is inside (every attention
+    block's cycles at that length), which a testbench waits before it gives up. The
+    timing of a whole sequence through the pipeline is not modelled yet: no latency or
+    interval."""
+    g = top.graph
+    out = g.output
+    blocks = top.blocks
+    return {
+        "top": TOP,
+        "sequence": True,
+        "max_tokens": top.max_tokens,
+        "input": {
+            "bits": top.in_type.bits,
+            "signed": False,
+            "tdata_width": tdata_width(top.in_type),
+        },
+        "output": {**_port_of(out.dtype, tuple(out.shape)), "elements": top.out_elements},
+        "nodes": [{"name": n, "kind": g[n].kind} for n in blocks],
+        "skip_fifos": [{"reader": r, "input": j, "depth": d} for r, j, d in top.fifos],
+        "count_fifo_depth": LENGTHS,
+        "quiet": sum(
+            b.cycles.interval(top.rows) for b in blocks.values() if isinstance(b, AttentionBlock)
+        ),
+        "macs": g.macs,
+    }
+
+
+def _port_of(t: Any, shape: tuple[int, ...]) -> dict[str, Any]:
+    return {"shape": list(shape), "order": "flat", "bits": t.bits, "signed": t.signed,
+            "tdata_width": tdata_width(t)}  # fmt: skip
+
+
+def verilog_text(top: Top | SequenceTop) -> str:
     """The Verilog of `top`: module `cosyn_top` (its blocks are modules
     `cosyn_top.<block>`), clock `clk`, synchronous reset `rst`, the AXI4-Stream ports;
     lint-clean under Verilator -Wall with `_verilog.WAIVERS`."""
@@ -77,11 +114,15 @@ def generate(g: Graph, out_dir: str | Path, parallelism: int | dict | None = Non
     """Write `out_dir`/top.v and `out_dir`/manifest.json for `g` and return the Design.
 
     `parallelism`: None (the default rule, `default_parallelism`), an int for every
-    dense/conv node, or a dict node name -> int. The folder appears whole or not at all.
+    dense/conv node, or a dict node name -> int. A graph of sequences becomes a
+    `SequenceTop` (`sequence_manifest`). The folder appears whole or not at all.
     """
-    top = Top(plan(g, parallelism))
-    text = verilog_text(top)
-    man = manifest(top)
+    if g.sequence:
+        seq = SequenceTop(g, parallelism)
+        text, man = verilog_text(seq), sequence_manifest(seq)
+    else:
+        top = Top(plan(g, parallelism))
+        text, man = verilog_text(top), manifest(top)
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         (tmp / "top.v").write_text(text)
