@@ -149,6 +149,9 @@ class SparseAttention(nn.Module):
         max_len: the longest sequence accepted (sizes the softmax's integer widths).
         weight_bits: 2, 4 or 8; act_bits: signed bits of Q, K, V and the output;
         prob_bits: the softmax's output bits; exp_frac: i-exp's working precision.
+        own_input: quantize the input itself (forward); an encoder block, which feeds
+            `packed` quantized tokens, builds it without (no quantizer that never sees
+            data, whose scale a checkpoint would lack).
     """
 
     def __init__(
@@ -165,6 +168,7 @@ class SparseAttention(nn.Module):
         rank_bits: int = 4,
         prob_bits: int = 8,
         exp_frac: int = 7,
+        own_input: bool = True,
     ) -> None:
         super().__init__()
         _check(dim, heads, pattern, window, n_global, k, max_len, act_bits, rank_bits, prob_bits)
@@ -172,14 +176,21 @@ class SparseAttention(nn.Module):
         self.window, self.n_global, self.k, self.max_len = window, n_global, k, max_len
         self.act_bits, self.rank_bits = act_bits, rank_bits
         self.prob_bits, self.exp_frac = prob_bits, exp_frac
-        self.input_quant = qnn.QuantIdentity(
-            act_quant=Int8ActPow2, bit_width=act_bits, return_quant_tensor=True
+        self.input_quant = (
+            qnn.QuantIdentity(act_quant=Int8ActPow2, bit_width=act_bits, return_quant_tensor=True)
+            if own_input
+            else None
         )
         self.q, self.k_proj, self.v = (_linear(dim, dim, weight_bits, act_bits) for _ in "qkv")
         self.o = _linear(dim, dim, weight_bits, act_bits, input_quant=True)
 
     def forward(self, x: Tensor | list[Tensor]) -> Tensor | list[Tensor]:
         """Float (L, dim) -> (L, dim), or a list of them, each sequence on its own."""
+        if self.input_quant is None:
+            raise ValueError(
+                "SparseAttention: built without its input quantizer (own_input=False, as in "
+                "an encoder block); call packed() with quantized tokens"
+            )
         seqs = [x] if isinstance(x, Tensor) else list(x)
         out = self.packed(self.input_quant(torch.cat(seqs)), [len(s) for s in seqs])
         parts = list(out.value.split([len(s) for s in seqs]))

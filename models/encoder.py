@@ -57,7 +57,9 @@ class EncoderBlock(nn.Module):
         super().__init__()
         if act not in ("relu", "gelu"):
             raise ValueError(f"act must be relu or gelu, not {act!r}")
-        self.attn = SparseAttention(dim, weight_bits=weight_bits, act_bits=act_bits, **attention)
+        self.attn = SparseAttention(
+            dim, weight_bits=weight_bits, act_bits=act_bits, own_input=False, **attention
+        )
         self.ln1 = IntLayerNorm(dim, in_bits=act_bits, out_bits=act_bits)
         if act == "relu":
             self.ff1 = _linear(dim, ffn, weight_bits)

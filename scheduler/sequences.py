@@ -50,6 +50,7 @@ from cosyn.perfmodel.pipeline import (
     folded,
     resolve_parallelism,
 )
+from cosyn.perfmodel.sequence import SequencePlan, sequence_cycles
 
 from cosyn.errors import CosynError
 from cosyn.ir.graph import Graph
@@ -163,7 +164,9 @@ class Schedule:
     is `done` and `leave`s, and the sequences `rejected` (index in the stream, length,
     why) that no stage could take. The j-th entered sequence ran at `tokens[j]` tokens
     (the CLS included; padded or its own) through buffers of `capacity` tokens;
-    `cycles[s, j]` is stage s's work on it, `useful[s, j]` that at its own length."""
+    `cycles[s, j]` is stage s's work on it, `useful[s, j]` that at its own length.
+    `exact` (when asked): per entered sequence, the cycles its count is taken, its first
+    and its last output leave in the RTL (`perfmodel.sequence.sequence_cycles`)."""
 
     policy: str
     stages: list[SequenceStage]
@@ -177,6 +180,15 @@ class Schedule:
     cycles: np.ndarray
     useful: np.ndarray
     rejected: list[tuple[int, int, str]] = field(default_factory=list)
+    exact: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def exact_cycles(self) -> int | None:
+        """With `exact`: the stream's cycles in the RTL, its first input to its last output."""
+        if self.exact is None or not len(self.order):
+            return None
+        first, _, last = self.exact
+        return int(last[-1] - first[0] + 1)
 
     @property
     def total_cycles(self) -> int:
@@ -223,11 +235,14 @@ def schedule_sequences(
     batch: int = 8,
     window: int = 32,
     parallelism: int | dict | None = None,
+    exact: bool = False,
 ) -> Schedule:
     """Order the stream of sequences of `lengths` tokens (CLS not counted) through the
     pipeline of `design` (a graph of sequences, or its stages) by `policy` (see the
     module doc). A sequence no stage can take (empty, or longer than the design's
-    maximum) is rejected with its reason; the others are scheduled."""
+    maximum) is rejected with its reason; the others are scheduled. With `exact` (a
+    graph), the order's cycles in the RTL too, every block's control stepped (slow: for
+    short streams)."""
     if policy not in POLICIES:
         raise CosynError(f"policy {policy!r}: choose one of {', '.join(POLICIES)}")
     if batch < 1 or window < 1:
@@ -248,8 +263,13 @@ def schedule_sequences(
     capacity = _max_tokens(stages) + 1
     order, start, done, leave = _run(ran + 1, work, capacity,
                                      window if policy == "length-aware" else None)  # fmt: skip
-    return Schedule(policy, list(stages), ok, order, ran[order] + 1, capacity, start, done,
-                    leave, work[:, order], useful[:, order], rejected)  # fmt: skip
+    s = Schedule(policy, list(stages), ok, order, ran[order] + 1, capacity, start, done, leave,
+                 work[:, order], useful[:, order], rejected)  # fmt: skip
+    if exact:
+        if not isinstance(design, Graph):
+            raise CosynError("exact cycles need the design's graph, not its stages")
+        s.exact = sequence_cycles(SequencePlan(design, parallelism), [int(n) for n in ran[order]])
+    return s
 
 
 def compare(

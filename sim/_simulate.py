@@ -77,6 +77,8 @@ class SimResult:
     vectors_per_s: vectors over the wall time of the main run. intervals: every cycle
     count between consecutive first outputs of the full-rate run (`interval` is the
     last); latency, completion, interval and cycles are None where no output came.
+    first_outputs: each sample's first output transfer in the main run, in cycles from
+    its first input transfer.
     """
 
     outputs: np.ndarray
@@ -92,6 +94,7 @@ class SimResult:
     vectors_per_s: float
     simulator: str
     intervals: list[int] = field(default_factory=list)
+    first_outputs: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -282,6 +285,7 @@ def run_testbench(
         speed,
         simulator,
         r["timing_intervals"],
+        r.get("first_outputs", []),
     )
 
 

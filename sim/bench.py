@@ -291,7 +291,8 @@ async def run_stream(
 
 def _phase(beats: list[tuple[int, int, bool]], driver: Driver, board: Scoreboard) -> dict:
     """Timing figures of one run: latency (first input to first output), completion (first
-    input to sample 0's last output), interval, cycles from first input to last output."""
+    input to sample 0's last output), interval, cycles from first input to last output,
+    and each sample's first output from the first input."""
     starts = board.starts
     first_in = driver.first if driver.first is not None else 0
     diffs = [b - a for a, b in pairwise(starts)]
@@ -301,6 +302,7 @@ def _phase(beats: list[tuple[int, int, bool]], driver: Driver, board: Scoreboard
         "interval": diffs[-1] if diffs else None,
         "intervals": diffs,
         "cycles": beats[-1][0] - first_in + 1 if beats else None,
+        "first_outputs": [s - first_in for s in starts],
     }
 
 
@@ -362,6 +364,7 @@ async def stream_test(dut: Any) -> None:
         "interval": timing["interval"],
         "timing_intervals": timing["intervals"],
         "sample_starts": board.starts,
+        "first_outputs": main["first_outputs"],
         "wall_s": wall,
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -216,7 +216,8 @@ def test_train_refuses_a_budget_before_training(tmp_path, args, message):
 
 def test_train_a_transformer_on_listops(tmp_path):
     """A small transformer from a factory of the user's: ListOps, no padding, the graph
-    bit-exact with it; a hardware budget is refused in one line."""
+    bit-exact with it; a hardware budget is refused in one line; then built to RTL and
+    simulated."""
     (tmp_path / "tiny.py").write_text(
         "from cosyn.models import zoo\n\n\ndef transformer():\n"
         "    return zoo.transformer(dim=16, ffn=32, max_len=17, pattern='window', window=2)\n"
@@ -229,3 +230,11 @@ def test_train_a_transformer_on_listops(tmp_path):
     r = cli("train", "tiny:transformer", "--out", str(ckpt), "--latency-budget", "2us",
             cwd=tmp_path)  # fmt: skip
     assert r.returncode == 2 and "--latency-budget needs the design's estimate" in r.stderr
+    # the trained transformer in RTL, each sequence at its own length, bit-exact on Icarus
+    out = tmp_path / "build"
+    r = cli("build", "tiny:transformer", "--checkpoint", ckpt, "--backend", "rtl", "--out", out,
+            cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = cli("sim", out, "--simulator", "icarus", "--vectors", "4")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "icarus: 4 sequences: bit-exact, 0 lost" in r.stdout

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cosyn.hw.rtl._attention import AttentionBlock
-from cosyn.hw.rtl._sequence import LENGTHS, SequenceTop
+from cosyn.hw.rtl._sequence import SequenceTop
 from cosyn.hw.rtl._top import Top, tdata_width
 from cosyn.hw.rtl._verilog import component_verilog
 from cosyn.perfmodel.pipeline import Stream, plan
+from cosyn.perfmodel.sequence import LENGTHS
 
 from cosyn.ir.graph import Graph
 from cosyn.report import atomic_dir
@@ -70,14 +70,14 @@ def manifest(top: Top) -> dict[str, Any]:
 
 def sequence_manifest(top: SequenceTop) -> dict[str, Any]:
     """A sequence design's manifest: its ports (the input carries each sequence's token
-    count then its ids, at most `max_tokens`), its blocks, and `quiet`: the most cycles
-    the ports can stand still while a longest sequence is inside (every attention
-    block's cycles at that length), which a testbench waits before it gives up. The
-    timing of a whole sequence through the pipeline is not modelled yet: no latency or
-    interval."""
-    g = top.graph
-    out = g.output
-    blocks = top.blocks
+    count then its ids, at most `max_tokens`), its blocks (the plan's stages), and
+    `quiet`: the most cycles the ports can stand still while a longest sequence is
+    inside (every attention block's cycles at that length), which a testbench waits
+    before it gives up. A sequence's cycles depend on its length and on its neighbours':
+    `perfmodel.sequence.sequence_cycles` gives them for a stream, so there is no one
+    latency or interval here."""
+    p = top.plan
+    out = p.graph.output
     return {
         "top": TOP,
         "sequence": True,
@@ -88,13 +88,11 @@ def sequence_manifest(top: SequenceTop) -> dict[str, Any]:
             "tdata_width": tdata_width(top.in_type),
         },
         "output": {**_port_of(out.dtype, tuple(out.shape)), "elements": top.out_elements},
-        "nodes": [{"name": n, "kind": g[n].kind} for n in blocks],
+        "nodes": [{"name": s.name, "kind": s.kind, "depth": s.depth} for s in p.stages],
         "skip_fifos": [{"reader": r, "input": j, "depth": d} for r, j, d in top.fifos],
         "count_fifo_depth": LENGTHS,
-        "quiet": sum(
-            b.cycles.interval(top.rows) for b in blocks.values() if isinstance(b, AttentionBlock)
-        ),
-        "macs": g.macs,
+        "quiet": sum(s.timing.interval(p.rows) for s in p.stages if s.kind == "attention"),
+        "macs": p.graph.macs,
     }
 
 
