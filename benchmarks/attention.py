@@ -226,7 +226,7 @@ def exact_table(console: Console) -> None:
     table = Table(title="the scheduler's model against the RTL's cycles (40 stdlib lengths, "
                         "at most 32 tokens, 2 blocks, dim 8)")  # fmt: skip
     for col in ("pattern", "policy", "sequences", "model cycles", "RTL cycles", "model error",
-                "s"):  # fmt: skip
+                "model util", "RTL util", "s"):  # fmt: skip
         table.add_column(col, justify="right")
     for pattern in ("window", "dense"):
         torch.manual_seed(0)
@@ -238,8 +238,10 @@ def exact_table(console: Console) -> None:
             run = schedule_sequences(stdlib_lengths(0)[:40], g, policy, batch=4, window=4,
                                      exact=True)  # fmt: skip
             err = run.total_cycles / run.exact_cycles - 1
+            busy = run.useful.sum(axis=1).max()  # the busiest stage's, at own lengths
             table.add_row(pattern, policy, str(len(run.order)), f"{run.total_cycles:,}",
                           f"{run.exact_cycles:,}", f"{100 * err:+.1f}%",
+                          f"{100 * run.utilization:.1f}%", f"{100 * busy / run.exact_cycles:.1f}%",
                           f"{time.perf_counter() - start:.0f}")  # fmt: skip
     console.print(table)
 

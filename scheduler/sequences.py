@@ -219,7 +219,7 @@ class Schedule:
 
 def schedule_sequences(
     lengths: Any,
-    design: Graph | list[SequenceStage],
+    design: Any,
     policy: str = "length-aware",
     batch: int = 8,
     window: int = 32,
@@ -227,8 +227,9 @@ def schedule_sequences(
     exact: bool = False,
 ) -> Schedule:
     """Order the stream of sequences of `lengths` tokens (CLS not counted) through the
-    pipeline of `design` (a graph of sequences, or its stages) by `policy` (see the
-    module doc). A sequence no stage can take (empty, or longer than the design's
+    pipeline of `design` (a graph of sequences, its stages, or the design `cosyn.rtl.
+    generate` wrote for one, at the parallelism it records) by `policy` (see the module
+    doc). A sequence no stage can take (empty, or longer than the design's
     maximum) is rejected with its reason; the others are scheduled. With `exact` (a
     graph), the order's cycles in the RTL too, every block's control stepped (slow: for
     short streams)."""
@@ -236,6 +237,7 @@ def schedule_sequences(
         raise CosynError(f"policy {policy!r}: choose one of {', '.join(POLICIES)}")
     if batch < 1 or window < 1:
         raise CosynError(f"batch {batch}, window {window}: give positive counts")
+    design, parallelism = _graph(design, parallelism)
     stages = design if isinstance(design, list) else sequence_stages(design, parallelism)
     most = _max_tokens(stages)
     raw = np.asarray(lengths, dtype=np.int64).reshape(-1)
@@ -262,12 +264,30 @@ def schedule_sequences(
 
 
 def compare(
-    lengths: Any, design: Graph | list[SequenceStage], batch: int = 8, window: int = 32,
+    lengths: Any, design: Any, batch: int = 8, window: int = 32,
     parallelism: int | dict | None = None,
 ) -> dict[str, Schedule]:  # fmt: skip
     """The three policies on the same stream, by name."""
+    design, parallelism = _graph(design, parallelism)
     stages = design if isinstance(design, list) else sequence_stages(design, parallelism)
     return {p: schedule_sequences(lengths, stages, p, batch, window) for p in POLICIES}
+
+
+def _graph(design: Any, parallelism: int | dict | None) -> tuple[Any, int | dict | None]:
+    """A generated RTL design (`cosyn.rtl.generate`'s Design) as its graph and the
+    parallelism its manifest records; a graph or stages as they are."""
+    if isinstance(design, (Graph, list)):
+        return design, parallelism
+    manifest, g = getattr(design, "manifest", None), getattr(design, "graph", None)
+    if not isinstance(g, Graph) or not isinstance(manifest, dict):
+        raise CosynError(
+            f"{design!r}: give a graph of sequences, its stages, or the design "
+            "cosyn.rtl.generate wrote for one"
+        )
+    if not manifest.get("sequence"):
+        raise CosynError(f"{design.path}: not a sequence design; generate one of a transformer")
+    recorded = {n["name"]: n["parallelism"] for n in manifest["nodes"] if n.get("parallelism")}
+    return g, recorded
 
 
 def _max_tokens(stages: list[SequenceStage]) -> int:

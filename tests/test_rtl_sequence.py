@@ -116,13 +116,12 @@ def test_scheduled_stream_takes_the_predicted_cycles_on_verilator(tmp_path) -> N
     torch.manual_seed(0)
     m = zoo.transformer(dim=8, heads=2, ffn=16, max_len=33, window=WINDOW, pattern="window")
     m(data.listops(n_train=24, n_test=0, min_len=2, max_len=8, max_depth=2, seed=4).x_train)
-    g = cosyn.lower(m.eval(), None)
-    s = schedule_sequences(stdlib_lengths(0)[:12], g, "length-aware", window=4, exact=True)
+    d = cosyn.rtl.generate(cosyn.lower(m.eval(), None), tmp_path / "rtl")
+    s = schedule_sequences(stdlib_lengths(0)[:12], d, "length-aware", window=4, exact=True)
     assert s.rejected and len(s.order) >= 4
     first, out0, _ = s.exact
     seqs = sequences([int(n) for n in s.lengths[s.order]], seed=2)
-    r = cosyn.sim.simulate(cosyn.rtl.generate(g, tmp_path / "rtl"), seqs, "verilator",
-                           backpressure=False)  # fmt: skip
+    r = cosyn.sim.simulate(d, seqs, "verilator", backpressure=False)
     assert r.ok
     assert r.cycles == s.exact_cycles
     assert r.first_outputs == list(out0 - first[0])

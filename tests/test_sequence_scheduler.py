@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from cosyn.models import zoo
 from cosyn.perfmodel.attention import AttentionTiming
 from cosyn.perfmodel.pipeline import TIMINGS, Ctx
@@ -51,7 +52,7 @@ def test_stages_of_a_transformer_come_from_the_performance_model(window_graph) -
 
 
 def test_a_graph_of_samples_is_refused() -> None:
-    g = cosyn.lower(zoo.mlp(), __import__("torch").zeros(1, 64))
+    g = cosyn.lower(zoo.mlp(), torch.zeros(1, 64))
     with pytest.raises(CosynError, match="not sequences"):
         sequence_stages(g)
 
@@ -173,3 +174,16 @@ def test_cli_schedule(tmp_path) -> None:
     stream.write_text("5\n")
     r = cli("schedule", "cosyn.models.zoo:mlp", "--lengths", stream)
     assert r.returncode == 2 and "takes a transformer" in r.stderr
+
+
+def test_a_generated_design_is_scheduled_at_its_own_parallelism(window_graph, tmp_path) -> None:
+    """`schedule_sequences(lengths, d)` as DESIGN.md writes it: the Design of
+    `cosyn.rtl.generate`, at the parallelism its manifest records."""
+    d = cosyn.rtl.generate(window_graph, tmp_path / "rtl", parallelism=1)
+    s = schedule_sequences([5, 60, 2], d, "fcfs")
+    slow = sequence_stages(window_graph, 1)
+    assert [t.cycles(9) for t in s.stages] == [t.cycles(9) for t in slow]
+    assert [t.cycles(9) for t in slow] != [t.cycles(9) for t in sequence_stages(window_graph)]
+    mlp = cosyn.rtl.generate(cosyn.lower(zoo.mlp(), torch.zeros(1, 64)), tmp_path / "mlp")
+    with pytest.raises(CosynError, match="not a sequence design"):
+        schedule_sequences([5], mlp)

@@ -88,7 +88,15 @@ def sequence_manifest(top: SequenceTop) -> dict[str, Any]:
             "tdata_width": tdata_width(top.in_type),
         },
         "output": {**_port_of(out.dtype, tuple(out.shape)), "elements": top.out_elements},
-        "nodes": [{"name": s.name, "kind": s.kind, "depth": s.depth} for s in p.stages],
+        "nodes": [
+            {
+                "name": s.name,
+                "kind": s.kind,
+                "depth": s.depth,
+                "parallelism": s.ctx.parallelism if s.ctx else 1,
+            }
+            for s in p.stages
+        ],
         "skip_fifos": [{"reader": r, "input": j, "depth": d} for r, j, d in top.fifos],
         "count_fifo_depth": LENGTHS,
         "quiet": sum(s.timing.interval(p.rows) for s in p.stages if s.kind == "attention"),
