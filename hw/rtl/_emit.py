@@ -32,13 +32,17 @@ class Design:
 
 
 def _port(s: Stream) -> dict[str, Any]:
+    return _port_of(s.dtype, s.shape, s.order)
+
+
+def _port_of(t: Any, shape: tuple[int, ...], order: str = "flat") -> dict[str, Any]:
     return {
-        "shape": list(s.shape),
-        "order": s.order,
-        "bits": s.dtype.bits,
-        "signed": s.dtype.signed,
-        "tdata_width": tdata_width(s.dtype),
-        "elements": math.prod(s.shape),
+        "shape": list(shape),
+        "order": order,
+        "bits": t.bits,
+        "signed": t.signed,
+        "tdata_width": tdata_width(t),
+        "elements": math.prod(shape),
     }
 
 
@@ -87,7 +91,7 @@ def sequence_manifest(top: SequenceTop) -> dict[str, Any]:
             "signed": False,
             "tdata_width": tdata_width(top.in_type),
         },
-        "output": {**_port_of(out.dtype, tuple(out.shape)), "elements": top.out_elements},
+        "output": _port_of(out.dtype, tuple(out.shape)),
         "nodes": [
             {
                 "name": s.name,
@@ -102,11 +106,6 @@ def sequence_manifest(top: SequenceTop) -> dict[str, Any]:
         "quiet": sum(s.timing.interval(p.rows) for s in p.stages if s.kind == "attention"),
         "macs": p.graph.macs,
     }
-
-
-def _port_of(t: Any, shape: tuple[int, ...]) -> dict[str, Any]:
-    return {"shape": list(shape), "order": "flat", "bits": t.bits, "signed": t.signed,
-            "tdata_width": tdata_width(t)}  # fmt: skip
 
 
 def verilog_text(top: Top | SequenceTop) -> str:
