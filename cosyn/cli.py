@@ -719,13 +719,17 @@ def build(
     ] = 32,
 ) -> None:
     """Lower a model to the integer graph and write the hardware: `hls/` (an hls4ml project),
-    `rtl/` (Verilog and manifest) and `tb/` (a standalone cocotb testbench on the test set)."""
+    `rtl/` (Verilog and manifest) and `tb/` (a standalone cocotb testbench on the test set),
+    with `build.json` (the model it was built from, for `cosyn schedule --design`)."""
     _choice(backend, BACKENDS, "backend")
     par = _parallelism(parallelism)
     g, net, shape = _load_graph(model, checkpoint, input_shape, act)
     x = reference_vectors(g)
     with atomic_dir(out) as tmp:
         (tmp / "graph.md").write_text(graph_table(g))
+        built = {"model": model, "checkpoint": str(checkpoint.resolve()) if checkpoint else None,
+                 "act": act, "input_shape": input_shape}  # fmt: skip
+        (tmp / "build.json").write_text(json.dumps(built, indent=1) + "\n")
         h = design = None
         if backend in ("hls", "both"):
             h = hls.generate(g, tmp / "hls", part=part, board=board)
@@ -816,9 +820,16 @@ def estimate(
 
 @app.command()
 def schedule(
-    model: Annotated[str, typer.Argument(help="package.module:factory of a transformer")] = (
-        "cosyn.models.zoo:transformer"
-    ),
+    model: Annotated[
+        str | None,
+        typer.Argument(
+            help="package.module:factory of a transformer (cosyn.models.zoo:transformer)"
+        ),
+    ] = None,
+    design: Annotated[
+        Path | None,
+        typer.Option(help="a folder `cosyn build` wrote: its model at its rtl/'s parallelism"),
+    ] = None,
     lengths: Annotated[
         str,
         typer.Option(
@@ -846,11 +857,19 @@ def schedule(
     side (throughput, latency, utilization), and a timeline of the stages."""
     stream = stdlib_lengths(seed) if lengths == "stdlib" else _read_lengths(Path(lengths))
     options = {k: v for k, v in (("pattern", pattern), ("max_len", max_len)) if v is not None}
-    net = load_model(model, checkpoint, **options)
-    if not isinstance(net, Transformer):
-        raise CosynError(f"{model}: it makes a {type(net).__name__}; the scheduler takes a "
-                         "transformer (cosyn.models.zoo:transformer)")  # fmt: skip
-    runs = compare(stream, lower(net, None), batch, window)
+    if design is not None:
+        if model is not None or checkpoint is not None or options:
+            raise CosynError(f"{design}: --design brings its own model; give no MODEL, "
+                             "--checkpoint, --pattern or --max-len with it")  # fmt: skip
+        target = _built_design(design)
+    else:
+        model = model or "cosyn.models.zoo:transformer"
+        net = load_model(model, checkpoint, **options)
+        if not isinstance(net, Transformer):
+            raise CosynError(f"{model}: it makes a {type(net).__name__}; the scheduler takes a "
+                             "transformer (cosyn.models.zoo:transformer)")  # fmt: skip
+        target = lower(net, None)
+    runs = compare(stream, target, batch, window)
     console.print(schedule_table(runs, freq))
     for i, _, why in runs["fcfs"].rejected[:10]:
         console.print(f"sequence {i} rejected: {why}")
@@ -858,6 +877,21 @@ def schedule(
         console.print(f"... {len(runs['fcfs'].rejected)} sequences rejected in all")
     plot.parent.mkdir(parents=True, exist_ok=True)
     console.print(f"wrote {plot_timeline(runs, plot)}")
+
+
+def _built_design(folder: Path) -> rtl.Design:
+    """The sequence design `cosyn build` wrote in `folder`, with the graph of the model it
+    was built from (build.json)."""
+    for sub in ("build.json", "rtl/manifest.json"):
+        if not (folder / sub).is_file():
+            raise CosynError(f"{folder / sub}: not found; write the folder with `cosyn build`")
+    b = json.loads((folder / "build.json").read_text())
+    manifest = json.loads((folder / "rtl/manifest.json").read_text())
+    if not manifest.get("sequence"):
+        raise CosynError(f"{folder}: not a transformer's design; the scheduler takes one")
+    ckpt = Path(b["checkpoint"]) if b.get("checkpoint") else None
+    g, _, _ = _load_graph(b["model"], ckpt, b.get("input_shape"), b.get("act"))
+    return rtl.Design(folder / "rtl", manifest, g)
 
 
 def _read_lengths(path: Path) -> np.ndarray:

@@ -45,7 +45,7 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 def test_help_lists_the_verbs():
     out = cli("--help").stdout
-    for verb in ("demo", "train", "sweep", "build", "sim"):
+    for verb in ("demo", "train", "sweep", "build", "sim", "estimate", "synth", "schedule"):
         assert verb in out
 
 
@@ -238,3 +238,11 @@ def test_train_a_transformer_on_listops(tmp_path):
     r = cli("sim", out, "--simulator", "icarus", "--vectors", "4")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "icarus: 4 sequences: bit-exact, 0 lost" in r.stdout
+    # and its stream scheduled from the folder alone (cosyn schedule --design)
+    (tmp_path / "lengths.txt").write_text("3 9 16 17 1\n")
+    r = cli("schedule", "--design", out, "--lengths", tmp_path / "lengths.txt", "--plot",
+            tmp_path / "t.png")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "length-aware" in r.stdout and "sequence 3 rejected: 17 tokens" in r.stdout
+    r = cli("schedule", "--design", out, "--pattern", "dense")
+    assert r.returncode == 2 and "--design brings its own model" in r.stderr
