@@ -6,7 +6,8 @@ taken:
   LEN   1 cycle: the sequence's length L is taken;
   RECV  L * dim + 1 cycles: Q, K and V arrive (an element of each a cycle, stored),
         then a cycle that sees all three complete;
-  then a row per query i and head h, over the query's C key slots (`slots`):
+  then a row per query i (the first `queries` where the node sets them) and head h,
+  over the query's C key slots (`slots`):
   (top-k only) RANK L * dh + 1: the low-bit score q_lo . k_lo of every key, a product
         a cycle (registered, then summed), and a cycle for the last sum;
         SELECT C * L + 1: C passes over the L scores, each choosing the best left, and
@@ -73,7 +74,7 @@ class AttentionTiming:
             1
             + length * int(self.node.shape[0])
             + 1
-            + sum(self.row(i, length) for i in range(length))
+            + sum(self.row(i, length) for i in range(self.node.rows(length)))
         )
 
     def control(self, lengths: list[int]) -> AttentionControl:
@@ -191,7 +192,7 @@ class AttentionControl:
     def _next_row(self, row: int) -> None:
         if self.h < self.t.node.heads - 1:
             self.h, self.state = self.h + 1, row
-        elif self.i < self.length - 1:
+        elif self.i < self.t.node.rows(self.length) - 1:
             self.h, self.i, self.state = 0, self.i + 1, row
         else:
             self.h, self.state = 0, _LEN

@@ -13,7 +13,9 @@ The plan of a graph of sequences (`Graph.sequence`), in order:
     copy, in graph order);
   - a skip FIFO on each input of a two-input node that the other input's path passes
     (a residual's skip): one longest sequence deep, plus two tokens, where that path
-    holds whole sequences (an attention block), else two tokens more than its blocks.
+    holds whole sequences (an attention block), else two tokens more than its blocks;
+    three rows where the skip is a token read (the last block's CLS row: it waits while
+    the token read drains the sequence's other rows).
 A count FIFO that is full stops the embedding at a sequence's start, after every row of
 the sequences before it has left the embedding, so the blocks downstream finish those
 and take their counts: the FIFOs bound the sequences in flight and cannot deadlock.
@@ -257,6 +259,9 @@ class SequencePlan:
         g = self.graph
         src, other = node.inputs[j], node.inputs[1 - j]
         path = _between(g, src, other)
+        if isinstance(g[src], Token) and not _between(g, other, src):
+            # the CLS row on the last block's skip: its one row waits, the rest drain
+            return 3 * math.prod(g[src].shape)
         if not path:  # input j is the longer path (or the two are independent)
             return 0
         tokens = self.rows if any(isinstance(g[p], Attention) for p in path) else len(path)

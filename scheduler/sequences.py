@@ -113,7 +113,7 @@ def sequence_stages(g: Graph, parallelism: int | dict | None = None) -> list[Seq
             "sequence scheduler is for a transformer (cosyn.models.zoo:transformer)"
         )
     stages: list[SequenceStage] = []
-    chain: list[tuple[str, int]] = []  # (name, cycles a token; 0 past the CLS read)
+    chain: list[tuple[str, int]] = []  # (name, cycles a token; 0 on the CLS token alone)
     done: dict[str, int] = {}  # a value's ready time in the current chain, by node
 
     def close() -> None:
@@ -125,7 +125,7 @@ def sequence_stages(g: Graph, parallelism: int | dict | None = None) -> list[Seq
             chain.clear()
         done.clear()
 
-    after_token = False  # past the CLS read: blocks see one token a sequence
+    after_token = False  # past the CLS read or a CLS-only attention: one token a sequence
     for st in SequencePlan(g, parallelism).stages:
         node = st.node
         if node is None:  # forks and FIFOs: a cycle each, left out
@@ -135,12 +135,13 @@ def sequence_stages(g: Graph, parallelism: int | dict | None = None) -> list[Seq
             stages.append(SequenceStage(node.name, "attention", (node.name,),
                                         attention=st.timing))  # fmt: skip
             done[node.name] = 0
+            after_token = after_token or node.queries == 1  # its rows: the CLS token's
             continue
         width = math.prod(node.shape)
         latency, per_token = (1, width) if st.kind in ("embed", "token") else (
             int(st.timing.latency), int(st.timing.interval))  # fmt: skip
         done[node.name] = max((done.get(i, 0) for i in node.inputs), default=0) + latency
-        chain.append((node.name, 0 if after_token else per_token))
+        chain.append((node.name, per_token if st.kind == "token" or not after_token else 0))
         after_token = after_token or st.kind == "token"
     close()
     return stages

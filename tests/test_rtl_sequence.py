@@ -82,14 +82,15 @@ def test_encoder_is_exact_at_every_kind_of_length(pattern, blocks, act, lengths,
         assert np.array_equal(cycles, np.stack(sequence_cycles(top.plan, lengths)))
 
 
-def test_skip_fifos_hold_a_sequence_around_attention() -> None:
+def test_skip_fifos_hold_what_the_other_path_holds() -> None:
     top = SequenceTop(graph("window", blocks=2))
     depths = {(r, j): d for r, j, d in top.fifos}
     # around attention: the longest sequence (9 tokens of 8) and two tokens more
     assert depths[("blocks_0_add1", 0)] == (MAX_LEN + 2) * 8
-    assert depths[("blocks_1_add1", 0)] == (MAX_LEN + 2) * 8
+    # the last block's skip carries the CLS row alone: three rows
+    assert depths[("blocks_1_add1", 0)] == 3 * 8
     # around the feed-forward layers: its four blocks and two, of 16-element tokens
-    assert depths[("blocks_0_add2", 0)] == (4 + 2) * 16
+    assert depths[("blocks_0_add2", 0)] == depths[("blocks_1_add2", 0)] == (4 + 2) * 16
     assert len(depths) == 4
 
 

@@ -6,7 +6,9 @@ sequence: the token ids are the graph's input (`Graph.sequence`: the first axis 
 value is the sequence's tokens), an `Embed` node puts the CLS token in front and adds
 the quantized token and position rows, each encoder block is its attention
 (`cosyn.ir.kinds.attention`), residual sums (`Add`), integer LayerNorms and feed-forward
-layers, and a `Token` node reads the CLS token's row for the head. Every quantizer and
+layers, and a `Token` node reads the CLS token's row for the head: in the last block,
+right at its attention, which computes the CLS query's row alone (`queries=1`), since
+every layer after it works on each token alone. Every quantizer and
 QuantLinear lowers through the same `Builder` as a traced model's, so the graph equals
 the model bit for bit, at every length from 1 to max_len - 1 tokens.
 """
@@ -57,12 +59,11 @@ def lower_transformer(model: Transformer, example_input: object = None) -> Graph
     b.emit(Quantize(name="tokens", inputs=(), shape=(), dtype=int_type_for_range(0, model.vocab),
                     scale=one.numpy()), one)  # fmt: skip
     x = _embed(b, model, dim)
+    last = len(model.blocks) - 1
     for i, block in enumerate(model.blocks):
-        x = _block(b, block, x, dim, f"blocks.{i}")
-    src = b.node(x.node)
-    cls = Token(name=b.fresh("cls", Token.kind), inputs=(x.node,), shape=(dim,),
-                dtype=src.dtype, scale=src.scale)  # fmt: skip
-    x = b.emit(cls, x.scale)
+        x = _block(b, block, x, dim, f"blocks.{i}", cls=i == last)
+    if last < 0:
+        x = _cls(b, x, dim, "cls")
     g = b.finish(layer(b, model.head, x, (model.head.out_features,), "head"))
     g.pooled = True
     return g
@@ -85,10 +86,23 @@ def _embed(b: Builder, model: Transformer, dim: int) -> _Val:
     return b.emit(node, scale)
 
 
-def _block(b: Builder, block: EncoderBlock, x: _Val, dim: int, name: str) -> _Val:
-    """h = LN1(x + Attn(x)); LN2(h + FF2(act(FF1(h)))), as `EncoderBlock.forward`."""
+def _cls(b: Builder, x: _Val, dim: int, name: str) -> _Val:
+    """The CLS token's row of x."""
+    src = b.node(x.node)
+    cls = Token(name=b.fresh(name, Token.kind), inputs=(x.node,), shape=(dim,),
+                dtype=src.dtype, scale=src.scale)  # fmt: skip
+    return b.emit(cls, x.scale)
+
+
+def _block(b: Builder, block: EncoderBlock, x: _Val, dim: int, name: str, cls: bool) -> _Val:
+    """h = LN1(x + Attn(x)); LN2(h + FF2(act(FF1(h)))), as `EncoderBlock.forward`; of the
+    CLS token alone where `cls` (the last block: every layer after its attention works
+    on each token alone, so the CLS row of the output is that of the CLS row's
+    attention, over every key)."""
     token = (dim,)
-    a = attention(b, block.attn, x, token, f"{name}.attn")
+    a = attention(b, block.attn, x, token, f"{name}.attn", queries=1 if cls else 0)
+    if cls:
+        x = _cls(b, x, dim, f"{name}.cls")
     h = layernorm(b, block.ln1, b.sum2(x, a, token, f"{name}.add1"), token, f"{name}.ln1")
     wide = (block.ff1.out_features,)
     f = layer(b, block.ff1, h, wide, f"{name}.ff1")

@@ -2,7 +2,8 @@
 
 Ports: `n` (In, the sequence's length L: one transfer a sequence), `q`, `k`, `v` (In,
 element streams of L * dim integers each, token-major, as the graph's Q, K and V
-nodes give them) and `o` (Out, the node's L * dim integers in the same order). The
+nodes give them) and `o` (Out, the node's L * dim integers in the same order; of its
+first `queries` rows where the node sets them: the rows after are not computed). The
 three inputs are stored (a memory each, max_len * dim words); then, per query i and
 head h, the block computes what `Attention.eval` does, exactly:
   SCORE  s_c = q_i,h . k_key(c),h for each slot c (`AttentionTiming.slots`), a product
@@ -188,7 +189,10 @@ class AttentionBlock(wiring.Component):
             """After a row's SUM: the next head, the next query, or the next sequence."""
             with m.If(h == heads - 1):
                 m.d.sync += h.eq(0)
-                with m.If(i == length - 1):
+                last_query = i == length - 1
+                if a.queries:  # only the first queries' rows
+                    last_query |= i == a.queries - 1
+                with m.If(last_query):
                     m.d.sync += state.eq(_LEN)
                 with m.Else():
                     m.d.sync += [i.eq(i + 1), state.eq(row)]

@@ -34,7 +34,9 @@ class Attention(Node):
     """out[i, h] = sum over keys j of query i's pattern of p[h, i, j] * v[j, h], with
     p = softmax_ref(q_h . k_h over its keys): inputs q, k, v (L, heads * dh), output the
     same shape. `pattern`, `window`, `n_global`, `k` and `rank_bits` (of `act_bits` Q and
-    K) as SparseAttention's; `spec` the softmax's constants; at most `max_len` tokens."""
+    K) as SparseAttention's; `spec` the softmax's constants; at most `max_len` tokens.
+    `queries` > 0: only the first that many queries' rows (a classifier's last block,
+    whose CLS row alone reaches the head), over every key; 0: every query's."""
 
     heads: int = 1
     pattern: str = "dense"
@@ -45,6 +47,7 @@ class Attention(Node):
     rank_bits: int = 4
     max_len: int = 1
     spec: SoftmaxSpec | None = None
+    queries: int = 0
     kind: ClassVar[str] = "attention"
     multiplies: ClassVar[bool] = True
     sequence: ClassVar[bool] = True
@@ -56,9 +59,14 @@ class Attention(Node):
                 f"{self.name}: a sequence of {length} tokens; it takes 1 to {self.max_len}"
             )
         qh, kh, vh = (np.asarray(a, np.int64).reshape(length, self.heads, -1) for a in (q, k, v))
-        scores = np.einsum("lhd,mhd->hlm", qh, kh)
-        p = softmax_ref(scores, self.mask(qh, kh), self.spec)
-        return np.einsum("hlm,mhd->lhd", p, vh).reshape(length, -1)
+        rows = self.rows(length)
+        scores = np.einsum("lhd,mhd->hlm", qh[:rows], kh)
+        p = softmax_ref(scores, self.mask(qh, kh)[:, :rows], self.spec)
+        return np.einsum("hlm,mhd->lhd", p, vh).reshape(rows, -1)
+
+    def rows(self, length: int) -> int:
+        """Query rows out of a sequence of `length` tokens."""
+        return min(self.queries, length) if self.queries else length
 
     def mask(self, qh: np.ndarray, kh: np.ndarray) -> np.ndarray:
         """(heads or 1, L, L) bool: query i sees key j, for q and k of (L, heads, dh)."""
@@ -101,9 +109,12 @@ def layer(b: Builder, m: torch.nn.Module, v: _Val, n: object, name: str) -> _Val
     return b.layer(m, v, layer_bias(m, zero), n, name, f"{name} ({type(m).__name__})")
 
 
-def attention(b: Builder, m: SparseAttention, x: _Val, n: object, name: str) -> _Val:
+def attention(
+    b: Builder, m: SparseAttention, x: _Val, n: object, name: str, queries: int = 0
+) -> _Val:
     """`m` as its encoder uses it (`m.packed`: its own input quantizer skipped) on the
-    clean value `x`; `n` is the frontend's handle of a token's value (dim,)."""
+    clean value `x`; `n` is the frontend's handle of a token's value (dim,); `queries`
+    as `Attention`'s."""
     what = f"{name} (SparseAttention)"
     q, k, v = (layer(b, p, x, n, f"{name}.{a}") for a, p in
                (("q", m.q), ("k_proj", m.k_proj), ("v", m.v)))  # fmt: skip
@@ -121,7 +132,7 @@ def attention(b: Builder, m: SparseAttention, x: _Val, n: object, name: str) -> 
         b.in_ranges((q.node, k.node, v.node)), name=b.fresh(name, Attention.kind),
         inputs=(q.node, k.node, v.node), shape=(m.dim,), scale=scale.numpy(), heads=m.heads,
         pattern=m.pattern, window=m.window, n_global=m.n_global, k=m.k, act_bits=m.act_bits,
-        rank_bits=m.rank_bits, max_len=m.max_len, spec=spec,
+        rank_bits=m.rank_bits, max_len=m.max_len, spec=spec, queries=queries,
     )  # fmt: skip
     out = b.emit(node, scale)
     return layer(b, m.o, out, n, f"{name}.o")
