@@ -20,12 +20,10 @@ This is a model of the RTL (`perfmodel.sequence`), not the RTL: there, an attent
 block's rows stream through the chain behind it into the next attention block, which
 receives them as they come, and the chain's blocks hold a few tokens each. Against the
 RTL's cycles (`schedule_sequences(exact=True)`, every control stepped), on the first 40
-stdlib lengths through a 2-block design of 32 tokens at most (dim 8), the model is
-2.5% (dense, first come first served) to 28% (window, padded) short, and it
-underestimates padding's cost (padded over first come first served: 1.31 against the
-RTL's 1.48 for the window pattern, 1.49 against 1.63 for dense): its comparisons are
-on the safe side. It is fast (seconds for the whole stdlib stream); the exact cycles
-take tens of microseconds a cycle.
+stdlib lengths through a 2-block design of 32 tokens at most (dim 8), the model is 3%
+to 7% long, padded or not, window or dense (`benchmarks/attention.py`). It is fast
+(seconds for the whole stdlib stream); the exact cycles take tens of microseconds a
+cycle.
 
 Stage s of sequence i starts when stage s - 1 has passed it on and stage s has passed on
 sequence i - 1; it passes sequence i on when done and the buffer behind it is free
