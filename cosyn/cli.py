@@ -128,7 +128,7 @@ def _mismatch(n: int) -> str:
 
 def _sim_line(r: rtl_sim.SimResult, manifest: dict) -> tuple[str, bool]:
     """One line on a simulation (checks, timing against the manifest), and its success."""
-    if manifest.get("sequence"):  # no timing model of a whole sequence yet
+    if manifest.get("sequence"):  # cycles per sequence depend on its neighbours: no one latency
         line = (
             f"{r.vectors} sequences: {_mismatch(r.mismatches)}, {r.lost} lost, "
             f"{r.duplicated} duplicated; {r.cycles} cycles in all"
