@@ -879,12 +879,17 @@ def schedule(
     console.print(f"wrote {plot_timeline(runs, plot)}")
 
 
+def _require(folder: Path, *files: str) -> None:
+    """Refuse a folder that lacks one of the `files` `cosyn build` writes."""
+    for sub in files:
+        if not (folder / sub).is_file():
+            raise CosynError(f"{folder / sub}: not found; write the folder with `cosyn build`")
+
+
 def _built_design(folder: Path) -> rtl.Design:
     """The sequence design `cosyn build` wrote in `folder`, with the graph of the model it
     was built from (build.json)."""
-    for sub in ("build.json", "rtl/manifest.json"):
-        if not (folder / sub).is_file():
-            raise CosynError(f"{folder / sub}: not found; write the folder with `cosyn build`")
+    _require(folder, "build.json", "rtl/manifest.json")
     b = json.loads((folder / "build.json").read_text())
     manifest = json.loads((folder / "rtl/manifest.json").read_text())
     if not manifest.get("sequence"):
@@ -914,9 +919,7 @@ def sim_cmd(
     """Run the testbench in FOLDER/tb on FOLDER/rtl: every output checked against the golden
     model, with random back-pressure; prints vectors, mismatches, latency and interval."""
     _choice(simulator, SIMULATORS, "simulator")
-    for sub in ("rtl/top.v", "rtl/manifest.json", "tb/tb.json"):
-        if not (folder / sub).is_file():
-            raise CosynError(f"{folder / sub}: not found; write the folder with `cosyn build`")
+    _require(folder, "rtl/top.v", "rtl/manifest.json", "tb/tb.json")
     manifest = json.loads((folder / "rtl/manifest.json").read_text())
     r = rtl_sim.run_testbench(folder / "tb", folder / "rtl", simulator, vectors=vectors)
     line, ok = _sim_line(r, manifest)

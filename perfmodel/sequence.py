@@ -35,7 +35,13 @@ from typing import Any
 import numpy as np
 from cosyn.perfmodel.attention import AttentionTiming
 from cosyn.perfmodel.blocks import TIMINGS, FifoTiming, ForkTiming
-from cosyn.perfmodel.pipeline import Ctx, default_parallelism, folded, resolve_parallelism
+from cosyn.perfmodel.pipeline import (
+    Ctx,
+    _requested,
+    default_parallelism,
+    folded,
+    resolve_parallelism,
+)
 
 from cosyn.errors import UnsupportedLayerError
 from cosyn.ir.graph import Graph
@@ -231,7 +237,7 @@ class SequencePlan:
             )
         par = 1
         if folded(node):
-            req = parallelism.get(node.name) if isinstance(parallelism, dict) else parallelism
+            req = _requested(node, parallelism)
             par = resolve_parallelism(node, req, default_parallelism(node))[0]
         types = tuple(g[i].dtype for i in node.inputs)
         ctx = Ctx(types, tuple(g[i].shape for i in node.inputs), parallelism=par)
@@ -335,14 +341,11 @@ def sequence_cycles(
     for t in range(limit):
         valids = [m.valid() for m in models]
         src_valid = seq_in < n_seq and t >= arrivals[seq_in]
-        took = False
         for k in range(n - 1, -1, -1):  # consumers first: a ready depends on theirs
             ors[k] = [c == "sink" or (c is not None and rdy[c[0]][c[1]]) for c in cons[k]]
             ivs[k] = [src_valid if a is None else valids[a][b] for a, b in stages[k].inputs]
             rdy[k] = models[k].ready(ivs[k], ors[k])
-            took = took or any(a is None and v and r for (a, _), v, r
-                               in zip(stages[k].inputs, ivs[k], rdy[k], strict=True))  # fmt: skip
-        if took:
+        if src_valid and rdy[0][0]:  # the embedding (stage 0) takes the design's input
             if sent == bounds[seq_in]:
                 first[seq_in] = t
             sent += 1

@@ -250,7 +250,7 @@ def schedule_sequences(
         for b in range(0, len(ok), batch):
             ran[b : b + batch] = ok[b : b + batch].max()
     work = np.stack([c[ran] for c in cost]) if ok.size else useful
-    capacity = _max_tokens(stages) + 1
+    capacity = most + 1  # a buffer holds a longest sequence, the CLS included
     order, start, done, leave = _run(ran + 1, work, capacity,
                                      window if policy == "length-aware" else None)  # fmt: skip
     s = Schedule(policy, list(stages), ok, order, ran[order] + 1, capacity, start, done, leave,

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from cosyn.hw.rtl._add import Fork, SkipFifo
 from cosyn.hw.rtl._attention import AttentionBlock
 from cosyn.hw.rtl._base import COMPONENTS
 from cosyn.hw.rtl._embed import EmbedBlock, TokenBlock, input_type
-from cosyn.hw.rtl._top import tdata_width
+from cosyn.hw.rtl._top import _ident, _outputs, axis, tdata_width
 from cosyn.perfmodel.sequence import SeqStage, SequencePlan
 
 from cosyn.errors import UnsupportedLayerError
@@ -87,11 +87,6 @@ class SequenceTop(wiring.Component):
         for k, (s, block) in enumerate(zip(self.plan.stages, self.blocks, strict=True)):
             m.submodules[f"n{k}_{_ident(s.name)}"] = block
         embed = self.blocks[0]
-        m.d.comb += [
-            embed.i.payload.eq(self.s_axis_tdata[: self.in_type.bits]),
-            embed.i.valid.eq(self.s_axis_tvalid),
-            self.s_axis_tready.eq(embed.i.ready),
-        ]
         counts = [
             b for s, b in zip(self.plan.stages, self.blocks, strict=True) if s.kind == "count"
         ]
@@ -104,7 +99,7 @@ class SequenceTop(wiring.Component):
         for s, block in zip(self.plan.stages[1:], self.blocks[1:], strict=True):
             if s.kind == "count":
                 continue
-            for name, (a, j) in zip(_input_names(s, block), s.inputs, strict=True):
+            for name, (a, j) in zip(_input_names(s), s.inputs, strict=True):
                 src = self._output(a, j)
                 dst = getattr(block, name)
                 if s.kind in ("attention", "token") and name == "n":
@@ -112,35 +107,16 @@ class SequenceTop(wiring.Component):
                                  src.ready.eq(dst.ready)]  # fmt: skip
                 else:
                     wiring.connect(m, src, dst)
-        sink = self._output(*self.plan.sink)
-        m.d.comb += [
-            self.m_axis_tdata.eq(sink.payload),
-            self.m_axis_tvalid.eq(sink.valid),
-            sink.ready.eq(self.m_axis_tready),
-        ]
-        n = self.out_elements
-        count = Signal(range(max(n, 2)))
-        m.d.comb += self.m_axis_tlast.eq(count == n - 1)
-        with m.If(sink.valid & self.m_axis_tready):
-            m.d.sync += count.eq(0 if n == 1 else count + 1)
-            with m.If(count == n - 1):
-                m.d.sync += count.eq(0)
+        axis(m, self, embed.i, self._output(*self.plan.sink), self.out_elements)
         return m
 
     def _output(self, stage: int, port: int) -> Any:
-        block = self.blocks[stage]
-        if isinstance(block, Fork):
-            return (block.o0, block.o1)[port]
-        return block.o
+        return _outputs(self.blocks[stage])[port]
 
 
-def _input_names(s: SeqStage, block: wiring.Component) -> list[str]:
+def _input_names(s: SeqStage) -> list[str]:
     if s.kind == "attention":
         return ["n", "q", "k", "v"]
     if s.kind == "token":
         return ["n", "i"]
     return ["i"] if len(s.inputs) == 1 else ["a", "b"]
-
-
-def _ident(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name)

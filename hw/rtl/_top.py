@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -12,7 +14,7 @@ from cosyn.perfmodel.pipeline import Plan, Stage
 from cosyn.errors import UnsupportedLayerError
 from cosyn.ir.nodes import IntType
 
-__all__ = ["Top", "tdata_width"]
+__all__ = ["Top", "axis", "tdata_width"]
 
 
 def tdata_width(t: IntType) -> int:
@@ -65,16 +67,7 @@ class Top(wiring.Component):
             names = ["i"] if len(stage.inputs) == 1 else ["a", "b"]
             for name, s in zip(names, stage.inputs, strict=True):
                 wiring.connect(m, self._port(s), getattr(block, name))
-        src, sink = self.source, self._port(self.plan.sink)
-        m.d.comb += [
-            src.payload.eq(self.s_axis_tdata[: self.in_type.bits]),
-            src.valid.eq(self.s_axis_tvalid),
-            self.s_axis_tready.eq(src.ready),
-            self.m_axis_tdata.eq(sink.payload),
-            self.m_axis_tvalid.eq(sink.valid),
-            sink.ready.eq(self.m_axis_tready),
-        ]
-        self._last(m, sink)
+        axis(m, self, self.source, self._port(self.plan.sink), self.plan.sink.elements)
         return m
 
     def _port(self, s) -> wiring.PureInterface:
@@ -83,18 +76,28 @@ class Top(wiring.Component):
             return self.source
         return _outputs(self.blocks[s.stage])[s.port]
 
-    def _last(self, m: Module, sink) -> None:
-        """tlast: a count of output transfers, high on the sample's last element."""
-        n = self.plan.sink.elements
-        if n == 1:
-            m.d.comb += self.m_axis_tlast.eq(1)
-            return
-        count = Signal(range(n))
-        m.d.comb += self.m_axis_tlast.eq(count == n - 1)
-        with m.If(sink.valid & self.m_axis_tready):
-            m.d.sync += count.eq(count + 1)
-            with m.If(count == n - 1):
-                m.d.sync += count.eq(0)
+
+def axis(m: Module, top: Any, src: Any, sink: Any, elements: int) -> None:
+    """`top`'s AXI4-Stream ports (`Top`'s members) on the stream `src` takes the design's
+    input from and the stream `sink` gives its output on; m_axis_tlast from a count of
+    output transfers, high on the last of each sample's `elements`."""
+    m.d.comb += [
+        src.payload.eq(top.s_axis_tdata[: top.in_type.bits]),
+        src.valid.eq(top.s_axis_tvalid),
+        top.s_axis_tready.eq(src.ready),
+        top.m_axis_tdata.eq(sink.payload),
+        top.m_axis_tvalid.eq(sink.valid),
+        sink.ready.eq(top.m_axis_tready),
+    ]
+    if elements == 1:
+        m.d.comb += top.m_axis_tlast.eq(1)
+        return
+    count = Signal(range(elements))
+    m.d.comb += top.m_axis_tlast.eq(count == elements - 1)
+    with m.If(sink.valid & top.m_axis_tready):
+        m.d.sync += count.eq(count + 1)
+        with m.If(count == elements - 1):
+            m.d.sync += count.eq(0)
 
 
 def _check(stage: Stage) -> None:
