@@ -2,12 +2,12 @@
 
 For each model: `cosyn.scheduler.allocate` (the smallest interval that fits the device,
 each node balanced to it), beside uniform parallelism (every dense/conv2d node the same
-P, rounded up to a divisor of its outputs) at the smallest P whose multipliers are at
-least the allocation's. Busy is the multipliers' steady-state use: MACs per sample /
-(multipliers x interval). Intervals are exact (the pipeline's steady state, equal to RTL
-simulation); LUTs are estimates (`cosyn.perfmodel`). The models are untrained: random
-weights (a dense block skips a term only where its P weights are all zero,
-`perfmodel.blocks.sparse_terms`; a trained model's can differ there).
+P, a conv2d's rounded up to a divisor of its outputs) at the smallest P whose
+multipliers are at least the allocation's. Busy is the multipliers' steady-state use:
+MACs per sample / (multipliers x interval). Intervals are exact (the pipeline's steady
+state, equal to RTL simulation); LUTs are estimates (`cosyn.perfmodel`). The models are
+untrained: random weights (a dense block skips a term only where its P weights are all
+zero, `perfmodel.blocks.sparse_terms`; a trained model's can differ there).
 
 CNV (FINN's CNV-w2a2 from brevitas_examples) is allocated on xcu250: at any parallelism
 its weights, in LUT ROM banks as the RTL places them, need more LUTs than an ECP5-85F has.

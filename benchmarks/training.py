@@ -9,8 +9,8 @@ the gates are hardened within the budget, each layer's parallelism is allocated 
 the design is simulated on Icarus, whose cycles are the table's (equal to the
 estimate, or the point fails). The default budgets are the uniform designs' own
 latencies at P = 8, 4 and 2. The baseline is the same CNN trained with ReLU
-(`cosyn train --act relu`), built with one parallelism P for every layer (rounded up to
-a divisor of its outputs), P = 1 to 16, its cycles and LUTs the performance model's.
+(`cosyn train --act relu`), built with one parallelism P for every layer (a conv2d's
+rounded up to a divisor of its outputs), P = 1 to 16, its cycles and LUTs the performance model's.
 A design is dominated by another at least as accurate, at most as slow and at most as
 large (LUTs), and better in one of them.
 

@@ -43,7 +43,8 @@ class Masks:
     """Block masks on every QuantLinear of `model`, `density` of each layer's blocks kept.
 
     `block`: P, the outputs a block spans (an int for every layer, or a dict from the
-    layer's name in `model.named_modules()` to P; P divides the layer's outputs).
+    layer's name in `model.named_modules()` to P; where P does not divide the layer's
+    outputs, the last block spans the rest, as the dense block's last group of lanes).
     """
 
     LAYER = qnn.QuantLinear  # the layers masked
@@ -68,10 +69,10 @@ class Masks:
         self.p = {name: block.get(name, 1) if isinstance(block, dict) else block
                   for name in self.layers}  # fmt: skip
         for name, m in self.layers.items():
-            if m.out_features % self.p[name]:
+            if not 1 <= self.p[name] <= m.out_features:
                 raise ValueError(
-                    f"layer {name}: a block of {self.p[name]} outputs does not divide its "
-                    f"{m.out_features}; use its parallelism (a divisor)"
+                    f"layer {name}: a block of {self.p[name]} outputs does not fit its "
+                    f"{m.out_features}; use its parallelism"
                 )
         self.density, self.every, self.stop, self.drop, self.explore = (
             density, every, stop, drop, explore)  # fmt: skip
@@ -81,16 +82,19 @@ class Masks:
 
     def _blocks(self, name: str) -> tuple[int, int]:
         m = self.layers[name]
-        return m.out_features // self.p[name], m.in_features
+        return -(-m.out_features // self.p[name]), m.in_features
 
     def _weights(self, name: str, blocks: torch.Tensor) -> torch.Tensor:
-        """A (outputs / P, inputs) block flag as the layer's weights' shape."""
-        return blocks.reshape(self._blocks(name)).repeat_interleave(self.p[name], 0)
+        """A (blocks, inputs) flag as the layer's weights' shape."""
+        rows = blocks.reshape(self._blocks(name)).repeat_interleave(self.p[name], 0)
+        return rows[: self.layers[name].out_features]
 
     def _norms(self, name: str, w: torch.Tensor) -> torch.Tensor:
-        """|w| summed over each block: (outputs / P, inputs)."""
+        """|w| summed over each block: (blocks, inputs)."""
         g, n = self._blocks(name)
-        return w.detach().abs().reshape(g, self.p[name], n).sum(1)
+        w = w.detach().abs()
+        w = torch.cat([w, w.new_zeros(g * self.p[name] - len(w), n)])  # the last block's rest
+        return w.reshape(g, self.p[name], n).sum(1)
 
     def _keep(self, name: str) -> int:
         return max(1, round(self.density * self.mask[name].numel()))

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from cosyn.perfmodel.conv import ConvGeometry, ConvTiming
 from cosyn.perfmodel.mac import QUIET, STAGES, MacPipe, multiply_stages
+from cosyn.perfmodel.resources import lane_rows
 from cosyn.perfmodel.thresholds import block_levels, threshold_cols, threshold_stages
 
 __all__ = [
@@ -132,25 +133,33 @@ class DenseTiming(_Timing):
     outputs starts issuing its `terms[g]` terms, one input element per cycle (all n,
     or where the block skips zero weights, `kept[g]`: `sparse_terms`, those whose P
     weights are not all zero); each passes the `STAGES` stages of the pipeline, and a
-    group's P results leave one per cycle. Group g's first result leaves max(terms[g],
-    P) cycles after group g - 1's (its load waits for the output register, holding the
+    group's `sizes[g]` results leave one per cycle: P, but the last group's where P
+    does not divide the outputs (its lanes beyond them hold zero weights, and their
+    results are not loaded). Group g's first result leaves max(terms[g], sizes[g-1])
+    cycles after group g - 1's (its load waits for the output register, holding the
     pipeline).
     Latency n + terms[0] + STAGES at full rate; interval the larger of n (the input)
-    and the sum over groups of max(terms[g], P).
+    and the sum over groups of max(terms[g], sizes[g-1]) (group 0 after the last).
     """
 
     STAGES = STAGES
 
     def __init__(self, n: int, outputs: int, p: int, kept: list[np.ndarray] | None = None) -> None:
-        if outputs % p:
-            raise ValueError(f"Parallelism must divide {outputs}, not {p!r}")
-        self.n, self.p, self.groups = n, p, outputs // p
+        if not 1 <= p <= outputs:
+            raise ValueError(f"Parallelism must be 1 to {outputs}, not {p!r}")
+        self.n, self.p, self.groups = n, p, -(-outputs // p)
+        self.sizes = (p,) * (self.groups - 1) + (outputs - (self.groups - 1) * p,)
         self.kept = kept  # the terms each group issues (`sparse_terms`), None: every one
         self.terms = tuple(map(len, kept)) if kept is not None else (n,) * self.groups
         assert len(self.terms) == self.groups and all(1 <= t <= n for t in self.terms)
         self.latency = n + self.terms[0] + STAGES
-        self.interval = max(n, sum(max(t, p) for t in self.terms))
+        self.interval = max(n, int(self._steps().sum()))
         self.key = ("dense", n, outputs, p, STAGES, self.terms)
+
+    def _steps(self) -> np.ndarray:
+        """Cycles from group g - 1's first result to group g's (g = 0: from the last
+        group's, of the sample before)."""
+        return np.maximum(self.terms, np.roll(self.sizes, 1))
 
     @property
     def sparse(self) -> bool:
@@ -159,9 +168,10 @@ class DenseTiming(_Timing):
 
     def timing(self, arrivals: np.ndarray) -> np.ndarray:
         start = int(np.max(arrivals)) + 1  # the first issue, a cycle after the last write
-        steps = np.maximum(self.terms, self.p)
+        steps = self._steps()
         firsts = start + self.terms[0] + STAGES + np.cumsum(steps) - steps[0]
-        return (firsts[:, None] + np.arange(self.p)[None, :]).reshape(-1)
+        lanes = (firsts[:, None] + np.arange(self.p)[None, :]).reshape(-1)
+        return lanes[: sum(self.sizes)]  # the last group's first sizes[-1]
 
     def control(self) -> _DenseControl:
         return _DenseControl(self)
@@ -173,7 +183,7 @@ def sparse_terms(w: np.ndarray, p: int) -> list[np.ndarray] | None:
     all zero, or the first where all are (the group's bias still loads); None where
     that saves less than 1/`SPARSE_SAVING` of the terms (the term ROM it reads would
     cost more than the cycles are worth): the block then issues every term."""
-    w = np.asarray(w)
+    w = lane_rows(w, p)
     live = (w.reshape(-1, p, w.shape[1]) != 0).any(axis=1)  # (groups, terms)
     kept = [np.flatnonzero(r) if r.any() else np.zeros(1, np.int64) for r in live]
     if (w.size // p - sum(len(k) for k in kept)) * SPARSE_SAVING < w.size // p:
@@ -186,7 +196,7 @@ SPARSE_SAVING = 8
 
 def _dense_timing(node: Any, ctx: Any) -> DenseTiming:
     outputs, p = int(node.shape[0]), ctx.parallelism
-    kept = None if outputs % p else sparse_terms(node.weight[:, ctx.index()], p)
+    kept = sparse_terms(node.weight[:, ctx.index()], p)
     return DenseTiming(ctx.elements, outputs, p, kept)
 
 
@@ -195,7 +205,7 @@ class _DenseControl:
         self.n, self.p, self.groups, self.terms = t.n, t.p, t.groups, t.terms
         self.full = [False, False]
         self.wr_bank = self.wr_i = self.rd_bank = self.g = self.i = 0
-        self.mac = MacPipe(t.p)
+        self.mac = MacPipe(t.p, t.sizes[-1])
 
     def valid(self) -> list[bool]:
         return [self.mac.left != 0]
@@ -212,7 +222,7 @@ class _DenseControl:
     def step(self, takes: list[bool], oready: list[bool]) -> None:
         issue = self.full[self.rd_bank] and not self.mac.stall
         terms = self.terms[self.g]
-        self.mac.step(issue, self.i == terms - 1, oready[0])
+        self.mac.step(issue, self.i == terms - 1, oready[0], self.g == self.groups - 1)
         if takes[0]:
             self.wr_i += 1
             if self.wr_i == self.n:

@@ -12,10 +12,11 @@ term passes `STAGES` registered stages, each about one primitive deep:
   5. accumulate  P sums (the group's bias, read from its ROM meanwhile, starts a group).
 
 A group's last term, once accumulated (`done`), loads the P results into the output
-register, from which they leave one per cycle. The load needs at most one result
+register, from which they leave one per cycle (where P does not divide the outputs, the
+block's last group loads its `short` results only). The load needs at most one result
 still waiting there: if that one is not taken in the load's cycle, it moves to a head
-register in front and leaves first. So the decision to load reads registers only,
-never the consumer's ready; a `done` that cannot load holds every stage and the issue
+register in front and leaves first. So the decision to load reads registers only, never
+the consumer's ready; a `done` that cannot load holds every stage and the issue
 (`stall`). With the output always ready the register is free again P cycles after a
 load, so a group takes max(terms, P) cycles.
 
@@ -42,12 +43,13 @@ def multiply_stages(bits: int) -> int:
 
 
 class MacPipe:
-    """Valid and last flags per stage (bit j of `v` and `last`: stage j + 1), and the
-    results in the output register (`left`, the head included)."""
+    """Valid and last flags per stage (bit j of `v` and `last`: stage j + 1; `fin`: the
+    last term of the block's last group, whose results are `short`, where fewer than P),
+    and the results in the output register (`left`, the head included)."""
 
-    def __init__(self, p: int) -> None:
-        self.p = p
-        self.v = self.last = 0
+    def __init__(self, p: int, short: int | None = None) -> None:
+        self.p, self.short = p, p if short is None else short
+        self.v = self.last = self.fin = 0
         self.left = 0
 
     @property
@@ -60,20 +62,22 @@ class MacPipe:
         """A term is in flight or a result waits to leave."""
         return self.left != 0 or self.v != 0
 
-    def step(self, issue: bool, last: bool, oready: bool) -> None:
-        """One cycle: a term issued or not (and whether it is its group's last), the
-        output ready or not. The caller issues only when not `stall`."""
+    def step(self, issue: bool, last: bool, oready: bool, fin: bool = False) -> None:
+        """One cycle: a term issued or not (and whether it is its group's last, and the
+        block's last group's: `fin`), the output ready or not. The caller issues only
+        when not `stall`."""
         done = self.last & _END
         if done and self.left >= 2:  # stall: everything holds, the output may leave
             self.left -= bool(oready)
             return
         out = self.left != 0 and oready
         if done:
-            self.left += self.p - out
+            self.left += (self.short if self.fin & _END else self.p) - out
         elif out:
             self.left -= 1
         self.v = ((self.v << 1) | (1 if issue else 0)) & _ALL
         self.last = ((self.last << 1) | (1 if issue and last else 0)) & _ALL
+        self.fin = ((self.fin << 1) | (1 if issue and last and fin else 0)) & _ALL
 
     def quiet(self, oready: bool) -> int:
         """Cycles, the output ready or not throughout, in which no result loads and the
@@ -98,6 +102,7 @@ class MacPipe:
             s = min(n, STAGES)
             self.v = ((self.v << s) | (((1 << s) - 1) if issue else 0)) & _ALL
             self.last = (self.last << s) & _ALL
+            self.fin = (self.fin << s) & _ALL
 
 
 _ALL = (1 << STAGES) - 1

@@ -164,11 +164,19 @@ def _banked(prims: Primitives, depth: int, width: int, rom: bool) -> None:
     prims.reg_bits += banks * width if rom else 0  # a ROM bank's registered read
 
 
+def lane_rows(a: np.ndarray, p: int) -> np.ndarray:
+    """`a` (one row per output: weights or bias) with zero rows added up to a multiple
+    of P: the lanes of the last group beyond the outputs, where P does not divide them."""
+    a = np.asarray(a)
+    extra = -len(a) % p
+    return np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)]) if extra else a
+
+
 def weight_rows(w: np.ndarray, p: int) -> np.ndarray:
     """The weight ROM's rows, (groups * terms, P), from the weights (outputs, terms) with
     the terms in issue order: row g * terms + t holds term t of outputs g*P .. g*P + P-1,
-    one per lane (`hw/rtl/_rom.weight_roms` stores them)."""
-    w = np.asarray(w)
+    one per lane, zero beyond the outputs (`hw/rtl/_rom.weight_roms` stores them)."""
+    w = lane_rows(w, p)
     return w.reshape(-1, p, w.shape[1]).transpose(0, 2, 1).reshape(-1, p)
 
 

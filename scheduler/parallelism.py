@@ -1,8 +1,9 @@
 """Parallelism per node under a device budget: FINN's folding, chosen instead of written by hand.
 
-A dense or conv2d node gets P multipliers (`perfmodel.pipeline.resolve_parallelism`: P
-divides its outputs); its block then needs about MACs / P cycles per sample, and the
-pipeline's interval is at least its slowest block's. `allocate` balances the blocks:
+A dense or conv2d node gets P multipliers (`perfmodel.pipeline.resolve_parallelism`: any
+P for dense, a divisor of the outputs for conv2d); its block then needs about MACs / P
+cycles per sample, and the pipeline's interval is at least its slowest block's.
+`allocate` balances the blocks:
 
 - for an interval T, each node takes the smallest P whose block's interval (its timing,
   `perfmodel.blocks`, the one definition the RTL is built from) is at most T, so no
@@ -214,7 +215,7 @@ class _Search:
         self.stages = {s.name: s for s in base.stages if s.node is not None and folded(s.node)}
         rest = [s for s in base.stages if s.name not in self.stages]
         self.fixed = sum((cost(primitives(s), dev, self.co) for s in rest), Resources())
-        self.options = {name: _divisors(s) for name, s in self.stages.items()}
+        self.options = {name: _choices(s) for name, s in self.stages.items()}
         self._block = cache(self._block_uncached)
         self._estimates: dict[tuple, Estimate] = {}
         slow = [(s.timing.interval, s.name) for s in rest]
@@ -318,7 +319,7 @@ class _Search:
             return fast
         return self._allocation(c, e)
 
-    def _cheapest(self, latency: int, c: dict[str, int], e: Estimate, tries: int = 256):
+    def _cheapest(self, latency: int, c: dict[str, int], e: Estimate, tries: int = 512):
         """The choice of the fewest blocks' resources whose completion is at most `latency`,
         among those cheaper than `c` (which meets it, estimated `e`): best-first over each
         node's parallelisms in order of their resources, so the first that meets it is the
@@ -414,18 +415,22 @@ def _work(node) -> int:
 def _performed(node, p: int) -> int:
     """Multiply-accumulates per sample the node's block performs at parallelism p."""
     kept = sparse_terms(node.weight, p) if node.kind == "dense" else None
-    return int(node.macs) if kept is None else sum(len(k) for k in kept) * p
+    if kept is None:
+        return int(node.macs)
+    outputs = int(node.shape[0])  # the last group's lanes beyond them hold no weights
+    return sum(len(k) * min(p, outputs - g * p) for g, k in enumerate(kept))
 
 
-def _divisors(s: Stage) -> list[int]:
+def _choices(s: Stage) -> list[int]:
     """The parallelisms node `s.node` may take, ascending: those `resolve_parallelism`
-    keeps as they are, up to the first it refuses."""
-    ps = []
-    for p in range(1, int(s.node.shape[0]) + 1):
+    keeps as they are, up to the first it refuses, less those that need as many groups
+    of lanes as one lane fewer (more multipliers, the same cycles)."""
+    outs, ps = int(s.node.shape[0]), []
+    for p in range(1, outs + 1):
         try:
             q, _ = resolve_parallelism(s.node, p, p)
         except CosynError:
             break
-        if q == p:
+        if q == p and p == -(-outs // -(-outs // p)):
             ps.append(p)
     return ps

@@ -32,8 +32,8 @@ def _arrivals(data, n: int) -> np.ndarray:
     return np.cumsum(gaps).astype(np.int64) - gaps[0]
 
 
-def _check(timing, n_in: int, n_out: int, data) -> None:
-    """One sample with gaps: timing() and transfers() equal the control's; several at
+def _check(timing, n_in: int, n_out: int, data, samples: int = SAMPLES) -> None:
+    """One sample with gaps: timing() and transfers() equal the control's; `samples` at
     full rate: latency and the steady-state interval equal the control's."""
     arr = [_arrivals(data, n_in) for _ in range(timing.inputs)]
     taken, outs = drive(timing, arr, n_out)
@@ -42,8 +42,8 @@ def _check(timing, n_in: int, n_out: int, data) -> None:
         assert np.array_equal(o, want)
     for t, w in zip(taken, timing.transfers(*arr), strict=True):
         assert np.array_equal(t, w)
-    full = [np.zeros(SAMPLES * n_in, np.int64)] * timing.inputs
-    taken, outs = drive(timing, full, SAMPLES * n_out)
+    full = [np.zeros(samples * n_in, np.int64)] * timing.inputs
+    taken, outs = drive(timing, full, samples * n_out)
     firsts = outs[0][::n_out]
     assert firsts[0] - taken[0][0] == timing.latency
     assert np.diff(firsts)[-1] == timing.interval
@@ -52,13 +52,17 @@ def _check(timing, n_in: int, n_out: int, data) -> None:
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 9), st.integers(1, 12), st.data())
 def test_dense_closed_forms_equal_its_control(n, outputs, data) -> None:
-    p = data.draw(st.sampled_from([d for d in range(1, outputs + 1) if outputs % d == 0]))
+    p = data.draw(st.integers(1, outputs))  # P need not divide the outputs
     t = DenseTiming(n, outputs, p)
-    assert t.interval == -(-outputs // p) * max(n, p)
+    groups, short = -(-outputs // p), outputs - (-(-outputs // p) - 1) * p
+    assert t.interval == max(n, (groups - 1) * max(n, p) + max(n, short))
     _check(t, n, outputs, data)
-    terms = data.draw(st.lists(st.integers(1, n), min_size=outputs // p, max_size=outputs // p))
+    terms = data.draw(st.lists(st.integers(1, n), min_size=groups, max_size=groups))
     kept = [np.arange(t) for t in terms]  # zero weights skipped: the count is what times
-    _check(DenseTiming(n, outputs, p, kept), n, outputs, data)
+    # groups of fewer terms than results stall on the output register, and the stalls
+    # shift against the input's pace for a few samples (up to 14 where n < 10) before
+    # they settle to the interval
+    _check(DenseTiming(n, outputs, p, kept), n, outputs, data, samples=32)
 
 
 @settings(max_examples=30, deadline=None)

@@ -64,8 +64,9 @@ def test_dense_interval_near_ideal(trained_mlp) -> None:
     g, _ = trained_mlp
     for p in (1, 2, 4, 8):
         for s in Top(plan(g, p)).plan.stages:
-            if s.node.kind == "dense":
-                ideal = -(-s.node.macs // s.parallelism)
+            if s.node.kind == "dense":  # groups of P outputs, the last maybe partly empty
+                n, outputs = s.node.macs // int(s.node.shape[0]), int(s.node.shape[0])
+                ideal = n * -(-outputs // s.parallelism)
                 assert s.timing.interval <= 1.05 * ideal, (s.node.name, p)
 
 
@@ -88,8 +89,7 @@ def test_files_manifest_and_determinism(trained_mlp, tmp_path) -> None:
         "elements": 64,
     }
     d1 = next(n for n in man["nodes"] if n["name"] == "dense_1")
-    assert (d1["parallelism"], d1["requested_parallelism"]) == (4, 3)
-    assert "rounded up to 4" in d1["note"]
+    assert (d1["parallelism"], d1["requested_parallelism"], d1["note"]) == (3, 3, "")
 
 
 @pytest.mark.parametrize("p", [0, -2, 65, 2.5])

@@ -16,7 +16,7 @@ from cosyn.errors import CosynError
 from cosyn.ir.intervals import as_range
 from cosyn.ir.kinds.gelu import Gelu
 from cosyn.ir.kinds.layernorm import LayerNorm
-from cosyn.ir.nodes import Dense, IntType, Poly, Shift, Threshold, int_type_for_range
+from cosyn.ir.nodes import Conv2d, Dense, IntType, Poly, Shift, Threshold, int_type_for_range
 
 ONE = np.ones(1, np.float32)
 
@@ -77,6 +77,8 @@ def _dense(rng, n: int, o: int, wbits: int = 4) -> Dense:
         (6, 1, 1, IntType(8, False)),
         (40, 4, 2, IntType(8, False)),  # the input buffer in two banks
         (70, 3, 3, IntType(6, True)),  # three banks, the last part full
+        (6, 10, 3, IntType(8, False)),  # P does not divide O: a last group of one
+        (2, 7, 4, IntType(6, True)),  # ... of three, fewer terms than lanes
     ],
 )
 def test_dense_exact_and_timed(n, o, p, t) -> None:
@@ -88,7 +90,9 @@ def test_dense_exact_and_timed(n, o, p, t) -> None:
     assert np.array_equal(y, node.eval(x))
     assert outs[0, 0] - ins[0, 0] == block.cycles.latency
     assert np.array_equal(outs[0], block.cycles.timing(ins[0]))
-    assert np.diff(outs[:, 0])[-1] == block.cycles.interval == -(-o // p) * max(n, p)
+    groups, short = -(-o // p), o - (-(-o // p) - 1) * p
+    steps = (groups - 1) * max(n, p) + max(n, short)
+    assert np.diff(outs[:, 0])[-1] == block.cycles.interval == max(n, steps)
 
 
 @pytest.mark.parametrize(
@@ -100,6 +104,7 @@ def test_dense_exact_and_timed(n, o, p, t) -> None:
         (5, 6, 6, 0.6),  # one group
         (16, 8, 4, 0.97),  # groups of fewer terms than lanes: the load waits
         (3, 2, 1, 1.0),  # no weight at all
+        (16, 7, 3, 0.9),  # P does not divide O: the last group of one
     ],
 )
 def test_dense_skips_zero_weights_exact_and_timed(n, o, p, zero) -> None:
@@ -117,8 +122,13 @@ def test_dense_skips_zero_weights_exact_and_timed(n, o, p, zero) -> None:
     assert outs[0, 0] - ins[0, 0] == block.cycles.latency
     assert np.array_equal(outs[0], block.cycles.timing(ins[0]))
     assert np.diff(outs[:, 0])[-1] == block.cycles.interval
-    live = (node.weight.reshape(o // p, p, n) != 0).any(axis=1).sum(axis=1)  # terms a group
-    assert block.cycles.interval == max(n, sum(max(int(k), 1, p) for k in live))
+    groups = -(-o // p)
+    w = np.zeros((groups * p, n), node.weight.dtype)
+    w[:o] = node.weight
+    live = (w.reshape(groups, p, n) != 0).any(axis=1).sum(axis=1)  # terms a group
+    sizes = [min(p, o - g * p) for g in range(groups)]
+    steps = [max(int(live[g]), 1, sizes[g - 1]) for g in range(groups)]
+    assert block.cycles.interval == max(n, sum(steps))
     y, *_ = _run(node, ctx, x, gaps=0.3, stalls=0.5, seed=3)
     assert np.array_equal(y, node.eval(x))
 
@@ -144,11 +154,12 @@ def test_dense_gaps_follow_timing_and_back_pressure_loses_nothing() -> None:
     rng = np.random.default_rng(7)
     node, t = _dense(rng, 9, 6), IntType(8, False)
     x = _edges(t, (9,), rng, n=5)
-    ctx = Ctx((t,), ((9,),), parallelism=3)
-    y, block, ins, outs = _run(node, ctx, x[:1], gaps=0.5, seed=1)
-    assert np.array_equal(outs[0], block.cycles.timing(ins[0]))
-    y, *_ = _run(node, ctx, x, gaps=0.3, stalls=0.6, seed=2)
-    assert np.array_equal(y, node.eval(x))
+    for p in (3, 4):  # 4 does not divide the 6 outputs
+        ctx = Ctx((t,), ((9,),), parallelism=p)
+        y, block, ins, outs = _run(node, ctx, x[:1], gaps=0.5, seed=1)
+        assert np.array_equal(outs[0], block.cycles.timing(ins[0]))
+        y, *_ = _run(node, ctx, x, gaps=0.3, stalls=0.6, seed=2)
+        assert np.array_equal(y, node.eval(x))
 
 
 def test_dense_reads_a_flattened_stream_in_stream_order() -> None:
@@ -367,9 +378,12 @@ def test_gelu_every_input_exact_and_timed(bits, scale, lo) -> None:
     assert np.array_equal(outs, ins + block.cycles.depth)
 
 
-def test_parallelism_rounds_up_with_a_note_and_rejects_the_impossible() -> None:
+def test_parallelism_is_kept_or_rounded_up_with_a_note_and_the_impossible_refused() -> None:
     node = _dense(np.random.default_rng(0), 4, 12)
-    assert resolve_parallelism(node, 5, 12) == (
+    assert resolve_parallelism(node, 5, 12) == (5, "")  # dense: a last group of 2 lanes
+    conv = Conv2d("d", ("x",), (12, 3, 3), node.dtype, ONE, weight=np.ones((12, 1, 3, 3)),
+                  bias=np.zeros(12), stride=(1, 1), padding=(1, 1))  # fmt: skip
+    assert resolve_parallelism(conv, 5, 12) == (
         6,
         "parallelism 5 does not divide 12 outputs; rounded up to 6",
     )

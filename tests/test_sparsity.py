@@ -48,8 +48,8 @@ def test_prune_keeps_the_largest_blocks_and_they_stay_zero() -> None:
     assert masks.sparsity() >= 0.75
     masks.prune()  # kept counts from the last prune: the steps before it are not kept's
     assert all(torch.equal(masks.kept[n], masks.mask[n].float()) for n in masks.layers)
-    with pytest.raises(ValueError, match="layer 5: a block of 4 outputs"):
-        Masks(model, 0.5, 4)
+    with pytest.raises(ValueError, match="layer 5: a block of 11 outputs"):
+        Masks(model, 0.5, 11)
     with pytest.raises(ValueError, match="layer dense_1: no QuantLinear"):
         Masks(model, 0.5, {"dense_1": 4})
 

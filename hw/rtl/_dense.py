@@ -10,7 +10,7 @@ from cosyn.hw.rtl._buffer import Buffer
 from cosyn.hw.rtl._mac import MacLanes
 from cosyn.hw.rtl._rom import memory_attrs, weight_roms
 from cosyn.perfmodel.blocks import TIMINGS
-from cosyn.perfmodel.resources import issued_rows, term_words, weight_rows
+from cosyn.perfmodel.resources import issued_rows, lane_rows, term_words, weight_rows
 
 from cosyn.ir.nodes import Dense
 
@@ -23,15 +23,15 @@ class DenseBlock(wiring.Component):
     Members: `i` (In, element stream of the input type), `o` (Out, element stream of
     `node.dtype`, outputs in index order).
 
-    The N inputs of a sample are written to one of two buffers while the other is
-    read: the next sample streams in while this one computes. The O outputs are
-    computed P at a time (P = `ctx.parallelism`, which divides O): group g issues one
-    term per cycle, input element i and the weights of outputs g*P .. g*P+P-1 (one
-    ROM row), so a group takes N cycles. The terms pass the multiply-accumulate
-    pipeline (`MacLanes`: read, register, multiply, accumulate), and a group's P
-    results leave one per cycle from its output register while the next group
-    computes. Weight columns are stored in stream order (`ctx.index()`), so a flatten
-    in front costs nothing.
+    The N inputs of a sample are written to one of two buffers while the other is read: the
+    next sample streams in while this one computes. The O outputs are computed P at a
+    time (P = `ctx.parallelism`): group g issues one term per cycle, input element i and
+    the weights of outputs g*P .. g*P+P-1 (one ROM row), so a group takes N cycles.
+    Where P does not divide O, the last group's lanes beyond O hold zero weights and
+    their results are not loaded. The terms pass the multiply-accumulate pipeline
+    (`MacLanes`: read, register, multiply, accumulate), and a group's P results leave
+    one per cycle from its output register while the next group computes. Weight columns
+    are stored in stream order (`ctx.index()`), so a flatten in front costs nothing.
 
     Where enough weights are zero (`perfmodel.blocks.sparse_terms`), group g issues only
     the terms whose P weights are not all zero: the weight ROM holds their rows alone,
@@ -53,7 +53,8 @@ class DenseBlock(wiring.Component):
         rows = weight_rows(self.node.weight[:, self.ctx.index()], self.p)  # stream order
         if kept is not None:  # the issued terms' rows alone
             rows = issued_rows(rows, kept, self.n)
-        return weight_roms(m, rows, self.node.bias.reshape(self.groups, self.p), addr, en)
+        bias = lane_rows(self.node.bias, self.p).reshape(self.groups, self.p)
+        return weight_roms(m, rows, bias, addr, en)
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -61,7 +62,7 @@ class DenseBlock(wiring.Component):
         buf = Buffer(m, "buf", element_shape(self.ctx.in_type), 2 * n)
         full = Array(Signal(name=f"full{k}") for k in range(2))
         self._writer(m, buf, full)
-        mac = MacLanes(self.p, element_shape(self.node.dtype), self.o)
+        mac = MacLanes(self.p, element_shape(self.node.dtype), self.o, self.cycles.sizes[-1])
 
         # the issue stage: a term of group g, while the pipeline does not stall
         rd_bank, g = Signal(), Signal(range(max(self.groups, 2)))
@@ -72,7 +73,7 @@ class DenseBlock(wiring.Component):
         else:
             raddr, widx, first, last = self._terms(m, full, rd_bank, g, issue, kept)
         br, ws, bs, block = self._roms(m, widx, mac.runs[0], kept)
-        mac.control(m, issue, first, last, g)
+        mac.control(m, issue, first, last, g, g == self.groups - 1)
         mac.datapath(m, buf.read(m, raddr, ~mac.stall), ws, br, bs, block)
         return m
 

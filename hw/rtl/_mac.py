@@ -21,8 +21,10 @@ class MacLanes:
     """P lanes: acc_j = bias_j + sum over a group's terms of w_j * x, then out.
 
     Build with the issue stage's conditions (`issue`, `first`, `last`: values of the
-    cycle a term is issued), its group index `group` (a Signal), the output stream `o`
-    and the accumulator shape; then `datapath(m, x, ws, bias_port, bs)` with the term's
+    cycle a term is issued), its group index `group` (a Signal) and whether it is the
+    block's last (`final`, where that group's results are `short`, fewer than P: only
+    its first `short` results are loaded), the output stream `o` and the accumulator
+    shape; then `datapath(m, x, ws, bias_port, bs)` with the term's
     element `x` and P weights `ws` as the read ports return them (stage 1) and the
     bias ROM's read port and fields (addressed here, read at stage 3).
 
@@ -33,8 +35,9 @@ class MacLanes:
     enables every register of the lanes.
     """
 
-    def __init__(self, p: int, acc_shape, o) -> None:
+    def __init__(self, p: int, acc_shape, o, short: int | None = None) -> None:
         self.p, self.acc_shape, self.o = p, acc_shape, o
+        self.short = p if short is None else short
         self.stall = Signal()
         # the lanes' copies, kept apart from stall (and from each other) by synthesis: a
         # register holding run, and its two factors in registers of their own
@@ -44,12 +47,13 @@ class MacLanes:
         self.v = [Signal(name=f"v{k + 1}") for k in range(STAGES)]
         self.first = [Signal(name=f"first{k + 1}") for k in range(STAGES - 1)]
         self.last = [Signal(name=f"last{k + 1}") for k in range(STAGES)]
+        self.fin = [Signal(name=f"fin{k + 1}") for k in range(STAGES)] if self.short < p else None
 
-    def control(self, m: Module, issue, first, last, group: Signal) -> None:
-        """The flags of each stage (first and last only with a term), and the group
+    def control(self, m: Module, issue, first, last, group: Signal, final=0) -> None:
+        """The flags of each stage (first, last and fin only with a term), and the group
         index (for the bias read) to stage 3."""
         run = ~self.stall
-        v, fst, lst = self.v, self.first, self.last
+        v, fst, lst, fin = self.v, self.first, self.last, self.fin
         gs = [Signal.like(group, name=f"group{k + 1}") for k in range(3)]
         self.group3 = gs[-1]
         with m.If(run):
@@ -58,6 +62,9 @@ class MacLanes:
             m.d.sync += [lst[k].eq(lst[k - 1]) for k in range(1, STAGES)]
             m.d.sync += [fst[k].eq(fst[k - 1]) for k in range(1, STAGES - 1)]
             m.d.sync += [gs[0].eq(group), gs[1].eq(gs[0]), gs[2].eq(gs[1])]
+            if fin is not None:
+                m.d.sync += fin[0].eq(issue & last & final)
+                m.d.sync += [fin[k].eq(fin[k - 1]) for k in range(1, STAGES)]
 
     def datapath(
         self, m: Module, x: Value, ws: list[Value], bias_port, bs: list[Value], block: bool
@@ -122,9 +129,16 @@ class MacLanes:
                 m.d.sync += q[1].eq(incoming)
         cnt_next = cnt - take + fill
         m.d.sync += cnt.eq(cnt_next)
+        # a load of the final group's results (`lfin`, decided with `fill`) leaves
+        # short - 1 of them in outs, another load P - 1
+        lfin, loaded = None, p > 1
+        if self.fin is not None:
+            lfin = Signal(name="load_fin")
+            m.d.sync += lfin.eq(Mux(self.stall, self.fin[-1], self.fin[-2]))
+            loaded = Mux(lfin, self.short > 1, p > 1)
         # two or more wait next cycle: the queue's and those still in outs
         rest = Mux(shift, ov[1] if p > 2 else 0, ov[0] if p > 1 else 0)
-        two_next = Mux(load, (p > 1) | (cnt_next == 2), (cnt_next == 2) | ((cnt_next == 1) & rest))
+        two_next = Mux(load, loaded | (cnt_next == 2), (cnt_next == 2) | ((cnt_next == 1) & rest))
         done_next = Mux(self.stall, self.last[-1], self.last[-2])
         stall_next = done_next & two_next
         load_next = done_next & ~two_next
@@ -132,21 +146,22 @@ class MacLanes:
         if len(self.runs) > 1:
             m.d.sync += [self._done.eq(done_next), self._two.eq(two_next)]
         if p > 1:
-            ov0_next = Mux(load, 1, Mux(shift, ov[1] if p > 2 else 0, ov[0]))
+            ov0_next = Mux(load, loaded, Mux(shift, ov[1] if p > 2 else 0, ov[0]))
             shift_next = ov0_next & (cnt_next != 2) & ~load_next
             # pick differs from load_next only where nothing comes in; written so that
             # synthesis does not merge it with `_outs`' load registers
             m.d.sync += [fill.eq(load_next | shift_next), pick.eq(done_next & ~shift_next)]
-            self._outs(m, accs, outs, ov, load_next, shift_next)
+            self._outs(m, accs, outs, ov, load_next, shift_next, lfin)
         else:
             m.d.sync += fill.eq(load_next)
 
-    def _outs(self, m: Module, accs, outs, ov, load_next, shift_next) -> None:
+    def _outs(self, m: Module, accs, outs, ov, load_next, shift_next, lfin) -> None:
         """The shift register behind the queue: load (the group's results but the first)
         or shift, each decided a cycle ahead into registers of its own, in `copies`
         (an odd copy holds the complement, so synthesis keeps them apart), each copy
         steering its share of the lanes: no logic between those registers and the
-        lanes' multiplexers."""
+        lanes' multiplexers. A load of the final group's results (`lfin`) marks those
+        beyond `short` invalid."""
         p = self.p
         k = copies(p - 1)
         lds = [Signal(name=f"load{c}", init=c % 2) for c in range(k)]
@@ -157,7 +172,7 @@ class MacLanes:
             c = j * k // (p - 1)
             load, shift = lds[c] ^ (c % 2), shs[c] ^ (c % 2)
             with m.If(load):
-                m.d.sync += [outs[j].eq(accs[j + 1]), ov[j].eq(1)]
+                m.d.sync += [outs[j].eq(accs[j + 1]), ov[j].eq(~lfin if j + 1 >= self.short else 1)]
             with m.Elif(shift):  # the last keeps its (now invalid) result
                 if j < p - 2:
                     m.d.sync += outs[j].eq(outs[j + 1])
