@@ -48,10 +48,11 @@ class ConvGeometry:
     def of(cls, node: Conv2d, in_shape: tuple[int, ...], p: int) -> ConvGeometry:
         o, cg, kh, kw = node.weight.shape
         c, per = cg * node.groups, o // node.groups  # P lanes share one group's input
-        if in_shape[0] != c or per % p:
+        if in_shape[0] != c or not 1 <= p <= per or (node.groups > 1 and per % p):
             raise ValueError(
                 f"{node.name}: input {tuple(in_shape)} or parallelism {p!r} does not fit "
-                f"weight {node.weight.shape} of {node.groups} groups (P must divide {per})"
+                f"weight {node.weight.shape} of {node.groups} groups (P must divide {per} "
+                "where there are several)"
             )
         geo = cls(c, in_shape[1], in_shape[2], o, kh, kw, *node.stride, *node.padding,
                   node.shape[1], node.shape[2], p, node.groups)  # fmt: skip
@@ -61,8 +62,14 @@ class ConvGeometry:
 
     @cached_property
     def groups(self) -> int:
-        """Groups of P output channels per pixel."""
-        return self.o // self.p
+        """Groups of P output channels per pixel (the last partly empty where P does not
+        divide O: only without conv groups)."""
+        return -(-self.o // self.p)
+
+    @cached_property
+    def short(self) -> int:
+        """Output channels of the last group."""
+        return self.o - (self.groups - 1) * self.p
 
     @cached_property
     def cin(self) -> int:
@@ -214,8 +221,8 @@ class ConvSchedule:
 class ConvTiming:
     """`Conv2dBlock`'s timing (see `perfmodel.blocks`), from `ConvSchedule`.
 
-    When the multipliers are the bottleneck the interval is OH*OW*(O/P)*KH*KW*C/G, plus a
-    few cycles per sample where a window waits for its last input row.
+    When the multipliers are the bottleneck the interval is OH*OW*ceil(O/P)*KH*KW*C/G,
+    plus a few cycles per sample where a window waits for its last input row.
     """
 
     inputs, outputs = 1, 1

@@ -69,7 +69,7 @@ class State:
         self.wy = self.wcol = self.wcount = self.fw = 0  # writer
         self.fc = self.oy = self.ox = self.gi = self.term = 0  # compute
         self.y_top, self.x_left = -g.ph, -g.pw
-        self.mac = MacPipe(g.p)  # the pipeline behind the issue, the output register
+        self.mac = MacPipe(g.p, g.short)  # the pipeline behind the issue, the output register
         self._pixel()
         self._row()
         self._a: tuple | None = None  # (pipeline, cycle, ox, oy, fc, outputs before)
@@ -82,7 +82,7 @@ class State:
         cycle and counts."""
         mac = self.mac
         return (self.fw ^ self.fc, self.wy, self.wcol, self.wcount, self.oy, self.ox,
-                self.gi, self.term, mac.v, mac.last, mac.left)  # fmt: skip
+                self.gi, self.term, mac.v, mac.last, mac.fin, mac.left)  # fmt: skip
 
     def cycle(self) -> None:
         k = self.k
@@ -102,12 +102,12 @@ class State:
         valid = left != 0
         stuck = not (take or go or valid or mac.v)
         if go and not term and not self.gi:
-            self._a = ((mac.v, mac.last, left), t, self.ox, self.oy, self.fc, self.n_out)
+            self._a = ((mac.v, mac.last, mac.fin, left), t, self.ox, self.oy, self.fc, self.n_out)
         if valid and ready:
             if self.n_out < self.out_max:
                 self.out.append(t)
             self.n_out += 1
-        mac.step(go, term == self.g.terms - 1, ready)
+        mac.step(go, term == self.g.terms - 1, ready, self.gi == self.g.groups - 1)
         if (mac.left != 0) != valid:
             self._vsince = t + 1
         if take:
@@ -223,7 +223,14 @@ class State:
             self._oready, self._since = True, t
         go = self._go() and not (mac.last & _END and mac.left >= 2)
         if go and not self.term and not self.gi:
-            self._a = ((mac.v, mac.last, mac.left), t, self.ox, self.oy, self.fc, self.n_out)
+            self._a = (
+                (mac.v, mac.last, mac.fin, mac.left),
+                t,
+                self.ox,
+                self.oy,
+                self.fc,
+                self.n_out,
+            )
         if mac.left:
             m = min(n, self.out_max - self.n_out)
             if m > 0:
@@ -241,6 +248,7 @@ class State:
             self.term += n
             if self.term == self.g.terms:  # the group's last issued in the last cycle
                 mac.last |= 1
+                mac.fin |= self.gi == self.g.groups - 1
                 self.term -= 1
                 self._advance()
         self.t = t + n
@@ -284,7 +292,14 @@ class State:
         take = offered and self._rdy
         go = self._go() and not (mac.last & _END and mac.left >= 2)
         if go and not self.term and not self.gi:
-            self._a = ((mac.v, mac.last, mac.left), t, self.ox, self.oy, self.fc, self.n_out)
+            self._a = (
+                (mac.v, mac.last, mac.fin, mac.left),
+                t,
+                self.ox,
+                self.oy,
+                self.fc,
+                self.n_out,
+            )
         if mac.left and ready:
             m = min(n, self.out_max - self.n_out)
             if m > 0:
@@ -303,6 +318,7 @@ class State:
             self.term += n
             if self.term == self.g.terms:  # the group's last issued in the last cycle
                 mac.last |= 1
+                mac.fin |= self.gi == self.g.groups - 1
                 self.term -= 1
                 self._advance()
         self.t = t + n
@@ -330,7 +346,7 @@ class State:
         if a is None or self.term or self.gi or a[2] != self.ox - 1 or a[3] != self.oy:
             return None
         mac, t0 = self.mac, a[1]
-        if a[4] != self.fc or a[0] != (mac.v, mac.last, mac.left) or self._took >= t0:
+        if a[4] != self.fc or a[0] != (mac.v, mac.last, mac.fin, mac.left) or self._took >= t0:
             return None
         if ready != self._oready or self._since > t0 or (steady and self._vsince > t0):
             return None

@@ -68,19 +68,20 @@ def default_parallelism(node: Node) -> int:
 
 
 # kinds whose block takes any parallelism: where P does not divide the outputs, the last
-# group of P lanes is partly empty (`blocks.DenseTiming`); the others' P divides them
-RAGGED = frozenset({"dense"})
+# group of P lanes is partly empty (`blocks.DenseTiming`, `conv.ConvGeometry`); the
+# others' P, and a grouped conv's, divides them
+RAGGED = frozenset({"dense", "conv2d"})
 
 
 def resolve_parallelism(node: Node, requested: int | None, default: int) -> tuple[int, str]:
     """The parallelism a dense/conv node gets, and a note where it differs from the request.
 
     A kind in `RAGGED` takes any value from 1 to the node's output count `node.shape[0]`
-    (features or output channels). For the others, valid values divide it; another value
-    is rounded up to the next divisor. 0, a negative value, or more than the outputs is
-    a CosynError naming the node. A grouped conv's lanes share one group's input: a
-    request up to its outputs is lowered to their count per group, then rounded up to a
-    divisor of it.
+    (features or output channels), but a grouped conv. For the others, valid values
+    divide it; another value is rounded up to the next divisor. 0, a negative value, or
+    more than the outputs is a CosynError naming the node. A grouped conv's lanes share
+    one group's input: a request up to its outputs is lowered to their count per group,
+    then rounded up to a divisor of it.
     """
     outs, per = int(node.shape[0]), node.lane_outputs
     p = default if requested is None else requested
@@ -89,7 +90,7 @@ def resolve_parallelism(node: Node, requested: int | None, default: int) -> tupl
             f"{node.name}: parallelism must be an integer from 1 to {outs} (its outputs), "
             f"not {p!r}; pass a value in that range"
         )
-    if node.kind in RAGGED:
+    if node.kind in RAGGED and per == outs:
         return int(p), ""
     q = next(d for d in range(min(int(p), per), per + 1) if per % d == 0)
     if q == p:

@@ -119,6 +119,8 @@ CASES = [
     (3, 5, 5, 6, 3, 1, 0, 3, I4),
     (2, 6, 5, 4, (3, 2), (1, 2), (1, 0), 2, I4),
     (3, 4, 2, 4, 2, (3, 1), 2, 2, I4),  # windows wholly in the padding, stride > kernel
+    (2, 6, 6, 7, 3, 1, 1, 3, U8),  # P does not divide O: a last group of one
+    (3, 5, 4, 5, 1, 1, 0, 4, I4),  # ... of one, fewer terms than lanes
 ]
 
 
@@ -144,7 +146,9 @@ def test_conv_exact_and_timed(case) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[7]], ids=["s2p1", "s2p0", "rect"])
+@pytest.mark.parametrize(
+    "case", [CASES[1], CASES[3], CASES[7], CASES[9]], ids=["s2p1", "s2p0", "rect", "ragged"]
+)
 def test_conv_gaps_and_backpressure(case) -> None:
     """Random input gaps: values and every cycle as modelled; with random back-pressure
     as well: nothing lost, duplicated or reordered."""
@@ -164,7 +168,9 @@ def test_conv_gaps_and_backpressure(case) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[4]], ids=["cnn1", "k1", "p1"])
+@pytest.mark.parametrize(
+    "case", [CASES[0], CASES[2], CASES[4], CASES[10]], ids=["cnn1", "k1", "p1", "ragged"]
+)
 def test_conv_latency_interval_measured(case) -> None:
     """Full rate, four samples: first input to first output is `latency`, the samples'
     first outputs are `interval` apart, and `timing()` gives one sample's outputs."""
@@ -229,14 +235,13 @@ def test_conv_unsigned_weights_and_biases(par) -> None:
 
 def test_conv_parallelism_rules() -> None:
     node = conv_node(2, 4, 4, 6, 3, 1, 1, U8)
-    assert resolve_parallelism(node, 4, 1) == (6, resolve_parallelism(node, 4, 1)[1])
-    assert "rounded up to 6" in resolve_parallelism(node, 4, 1)[1]
+    assert resolve_parallelism(node, 4, 1) == (4, "")  # a last group of 2 lanes
     assert resolve_parallelism(node, 3, 1) == (3, "")
     for bad in (0, -1, 7):
         with pytest.raises(CosynError, match="conv_t"):
             resolve_parallelism(node, bad, 1)
     with pytest.raises(ValueError, match="divide"):
-        ConvGeometry.of(node, (2, 4, 4), 4)
+        ConvGeometry.of(node, (2, 4, 4), 7)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The conv2d block: a line buffer, a sliding window, P multiply-accumulates per cycle.
 
 Built by `COMPONENTS["conv2d"](node, ctx)` with `ctx.in_type`, `ctx.in_shape` (C, H,
-W), `ctx.order == "hwc"` and `ctx.parallelism` (a divisor of the output channels).
+W), `ctx.order == "hwc"` and `ctx.parallelism` (P; with conv groups, a divisor of a group's
+output channels).
 Its timing is `perfmodel.conv` (`ConvTiming`, from `conv_state.State`, the cycle model of this
 control): the block back-pressures its input while the line buffer holds rows still
 to be read, so the timing takes the cycles inputs are *offered* and says when they
@@ -10,7 +11,6 @@ are taken.
 
 from __future__ import annotations
 
-import numpy as np
 from amaranth.hdl import C, Module, Mux, Signal
 from amaranth.lib import wiring
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, ports
@@ -19,7 +19,7 @@ from cosyn.hw.rtl._mac import MacLanes
 from cosyn.hw.rtl._rom import weight_roms
 from cosyn.hw.rtl._window import Window, step
 from cosyn.perfmodel.blocks import TIMINGS
-from cosyn.perfmodel.resources import weight_rows
+from cosyn.perfmodel.resources import lane_rows, weight_rows
 
 from cosyn.ir.nodes import Conv2d
 
@@ -38,15 +38,16 @@ class Conv2dBlock(wiring.Component):
     (a dual-port memory; rows rotate through the R slots): the KH rows a window
     reads plus SH rows that stream in while the current output row computes, so
     the multipliers rarely wait for a row.
-    For each output pixel, once the input up to its window's last element has
-    arrived, the window is read one element per cycle (zero outside the image) and
-    broadcast to P lanes that take P output channels' weights from one ROM row: a
-    group of P channels (of one conv group) takes KH*KW*C/G cycles, the O/P groups of
-    a pixel follow each other. The terms pass the multiply-accumulate pipeline (`MacLanes`), and a
-    group's P results leave one per cycle from its output register while the next
-    group computes. The input stalls when its row would overwrite one the current
-    output row still reads. Rows below the last window are taken and dropped (H' rows
-    are kept).
+    For each output pixel, once the input up to its window's last element has arrived,
+    the window is read one element per cycle (zero outside the image) and broadcast to P
+    lanes that take P output channels' weights from one ROM row: a group of P channels
+    (of one conv group) takes KH*KW*C/G cycles, the ceil(O/P) groups of a pixel follow
+    each other (where P does not divide O, the last group's lanes beyond O hold zero
+    weights and their results are not loaded). The terms pass the multiply-accumulate
+    pipeline (`MacLanes`), and a group's results leave one per cycle from its output
+    register while the next group computes. The input stalls when its row would
+    overwrite one the current output row still reads. Rows below the last window are
+    taken and dropped (H' rows are kept).
 
     Timing: `cycles` (`perfmodel.conv.ConvTiming`), the model of this control.
     """
@@ -61,7 +62,7 @@ class Conv2dBlock(wiring.Component):
         g = self.geo
         w = self.node.weight.transpose(0, 2, 3, 1)  # (O, KH, KW, C/G): window order
         rows = weight_rows(w.reshape(len(w), -1), g.p)
-        bias = np.asarray(self.node.bias).reshape(g.groups, g.p)
+        bias = lane_rows(self.node.bias, g.p).reshape(g.groups, g.p)
         return weight_roms(m, rows, bias, addr, en)
 
     def _writer(self, m: Module, s: Window, ahead) -> Signal:
@@ -90,7 +91,7 @@ class Conv2dBlock(wiring.Component):
         s = Window(g)
         ahead = s.fw ^ s.fc  # the writer is in the next frame: all of this one is in
         wcount = self._writer(m, s, ahead)
-        mac = MacLanes(g.p, element_shape(self.node.dtype), self.o)
+        mac = MacLanes(g.p, element_shape(self.node.dtype), self.o, g.short)
         br, ws, bs, block = self._roms(m, s.widx, mac.runs[0])
         pad1 = self._issue(m, s, ahead, wcount, mac)
         data = self._lbuf.read(m, s.laddr, ~mac.stall)  # outside the image: any word
@@ -105,7 +106,7 @@ class Conv2dBlock(wiring.Component):
         run = ~mac.stall
         avail = ahead | (~s.lastpix & (wcount > s.need))
         go = (~s.start | avail) & run
-        mac.control(m, go, s.first, s.last, s.gi)
+        mac.control(m, go, s.first, s.last, s.gi, s.gi == self.geo.groups - 1)
         with m.If(go):
             s.advance(m)
         pad = s.pad()
