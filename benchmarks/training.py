@@ -12,7 +12,10 @@ latencies at P = 8, 4 and 2. The baseline is the same CNN trained with ReLU
 (`cosyn train --act relu`), built with one parallelism P for every layer (a conv2d's
 rounded up to a divisor of its outputs), P = 1 to 16, its cycles and LUTs the performance model's.
 A design is dominated by another at least as accurate, at most as slow and at most as
-large (LUTs), and better in one of them.
+large (LUTs), and better in one of them. With `--seeds 0,1,2` every seed trains the
+baseline and every budget, a table per seed, and a last one compares the designs
+averaged over the seeds (mean accuracy and LUTs, the slowest seed's cycles); `--front`
+stops there.
 
 Part 2, the sweep's wall time on one local Ray worker and on two: two budgets, a few
 epochs, trained afresh each time. Part 3, the cost term's share of a training step:
@@ -27,6 +30,7 @@ each gate's probability of the polynomial at the end, its hardened choice, the h
 model's test accuracy, and its secure bytes and rounds; `--curve` runs only this part.
 
     .venv/bin/python benchmarks/training.py [--epochs 30] [--budgets 27us,54us] [--keep]
+        [--seeds 0,1,2] [--front]
     .venv/bin/python benchmarks/training.py --curve [--curve-epochs 30] [--points 0:0,1:10000]
 
 Each training takes 1-2 min on one core (the checkpoints and reports stay in
@@ -36,6 +40,7 @@ out/bench/training/; --keep reuses them).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -81,12 +86,14 @@ def _uniform(g: cosyn.ir.Graph, p: int) -> dict[str, int]:
     return {n.name: resolve_parallelism(n, min(p, int(n.shape[0])), 1)[0] for n in g if folded(n)}
 
 
-def _baseline(epochs: int, keep: bool) -> tuple[list[Point], float | None]:
-    """The all-ReLU MLP trained once, at each uniform parallelism: points (budget: the
-    design's name), and the training's wall seconds (None: kept)."""
-    took = _train([MODEL, "--act", "relu", "--epochs", str(epochs)], OUT / "relu", keep)
+def _baseline(epochs: int, keep: bool, seed: int) -> tuple[list[Point], float | None]:
+    """The all-ReLU CNN trained with `seed`, at each uniform parallelism: points (budget:
+    the design's name), and the training's wall seconds (None: kept)."""
+    out = OUT / f"relu-s{seed}"
+    args = [MODEL, "--act", "relu", "--epochs", str(epochs), "--seed", str(seed)]
+    took = _train(args, out, keep)
     net = zoo.cnn(act="relu")
-    net.load_state_dict(torch.load(OUT / "relu" / "model.pt", weights_only=True))
+    net.load_state_dict(torch.load(out / "model.pt", weights_only=True))
     d = digits(image=True)
     acc = cosyn.models.accuracy(net, d.x_test, d.y_test)
     g = cosyn.lower(net.eval(), d.x_test[:1])
@@ -94,20 +101,45 @@ def _baseline(epochs: int, keep: bool) -> tuple[list[Point], float | None]:
     for p in UNIFORM:
         par = _uniform(g, p)
         e = estimate(g, "ecp5-85f", par)
-        points.append(Point(f"uniform P={p}", 0, acc, e.completion, e.interval, float(e.lut),
+        points.append(Point(f"uniform P={p}", seed, acc, e.completion, e.interval, float(e.lut),
                             sum(par.values()), {"1": "relu", "2": "relu"}))  # fmt: skip
     return points, took
 
 
-def _front_table(points: list[Point], base: list[Point], epochs: int, took: str) -> Table:
-    t = Table(title=f"digits CNN on ECP5-85F, {epochs} epochs")
+def _mean(points: list[Point]) -> Point:
+    """One design over seeds: mean accuracy and LUTs, the slowest seed's cycles (seed -1)."""
+    n = len(points)
+    return dataclasses.replace(
+        points[0],
+        seed=-1,
+        accuracy=sum(p.accuracy for p in points) / n,
+        completion=max(p.completion for p in points),
+        interval=max(p.interval for p in points),
+        lut=sum(p.lut for p in points) / n,
+        multipliers=max(p.multipliers for p in points),
+    )
+
+
+def _means(points: list[Point], base: list[Point]) -> tuple[list[Point], list[Point]]:
+    """The budgets' points and the baseline's designs, each averaged over its seeds."""
+    by: dict[tuple[bool, str], list[Point]] = {}
+    for p in [*points, *base]:
+        by.setdefault((p in base, p.budget), []).append(p)
+    means = {k: _mean(v) for k, v in by.items()}
+    return [m for (b, _), m in means.items() if not b], [m for (b, _), m in means.items() if b]
+
+
+def _front_table(points: list[Point], base: list[Point], title: str, took: str) -> Table:
+    t = Table(title=title)
     left = ("design", "activations", "dominated by", "dominates")
     for c in ("design", "activations", "accuracy %", "whole answer", "interval",
               "multipliers", "LUT", "dominated by", "dominates"):  # fmt: skip
         t.add_column(c, justify="left" if c in left else "right")
 
     def name(p: Point) -> str:
-        return p.budget if p in base else f"budget {p.budget}, seed {p.seed}"
+        if p in base:
+            return p.budget
+        return f"budget {p.budget}" + (f", seed {p.seed}" if p.seed >= 0 else "")
 
     rows = [*sorted(points, key=lambda p: p.completion), *base]
     for p in rows:
@@ -249,7 +281,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--budgets", help="default: the uniform designs' latencies at P=8, 4, 2")
     ap.add_argument("--lut-weight", type=float, default=1.0)
-    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--seeds", default="0", help="comma-separated; the baseline too")
+    ap.add_argument("--front", action="store_true", help="only the front (part 1)")
     ap.add_argument("--wall-epochs", type=int, default=5)
     ap.add_argument("--keep", action="store_true", help="reuse the models trained before")
     ap.add_argument("--curve", action="store_true", help="only the gate's mixed-choice curve")
@@ -263,20 +296,34 @@ def main() -> None:
     if args.curve:
         console.print(_curve(curve, args.curve_epochs))
         return
-    base, took = _baseline(args.epochs, args.keep)
-    by_p = {p.budget: p for p in base}
+    seeds = [int(x) for x in args.seeds.split(",")]
+    base, took = [], 0.0
+    for seed in seeds:
+        points, t = _baseline(args.epochs, args.keep, seed)
+        base, took = base + points, took + (t or 0.0)
+    by_p = {p.budget: p for p in base if p.seed == seeds[0]}
     budgets = (args.budgets.split(",") if args.budgets else
                [f"{by_p[f'uniform P={p}'].completion}cycles" for p in (8, 4, 2)])  # fmt: skip
     out = OUT / "sweep"
     if not args.keep:
         shutil.rmtree(out, ignore_errors=True)
-    s = sweep(MODEL, budgets, out, seeds=[int(x) for x in args.seeds.split(",")],
-              epochs=args.epochs, workers=2, lut_weight=args.lut_weight)  # fmt: skip
+    s = sweep(MODEL, budgets, out, seeds=seeds, epochs=args.epochs, workers=2,
+              lut_weight=args.lut_weight)  # fmt: skip
     for k, tail in s.failed.items():
         console.print(f"{k} failed:\n{tail}")
     relu = f"{took:.0f} s" if took else "kept"
-    note = f"Training: the sweep {s.wall_s:.0f} s on two Ray workers, the ReLU model {relu}."
-    console.print(_front_table(s.points, base, args.epochs, note))
+    note = f"Training: the sweep {s.wall_s:.0f} s on two Ray workers, the ReLU models {relu}."
+    title = f"digits CNN on ECP5-85F, {args.epochs} epochs"
+    for seed in seeds:
+        mine = [p for p in s.points if p.seed == seed]
+        console.print(_front_table(mine, [p for p in base if p.seed == seed],
+                                   f"{title}, seed {seed}", note))  # fmt: skip
+    if len(seeds) > 1:
+        points, designs = _means(s.points, base)
+        mean = "accuracy and LUTs: means; cycles: the slowest seed's"
+        console.print(_front_table(points, designs, f"{title}, mean of seeds {args.seeds}", mean))
+    if args.front:
+        return
     console.print(_wall(budgets[-2:], args.wall_epochs))
     console.print(_overhead())
     console.print(_curve(curve, args.curve_epochs))
