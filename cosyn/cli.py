@@ -325,8 +325,8 @@ def train(
     density: Annotated[
         float | None,
         typer.Option(
-            help="keep this fraction of each QuantLinear's weight blocks (P outputs by one "
-            "input, P its parallelism in the design): the dense block skips the rest"
+            help="keep this fraction of each QuantLinear's and QuantConv2d's weight blocks (P "
+            "outputs by one input, P its parallelism in the design): the blocks skip the rest"
         ),
     ] = None,
     sparse: Annotated[
@@ -528,18 +528,18 @@ def _relu_graph(net: nn.Module, x0: torch.Tensor) -> Graph:
 
 def _masks(net: nn.Module, x0: torch.Tensor, density: float, method: str, epochs: int,
            n_train: int, alloc) -> Masks:  # fmt: skip
-    """Block masks for `cosyn train --density`: each QuantLinear's blocks span its node's
+    """Block masks for `cosyn train --density`: each masked layer's blocks span its node's
     parallelism (the allocation's for a budget, else the default design's); drop and
     grow (`method`) from the pruning, a third into training, to three quarters."""
     par = alloc.parallelism if alloc is not None else {
         s.name: s.parallelism for s in perfmodel.plan(lower(net.eval(), x0)).stages}  # fmt: skip
     block = {}
-    for name, m in net.named_modules():
-        if isinstance(m, Masks.LAYER):
-            node = node_name(name, "dense")
-            if node not in par:
-                raise CosynError(f"layer {name}: no dense node {node} in the graph to mask for")
-            block[name] = par[node]
+    for name, m in Masks.masked(net).items():
+        kind = "conv2d" if isinstance(m, nn.Conv2d) else "dense"
+        node = node_name(name, kind)
+        if node not in par:
+            raise CosynError(f"layer {name}: no {kind} node {node} in the graph to mask for")
+        block[name] = par[node]
     steps = epochs * -(-n_train // 64)
     return Masks(net, density, block, stop=steps * 3 // 4, **SPARSE[method])
 

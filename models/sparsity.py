@@ -1,10 +1,13 @@
-"""Hardware-aware weight sparsity: masks on the QuantLinear layers, set by magnitude
-pruning and moved during training by dynamic sparse training (drop and grow).
+"""Hardware-aware weight sparsity: masks on the QuantLinear and QuantConv2d layers, set
+by magnitude pruning and moved during training by dynamic sparse training (drop and
+grow).
 
-The RTL dense block skips a term when all P weights of its group are zero
-(`perfmodel.blocks.sparse_terms`: P outputs share each issued input element), so a
-layer is masked in blocks of P outputs by one input, P its parallelism in the design
-it will be built as (`block`; 1 masks single weights). A zero weight stays zero through
+The RTL dense and conv2d blocks skip a term when all P weights of its group are zero
+(`perfmodel.blocks.sparse_terms`: P outputs share each issued input element, or window
+element), so a layer is masked in blocks of P outputs by one input (a convolution's:
+one (channel, ky, kx) of the window), P its parallelism in the design it will be built
+as (`block`; 1 masks single weights). Grouped convolutions are not masked: their block
+issues every term. A zero weight stays zero through
 Brevitas' weight quantizer (symmetric, no zero point), so the integer graph, the golden
 model and the hardware see exactly the masked weights, and the performance model's
 cycles follow the blocks kept.
@@ -17,8 +20,7 @@ as many of the others, chosen by the gradient's L1 norm over the block (RigL: Ev
 al., ICML 2020) plus an exploration bonus for blocks seldom kept, c * sqrt(ln t / (1 +
 n)), n the updates a block has been kept for (the upper-confidence acquisition of
 DST-EE: Huang et al., AAAI 2023; c = 0 is RigL). The drop fraction decays by a cosine
-to zero at `stop`, as in RigL. Convolutions are not masked: the conv2d block does not
-skip terms yet.
+to zero at `stop`, as in RigL.
 """
 
 from __future__ import annotations
@@ -40,14 +42,15 @@ METHODS = {
 
 
 class Masks:
-    """Block masks on every QuantLinear of `model`, `density` of each layer's blocks kept.
+    """Block masks on every QuantLinear and QuantConv2d (without groups) of `model`,
+    `density` of each layer's blocks kept.
 
     `block`: P, the outputs a block spans (an int for every layer, or a dict from the
     layer's name in `model.named_modules()` to P; where P does not divide the layer's
     outputs, the last block spans the rest, as the dense block's last group of lanes).
     """
 
-    LAYER = qnn.QuantLinear  # the layers masked
+    LAYER = (qnn.QuantLinear, qnn.QuantConv2d)  # the layers masked
 
     def __init__(
         self,
@@ -61,18 +64,16 @@ class Masks:
     ) -> None:
         if not 0 < density <= 1:
             raise ValueError(f"density must be in (0, 1], not {density}")
-        self.layers: dict[str, qnn.QuantLinear] = {
-            name: m for name, m in model.named_modules() if isinstance(m, self.LAYER)
-        }
+        self.layers = self.masked(model)
         if isinstance(block, dict) and (unknown := sorted(set(block) - set(self.layers))):
-            raise ValueError(f"layer {unknown[0]}: no QuantLinear of that name to mask")
+            raise ValueError(f"layer {unknown[0]}: no QuantLinear or QuantConv2d of that name")
         self.p = {name: block.get(name, 1) if isinstance(block, dict) else block
                   for name in self.layers}  # fmt: skip
         for name, m in self.layers.items():
-            if not 1 <= self.p[name] <= m.out_features:
+            if not 1 <= self.p[name] <= len(m.weight):
                 raise ValueError(
                     f"layer {name}: a block of {self.p[name]} outputs does not fit its "
-                    f"{m.out_features}; use its parallelism"
+                    f"{len(m.weight)}; use its parallelism"
                 )
         self.density, self.every, self.stop, self.drop, self.explore = (
             density, every, stop, drop, explore)  # fmt: skip
@@ -80,19 +81,29 @@ class Masks:
         self.kept = {name: torch.zeros(self._blocks(name)) for name in self.layers}
         self.t = 0
 
+    @classmethod
+    def masked(cls, model: nn.Module) -> dict[str, nn.Module]:
+        """The layers masked, by name: QuantLinear, and QuantConv2d without conv groups."""
+        return {
+            name: m
+            for name, m in model.named_modules()
+            if isinstance(m, cls.LAYER) and getattr(m, "groups", 1) == 1
+        }
+
     def _blocks(self, name: str) -> tuple[int, int]:
-        m = self.layers[name]
-        return -(-m.out_features // self.p[name]), m.in_features
+        w = self.layers[name].weight
+        return -(-len(w) // self.p[name]), w[0].numel()
 
     def _weights(self, name: str, blocks: torch.Tensor) -> torch.Tensor:
         """A (blocks, inputs) flag as the layer's weights' shape."""
         rows = blocks.reshape(self._blocks(name)).repeat_interleave(self.p[name], 0)
-        return rows[: self.layers[name].out_features]
+        w = self.layers[name].weight
+        return rows[: len(w)].reshape(w.shape)
 
     def _norms(self, name: str, w: torch.Tensor) -> torch.Tensor:
         """|w| summed over each block: (blocks, inputs)."""
         g, n = self._blocks(name)
-        w = w.detach().abs()
+        w = w.detach().abs().reshape(len(w), n)
         w = torch.cat([w, w.new_zeros(g * self.p[name] - len(w), n)])  # the last block's rest
         return w.reshape(g, self.p[name], n).sum(1)
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from cosyn.perfmodel.conv import ConvGeometry, ConvTiming
 from cosyn.perfmodel.mac import QUIET, STAGES, MacPipe, multiply_stages
-from cosyn.perfmodel.resources import lane_rows
+from cosyn.perfmodel.resources import lane_rows, window_weights
 from cosyn.perfmodel.thresholds import block_levels, threshold_cols, threshold_stages
 
 __all__ = [
@@ -178,11 +178,12 @@ class DenseTiming(_Timing):
 
 
 def sparse_terms(w: np.ndarray, p: int) -> list[np.ndarray] | None:
-    """The terms `DenseBlock` issues where it skips zero weights: per group of P outputs
-    (rows of `w`, (outputs, terms) in issue order), the terms whose P weights are not
-    all zero, or the first where all are (the group's bias still loads); None where
-    that saves less than 1/`SPARSE_SAVING` of the terms (the term ROM it reads would
-    cost more than the cycles are worth): the block then issues every term."""
+    """The terms a dense or conv2d block issues where it skips zero weights
+    (`DenseBlock`, `Conv2dBlock` without conv groups): per group of P outputs (rows of
+    `w`, (outputs, terms) in issue order), the terms whose P weights are not all zero,
+    or the first where all are (the group's bias still loads); None where that saves
+    less than 1/`SPARSE_SAVING` of the terms (the term ROM it reads would cost more than
+    the cycles are worth): the block then issues every term."""
     w = lane_rows(w, p)
     live = (w.reshape(-1, p, w.shape[1]) != 0).any(axis=1)  # (groups, terms)
     kept = [np.flatnonzero(r) if r.any() else np.zeros(1, np.int64) for r in live]
@@ -192,6 +193,14 @@ def sparse_terms(w: np.ndarray, p: int) -> list[np.ndarray] | None:
 
 
 SPARSE_SAVING = 8
+
+
+def _conv_timing(node: Any, ctx: Any) -> ConvTiming:
+    """Without conv groups, the block skips zero weights as dense does (`sparse_terms`)."""
+    p = ctx.parallelism
+    kept = sparse_terms(window_weights(node), p) if node.groups == 1 else None
+    counts = None if kept is None else tuple(map(len, kept))
+    return ConvTiming(ConvGeometry.of(node, ctx.in_shape, p, counts), kept)
 
 
 def _dense_timing(node: Any, ctx: Any) -> DenseTiming:
@@ -442,7 +451,7 @@ def _threshold(node: Any, ctx: Any) -> ElementwiseTiming:
 # node kind -> timing(node, ctx): the one place a kind's timing is chosen
 TIMINGS: dict[str, Callable[[Any, Any], Any]] = {
     "dense": _dense_timing,
-    "conv2d": lambda node, ctx: ConvTiming(ConvGeometry.of(node, ctx.in_shape, ctx.parallelism)),
+    "conv2d": _conv_timing,
     "shift": lambda node, ctx: ElementwiseTiming(SHIFT_STAGES, ctx.elements),
     "threshold": _threshold,
     "poly": lambda node, ctx: ElementwiseTiming(

@@ -43,9 +43,12 @@ class ConvGeometry:
     ow: int
     p: int
     cgroups: int = 1
+    counts: tuple[int, ...] | None = None  # the terms each group issues, None: all
 
     @classmethod
-    def of(cls, node: Conv2d, in_shape: tuple[int, ...], p: int) -> ConvGeometry:
+    def of(
+        cls, node: Conv2d, in_shape: tuple[int, ...], p: int, counts: tuple[int, ...] | None = None
+    ) -> ConvGeometry:
         o, cg, kh, kw = node.weight.shape
         c, per = cg * node.groups, o // node.groups  # P lanes share one group's input
         if in_shape[0] != c or not 1 <= p <= per or (node.groups > 1 and per % p):
@@ -55,7 +58,7 @@ class ConvGeometry:
                 "where there are several)"
             )
         geo = cls(c, in_shape[1], in_shape[2], o, kh, kw, *node.stride, *node.padding,
-                  node.shape[1], node.shape[2], p, node.groups)  # fmt: skip
+                  node.shape[1], node.shape[2], p, node.groups, counts)  # fmt: skip
         if geo.y_end < 0:
             raise ValueError(f"{node.name}: every window lies in the padding")
         return geo
@@ -80,6 +83,12 @@ class ConvGeometry:
     def terms(self) -> int:
         """Multiply-accumulates per output channel: one window of its group's channels."""
         return self.kh * self.kw * self.cin
+
+    @cached_property
+    def issued(self) -> tuple[int, ...]:
+        """The terms each group of P output channels issues: all `terms`, or where the
+        block skips zero weights (`counts`), those whose P weights are not all zero."""
+        return self.counts if self.counts is not None else (self.terms,) * self.groups
 
     def channel_base(self, gi: int) -> int:
         """The first input channel that group gi of P output channels reads."""
@@ -221,14 +230,17 @@ class ConvSchedule:
 class ConvTiming:
     """`Conv2dBlock`'s timing (see `perfmodel.blocks`), from `ConvSchedule`.
 
-    When the multipliers are the bottleneck the interval is OH*OW*ceil(O/P)*KH*KW*C/G,
-    plus a few cycles per sample where a window waits for its last input row.
+    When the multipliers are the bottleneck the interval is OH*OW*ceil(O/P)*KH*KW*C/G
+    (where the block skips zero weights, OH*OW times the terms the groups issue), plus a
+    few cycles per sample where a window waits for its last input row. `kept`: the
+    window terms each group issues (`blocks.sparse_terms`, window order), None: all.
     """
 
     inputs, outputs = 1, 1
 
-    def __init__(self, geo: ConvGeometry) -> None:
-        self.geo = geo
+    def __init__(self, geo: ConvGeometry, kept: list[np.ndarray] | None = None) -> None:
+        assert (kept is None) == (geo.counts is None)
+        self.geo, self.kept = geo, kept
         self.schedule = ConvSchedule(geo)
         self.latency, self.interval = _full_rate(geo)[:2]
         self.key = ("conv2d", geo)

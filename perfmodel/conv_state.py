@@ -53,7 +53,8 @@ class Control:
 
 class State:
     """The block's registers, and one clock cycle of its control (mirrors the RTL). The
-    window term (ky, kx, c) is kept as one index `term` = (ky * KW + kx) * C + c; `need`
+    window term (ky, kx, c) is kept as one index `term` = (ky * KW + kx) * C + c (where the
+    block skips zero weights, the index among the `nt` terms group gi issues); `need`
     and `last_px` follow from the pixel (oy, ox). What `_period` reads of the past (the
     last anchor `_a`, the cycles since which the output's ready and valid hold and the
     last input taken) is history, not registers."""
@@ -68,6 +69,7 @@ class State:
         self.t = self.k = self.n_out = 0
         self.wy = self.wcol = self.wcount = self.fw = 0  # writer
         self.fc = self.oy = self.ox = self.gi = self.term = 0  # compute
+        self.nt = g.issued[0]  # the terms group gi issues
         self.y_top, self.x_left = -g.ph, -g.pw
         self.mac = MacPipe(g.p, g.short)  # the pipeline behind the issue, the output register
         self._pixel()
@@ -107,7 +109,7 @@ class State:
             if self.n_out < self.out_max:
                 self.out.append(t)
             self.n_out += 1
-        mac.step(go, term == self.g.terms - 1, ready, self.gi == self.g.groups - 1)
+        mac.step(go, term == self.nt - 1, ready, self.gi == self.g.groups - 1)
         if (mac.left != 0) != valid:
             self._vsince = t + 1
         if take:
@@ -213,8 +215,8 @@ class State:
         """`_count` of `n` cycles, the output ready, inputs taken at `times` only (two
         counts where the terms issued reach the next group, as in `_count`)."""
         mac, t = self.mac, self.t
-        if self.term + n > self.g.terms and self._go() and not (mac.last & _END and mac.left >= 2):
-            first = self.g.terms - self.term
+        if self.term + n > self.nt and self._go() and not (mac.last & _END and mac.left >= 2):
+            first = self.nt - self.term
             cut = bisect_left(times, t + first)
             self._count_takes(first, times[:cut])
             n, times = n - first, times[cut:]
@@ -246,7 +248,7 @@ class State:
             self._took = times[-1]
         if go:
             self.term += n
-            if self.term == self.g.terms:  # the group's last issued in the last cycle
+            if self.term == self.nt:  # the group's last issued in the last cycle
                 mac.last |= 1
                 mac.fin |= self.gi == self.g.groups - 1
                 self.term -= 1
@@ -272,7 +274,7 @@ class State:
         go = self.term or self.gi or self.fw != self.fc  # `_go`, inline
         if go or (not self.last_px and self.wcount > self.need):
             if not (mac.last & _END and mac.left >= 2):
-                q = min(q, self._issues() if self.gi + 1 < g.groups else g.terms - 1 - self.term)
+                q = min(q, self._issues() if self.gi + 1 < g.groups else self.nt - 1 - self.term)
         elif take and not self.last_px:
             q = min(q, self.need + 1 - self.wcount)
         return q if q > 0 else 0
@@ -282,8 +284,8 @@ class State:
         reach the pixel's next group (`_issues`), as two counts, the first to its first
         term."""
         mac, t = self.mac, self.t
-        if self.term + n > self.g.terms and self._go() and not (mac.last & _END and mac.left >= 2):
-            first = self.g.terms - self.term
+        if self.term + n > self.nt and self._go() and not (mac.last & _END and mac.left >= 2):
+            first = self.nt - self.term
             self._count(first, offered, ready)
             n -= first
             t = self.t
@@ -316,7 +318,7 @@ class State:
             self._took = t + n - 1
         if go:
             self.term += n
-            if self.term == self.g.terms:  # the group's last issued in the last cycle
+            if self.term == self.nt:  # the group's last issued in the last cycle
                 mac.last |= 1
                 mac.fin |= self.gi == self.g.groups - 1
                 self.term -= 1
@@ -330,8 +332,8 @@ class State:
         last reaches the pipeline's end (`MacPipe.quiet`). A count never passes a
         pixel's first term (an anchor, where `_period` looks)."""
         g = self.g
-        r = g.terms - 1 - self.term
-        return r + min(g.terms, STAGES) if self.gi + 1 < g.groups else r
+        r = self.nt - 1 - self.term
+        return r + min(g.issued[self.gi + 1], STAGES) if self.gi + 1 < g.groups else r
 
     def _hold(self, ready: bool) -> None:
         if ready != self._oready:
@@ -413,13 +415,14 @@ class State:
         """Step the window term, then the group, the pixel, the row and the frame."""
         g = self.g
         self.term += 1
-        if self.term < g.terms:
+        if self.term < self.nt:
             return
         self.term = 0
         self.gi += 1
         if self.gi < g.groups:
+            self.nt = g.issued[self.gi]
             return
-        self.gi = 0
+        self.gi, self.nt = 0, g.issued[0]
         self.ox += 1
         self.x_left += g.sw
         if self.ox == g.ow:

@@ -180,6 +180,13 @@ def weight_rows(w: np.ndarray, p: int) -> np.ndarray:
     return w.reshape(-1, p, w.shape[1]).transpose(0, 2, 1).reshape(-1, p)
 
 
+def window_weights(node: Any) -> np.ndarray:
+    """A conv2d's weights as (outputs, terms), the terms in the window's issue order
+    (ky, kx, then the conv group's channels)."""
+    w = np.transpose(node.weight, (0, 2, 3, 1))  # (O, KH, KW, C/G)
+    return w.reshape(len(w), -1)
+
+
 def issued_rows(rows: np.ndarray, kept: list[np.ndarray], n: int) -> np.ndarray:
     """The weight ROM of a dense block that skips zero weights: the rows (`weight_rows`,
     n terms a group) of the terms each group issues (`kept`, `blocks.sparse_terms`)."""
@@ -261,6 +268,18 @@ def term_words(kept: list[np.ndarray], n: int) -> tuple[list[int], int]:
     return words, bits
 
 
+def conv_term_words(kept: list[np.ndarray], kh: int, kw: int, c: int) -> tuple[list[int], int, int]:
+    """The term ROM of a conv2d block that skips zero weights (no conv groups): per issued
+    term (window order, index (ky * KW + kx) * C + c), group by group, its row ky (`kb`
+    bits), its offset in the row kx * C + c (`ob` bits) above it, then first-of-group
+    and last-of-group flags; returns (words, kb, ob)."""
+    kb, ob = max((kh - 1).bit_length(), 1), max((kw * c - 1).bit_length(), 1)
+    words = [int(t) // (kw * c) | int(t) % (kw * c) << kb | (j == 0) << (kb + ob)
+             | (j == len(k) - 1) << (kb + ob + 1)
+             for k in kept for j, t in enumerate(k)]  # fmt: skip
+    return words, kb, ob
+
+
 def _dense(stage: Any) -> Primitives:
     node, ctx, t = stage.node, stage.ctx, stage.timing
     prims = Primitives()
@@ -290,8 +309,16 @@ def _conv(stage: Any) -> Primitives:
     wb, bb, xb = _bits(node.weight), _bits(node.bias), ctx.in_type.bits
     _mac(g.p, node.dtype, wb, xb, prims)
     _banked(prims, g.rows * g.w * g.c, xb, rom=False)
-    w = np.transpose(node.weight, (0, 2, 3, 1))  # (O, KH, KW, C/G): window order
-    _weights(prims, weight_rows(w.reshape(len(w), -1), g.p), wb, g.groups, bb)
+    rows, kept = weight_rows(window_weights(node), g.p), stage.timing.kept
+    if kept is None:
+        _weights(prims, rows, wb, g.groups, bb)
+    else:  # the issued terms' rows, the term ROM read ahead, the address from its word
+        _weights(prims, issued_rows(rows, kept, g.terms), wb, g.groups, bb)
+        words, kb, ob = conv_term_words(kept, g.kh, g.kw, g.c)
+        read = _rom_banks(prims, [_rom_bits(np.array(words)[:, None], kb + ob + 2)])
+        prims.reg_bits += read + 1 + 2 * _counter(len(words))
+        prims.add_bits += 3 * _counter(g.rows * g.w * g.c)  # slot + x_left*C + offset, y
+        prims.mux_bits += g.rows * g.kh * _counter(g.rows * g.w * g.c)  # the slot table
     line = g.rows * g.w * g.c
     # the window's counters and the registers derived from them (`hw/rtl/_window.py`),
     # and the writer's

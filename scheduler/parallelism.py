@@ -41,7 +41,7 @@ from cosyn.perfmodel.devices import Device
 from cosyn.perfmodel.devices import device as device_
 from cosyn.perfmodel.estimate import RESOURCES, Estimate, coefficients, estimate_plan
 from cosyn.perfmodel.pipeline import Stage, folded, plan, resolve_parallelism
-from cosyn.perfmodel.resources import Resources, cost, primitives
+from cosyn.perfmodel.resources import Resources, cost, primitives, window_weights
 from rich.table import Table
 
 from cosyn.errors import CosynError
@@ -55,8 +55,8 @@ class Allocation:
     """The parallelism of each dense/conv2d node, the design's estimate with it, and the
     resource limits it was allocated under.
 
-    `macs`: the multiply-accumulates per sample each node's block performs (a dense block
-    that skips zero weights, `perfmodel.blocks.sparse_terms`, only its issued terms').
+    `macs`: the multiply-accumulates per sample each node's block performs (a block that
+    skips zero weights, `perfmodel.blocks.sparse_terms`, only its issued terms').
     `utilization` is the multipliers' busy fraction in steady state: MACs per sample of
     those nodes / (multipliers x interval)."""
 
@@ -406,19 +406,32 @@ class _Search:
         return Allocation(dict(choice), macs, e, self.limits)
 
 
+def _skipping(node) -> tuple[np.ndarray, int] | None:
+    """A block that may skip zero weights (dense; conv2d without conv groups): its weights
+    as (outputs, terms) in issue order and the times it issues them per sample (1, or a
+    conv's output pixels); None for others."""
+    if node.kind == "dense":
+        return node.weight, 1
+    if node.kind == "conv2d" and node.groups == 1:
+        return window_weights(node), int(node.shape[1] * node.shape[2])
+    return None
+
+
 def _work(node) -> int:
     """Multiply-accumulates per sample a block of any parallelism performs at least: a
-    dense block skips terms whose weights are all zero, never a non-zero weight."""
-    return int(np.count_nonzero(node.weight)) if node.kind == "dense" else int(node.macs)
+    block that skips terms whose weights are all zero never skips a non-zero weight."""
+    s = _skipping(node)
+    return int(node.macs) if s is None else int(np.count_nonzero(s[0])) * s[1]
 
 
 def _performed(node, p: int) -> int:
     """Multiply-accumulates per sample the node's block performs at parallelism p."""
-    kept = sparse_terms(node.weight, p) if node.kind == "dense" else None
+    s = _skipping(node)
+    kept = None if s is None else sparse_terms(s[0], p)
     if kept is None:
         return int(node.macs)
     outputs = int(node.shape[0])  # the last group's lanes beyond them hold no weights
-    return sum(len(k) * min(p, outputs - g * p) for g, k in enumerate(kept))
+    return s[1] * sum(len(k) * min(p, outputs - g * p) for g, k in enumerate(kept))
 
 
 def _choices(s: Stage) -> list[int]:

@@ -89,18 +89,25 @@ def _conv(c: int, o: int, k: int, s: int, pad: int, oh: int, ow: int) -> Conv2d:
 
 @st.composite
 def conv_timings(draw) -> tuple[ConvTiming, int, int]:
-    """A conv2d's timing (channels, image, outputs, kernel, stride, padding and a
-    parallelism drawn: P need not divide the outputs), its input and output elements."""
+    """A conv2d's timing (channels, image, outputs, kernel, stride, padding, a parallelism
+    (P need not divide the outputs) and the terms each group issues drawn), its input and
+    output elements."""
     c, h, w, o = (draw(st.integers(lo, hi)) for lo, hi in ((1, 3), (3, 7), (3, 7), (1, 4)))
     k, s, pad = (draw(st.integers(lo, hi)) for lo, hi in ((1, 3), (1, 2), (0, 1)))
     oh, ow = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
     assume(min(oh, ow) >= 1)
     p = draw(st.integers(1, o))
+    groups, terms = -(-o // p), k * k * c
+    # where the block skips zero weights, the terms each group issues (their count times)
+    counts = draw(st.none() | st.lists(st.integers(1, terms), min_size=groups, max_size=groups))
     try:
-        geo = ConvGeometry.of(_conv(c, o, k, s, pad, oh, ow), (c, h, w), p)
+        geo = ConvGeometry.of(
+            _conv(c, o, k, s, pad, oh, ow), (c, h, w), p, counts and tuple(counts)
+        )
     except ValueError:
         assume(False)  # every window in the padding
-    return ConvTiming(geo), c * h * w, o * oh * ow
+    kept = None if counts is None else [np.arange(n) for n in counts]
+    return ConvTiming(geo, kept), c * h * w, o * oh * ow
 
 
 @settings(max_examples=15, deadline=None)

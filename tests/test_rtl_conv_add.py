@@ -188,6 +188,40 @@ def test_conv_latency_interval_measured(case) -> None:
     assert np.array_equal(dut.cycles.timing(taken["i"][:n]), out[:per])
 
 
+SPARSE = [  # (C, H, W, O, K, stride, padding, P, input type, zero fraction)
+    (2, 6, 6, 4, 3, 1, 1, 2, U8, 0.7),
+    (3, 7, 5, 5, 3, 2, 0, 2, I4, 0.8),  # a last group of one
+    (2, 5, 6, 4, (3, 2), (1, 2), (1, 0), 4, I4, 0.9),  # groups of fewer terms than lanes
+    (2, 4, 4, 3, 2, 1, 0, 1, U8, 1.0),  # no weight at all: a term a group, for its bias
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", SPARSE, ids=lambda c: "-".join(map(str, c[:8])))
+def test_conv_skips_zero_weights_exact_and_timed(case) -> None:
+    """Where most weights are zero, a group issues only its window terms with a non-zero
+    weight (`sparse_terms`), read from a term ROM: bit-exact, every input taken and
+    every output leaving on the model's cycles, under gaps, back-pressure and at full
+    rate, in fewer cycles than every term."""
+    c, h, w, o, k, s, p, par, it, zero = case
+    node = conv_node(c, h, w, o, k, s, p, it, seed=5)
+    rng = np.random.default_rng(6)
+    node.weight[rng.random(node.weight.shape) < zero] = 0
+    dut = conv_block(node, it, c, h, w, par)
+    assert dut.cycles.kept is not None
+    x = edge_batch(it, (c, h, w), rng)
+    n_out = len(x) * np.prod(node.shape)
+    for arr in (np.zeros(x.size, np.int64), gappy(x.size, rng)):
+        got, taken, out = drive(dut, {"i": (dut.i, hwc(x), arr)}, n_out)
+        assert np.array_equal(got, hwc(node.eval(x)))
+        want_taken, want_out = dut.cycles.schedule.run(arr)
+        assert np.array_equal(taken["i"], want_taken) and np.array_equal(out, want_out)
+    got, _, _ = drive(dut, {"i": (dut.i, hwc(x), arr)}, n_out, stalls=0.5, seed=4)
+    assert np.array_equal(got, hwc(node.eval(x)))
+    node.weight[node.weight == 0] = 1
+    assert dut.cycles.interval < conv_block(node, it, c, h, w, par).cycles.interval
+
+
 def test_conv_timing_model_matches_formula_bounds() -> None:
     """The interval is at least the multiplier-bound and output-bound cycles per sample,
     and a larger P never makes a layer slower."""

@@ -13,7 +13,7 @@ from cosyn.hw.rtl._tb import run_top
 from cosyn.models.data import digits
 from cosyn.models.sparsity import Masks
 from cosyn.models.train import fit
-from cosyn.models.zoo import mlp
+from cosyn.models.zoo import cnn, mlp
 from cosyn.perfmodel.pipeline import plan
 from test_cli import cli
 
@@ -97,6 +97,32 @@ def test_sparse_mlp_exact_in_the_cycles_of_its_kept_terms() -> None:
     assert np.array_equal(y, g.run_int(xi))
     assert outs[0, 0] - ins[0, 0] == pl.latency
     assert np.diff(outs[:, 0])[-1] == pl.interval
+
+
+def test_sparse_cnn_exact_in_the_cycles_of_its_kept_terms() -> None:
+    """The default CNN with 80% of its blocks masked (its convolutions too): both conv
+    blocks skip terms, and the pipeline in the Amaranth simulator equals the golden
+    model on the plan's latency and interval, in fewer cycles than every term's."""
+    from test_rtl_models import check
+
+    torch.manual_seed(0)
+    model = cnn()
+    par = {"conv2d_1": 4, "conv2d_3": 5, "dense_6": 3}  # a last group of 1 in the last two
+    block = {"1": 4, "3": 5, "6": 3}  # the layers of those nodes
+    masks = Masks(model, 0.2, block).prune()
+    assert set(masks.layers) == set(block)
+    x = torch.rand(3, 1, 8, 8)
+    g = cosyn.lower(model.eval(), x)
+    pl = plan(g, par)
+    convs = [s for s in pl.stages if s.kind == "conv2d"]
+    assert len(convs) == 2 and all(s.timing.kept is not None for s in convs)
+    top = check(g, x.numpy(), par, samples=3)
+    for layer in model.modules():  # every weight back: the blocks issue every term
+        if isinstance(layer, Masks.LAYER):
+            with torch.no_grad():
+                layer.weight.add_(1.0)
+    full = plan(cosyn.lower(model.eval(), x), par)
+    assert top.plan.interval < 0.5 * full.interval
 
 
 def test_allocation_counts_the_terms_a_sparse_block_issues() -> None:

@@ -17,9 +17,9 @@ from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, ports
 from cosyn.hw.rtl._buffer import Buffer
 from cosyn.hw.rtl._mac import MacLanes
 from cosyn.hw.rtl._rom import weight_roms
-from cosyn.hw.rtl._window import Window, step
-from cosyn.perfmodel.blocks import TIMINGS
-from cosyn.perfmodel.resources import lane_rows, weight_rows
+from cosyn.hw.rtl._window import SparseWindow, Window, step
+from cosyn.perfmodel.blocks import TIMINGS, window_weights
+from cosyn.perfmodel.resources import issued_rows, lane_rows, weight_rows
 
 from cosyn.ir.nodes import Conv2d
 
@@ -59,9 +59,10 @@ class Conv2dBlock(wiring.Component):
         super().__init__(ports(ctx, node.dtype))
 
     def _roms(self, m: Module, addr, en) -> tuple:
-        g = self.geo
-        w = self.node.weight.transpose(0, 2, 3, 1)  # (O, KH, KW, C/G): window order
-        rows = weight_rows(w.reshape(len(w), -1), g.p)
+        g, kept = self.geo, self.cycles.kept
+        rows = weight_rows(window_weights(self.node), g.p)
+        if kept is not None:  # the issued terms' rows alone
+            rows = issued_rows(rows, kept, g.terms)
         bias = lane_rows(self.node.bias, g.p).reshape(g.groups, g.p)
         return weight_roms(m, rows, bias, addr, en)
 
@@ -88,13 +89,13 @@ class Conv2dBlock(wiring.Component):
         m = Module()
         g = self.geo
         self._lbuf = Buffer(m, "lbuf", element_shape(self.ctx.in_type), g.rows * g.w * g.c)
-        s = Window(g)
+        s = Window(g) if self.cycles.kept is None else SparseWindow(m, g, self.cycles.kept)
         ahead = s.fw ^ s.fc  # the writer is in the next frame: all of this one is in
         wcount = self._writer(m, s, ahead)
         mac = MacLanes(g.p, element_shape(self.node.dtype), self.o, g.short)
         br, ws, bs, block = self._roms(m, s.widx, mac.runs[0])
         pad1 = self._issue(m, s, ahead, wcount, mac)
-        data = self._lbuf.read(m, s.laddr, ~mac.stall)  # outside the image: any word
+        data = self._lbuf.read(m, s.address(), ~mac.stall)  # outside the image: any word
         x = Mux(pad1, 0, data) if pad1 is not None else data
         mac.datapath(m, x, ws, br, bs, block)
         return m
@@ -107,6 +108,7 @@ class Conv2dBlock(wiring.Component):
         avail = ahead | (~s.lastpix & (wcount > s.need))
         go = (~s.start | avail) & run
         mac.control(m, go, s.first, s.last, s.gi, s.gi == self.geo.groups - 1)
+        s.read_ahead(m, go)
         with m.If(go):
             s.advance(m)
         pad = s.pad()

@@ -10,10 +10,14 @@ lies between a counter and the memories or the issue decision.
 
 from __future__ import annotations
 
+import numpy as np
 from amaranth.hdl import Array, Const, Module, Mux, Signal, Value
+from amaranth.lib import memory
+from cosyn.hw.rtl._rom import memory_attrs
 from cosyn.perfmodel.conv import ConvGeometry
+from cosyn.perfmodel.resources import conv_term_words
 
-__all__ = ["Window", "add_mod", "step"]
+__all__ = ["SparseWindow", "Window", "add_mod", "step"]
 
 
 def add_mod(a, k: int, r: int):
@@ -92,16 +96,26 @@ class Window:
         self.first = (self.ky == 0) & (self.kx == 0) & (self.c == 0)
         self.last = (self.ky == g.kh - 1) & (self.kx == g.kw - 1) & (self.c == g.cin - 1)
 
+    def address(self) -> Value:
+        """The term's line-buffer address (any word where it lies in the padding)."""
+        return self.laddr
+
     def pad(self) -> Value | None:
         """The term lies in the padding (None where no window reaches it)."""
+        return self._pad(self.yy, self.xc)
+
+    def _pad(self, yy: Value, xc: Value) -> Value | None:
         g = self.g
-        out = _outside(self.yy, self.yy_span, g.h) + _outside(self.xc, self.xc_span, g.w * g.c)
+        out = _outside(yy, self.yy_span, g.h) + _outside(xc, self.xc_span, g.w * g.c)
         if not out:
             return None
         v = out[0]
         for o in out[1:]:
             v = v | o
         return v
+
+    def read_ahead(self, m: Module, issue: Value) -> None:
+        """Nothing to read ahead: the term is the counters'."""
 
     def advance(self, m: Module) -> None:
         """Step the term, then the group, the pixel, the row and the frame. A term's
@@ -197,3 +211,61 @@ class Window:
 def _outside(v, span: tuple[int, int], n: int) -> list:
     """The conditions under which v (known to lie in `span`) is outside 0 .. n-1."""
     return ([v < 0] if span[0] < 0 else []) + ([v >= n] if span[1] >= n else [])
+
+
+class SparseWindow(Window):
+    """The window of a conv2d block that skips zero weights (no conv groups): group gi
+    issues only its terms `kept[gi]` (window order). Each term's word (`resources.
+    conv_term_words`: row ky, offset kx*C + c in the row, first and last flags) comes
+    from a term ROM read one term ahead (`read_ahead`, as the dense block's), and the
+    term's line-buffer address and padding follow from it and the pixel's registers:
+    the slot of row y_top + ky (a table of top_slot and ky) plus x_left*C + offset. The
+    pixel, group and frame registers are `Window`'s, stepped at a group's last term;
+    its term counters stay unused. `widx` counts the issued terms (the weight ROM's
+    rows)."""
+
+    def __init__(self, m: Module, g: ConvGeometry, kept: list[np.ndarray]) -> None:
+        super().__init__(g)
+        words, kb, ob = conv_term_words(kept, g.kh, g.kw, g.c)
+        self._total = total = len(words)
+        rom = memory.Memory(
+            shape=kb + ob + 2, depth=total, init=words, attrs=memory_attrs(total, True)
+        )
+        m.submodules.terms = rom
+        self._port = rom.read_port()
+        self._ahead, self._primed = Signal(range(max(total, 2))), Signal()
+        self.widx = Signal(range(max(total, 2)))
+        data = self._port.data
+        self._ky, off = data[:kb], data[kb : kb + ob]
+        self.first, self.last = data[kb + ob], data[kb + ob + 1]
+        self._yy = self.y_top + self._ky
+        self._xc = self.xc0 + off
+        rb = [r * g.w * g.c for r in range(g.rows)]
+        slots = Array(
+            Array(Const(rb[(t + k) % g.rows]) for k in range(g.kh)) for t in range(g.rows)
+        )
+        self._laddr = slots[self.top_slot][self._ky] + self._xc
+
+    def address(self) -> Value:
+        return self._laddr
+
+    def pad(self) -> Value | None:
+        return self._pad(self._yy, self._xc)
+
+    def read_ahead(self, m: Module, issue: Value) -> None:
+        """Term t's word is read while term t - 1 issues (and once after reset), so it
+        is on the port when t issues."""
+        port, ahead, total = self._port, self._ahead, self._total
+        read = issue | ~self._primed
+        m.d.comb += [port.addr.eq(ahead), port.en.eq(read)]
+        with m.If(read):
+            m.d.sync += [self._primed.eq(1), ahead.eq(Mux(ahead == total - 1, 0, ahead + 1))]
+
+    def advance(self, m: Module) -> None:
+        """Step the issued term, then at a group's last the group, the pixel, the row
+        and the frame."""
+        g = self.g
+        step(m, self.widx, self._total - 1)
+        m.d.sync += self.start.eq(0)
+        with m.If(self.last), m.If(step(m, self.gi, g.groups - 1)):
+            self._next_pixel(m, [r * g.w * g.c for r in range(g.rows)])
