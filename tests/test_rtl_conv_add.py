@@ -455,6 +455,10 @@ def lint_blocks():
     yield "fifo", SkipFifo(tb, 5)
     for k, (c, h, w, o, kk, s, p, par, it) in enumerate(CASES):
         yield f"conv{k}", conv_block(conv_node(c, h, w, o, kk, s, p, it), it, c, h, w, par)
+    for k, (c, h, w, o, kk, s, p, par, it, zero) in enumerate(SPARSE):
+        node = conv_node(c, h, w, o, kk, s, p, it, seed=5)
+        node.weight[np.random.default_rng(6).random(node.weight.shape) < zero] = 0
+        yield f"sparse_conv{k}", conv_block(node, it, c, h, w, par)
 
 
 @pytest.mark.slow
