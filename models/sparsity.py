@@ -4,13 +4,12 @@ grow).
 
 The RTL dense and conv2d blocks skip a term when all P weights of its group are zero
 (`perfmodel.blocks.sparse_terms`: P outputs share each issued input element, or window
-element), so a layer is masked in blocks of P outputs by one input (a convolution's:
-one (channel, ky, kx) of the window), P its parallelism in the design it will be built
-as (`block`; 1 masks single weights). Grouped convolutions are not masked: their block
-issues every term. A zero weight stays zero through
-Brevitas' weight quantizer (symmetric, no zero point), so the integer graph, the golden
-model and the hardware see exactly the masked weights, and the performance model's
-cycles follow the blocks kept.
+element), so a layer is masked in blocks of P outputs by one input (a convolution's: one
+(channel, ky, kx) of the window), P its parallelism in the design it will be built as
+(`block`; 1 masks single weights). Grouped convolutions are not masked: their block
+issues every term. A zero weight stays zero through Brevitas' weight quantizer
+(symmetric, no zero point), so the integer graph, the golden model and the hardware see
+exactly the masked weights, and the performance model's cycles follow the blocks kept.
 
 `Masks.prune` keeps the `density` fraction of each layer's blocks with the largest L1
 norm. `Masks.step`, called after every optimizer step (`models.train.fit`'s `on_step`),
