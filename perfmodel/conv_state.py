@@ -104,7 +104,7 @@ class State:
         valid = left != 0
         stuck = not (take or go or valid or mac.v)
         if go and not term and not self.gi:
-            self._a = ((mac.v, mac.last, mac.fin, left), t, self.ox, self.oy, self.fc, self.n_out)
+            self._anchor(t)
         if valid and ready:
             if self.n_out < self.out_max:
                 self.out.append(t)
@@ -225,14 +225,7 @@ class State:
             self._oready, self._since = True, t
         go = self._go() and not (mac.last & _END and mac.left >= 2)
         if go and not self.term and not self.gi:
-            self._a = (
-                (mac.v, mac.last, mac.fin, mac.left),
-                t,
-                self.ox,
-                self.oy,
-                self.fc,
-                self.n_out,
-            )
+            self._anchor(t)
         if mac.left:
             m = min(n, self.out_max - self.n_out)
             if m > 0:
@@ -294,14 +287,7 @@ class State:
         take = offered and self._rdy
         go = self._go() and not (mac.last & _END and mac.left >= 2)
         if go and not self.term and not self.gi:
-            self._a = (
-                (mac.v, mac.last, mac.fin, mac.left),
-                t,
-                self.ox,
-                self.oy,
-                self.fc,
-                self.n_out,
-            )
+            self._anchor(t)
         if mac.left and ready:
             m = min(n, self.out_max - self.n_out)
             if m > 0:
@@ -334,6 +320,11 @@ class State:
         g = self.g
         r = self.nt - 1 - self.term
         return r + min(g.issued[self.gi + 1], STAGES) if self.gi + 1 < g.groups else r
+
+    def _anchor(self, t: int) -> None:
+        """A pixel's first term issues in cycle t: what `_period` compares, kept."""
+        mac = self.mac
+        self._a = ((mac.v, mac.last, mac.fin, mac.left), t, self.ox, self.oy, self.fc, self.n_out)
 
     def _hold(self, ready: bool) -> None:
         if ready != self._oready:
