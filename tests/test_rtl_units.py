@@ -382,10 +382,10 @@ def test_parallelism_is_kept_or_rounded_up_with_a_note_and_the_impossible_refuse
     node = _dense(np.random.default_rng(0), 4, 12)
     assert resolve_parallelism(node, 5, 12) == (5, "")  # dense: a last group of 2 lanes
     conv = Conv2d("d", ("x",), (12, 3, 3), node.dtype, ONE, weight=np.ones((12, 1, 3, 3)),
-                  bias=np.zeros(12), stride=(1, 1), padding=(1, 1))  # fmt: skip
-    assert resolve_parallelism(conv, 5, 12) == (
+                  bias=np.zeros(12), stride=(1, 1), padding=(1, 1), groups=2)  # fmt: skip
+    assert resolve_parallelism(conv, 5, 12) == (  # a grouped conv's lanes share one group
         6,
-        "parallelism 5 does not divide 12 outputs; rounded up to 6",
+        "parallelism 5 does not divide 6 outputs; rounded up to 6",
     )
     assert resolve_parallelism(node, None, 12) == (12, "")
     for bad in (0, -1, 13, 2.0, True):
