@@ -200,17 +200,6 @@ class ConvSchedule:
         out = np.array(st.out[: g.frame_out], dtype=np.int64)
         return firsts[0] - st.taken[0], firsts[n - 1] - firsts[n - 2], taken, out
 
-    def first_late(self, arrivals: np.ndarray) -> bool:
-        """Whether `run` takes any input later than offered at `arrivals` (increasing),
-        stepped only until the first is; `run`'s answer where none is."""
-        st = State(self.geo, arrivals)
-        arr, n = st.arr, st.n_arr
-        while st.n_out < st.out_max:
-            st.next()
-            if st.k < n and arr[st.k] < st.t:
-                return True
-        return not np.array_equal(st.taken, arrivals)
-
     def run(self, arrivals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(cycle each input is taken, cycle each output leaves) for whole samples.
 
@@ -255,12 +244,10 @@ class ConvTiming:
 
     def stalls(self, arrivals: np.ndarray) -> list[bool]:
         """Whether any input offered at `arrivals` (increasing) is taken later than
-        offered: `transfers` differs from `arrivals`, found without stepping further."""
+        offered: `transfers` differs from `arrivals`. One run, which `transfers` and
+        `timing` reuse, also where the pipeline then offers the inputs a cycle later."""
         a = np.asarray(arrivals, dtype=np.int64)
-        key = (self.geo, a.tobytes())
-        if key in _RUNS or _at_full_rate(self.geo, a):
-            return [not np.array_equal(_run(self.geo, a)[0], a)]
-        return [self.schedule.first_late(a)]
+        return [not np.array_equal(_run(self.geo, a)[0], a)]
 
     def needs(self) -> np.ndarray:
         """Inputs of a sample taken before each output can leave (see `skip_depth`)."""
@@ -286,15 +273,21 @@ _RUNS: dict[tuple[ConvGeometry, bytes], tuple[np.ndarray, np.ndarray]] = {}
 
 def _run(geo: ConvGeometry, arrivals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`ConvSchedule.run`, remembered: the pipeline asks for the same sample repeatedly;
-    at full rate, the first sample of `ConvSchedule.full_rate`."""
-    key = (geo, arrivals.tobytes())
+    at full rate, the first sample of `ConvSchedule.full_rate`. Where its first window
+    reads an input (not only padding), the block does nothing before its first input,
+    so inputs offered s cycles later are taken and leave s cycles later: such samples
+    share one run (a property test holds `run` to this)."""
+    s = int(arrivals[0]) if len(arrivals) and geo.need(-geo.ph, -geo.pw) >= 0 else 0
+    base = arrivals - s
+    key = (geo, base.tobytes())
     if key not in _RUNS:
         if len(_RUNS) >= 256:
             _RUNS.clear()
-        if _at_full_rate(geo, arrivals):
+        if _at_full_rate(geo, base):
             taken, out = _full_rate(geo)[2:]
         else:
-            taken, out = ConvSchedule(geo).run(arrivals)
+            taken, out = ConvSchedule(geo).run(base)
         taken.flags.writeable = out.flags.writeable = False
         _RUNS[key] = taken, out
-    return _RUNS[key]
+    taken, out = _RUNS[key]
+    return (taken + s, out + s) if s else (taken, out)

@@ -133,7 +133,9 @@ def test_conv_schedule_takes_inputs_as_they_arrive(conv, data) -> None:
     """`ConvSchedule.run` and `stalls` count through the gaps between arrivals (each
     input taken as it arrives, `State._takes`): equal to the control stepped one cycle
     at a time for two samples whose inputs come in bursts, with gaps, or on and off in
-    a repeating pattern (a producer's outputs, a gap after every pixel)."""
+    a repeating pattern (a producer's outputs, a gap after every pixel). Where the
+    first window reads an input, inputs offered s cycles later are taken and leave s
+    cycles later (what `conv._run` shares)."""
     timing, n_in, n_out = conv
     j = np.arange(2 * n_in)
     if data.draw(st.booleans()):
@@ -147,10 +149,15 @@ def test_conv_schedule_takes_inputs_as_they_arrive(conv, data) -> None:
     want_taken, want_out = timing.schedule.run(arr)
     assert np.array_equal(want_taken, taken[0])
     assert np.array_equal(want_out, outs[0])
-    first = arr[:n_in]
-    assert timing.schedule.first_late(first) == (
-        not np.array_equal(drive(timing, [first], n_out)[0][0], first)
-    )
+    later = data.draw(st.integers(1, 40))
+    if timing.geo.need(-timing.geo.ph, -timing.geo.pw) >= 0:
+        late_taken, late_out = timing.schedule.run(arr + later)
+        assert np.array_equal(late_taken, taken[0] + later)
+        assert np.array_equal(late_out, outs[0] + later)
+    first = arr[:n_in] + later
+    taken_first = drive(timing, [first], n_out)[0][0]
+    assert timing.stalls(first) == [not np.array_equal(taken_first, first)]
+    assert np.array_equal(timing.transfers(first)[0], taken_first)
 
 
 def _everything(x):
