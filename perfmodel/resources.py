@@ -188,8 +188,9 @@ def window_weights(node: Any) -> np.ndarray:
 
 
 def issued_rows(rows: np.ndarray, kept: list[np.ndarray], n: int) -> np.ndarray:
-    """The weight ROM of a dense block that skips zero weights: the rows (`weight_rows`,
-    n terms a group) of the terms each group issues (`kept`, `blocks.sparse_terms`)."""
+    """The weight ROM of a dense or conv2d block that skips zero weights: the rows
+    (`weight_rows`, n terms a group) of the terms each group issues (`kept`,
+    `blocks.sparse_terms`)."""
     return rows[np.concatenate([g * n + k for g, k in enumerate(kept)])]
 
 

@@ -1,7 +1,7 @@
 """Parallelism per node under a device budget: FINN's folding, chosen instead of written by hand.
 
 A dense or conv2d node gets P multipliers (`perfmodel.pipeline.resolve_parallelism`: any
-P for dense, a divisor of the outputs for conv2d); its block then needs about MACs / P
+P, a divisor of a group's outputs for a grouped conv); its block then needs about MACs / P
 cycles per sample, and the pipeline's interval is at least its slowest block's.
 `allocate` balances the blocks:
 

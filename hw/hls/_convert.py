@@ -260,7 +260,8 @@ def _shift(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Conve
     (x,) = ins
     k, lo, hi = (_per_channel(a, x, node.name)[:, 0] for a in (node.shift, node.lo, node.hi))
     clip = int_type_for_range(min(lo.min(), hi.min()), max(lo.max(), hi.max()))
-    work = x.dtype.bits + int(np.maximum(-k, 0).max()) + 2
+    # the left-shifted value, or the rounding constant 2**(k-1) added before a right shift
+    work = max(x.dtype.bits + int(np.maximum(-k, 0).max()), int(k.max())) + 2
     layer = dict(
         class_name=_SHIFT.name,
         name=name,

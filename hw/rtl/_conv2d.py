@@ -18,8 +18,8 @@ from cosyn.hw.rtl._buffer import Buffer
 from cosyn.hw.rtl._mac import MacLanes
 from cosyn.hw.rtl._rom import weight_roms
 from cosyn.hw.rtl._window import SparseWindow, Window, step
-from cosyn.perfmodel.blocks import TIMINGS, window_weights
-from cosyn.perfmodel.resources import issued_rows, lane_rows, weight_rows
+from cosyn.perfmodel.blocks import TIMINGS
+from cosyn.perfmodel.resources import issued_rows, lane_rows, weight_rows, window_weights
 
 from cosyn.ir.nodes import Conv2d
 
