@@ -236,8 +236,7 @@ def schedule_sequences(
         raise CosynError(f"policy {policy!r}: choose one of {', '.join(POLICIES)}")
     if batch < 1 or window < 1:
         raise CosynError(f"batch {batch}, window {window}: give positive counts")
-    design, parallelism = _graph(design, parallelism)
-    stages = design if isinstance(design, list) else sequence_stages(design, parallelism)
+    g, stages, parallelism = _design(design, parallelism)
     most = _max_tokens(stages)
     raw = np.asarray(lengths, dtype=np.int64).reshape(-1)
     rejected = [(int(i), int(n), _why(int(n), most)) for i, n in enumerate(raw)
@@ -256,9 +255,9 @@ def schedule_sequences(
     s = Schedule(policy, list(stages), ok, order, ran[order] + 1, capacity, start, done, leave,
                  work[:, order], useful[:, order], rejected)  # fmt: skip
     if exact:
-        if not isinstance(design, Graph):
+        if g is None:
             raise CosynError("exact cycles need the design's graph, not its stages")
-        s.exact = sequence_cycles(SequencePlan(design, parallelism), [int(n) for n in ran[order]])
+        s.exact = sequence_cycles(SequencePlan(g, parallelism), [int(n) for n in ran[order]])
     return s
 
 
@@ -267,16 +266,20 @@ def compare(
     parallelism: int | dict | None = None,
 ) -> dict[str, Schedule]:  # fmt: skip
     """The three policies on the same stream, by name."""
-    design, parallelism = _graph(design, parallelism)
-    stages = design if isinstance(design, list) else sequence_stages(design, parallelism)
+    _, stages, _ = _design(design, parallelism)
     return {p: schedule_sequences(lengths, stages, p, batch, window) for p in POLICIES}
 
 
-def _graph(design: Any, parallelism: int | dict | None) -> tuple[Any, int | dict | None]:
-    """A generated RTL design (`cosyn.rtl.generate`'s Design) as its graph and the
-    parallelism its manifest records; a graph or stages as they are."""
-    if isinstance(design, (Graph, list)):
-        return design, parallelism
+def _design(
+    design: Any, parallelism: int | dict | None
+) -> tuple[Graph | None, list[SequenceStage], int | dict | None]:
+    """`design` as its graph (None where only its stages are given), its stages and its
+    parallelism: a generated RTL design (`cosyn.rtl.generate`'s Design) at the one its
+    manifest records, a graph at `parallelism`."""
+    if isinstance(design, list):
+        return None, design, parallelism
+    if isinstance(design, Graph):
+        return design, sequence_stages(design, parallelism), parallelism
     manifest, g = getattr(design, "manifest", None), getattr(design, "graph", None)
     if not isinstance(g, Graph) or not isinstance(manifest, dict):
         raise CosynError(
@@ -286,7 +289,7 @@ def _graph(design: Any, parallelism: int | dict | None) -> tuple[Any, int | dict
     if not manifest.get("sequence"):
         raise CosynError(f"{design.path}: not a sequence design; generate one of a transformer")
     recorded = {n["name"]: n["parallelism"] for n in manifest["nodes"] if n.get("parallelism")}
-    return g, recorded
+    return g, sequence_stages(g, recorded), recorded
 
 
 def _max_tokens(stages: list[SequenceStage]) -> int:

@@ -130,6 +130,16 @@ def edge_batch(in_type: IntType, shape, rng) -> np.ndarray:
     return np.stack([np.full(shape, in_type.hi), np.full(shape, in_type.lo), rand])
 
 
+def exact_on_the_models_cycles(dut: Conv2dBlock, node: Conv2d, x: np.ndarray, arr) -> None:
+    """`x` offered at cycles `arr` (output always ready): the outputs equal `node.eval`,
+    and every input is taken and every output leaves on `ConvSchedule.run`'s cycles."""
+    got, taken, out = drive(dut, {"i": (dut.i, hwc(x), arr)}, len(x) * np.prod(node.shape))
+    assert np.array_equal(got, hwc(node.eval(x)))
+    want_taken, want_out = dut.cycles.schedule.run(arr)
+    assert np.array_equal(taken["i"], want_taken)
+    assert np.array_equal(out, want_out)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c[:8])))
 def test_conv_exact_and_timed(case) -> None:
@@ -137,12 +147,7 @@ def test_conv_exact_and_timed(case) -> None:
     node = conv_node(c, h, w, o, k, s, p, it)
     dut = conv_block(node, it, c, h, w, par)
     x = edge_batch(it, (c, h, w), np.random.default_rng(1))
-    arr = np.zeros(x.size, dtype=np.int64)
-    got, taken, out = drive(dut, {"i": (dut.i, hwc(x), arr)}, len(x) * np.prod(node.shape))
-    assert np.array_equal(got, hwc(node.eval(x)))
-    want_taken, want_out = dut.cycles.schedule.run(arr)
-    assert np.array_equal(taken["i"], want_taken)
-    assert np.array_equal(out, want_out)
+    exact_on_the_models_cycles(dut, node, x, np.zeros(x.size, dtype=np.int64))
 
 
 @pytest.mark.slow
@@ -159,10 +164,7 @@ def test_conv_gaps_and_backpressure(case) -> None:
     n_out = len(x) * np.prod(node.shape)
     dut = conv_block(node, it, c, h, w, par)
     arr = gappy(x.size, rng)
-    got, taken, out = drive(dut, {"i": (dut.i, hwc(x), arr)}, n_out)
-    assert np.array_equal(got, hwc(node.eval(x)))
-    want_taken, want_out = dut.cycles.schedule.run(arr)
-    assert np.array_equal(taken["i"], want_taken) and np.array_equal(out, want_out)
+    exact_on_the_models_cycles(dut, node, x, arr)
     got, _, _ = drive(dut, {"i": (dut.i, hwc(x), arr)}, n_out, stalls=0.5, seed=4)
     assert np.array_equal(got, hwc(node.eval(x)))
 
@@ -212,10 +214,7 @@ def test_conv_skips_zero_weights_exact_and_timed(case) -> None:
     x = edge_batch(it, (c, h, w), rng)
     n_out = len(x) * np.prod(node.shape)
     for arr in (np.zeros(x.size, np.int64), gappy(x.size, rng)):
-        got, taken, out = drive(dut, {"i": (dut.i, hwc(x), arr)}, n_out)
-        assert np.array_equal(got, hwc(node.eval(x)))
-        want_taken, want_out = dut.cycles.schedule.run(arr)
-        assert np.array_equal(taken["i"], want_taken) and np.array_equal(out, want_out)
+        exact_on_the_models_cycles(dut, node, x, arr)
     got, _, _ = drive(dut, {"i": (dut.i, hwc(x), arr)}, n_out, stalls=0.5, seed=4)
     assert np.array_equal(got, hwc(node.eval(x)))
     node.weight[node.weight == 0] = 1
