@@ -377,8 +377,13 @@ class FifoTiming(_Timing):
 
 
 class _FifoControl:
+    """The FIFO's level; `peak`, the most it has held, is a record, not a register."""
+
     def __init__(self, depth: int) -> None:
-        self.depth, self.level = depth, 0
+        self.depth, self.level, self.peak = depth, 0, 0
+
+    def registers(self) -> int:
+        return self.level
 
     def valid(self) -> list[bool]:
         return [self.level != 0]
@@ -388,6 +393,7 @@ class _FifoControl:
 
     def step(self, takes: list[bool], oready: list[bool]) -> None:
         self.level += int(takes[0]) - int(self.level != 0 and oready[0])
+        self.peak = max(self.peak, self.level)
 
     def _change(self, valids: list[bool], oready: list[bool]) -> int:
         return int(valids[0] and self.level != self.depth) - int(self.level != 0 and oready[0])
@@ -402,7 +408,8 @@ class _FifoControl:
         return self.depth - self.level - 1 if d > 0 else self.level - 1
 
     def skip(self, n: int, valids: list[bool], oready: list[bool]) -> None:
-        self.level += n * self._change(valids, oready)
+        self.level += n * self._change(valids, oready)  # monotone: the peak is at an end
+        self.peak = max(self.peak, self.level)
 
 
 def drive(timing: Any, arrivals: list[np.ndarray], n_out: int) -> tuple[list, list]:

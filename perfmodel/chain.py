@@ -75,6 +75,7 @@ class Chain:
                 room = fifo.level != fifo.depth
                 last.skid = out and not room
                 fifo.level += int(out and room) - int(fifo.level != 0 and oready[0])
+                fifo.peak = max(fifo.peak, fifo.level)
             self._unpack(((v << 1) | (1 if takes[0] else 0)) & self.all)
             return
         ivs, ors = self._wires(takes, oready)
@@ -155,7 +156,8 @@ class Chain:
         fifo = self.fifo
         if fifo is not None:
             arrived = (v >> (d - s)).bit_count() + (n - s) * x
-            fifo.level += arrived - (n if ready and fifo.level else 0)
+            fifo.level += arrived - (n if ready and fifo.level else 0)  # monotone (`quiet`)
+            fifo.peak = max(fifo.peak, fifo.level)
         self._unpack(((v << s) | ((1 << s) - 1 if x else 0)) & self.all)
 
     def _unpack(self, v: int) -> None:

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from cosyn.perfmodel.blocks import TIMINGS, FifoTiming, ForkTiming
-from cosyn.perfmodel.steady import steady_interval
+from cosyn.perfmodel.blocks import TIMINGS, ElementwiseTiming, FifoTiming, ForkTiming
+from cosyn.perfmodel.steady import fifo_peaks, steady_interval
 
 from cosyn.errors import CosynError, UnsupportedLayerError
 from cosyn.ir.graph import Graph
@@ -234,6 +234,7 @@ class Plan:
     source: Stream
     stages: list[Stage] = field(default_factory=list)
     sink: Stream | None = None
+    fifos: dict[tuple[str, int], int] = field(default_factory=dict)  # (node, input) -> stage
     _interval: int | None = field(default=None, repr=False)
 
     @property
@@ -275,7 +276,8 @@ def _check_kinds(g: Graph) -> None:
 
 
 def plan(g: Graph, parallelism: int | dict | None = None) -> Plan:
-    """Every block of `g` with its timing, and sample 0's timing composed (see above)."""
+    """Every block of `g` with its timing, sample 0's timing composed, and the FIFOs
+    sized for the steady state (see above)."""
     _check_kinds(g)
     if isinstance(parallelism, dict):
         unknown = sorted(set(parallelism) - {n.name for n in g})
@@ -284,6 +286,13 @@ def plan(g: Graph, parallelism: int | dict | None = None) -> Plan:
     q = g.input
     if len(q.shape) not in (1, 3):
         raise UnsupportedLayerError(f"{q.name}: inputs must be (N,) or (C, H, W)")
+    return _steady_fifos(g, parallelism, _compose(g, parallelism, {}))
+
+
+def _compose(g: Graph, parallelism: int | dict | None, depths: dict[tuple[str, int], int]) -> Plan:
+    """The stages and sample 0's timing, with a FIFO of at least `depths[(node, j)]`
+    in front of input j of that node (and those sample 0 needs)."""
+    q = g.input
     n_in = math.prod(q.shape)
     src = Stream(None, 0, q.dtype, q.shape, _order(q.shape), None, np.arange(n_in), True)
     p = Plan(g, src)
@@ -291,12 +300,50 @@ def plan(g: Graph, parallelism: int | dict | None = None) -> Plan:
     values = {q.name: _fanout(p, src, readers[q.name], q.name)}
     for node in g.nodes[1:]:
         ins = [values[i].pop() for i in node.inputs]
-        out = (
-            _flatten(node, ins[0]) if node.kind == "flatten" else _stage(p, node, ins, parallelism)
-        )
+        if node.kind == "flatten":
+            out = _flatten(node, ins[0])
+        else:
+            out = _stage(p, node, ins, parallelism, depths)
         values[node.name] = _fanout(p, out, readers[node.name], node.name)
     p.sink = values[g.output.name][0]
     return p
+
+
+def _steady_fifos(g: Graph, parallelism: int | dict | None, p: Plan) -> Plan:
+    """`p`, or where a block stalls its producer across samples (the interval exceeds
+    the slowest block's), the plan with FIFOs that hold what the steady state needs,
+    where that shortens the interval. The inputs of every block but the elementwise
+    ones get a FIFO two samples deep and the steady state is stepped; each FIFO sized to
+    the most it held steps exactly the same. Then, the largest first, each is put back
+    as sample 0 has it (or left out) where the interval stays the same: a FIFO in front
+    of a block faster than the slowest may fill without slowing anything."""
+    if p.interval <= max((int(s.timing.interval) for s in p.stages), default=0):
+        return p
+    deep = {
+        (s.node.name, j): 2 * x.elements
+        for s in p.stages
+        if s.node is not None and not isinstance(s.timing, ElementwiseTiming)
+        for j, x in enumerate(s.inputs)
+        if not x.holds
+    }
+    wide = _compose(g, parallelism, deep)
+    interval, peaks = fifo_peaks(wide)
+    if interval >= p.interval:
+        return p
+    first = {key: p.stages[k].timing.depth for key, k in p.fifos.items()}
+    sized = {key: max(2, min(deep.get(key, n + 1), n + 1)) for key, n in
+             ((key, peaks[k]) for key, k in wide.fifos.items())}  # fmt: skip
+    best = None
+    for key in sorted(sized, key=lambda k: first.get(k, 0) - sized[k]):
+        if first.get(key) == sized[key]:
+            continue
+        trial = {k: d for k, d in sized.items() if k != key}
+        if key in first:
+            trial[key] = first[key]
+        fewer = _compose(g, parallelism, trial)
+        if fewer.interval == interval:
+            sized, best = trial, fewer
+    return best or _compose(g, parallelism, sized)
 
 
 def _flatten(node: Node, x: Stream) -> Stream:
@@ -305,7 +352,9 @@ def _flatten(node: Node, x: Stream) -> Stream:
     return dataclasses.replace(x, dtype=node.dtype, shape=node.shape, order="flat", perm=perm)
 
 
-def _stage(p: Plan, node: Node, ins: list[Stream], parallelism) -> Stream:
+def _stage(
+    p: Plan, node: Node, ins: list[Stream], parallelism, depths: dict[tuple[str, int], int]
+) -> Stream:
     req = _requested(node, parallelism) if folded(node) else None
     par, note = (
         resolve_parallelism(node, req, default_parallelism(node)) if folded(node) else (1, "")
@@ -321,7 +370,7 @@ def _stage(p: Plan, node: Node, ins: list[Stream], parallelism) -> Stream:
         timing = TIMINGS[node.kind](node, ctx)
     except ValueError as e:
         raise UnsupportedLayerError(f"{node.name}: {e}") from e
-    ins = _buffer_inputs(p, node, timing, ins)
+    ins = _buffer_inputs(p, node, timing, ins, depths)
     p.stages.append(Stage(node.name, node.kind, timing, ins, node, ctx, par, req, note))
     times = np.asarray(timing.timing(*[s.times for s in ins]), dtype=np.int64)
     keep_perm = x.perm if len(node.shape) == 1 and not folded(node) else None
@@ -334,11 +383,15 @@ def _same_perm(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
 
 
-def _buffer_inputs(p: Plan, node: Node, timing: Any, ins: list[Stream]) -> list[Stream]:
+def _buffer_inputs(
+    p: Plan, node: Node, timing: Any, ins: list[Stream], depths: dict[tuple[str, int], int]
+) -> list[Stream]:
     """`ins`, with a FIFO in front of each input that the block would keep waiting (not
-    the design's input: the timing functions take the cycles it offers, and it holds)."""
-    offers = [s.times for s in ins]
-    buffered: set[int] = {j for j, s in enumerate(ins) if s.holds}
+    the design's input: the timing functions take the cycles it offers, and it holds),
+    and of each input j given a depth in `depths[(node, j)]` (at least that deep)."""
+    want = {j: depths[node.name, j] for j in range(len(ins)) if (node.name, j) in depths}
+    offers = [s.times + 1 if j in want else s.times for j, s in enumerate(ins)]
+    buffered: set[int] = {j for j, s in enumerate(ins) if s.holds} | set(want)
     while len(buffered) < len(ins):
         late = {j for j, x in enumerate(_stalls(timing, offers)) if x and j not in buffered}
         if not late:
@@ -347,7 +400,10 @@ def _buffer_inputs(p: Plan, node: Node, timing: Any, ins: list[Stream]) -> list[
         offers = [o + 1 if j in late else o for j, o in enumerate(offers)]
     need = {j for j in buffered if not ins[j].holds}
     taken = timing.transfers(*offers) if need else []
-    return [_fifo(p, node, j, s, taken[j]) if j in need else s for j, s in enumerate(ins)]
+    return [
+        _fifo(p, node, j, s, taken[j], want.get(j, 2)) if j in need else s
+        for j, s in enumerate(ins)
+    ]
 
 
 def _stalls(timing: Any, offers: list[np.ndarray]) -> list[bool]:
@@ -381,13 +437,15 @@ def deadlock_depth(needs: np.ndarray) -> int:
     return max(int((needs - np.arange(len(needs))).max()) - 1, 1)
 
 
-def _fifo(p: Plan, node: Node, j: int, s: Stream, taken: np.ndarray) -> Stream:
-    """A FIFO between `s` and input j of `node`, deep enough that `s` never waits."""
-    depth = fifo_depth(s.times, taken)
+def _fifo(p: Plan, node: Node, j: int, s: Stream, taken: np.ndarray, least: int) -> Stream:
+    """A FIFO between `s` and input j of `node`, deep enough that `s` never waits in
+    sample 0, and at least `least` deep."""
+    depth = max(fifo_depth(s.times, taken), least)
     timing = FifoTiming(depth, s.elements)
     port = "i" if len(node.inputs) == 1 else "ab"[j]
     name = f"{node.name}.{port}.fifo"
     p.stages.append(Stage(name, "fifo", timing, [s], note=f"depth {depth}", dtype=s.dtype))
+    p.fifos[node.name, j] = len(p.stages) - 1
     times = timing.timing(s.times)
     return dataclasses.replace(s, stage=len(p.stages) - 1, port=0, times=times, holds=False)
 

@@ -39,7 +39,7 @@ import numpy as np
 from cosyn.perfmodel.chain import Chain, chainable
 from cosyn.perfmodel.mac import QUIET
 
-__all__ = ["first_outputs", "registers", "steady_interval"]
+__all__ = ["fifo_peaks", "first_outputs", "registers", "steady_interval"]
 
 MIN_SAMPLES = 4
 MAX_SAMPLES = 12
@@ -62,6 +62,7 @@ class _Joint:
             return (n, 0) if x.stage is None else (unit[x.stage], x.port)
 
         self.n, self.n_in, self.n_out = n, p.source.elements, p.sink.elements
+        self.groups = groups
         self.models = [t[0].control() if len(t) == 1 else Chain(t) for t in timings]
         self.srcs = [[producer(x) for x in stages[g[0]].inputs] for g in groups]
         cons: list[list[Any]] = [[None] * t[-1].outputs for t in timings] + [[None]]
@@ -297,7 +298,21 @@ def _key(p: Any) -> tuple:
     return stages, p.source.elements, p.sink.elements, (p.sink.stage, p.sink.port)
 
 
-def _steady_interval(p: Any) -> int:
+def fifo_peaks(p: Any) -> tuple[int, dict[int, int]]:
+    """The steady interval, and the most each FIFO stage (by its index in `p.stages`)
+    holds while it is found: at every time where the registers repeated (the levels
+    after that repeat the ones stepped), else in the samples stepped."""
+    joint = _Joint(p)
+    interval = _steady_interval(p, joint)
+    peaks = {}
+    for model, group in zip(joint.models, joint.groups, strict=True):
+        k = group[-1]
+        if p.stages[k].kind == "fifo":
+            peaks[k] = (model if len(group) == 1 else model.fifo).peak
+    return interval, peaks
+
+
+def _steady_interval(p: Any, joint: _Joint | None = None) -> int:
     """`_rule` over the first outputs of samples streamed without end: stepped until the
     rule decides, or until the registers at a sample's first input transfer repeat those
     at an earlier sample's (m samples and D cycles before) and the first output m
@@ -305,8 +320,9 @@ def _steady_interval(p: Any) -> int:
     cycles after the one m samples before it. Where a block takes several cycles per
     input element (`_checks`), the registers are compared at more input transfers of a
     sample (each with the same transfer of the earlier samples), as the state may
-    repeat within a sample before it does at the next one's first."""
-    joint = _Joint(p)
+    repeat within a sample before it does at the next one's first. `joint`: the
+    controls to step (a new `_Joint(p)` without)."""
+    joint = joint or _Joint(p)
     checks = _checks(p, joint.n_in)
     outs: list[int] = []
     seen: dict[Any, tuple[int, int]] = {}
