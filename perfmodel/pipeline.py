@@ -12,6 +12,8 @@ the first output's cycle is the design's latency. Across samples a block does st
 its producer (a convolution's line buffer holds the next sample back while rows are
 still read), so the interval is not the slowest stage's alone: `steady` steps every
 block's control together for several samples and takes the steady-state difference.
+Where that exceeds the slowest block's interval, the FIFOs are sized for the steady
+state instead (`_steady_fifos`: FINN's FIFO sizing, from the cycle model).
 
 The RTL backend builds exactly these stages (`hw/rtl`), and its manifest is this
 plan's record, so an estimate, a manifest and a simulation cannot disagree.

@@ -14,7 +14,7 @@ from cosyn.hw.rtl._verilog import lint
 from cosyn.models.data import digits
 from cosyn.models.train import fit
 from cosyn.models.zoo import cnn, mlp
-from cosyn.perfmodel.pipeline import plan
+from cosyn.perfmodel.pipeline import _compose, plan
 from cosyn.perfmodel.steady import first_outputs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -96,18 +96,22 @@ def test_generated_cnns(data_) -> None:
           samples=5)  # fmt: skip
 
 
-def test_strided_cnn_interval_includes_the_stalls_between_samples() -> None:
+def test_strided_cnn_fifo_sized_for_the_steady_state() -> None:
     """The 3x3 conv's line buffer holds the next sample back while it still reads rows;
-    the 1x1 conv in front (one multiplier) then refills it at its own pace, not at full
-    rate, so the interval (445) is more than the slowest block's alone (440)."""
+    with the FIFO sample 0 needs (none), the 1x1 conv in front (one multiplier) then
+    refills it at its own pace, so the interval is 445, more than the slowest block's
+    (440). The plan sizes a FIFO in front of the 3x3 conv for the steady state, and the
+    RTL runs at 440, every sample."""
     x = torch.randn(8, 2, 8, 8, generator=torch.Generator().manual_seed(1))
     g = cosyn.lower(strided_cnn(), x)
     p = {"conv2d_1": 1, "conv2d_3": 2, "dense_6": 1}
+    assert _compose(g, p, {}).interval == 445
     top = check(g, x.numpy(), parallelism=p, samples=8)
     assert max(int(s.timing.interval) for s in top.plan.stages) == 440
-    assert (top.plan.latency, top.plan.interval) == (534, 445)
+    assert [s.name for s in top.plan.stages if s.kind == "fifo"] == ["conv2d_3.i.fifo"]
+    assert (top.plan.latency, top.plan.interval) == (535, 440)
     _, outs = first_outputs(top.plan, 8)
-    assert np.all(np.diff(outs) == 445)
+    assert np.all(np.diff(outs) == 440)
 
 
 @pytest.mark.parametrize(("factory", "image"), [(mlp, False), (cnn, True)])
