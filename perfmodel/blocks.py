@@ -196,11 +196,13 @@ SPARSE_SAVING = 8
 
 
 def _conv_timing(node: Any, ctx: Any) -> ConvTiming:
-    """Without conv groups, the block skips zero weights as dense does (`sparse_terms`)."""
+    """Without conv groups or SIMD, the block skips zero weights as dense does
+    (`sparse_terms`)."""
     p = ctx.parallelism
-    kept = sparse_terms(window_weights(node), p) if node.groups == 1 else None
+    skips = node.groups == 1 and ctx.simd == 1
+    kept = sparse_terms(window_weights(node), p) if skips else None
     counts = None if kept is None else tuple(map(len, kept))
-    return ConvTiming(ConvGeometry.of(node, ctx.in_shape, p, counts), kept)
+    return ConvTiming(ConvGeometry.of(node, ctx.in_shape, p, counts, ctx.simd), kept)
 
 
 def _dense_timing(node: Any, ctx: Any) -> DenseTiming:

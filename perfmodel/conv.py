@@ -44,21 +44,28 @@ class ConvGeometry:
     p: int
     cgroups: int = 1
     counts: tuple[int, ...] | None = None  # the terms each group issues, None: all
+    simd: int = 1  # input channels a term multiplies (SIMD): it divides cin
 
     @classmethod
     def of(
-        cls, node: Conv2d, in_shape: tuple[int, ...], p: int, counts: tuple[int, ...] | None = None
+        cls,
+        node: Conv2d,
+        in_shape: tuple[int, ...],
+        p: int,
+        counts: tuple[int, ...] | None = None,
+        simd: int = 1,
     ) -> ConvGeometry:
         o, cg, kh, kw = node.weight.shape
         c, per = cg * node.groups, o // node.groups  # P lanes share one group's input
-        if in_shape[0] != c or not 1 <= p <= per or (node.groups > 1 and per % p):
+        if in_shape[0] != c or not 1 <= p <= per or (node.groups > 1 and per % p) or cg % simd:
             raise ValueError(
-                f"{node.name}: input {tuple(in_shape)} or parallelism {p!r} does not fit "
-                f"weight {node.weight.shape} of {node.groups} groups (P must divide {per} "
-                "where there are several)"
+                f"{node.name}: input {tuple(in_shape)}, parallelism {p!r} or SIMD {simd!r} "
+                f"does not fit weight {node.weight.shape} of {node.groups} groups (P must "
+                f"divide {per} where there are several, SIMD {cg})"
             )
+        assert counts is None or simd == 1
         geo = cls(c, in_shape[1], in_shape[2], o, kh, kw, *node.stride, *node.padding,
-                  node.shape[1], node.shape[2], p, node.groups, counts)  # fmt: skip
+                  node.shape[1], node.shape[2], p, node.groups, counts, simd)  # fmt: skip
         if geo.y_end < 0:
             raise ValueError(f"{node.name}: every window lies in the padding")
         return geo
@@ -81,8 +88,19 @@ class ConvGeometry:
 
     @cached_property
     def terms(self) -> int:
-        """Multiply-accumulates per output channel: one window of its group's channels."""
-        return self.kh * self.kw * self.cin
+        """Terms a group of P output channels issues, one a cycle: one window of its conv
+        group's channels, `simd` channels a term."""
+        return self.kh * self.kw * self.cin // self.simd
+
+    @cached_property
+    def cin_words(self) -> int:
+        """Words of a conv group's channels at one input pixel: `simd` channels a word."""
+        return self.cin // self.simd
+
+    @cached_property
+    def words(self) -> int:
+        """Line-buffer words per input pixel: `simd` channels a word."""
+        return self.c // self.simd
 
     @cached_property
     def issued(self) -> tuple[int, ...]:

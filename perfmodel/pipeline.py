@@ -50,6 +50,8 @@ __all__ = [
     "fifo_depth",
     "folded",
     "plan",
+    "multipliers",
+    "parallelism_pair",
     "resolve_parallelism",
     "stream_index",
 ]
@@ -75,31 +77,73 @@ def default_parallelism(node: Node) -> int:
 RAGGED = frozenset({"dense", "conv2d"})
 
 
-def resolve_parallelism(node: Node, requested: int | None, default: int) -> tuple[int, str]:
-    """The parallelism a dense/conv node gets, and a note where it differs from the request.
+# kinds whose block takes SIMD S: each lane multiplies S window terms (consecutive input
+# channels, `node.lane_inputs`) a cycle and sums them (`conv.ConvGeometry.simd`)
+SIMD = frozenset({"conv2d"})
 
-    A kind in `RAGGED` takes any value from 1 to the node's output count `node.shape[0]`
+
+def parallelism_pair(value: Any) -> tuple[Any, Any]:
+    """(P, S) of a parallelism value: P, or a pair (P, S) (a tuple, or a list as JSON
+    gives it back)."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return value[0], value[1]
+    return value, 1
+
+
+def multipliers(value: Any) -> int:
+    """The multipliers of a parallelism value: P, or P x S."""
+    p, s = parallelism_pair(value)
+    return int(p) * int(s)
+
+
+def resolve_parallelism(node: Node, requested: Any, default: int) -> tuple[int, int, str]:
+    """The parallelism (P, S) a dense/conv node gets, and a note where it differs from the
+    request: P lanes, each multiplying S terms a cycle (`requested`: P, or (P, S); S is
+    1 but for the kinds in `SIMD`).
+
+    A kind in `RAGGED` takes any P from 1 to the node's output count `node.shape[0]`
     (features or output channels), but a grouped conv. For the others, valid values
     divide it; another value is rounded up to the next divisor. 0, a negative value, or
     more than the outputs is a CosynError naming the node. A grouped conv's lanes share
     one group's input: a request up to its outputs is lowered to their count per group,
-    then rounded up to a divisor of it.
+    then rounded up to a divisor of it. S runs from 1 to `node.lane_inputs` and is
+    rounded up to a divisor of it.
     """
     outs, per = int(node.shape[0]), node.lane_outputs
-    p = default if requested is None else requested
-    if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or not 1 <= p <= outs:
+    p, s = parallelism_pair(default if requested is None else requested)
+    if _bad(p, outs):
         raise CosynError(
             f"{node.name}: parallelism must be an integer from 1 to {outs} (its outputs), "
-            f"not {p!r}; pass a value in that range"
+            f"or a pair (P, S), not {requested!r}; pass a value in that range"
         )
+    notes = []
+    if s != 1:
+        if node.kind not in SIMD:
+            raise CosynError(
+                f"{node.name}: a {node.kind} block takes no SIMD (P, S); pass P alone"
+            )
+        terms = node.lane_inputs
+        if _bad(s, terms):
+            raise CosynError(
+                f"{node.name}: SIMD must be an integer from 1 to {terms} (the input channels "
+                f"an output reads at a window position), not {s!r}"
+            )
+        t = next(d for d in range(int(s), terms + 1) if terms % d == 0)
+        if t != s:
+            notes.append(f"SIMD {s} does not divide {terms} input channels; rounded up to {t}")
+        s = t
     if node.kind in RAGGED and per == outs:
-        return int(p), ""
+        return int(p), int(s), "; ".join(notes)
     q = next(d for d in range(min(int(p), per), per + 1) if per % d == 0)
-    if q == p:
-        return q, ""
-    if p > per:
-        return q, f"parallelism {p} exceeds the {per} outputs of a group; lowered to {q}"
-    return q, f"parallelism {p} does not divide {per} outputs; rounded up to {q}"
+    if q != p and p > per:
+        notes.insert(0, f"parallelism {p} exceeds the {per} outputs of a group; lowered to {q}")
+    elif q != p:
+        notes.insert(0, f"parallelism {p} does not divide {per} outputs; rounded up to {q}")
+    return q, int(s), "; ".join(notes)
+
+
+def _bad(v: Any, most: int) -> bool:
+    return isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= most
 
 
 def stream_index(shape: tuple[int, ...], order: str, perm: np.ndarray | None = None) -> np.ndarray:
@@ -121,8 +165,9 @@ class Ctx:
     `node.inputs` order. `order`: "flat" or "hwc", the order of the input stream(s)
     (an elementwise block's output keeps it). `perm`: for a "flat" stream made by a
     flatten, the graph flat index at each stream position (None: index order).
-    `parallelism`: multipliers working in parallel, already checked and rounded by
-    `resolve_parallelism` (1 for blocks without shared multipliers).
+    `parallelism`: lanes working in parallel (P), and `simd` the terms each multiplies a
+    cycle (S), already checked and rounded by `resolve_parallelism` (1 for blocks
+    without shared multipliers).
     """
 
     in_types: tuple[IntType, ...]
@@ -130,6 +175,7 @@ class Ctx:
     order: str = "flat"
     perm: np.ndarray | None = field(default=None, compare=False)
     parallelism: int = 1
+    simd: int = 1
 
     @property
     def in_type(self) -> IntType:
@@ -212,15 +258,17 @@ class Stage:
     node: Node | None = None
     ctx: Ctx | None = None
     parallelism: int = 1
-    requested: int | None = None
+    requested: Any = None  # P, or (P, S)
     note: str = ""
     dtype: IntType | None = None
+    simd: int = 1
 
     def record(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "kind": self.kind,
             "parallelism": self.parallelism,
+            "simd": self.simd,
             "requested_parallelism": self.requested,
             "note": self.note,
             "latency": int(self.timing.latency),
@@ -255,10 +303,12 @@ class Plan:
 
     @property
     def multipliers(self) -> int:
-        return sum(s.parallelism for s in self.stages if s.node is not None and folded(s.node))
+        return sum(
+            s.parallelism * s.simd for s in self.stages if s.node is not None and folded(s.node)
+        )
 
 
-def _requested(node: Node, parallelism: int | dict | None) -> int | None:
+def _requested(node: Node, parallelism: int | dict | None) -> Any:
     if isinstance(parallelism, dict):
         return parallelism.get(node.name)
     return parallelism
@@ -358,8 +408,8 @@ def _stage(
     p: Plan, node: Node, ins: list[Stream], parallelism, depths: dict[tuple[str, int], int]
 ) -> Stream:
     req = _requested(node, parallelism) if folded(node) else None
-    par, note = (
-        resolve_parallelism(node, req, default_parallelism(node)) if folded(node) else (1, "")
+    par, simd, note = (
+        resolve_parallelism(node, req, default_parallelism(node)) if folded(node) else (1, 1, "")
     )
     x = ins[0]
     if any(s.order != x.order or not _same_perm(s.perm, x.perm) for s in ins[1:]):
@@ -367,13 +417,13 @@ def _stage(
             f"{node.name}: its inputs stream in different orders (one a flattened image); "
             "flatten both the same way, or neither"
         )
-    ctx = Ctx(tuple(s.dtype for s in ins), tuple(s.shape for s in ins), x.order, x.perm, par)
+    ctx = Ctx(tuple(s.dtype for s in ins), tuple(s.shape for s in ins), x.order, x.perm, par, simd)
     try:
         timing = TIMINGS[node.kind](node, ctx)
     except ValueError as e:
         raise UnsupportedLayerError(f"{node.name}: {e}") from e
     ins = _buffer_inputs(p, node, timing, ins, depths)
-    p.stages.append(Stage(node.name, node.kind, timing, ins, node, ctx, par, req, note))
+    p.stages.append(Stage(node.name, node.kind, timing, ins, node, ctx, par, req, note, simd=simd))
     times = np.asarray(timing.timing(*[s.times for s in ins]), dtype=np.int64)
     keep_perm = x.perm if len(node.shape) == 1 and not folded(node) else None
     return Stream(

@@ -172,12 +172,14 @@ def lane_rows(a: np.ndarray, p: int) -> np.ndarray:
     return np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)]) if extra else a
 
 
-def weight_rows(w: np.ndarray, p: int) -> np.ndarray:
-    """The weight ROM's rows, (groups * terms, P), from the weights (outputs, terms) with
-    the terms in issue order: row g * terms + t holds term t of outputs g*P .. g*P + P-1,
-    one per lane, zero beyond the outputs (`hw/rtl/_rom.weight_roms` stores them)."""
+def weight_rows(w: np.ndarray, p: int, simd: int = 1) -> np.ndarray:
+    """The weight ROM's rows, (groups * terms, P * S), from the weights (outputs, terms *
+    S) with the terms in issue order, S (SIMD) weights a term: row g * terms + t holds
+    term t of outputs g*P .. g*P + P-1, lane by lane, zero beyond the outputs
+    (`hw/rtl/_rom.weight_roms` stores them)."""
     w = lane_rows(w, p)
-    return w.reshape(-1, p, w.shape[1]).transpose(0, 2, 1).reshape(-1, p)
+    t = w.shape[1] // simd
+    return w.reshape(-1, p, t, simd).transpose(0, 2, 1, 3).reshape(-1, p * simd)
 
 
 def window_weights(node: Any) -> np.ndarray:

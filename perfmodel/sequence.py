@@ -235,12 +235,12 @@ class SequencePlan:
                 f"{node.name}: the RTL backend has no block for node kind {node.kind!r} in a "
                 f"sequence design; supported: attention, token, {', '.join(sorted(TIMINGS))}"
             )
-        par = 1
+        par = simd = 1
         if folded(node):
             req = _requested(node, parallelism)
-            par = resolve_parallelism(node, req, default_parallelism(node))[0]
+            par, simd, _ = resolve_parallelism(node, req, default_parallelism(node))
         types = tuple(g[i].dtype for i in node.inputs)
-        ctx = Ctx(types, tuple(g[i].shape for i in node.inputs), parallelism=par)
+        ctx = Ctx(types, tuple(g[i].shape for i in node.inputs), parallelism=par, simd=simd)
         try:
             timing = TIMINGS[node.kind](node, ctx)
         except ValueError as e:

@@ -175,22 +175,24 @@ def test_what_cannot_be_lowered_is_refused_in_one_line() -> None:
 # -- the RTL block ---------------------------------------------------------------------------
 
 U4, I4 = IntType(4, False), IntType(4, True)
-# (C, H, W, O, K, stride, padding, groups, P, input type)
+# (C, H, W, O, K, stride, padding, groups, P, input type, SIMD)
 BLOCK_CASES = [
-    (4, 5, 5, 4, 3, 1, 1, 4, 1, I4),  # depthwise
-    (3, 6, 5, 6, 3, 2, 1, 3, 2, U4),  # depthwise, two outputs a channel, both lanes
-    (6, 5, 4, 4, 3, 1, 0, 2, 1, I4),  # two groups of three channels
-    (4, 4, 4, 8, 1, 1, 0, 2, 4, I4),  # pointwise, two groups, four lanes
+    (4, 5, 5, 4, 3, 1, 1, 4, 1, I4, 1),  # depthwise
+    (3, 6, 5, 6, 3, 2, 1, 3, 2, U4, 1),  # depthwise, two outputs a channel, both lanes
+    (6, 5, 4, 4, 3, 1, 0, 2, 1, I4, 1),  # two groups of three channels
+    (4, 4, 4, 8, 1, 1, 0, 2, 4, I4, 1),  # pointwise, two groups, four lanes
+    (6, 5, 4, 4, 3, 1, 0, 2, 1, I4, 3),  # SIMD: a group's three channels in one word
+    (8, 4, 4, 8, 3, 1, 1, 2, 2, U4, 2),  # two words a group
 ]
 
 
-@pytest.mark.parametrize("case", BLOCK_CASES, ids=lambda c: "-".join(map(str, c[:9])))
+@pytest.mark.parametrize("case", BLOCK_CASES, ids=lambda c: "-".join(map(str, c[:9])) + f"-S{c[10]}")
 def test_block_follows_its_control_under_back_pressure(case) -> None:
     """Random input gaps and output back-pressure: every transfer in the cycle the
     control model says, and the outputs exact."""
-    c, h, w, o, k, s, p, groups, par, t = case
+    c, h, w, o, k, s, p, groups, par, t, simd = case
     node = conv_node(c, h, w, o, k, s, p, groups, t)
-    ctx = Ctx((t,), ((c, h, w),), "hwc", parallelism=par)
+    ctx = Ctx((t,), ((c, h, w),), "hwc", parallelism=par, simd=simd)
     block = COMPONENTS["conv2d"](node, ctx)
     rng = np.random.default_rng(len(BLOCK_CASES) + c)
     x = rng.integers(t.lo, t.hi + 1, (2, c, h, w))
@@ -220,7 +222,7 @@ def test_block_counts_its_group_only() -> None:
     prims = primitives(stage)
     assert prims.lanes == 1 and sum(m[0] for m in prims.mems if m[2] and m[4] is not None) == 72
     note = "parallelism 3 does not divide 4 outputs; rounded up to 4"
-    assert resolve_parallelism(conv_node(4, 5, 5, 8, 1, 1, 0, 2, t), 3, 1) == (4, note)
+    assert resolve_parallelism(conv_node(4, 5, 5, 8, 1, 1, 0, 2, t), 3, 1) == (4, 1, note)
 
 
 @st.composite
@@ -308,10 +310,11 @@ def test_hls_refuses_other_groups_naming_the_node(tmp_path) -> None:
 def test_block_verilog_lints_clean(tmp_path) -> None:
     from cosyn.hw.rtl._verilog import component_verilog, lint
 
-    for k in (1, 2):  # depthwise of two lanes; two groups of three channels
-        c, h, w, o, ks, s, p, groups, par, t = BLOCK_CASES[k]
+    for k in (1, 2, 5):  # depthwise of two lanes; two groups of three channels; SIMD 2
+        c, h, w, o, ks, s, p, groups, par, t, simd = BLOCK_CASES[k]
         node = conv_node(c, h, w, o, ks, s, p, groups, t)
-        block = COMPONENTS["conv2d"](node, Ctx((t,), ((c, h, w),), "hwc", parallelism=par))
+        ctx = Ctx((t,), ((c, h, w),), "hwc", parallelism=par, simd=simd)
+        block = COMPONENTS["conv2d"](node, ctx)
         (tmp_path / f"g{k}").mkdir()
         path = tmp_path / f"g{k}" / "top.v"
         path.write_text(component_verilog(block, f"grouped{k}"))

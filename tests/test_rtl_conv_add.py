@@ -98,8 +98,9 @@ def conv_node(c, h, w, o, k, s, p, in_type: IntType, seed: int = 0, positive=Fal
     )  # fmt: skip
 
 
-def conv_block(node: Conv2d, in_type: IntType, c, h, w, p) -> Conv2dBlock:
-    return Conv2dBlock(node, Ctx((in_type,), ((c, h, w),), order="hwc", parallelism=p))
+def conv_block(node: Conv2d, in_type: IntType, c, h, w, p, simd: int = 1) -> Conv2dBlock:
+    ctx = Ctx((in_type,), ((c, h, w),), order="hwc", parallelism=p, simd=simd)
+    return Conv2dBlock(node, ctx)
 
 
 def hwc(x: np.ndarray) -> np.ndarray:
@@ -254,6 +255,33 @@ def test_conv_layers_of_the_zoo_cnn() -> None:
         assert np.array_equal(got, hwc(node.eval(x))), node.name
 
 
+SIMD = [  # (C, H, W, O, K, stride, padding, P, input type, S)
+    (8, 8, 8, 16, 3, 2, 1, 4, U8, 2),  # the zoo CNN's second layer
+    (4, 5, 6, 5, 3, 1, 1, 2, I4, 4),  # every channel in one word; a last group of one
+    (6, 6, 5, 4, (3, 2), (1, 2), (1, 0), 3, I4, 3),  # S not a power of two
+    (4, 3, 3, 7, 1, 1, 0, 7, U8, 2),  # fewer terms than lanes
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", SIMD, ids=lambda c: "-".join(map(str, c[:8])) + f"-S{c[9]}")
+def test_conv_simd_exact_and_timed(case) -> None:
+    """SIMD S: each lane multiplies S channels a cycle. Bit-exact, every input taken and
+    every output leaving on the model's cycles at full rate and under gaps, nothing
+    lost under back-pressure, and a sample's terms S times fewer than without."""
+    c, h, w, o, k, s, p, par, it, simd = case
+    node = conv_node(c, h, w, o, k, s, p, it, seed=7)
+    dut = conv_block(node, it, c, h, w, par, simd)
+    rng = np.random.default_rng(8)
+    x = edge_batch(it, (c, h, w), rng)
+    for arr in (np.zeros(x.size, np.int64), gappy(x.size, rng)):
+        exact_on_the_models_cycles(dut, node, x, arr)
+    got, _, _ = drive(dut, {"i": (dut.i, hwc(x), arr)}, len(x) * np.prod(node.shape),
+                      stalls=0.5, seed=9)  # fmt: skip
+    assert np.array_equal(got, hwc(node.eval(x)))
+    assert dut.geo.terms * simd == ConvGeometry.of(node, (c, h, w), par).terms
+
+
 @pytest.mark.parametrize("par", [1, 3])
 def test_conv_unsigned_weights_and_biases(par) -> None:
     """Weights and biases that are all >= 0 are stored as unsigned ROM fields."""
@@ -268,9 +296,11 @@ def test_conv_unsigned_weights_and_biases(par) -> None:
 
 def test_conv_parallelism_rules() -> None:
     node = conv_node(2, 4, 4, 6, 3, 1, 1, U8)
-    assert resolve_parallelism(node, 4, 1) == (4, "")  # a last group of 2 lanes
-    assert resolve_parallelism(node, 3, 1) == (3, "")
-    for bad in (0, -1, 7):
+    assert resolve_parallelism(node, 4, 1) == (4, 1, "")  # a last group of 2 lanes
+    assert resolve_parallelism(node, 3, 1) == (3, 1, "")
+    assert resolve_parallelism(node, (3, 2), 1) == (3, 2, "")
+    assert resolve_parallelism(node, [3, 2], 1) == (3, 2, "")  # as JSON gives it back
+    for bad in (0, -1, 7, (3, 0), (3, 3), (0, 1), (3, 1.5)):
         with pytest.raises(CosynError, match="conv_t"):
             resolve_parallelism(node, bad, 1)
     with pytest.raises(ValueError, match="divide"):

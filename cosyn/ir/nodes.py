@@ -282,6 +282,12 @@ class Conv2d(Node):
         """The output channels of one group: only they read the same input channels."""
         return int(self.shape[0]) // self.groups
 
+    @property
+    def lane_inputs(self) -> int:
+        """The input channels an output reads at each window position (its group's): the
+        terms a lane may take several of in one cycle (SIMD) divide them."""
+        return int(self.weight.shape[1])
+
 
 @dataclass(eq=False)
 class MaxPool2d(Node):

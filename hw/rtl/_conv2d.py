@@ -11,7 +11,7 @@ are taken.
 
 from __future__ import annotations
 
-from amaranth.hdl import C, Module, Mux, Signal
+from amaranth.hdl import C, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, ports
 from cosyn.hw.rtl._buffer import Buffer
@@ -49,6 +49,11 @@ class Conv2dBlock(wiring.Component):
     overwrite one the current output row still reads. Rows below the last window are
     taken and dropped (H' rows are kept).
 
+    With SIMD S (`ctx.simd`, a divisor of C/G), a line-buffer word holds S consecutive
+    channels of a pixel (the writer packs them), a term is a word, and each lane
+    multiplies its S weights by the word's S elements and sums the products at once
+    (`MacLanes`): a group takes KH*KW*C/G/S cycles, with S times the multipliers.
+
     Timing: `cycles` (`perfmodel.conv.ConvTiming`), the model of this control.
     """
 
@@ -60,7 +65,7 @@ class Conv2dBlock(wiring.Component):
 
     def _roms(self, m: Module, addr, en) -> tuple:
         g, kept = self.geo, self.cycles.kept
-        rows = weight_rows(window_weights(self.node), g.p)
+        rows = weight_rows(window_weights(self.node), g.p, g.simd)
         if kept is not None:  # the issued terms' rows alone
             rows = issued_rows(rows, kept, g.terms)
         bias = lane_rows(self.node.bias, g.p).reshape(g.groups, g.p)
@@ -68,27 +73,46 @@ class Conv2dBlock(wiring.Component):
 
     def _writer(self, m: Module, s: Window, ahead) -> Signal:
         """Input side: rows into rotating slots, while the row is below the window's bound
-        (`s.lor`; `s.lora` while the writer is a frame ahead); returns the count of
-        elements in the frame."""
+        (`s.lor`; `s.lora` while the writer is a frame ahead), S elements a word (`_pack`);
+        returns the count of elements in the frame."""
         g = self.geo
         wy, wcol = Signal(range(g.h)), Signal(range(g.w * g.c))
-        wcount, waddr = Signal(range(g.frame_in)), Signal(range(g.rows * g.w * g.c))
+        wcount, waddr = Signal(range(g.frame_in)), Signal(range(g.rows * g.w * g.words))
         drop = (wy > g.y_end) if g.y_end < g.h - 1 else C(0, 1)
         m.d.comb += self.i.ready.eq(drop | Mux(ahead, wy < s.lora, wy < s.lor))
         take = self.i.valid & self.i.ready
-        self._lbuf.write(m, waddr, self.i.payload, take & ~drop)
+        word, put = self._pack(m, take)
+        self._lbuf.write(m, waddr, word, put & ~drop)
+        with m.If(put & ~drop):
+            step(m, waddr, g.rows * g.w * g.words - 1)
         with m.If(take):
-            with m.If(~drop):
-                step(m, waddr, g.rows * g.w * g.c - 1)
             m.d.sync += wcount.eq(wcount + 1)
             with m.If(step(m, wcol, g.w * g.c - 1)), m.If(step(m, wy, g.h - 1)):
                 m.d.sync += [wcount.eq(0), s.fw.eq(~s.fw)]
         return wcount
 
+    def _pack(self, m: Module, take) -> tuple:
+        """The word to write (S elements, the first lowest: the S - 1 taken before, held
+        in registers, and the one taken now) and whether it is complete (the S-th is
+        taken); S = 1: the element, at every take."""
+        x, n = self.i.payload, self.geo.simd
+        if n == 1:
+            return x, take
+        held = [Signal.like(x, name=f"held{k}") for k in range(n - 1)]
+        k = Signal(range(n))
+        with m.If(take):
+            step(m, k, n - 1)
+            for j, r in enumerate(held):
+                with m.If(k == j):
+                    m.d.sync += r.eq(x)
+        return Cat(*held, x), take & (k == n - 1)
+
     def elaborate(self, platform) -> Module:
         m = Module()
         g = self.geo
-        self._lbuf = Buffer(m, "lbuf", element_shape(self.ctx.in_type), g.rows * g.w * g.c)
+        bits = element_shape(self.ctx.in_type)
+        shape = bits if g.simd == 1 else unsigned(g.simd * bits.width)
+        self._lbuf = Buffer(m, "lbuf", shape, g.rows * g.w * g.words)
         s = Window(g) if self.cycles.kept is None else SparseWindow(m, g, self.cycles.kept)
         ahead = s.fw ^ s.fc  # the writer is in the next frame: all of this one is in
         wcount = self._writer(m, s, ahead)
@@ -97,6 +121,10 @@ class Conv2dBlock(wiring.Component):
         pad1 = self._issue(m, s, ahead, wcount, mac)
         data = self._lbuf.read(m, s.address(), ~mac.stall)  # outside the image: any word
         x = Mux(pad1, 0, data) if pad1 is not None else data
+        if g.simd > 1:  # the word's S elements
+            w = bits.width
+            part = [x[i * w : (i + 1) * w] for i in range(g.simd)]
+            x = [e.as_signed() if bits.signed else e for e in part]
         mac.datapath(m, x, ws, br, bs, block)
         return m
 

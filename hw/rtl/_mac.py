@@ -69,30 +69,35 @@ class MacLanes:
     def datapath(
         self, m: Module, x: Value, ws: list[Value], bias_port, bs: list[Value], block: bool
     ) -> None:
-        """Stages 2 to 5 and the output register. Every register of lane j is enabled by
+        """Stages 2 to 5 and the output register; `x` is the term's element, or with SIMD
+        its S elements (a list), and `ws` P weights, or P*S (lane j's S in a row). Every
+        register of lane j is enabled by
         its copy of `runs` alone (a register's output); a stage without a term carries a
         zero element, so its products are zero. With `block` (the weights read from block
         RAM) the weights' registers have no reset and share the ROMs' enable `runs[0]`,
         so the flow moves them into the blocks' output registers."""
         p, runs = self.p, self.runs
         m.d.comb += [bias_port.addr.eq(self.group3), bias_port.en.eq(~self.stall)]
-        x = Value.cast(x)
+        x = [Value.cast(e) for e in (x if isinstance(x, (list, tuple)) else [x])]
+        s = len(x)  # SIMD: lane j multiplies the S elements by its weights ws[j*S : j*S+S]
         xs = [
-            Signal(x.shape(), name=f"x{k}", init=copy_init(k, x.shape())) for k in range(copies(p))
-        ]
+            [Signal(e.shape(), name=f"x{k}" + (f"_{i}" if s > 1 else ""),
+                    init=copy_init(k, e.shape())) for i, e in enumerate(x)]
+            for k in range(copies(p))
+        ]  # fmt: skip
         wr = [
             Signal(Value.cast(w).shape(), name=f"w{j}", reset_less=block) for j, w in enumerate(ws)
         ]
         for c, run in zip(xs, runs, strict=True):
             with m.If(run):
-                m.d.sync += c.eq(Mux(self.v[0], x, 0))
+                m.d.sync += [r.eq(Mux(self.v[0], e, 0)) for r, e in zip(c, x, strict=True)]
         prods = products(m, xs, wr, runs)
         accs = [Signal(self.acc_shape, name=f"acc{j}") for j in range(p)]
         for j in range(p):
             run = runs[j * len(runs) // p]
             # the registers behind one block share its enable (`hw/fpga/_outreg`)
             with m.If(runs[0] if block else run):
-                m.d.sync += wr[j].eq(ws[j])
+                m.d.sync += [wr[j * s + i].eq(ws[j * s + i]) for i in range(s)]
             with m.If(run):  # partial sums wrap modulo 2**bits; the full sum fits
                 m.d.sync += accs[j].eq(Mux(self.first[3], bs[j], accs[j]) + prods[j])
         self._output(m, accs)

@@ -1,6 +1,7 @@
 """The multipliers of the multiply-accumulate lanes: stages 3 and 4 of `perfmodel.mac`.
 
-P lanes multiply their own weight by one shared element. Where the weights have at
+P lanes multiply their own weight by one shared element (with SIMD S, each lane its S
+weights by S shared elements, the products summed at stage 4). Where the weights have at
 most `NARROW` bits the products are built in LUTs from multiples of the element that
 all lanes share: stage 3 registers x, 3x and -x (in copies, each feeding a few
 lanes), stage 4 selects one multiple per pair of weight bits (a 4:1 mux) and sums
@@ -10,7 +11,7 @@ each side (stage 3 the product, stage 4 a second register toward the accumulator
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, Value
+from amaranth.hdl import Module, Mux, Shape, Signal, Value
 from cosyn.perfmodel.mac import NARROW
 from cosyn.perfmodel.resources import FANOUT, copies
 
@@ -23,45 +24,78 @@ def copy_init(k: int, shape) -> int:
     return (-1 if shape.signed else (1 << shape.width) - 1) if k % 2 else 0
 
 
-def products(m: Module, xs: list[Signal], ws: list[Signal], runs: list[Value]) -> list[Signal]:
-    """w_j * x for each lane j, x from stage 2's copies `xs` (lane j reads copy j*len/P),
-    the weights `ws` from stage 2's registers; the products registered at stage 4. The
-    registers of copy k and of the lanes reading it are enabled by `runs[k]`."""
+def products(
+    m: Module, xs: list[list[Signal]], ws: list[Signal], runs: list[Value]
+) -> list[Signal]:
+    """sum_s w_js * x_s for each lane j (S = SIMD terms a lane multiplies, 1 without),
+    the elements from stage 2's copies `xs` (each S elements; lane j reads copy
+    j*len/P), the weights `ws` (P*S, lane j's S in a row) from stage 2's registers;
+    each lane's sum registered at stage 4. The registers of copy k and of the lanes
+    reading it are enabled by `runs[k]`."""
     if Value.cast(ws[0]).shape().width <= NARROW:
         return _lut_products(m, xs, ws, runs)
-    p = len(ws)
+    s = len(xs[0])
+    p = len(ws) // s
     prods = []
-    for j, w in enumerate(ws):
+    for j in range(p):
         k = j * len(xs) // p
-        x = xs[k]
-        full = Signal((w * x).shape(), name=f"mul{j}")
-        prod = Signal.like(full, name=f"prod{j}")
+        fulls = []
+        for i in range(s):
+            w, x = ws[j * s + i], xs[k][i]
+            full = Signal((w * x).shape(), name=f"mul{j}" + (f"_{i}" if s > 1 else ""))
+            with m.If(runs[k]):
+                m.d.sync += full.eq(w * x)
+            fulls.append(full)
+        total = _total(fulls)
+        prod = Signal(total.shape(), name=f"prod{j}")
         with m.If(runs[k]):
-            m.d.sync += [full.eq(w * x), prod.eq(full)]
+            m.d.sync += prod.eq(total)
         prods.append(prod)
     return prods
 
 
-def _lut_products(m: Module, xs: list[Signal], ws: list[Signal], runs: list[Value]) -> list[Signal]:
-    p = len(ws)
+def _total(terms: list[Value]) -> Value:
+    """The terms summed (one carry chain a level of a balanced tree)."""
+    while len(terms) > 1:
+        terms = sum_pairs(terms)
+    return Value.cast(terms[0])
+
+
+def _lut_products(
+    m: Module, xs: list[list[Signal]], ws: list[Signal], runs: list[Value]
+) -> list[Signal]:
+    s = len(xs[0])
+    p = len(ws) // s
     per = copies(p, 2 * FANOUT)  # copies of the multiples per copy of x
-    mults = []
+    mults = []  # per copy of x and of the multiples: the S elements' multiples
     for x, run in zip(xs, runs, strict=True):
         for k in range(per):
-            regs = {}
-            for f, v in multiples(x).items():
-                name = f"{x.name}_m{f}_{k}".replace("-", "n")
-                regs[f] = Signal(v.shape(), name=name, init=copy_init(k, v.shape()))
-                with m.If(run):
-                    m.d.sync += regs[f].eq(v)
-            mults.append(regs)
+            ms = []
+            for e in x:
+                regs = {}
+                for f, v in multiples(e).items():
+                    name = f"{e.name}_m{f}_{k}".replace("-", "n")
+                    regs[f] = Signal(v.shape(), name=name, init=copy_init(k, v.shape()))
+                    with m.If(run):
+                        m.d.sync += regs[f].eq(v)
+                ms.append(regs)
+            mults.append(ms)
     prods = []
-    for j, w in enumerate(ws):
-        w3 = Signal.like(w, name=f"w{j}_3")
-        prod = Signal((w * xs[0]).shape(), name=f"prod{j}")
+    for j in range(p):
+        ms = mults[j * len(mults) // p]
+        terms = []
+        w3s = []
+        for i in range(s):
+            w = ws[j * s + i]
+            w3 = Signal.like(w, name=f"w{j}_3" + (f"_{i}" if s > 1 else ""))
+            w3s.append((w3, w))
+            terms.append(sum_pairs(pair_terms(w3, ms[i]))[0])
+        one = (ws[0] * xs[0][0]).shape()  # a product's; S of them need log2(S) bits more
+        shape = Shape(one.width + (s - 1).bit_length(), one.signed)
+        prod = Signal(shape, name=f"prod{j}")
         with m.If(runs[j * len(runs) // p]):
-            m.d.sync += w3.eq(w)
-            m.d.sync += prod.eq(sum_pairs(pair_terms(w3, mults[j * len(mults) // p]))[0])
+            m.d.sync += [w3.eq(w) for w3, w in w3s]
+            m.d.sync += prod.eq(_total(terms))
         prods.append(prod)
     return prods
 

@@ -67,7 +67,8 @@ def block_rom(m: Module, name: str, words: list[int], width: int, addr, en) -> V
 
 
 def weight_roms(m: Module, rows: np.ndarray, bias_rows: np.ndarray, addr, en) -> tuple:
-    """Weight and bias ROMs of P lanes as submodules of `m`: row r of `rows` (depth, P) and
+    """Weight and bias ROMs of P lanes as submodules of `m`: row r of `rows` (depth, P, or
+    P*S with SIMD) and
     of `bias_rows` (groups, P) is one word. The weights are read at `addr` where `en` (the
     word registered, one cycle later). A ROM of `BANK` to `BLOCK_BANK` words and at
     least `BLOCK_ROM_BITS` bits is in block RAM (`weights_in_block`, `block_rom`); another
@@ -107,12 +108,12 @@ def weight_roms(m: Module, rows: np.ndarray, bias_rows: np.ndarray, addr, en) ->
 
 
 def _fields(m: Module, word: Value, wt: IntType, bias_rows: np.ndarray, bt: IntType) -> tuple:
-    """The bias ROM (a submodule of `m`) and its read port, the P weight fields of `word`
-    and the P bias fields of the port's data."""
+    """The bias ROM (a submodule of `m`) and its read port, the weight fields of `word`
+    (P, or P*S with SIMD) and the P bias fields of the port's data."""
     p = bias_rows.shape[1]
     m.submodules.biases = bmem = memory.Memory(
         shape=unsigned(bt.bits * p), depth=len(bias_rows), init=pack(bias_rows, bt.bits)
     )
     br = bmem.read_port()
-    ws = [field(word, j, wt) for j in range(p)]
+    ws = [field(word, j, wt) for j in range(len(word) // wt.bits)]
     return br, ws, [field(br.data, j, bt) for j in range(p)]

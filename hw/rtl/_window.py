@@ -45,8 +45,9 @@ def _signal(lo: int, hi: int, init: int, name: str) -> Signal:
 
 
 class Window:
-    """Counters: pixel (oy, ox), group gi, term (ky, kx, c) (c over the conv group's C/G
-    channels from `cb`, the group's first, kept where G > 1), `widx` the weight ROM row,
+    """Counters: pixel (oy, ox), group gi, term (ky, kx, c) (c over the conv group's
+    words, C/G/S of S channels each, from `cb`, the group's first, kept where G > 1;
+    below, C counts words of S channels: `ConvGeometry.words`), `widx` the weight ROM row,
     `fbase`/`top_slot`/`rslot` the line-buffer slots of the frame's row 0, of row y_top
     and of row y_top + ky, `fc` the frame parity (`fw` the writer's); `start` and
     `lastpix` flag the first term of a pixel and the frame's last pixel.
@@ -59,27 +60,27 @@ class Window:
 
     def __init__(self, g: ConvGeometry) -> None:
         self.g = g
-        wc = g.w * g.c
+        wc = g.w * g.words
         self.fw, self.fc = Signal(), Signal()
         self.oy, self.ox = Signal(range(g.oh)), Signal(range(g.ow))
         self.gi, self.ky, self.kx, self.c = (
             Signal(range(n), name=nm)
-            for n, nm in ((g.groups, "gi"), (g.kh, "ky"), (g.kw, "kx"), (g.cin, "c"))
+            for n, nm in ((g.groups, "gi"), (g.kh, "ky"), (g.kw, "kx"), (g.cin_words, "c"))
         )
         # the first input channel of group gi's conv group (0 without conv groups)
-        self.cb = Signal(range(g.c), name="cb") if g.cgroups > 1 else None
+        self.cb = Signal(range(g.words), name="cb") if g.cgroups > 1 else None
         self.widx = Signal(range(g.groups * g.terms))
         self.fbase = Signal(range(g.rows))
         self.top_slot = Signal(range(g.rows), init=-g.ph % g.rows)
         self.rslot = Signal(range(g.rows), init=-g.ph % g.rows)
         ytop_hi = (g.oh - 1) * g.sh - g.ph
         self.yy_span = (-g.ph, ytop_hi + g.kh - 1)
-        self.xc_span = (-g.pw * g.c, ((g.ow - 1) * g.sw - g.pw + g.kw) * g.c - 1)
+        self.xc_span = (-g.pw * g.words, ((g.ow - 1) * g.sw - g.pw + g.kw) * g.words - 1)
         self.y_top = _signal(-g.ph, ytop_hi, -g.ph, "y_top")
         self.yy = _signal(*self.yy_span, -g.ph, "yy")
-        self.xc0 = _signal(-g.pw * g.c, ((g.ow - 1) * g.sw - g.pw) * g.c, -g.pw * g.c, "xc0")
-        self.xc = _signal(*self.xc_span, -g.pw * g.c, "xc")
-        top0 = (-g.ph % g.rows) * wc - g.pw * g.c
+        self.xc0 = _signal(-g.pw * g.words, ((g.ow - 1) * g.sw - g.pw) * g.words, -g.pw * g.words, "xc0")
+        self.xc = _signal(*self.xc_span, -g.pw * g.words, "xc")
+        top0 = (-g.ph % g.rows) * wc - g.pw * g.words
         self.laddr = _signal(self.xc_span[0], (g.rows - 1) * wc + self.xc_span[1], top0, "laddr")
         needs = [
             [g.need(y * g.sh - g.ph, x * g.sw - g.pw) for x in range(g.ow)] for y in range(g.oh)
@@ -94,7 +95,7 @@ class Window:
         self.start = Signal(init=1)  # the next term is a pixel's first (term 0 of group 0)
         self.lastpix = Signal(init=int(g.oh * g.ow == 1))  # ... of the frame's last pixel
         self.first = (self.ky == 0) & (self.kx == 0) & (self.c == 0)
-        self.last = (self.ky == g.kh - 1) & (self.kx == g.kw - 1) & (self.c == g.cin - 1)
+        self.last = (self.ky == g.kh - 1) & (self.kx == g.kw - 1) & (self.c == g.cin_words - 1)
 
     def address(self) -> Value:
         """The term's line-buffer address (any word where it lies in the padding)."""
@@ -106,7 +107,7 @@ class Window:
 
     def _pad(self, yy: Value, xc: Value) -> Value | None:
         g = self.g
-        out = _outside(yy, self.yy_span, g.h) + _outside(xc, self.xc_span, g.w * g.c)
+        out = _outside(yy, self.yy_span, g.h) + _outside(xc, self.xc_span, g.w * g.words)
         if not out:
             return None
         v = out[0]
@@ -122,12 +123,12 @@ class Window:
         channel c runs over its conv group's C/G channels from `cb`; the next window
         column skips the other groups' C - C/G."""
         g = self.g
-        rb = [r * g.w * g.c for r in range(g.rows)]
+        rb = [r * g.w * g.words for r in range(g.rows)]
         step(m, self.widx, g.groups * g.terms - 1)
         m.d.sync += [self.xc.eq(self.xc + 1), self.laddr.eq(self.laddr + 1), self.start.eq(0)]
-        with m.If(step(m, self.c, g.cin - 1)):
-            if g.cin < g.c:
-                skip = 1 + g.c - g.cin
+        with m.If(step(m, self.c, g.cin_words - 1)):
+            if g.cin_words < g.words:
+                skip = 1 + g.words - g.cin_words
                 m.d.sync += [self.xc.eq(self.xc + skip), self.laddr.eq(self.laddr + skip)]
             with m.If(step(m, self.kx, g.kw - 1)):
                 self._next_ky(m, rb)
@@ -149,7 +150,8 @@ class Window:
                 self.laddr.eq(_table(rb, self.top_slot) + self.xc0),
             ]
             if self.cb is not None:  # the next group's channels (the first's at a pixel's end)
-                nb = _table([g.channel_base((i + 1) % g.groups) for i in range(g.groups)], self.gi)
+                bases = [g.channel_base((i + 1) % g.groups) // g.simd for i in range(g.groups)]
+                nb = _table(bases, self.gi)
                 m.d.sync += [
                     self.cb.eq(nb),
                     self.xc.eq(self.xc0 + nb),
@@ -167,7 +169,7 @@ class Window:
                 Mux(ox == g.ow - 1, wrap_last, (oy == g.oh - 1) & (ox == g.ow - 2))
             )
         m.d.sync += self.start.eq(1)
-        dx = g.sw * g.c
+        dx = g.sw * g.words
         needs, lors = self._needs, self._lors
         dcol = [needs[0][(x + 1) % g.ow] - needs[0][x] for x in range(g.ow)]
         m.d.sync += [
@@ -178,7 +180,7 @@ class Window:
         ]
         with m.If(step(m, self.ox, g.ow - 1)):
             top = add_mod(self.top_slot, g.sh, g.rows)
-            left = -g.pw * g.c
+            left = -g.pw * g.words
             shifted = [rb[(r + g.sh) % g.rows] + left for r in range(g.rows)]
             nrow = [needs[(y + 1) % g.oh][0] for y in range(g.oh)]
             nlor = [lors[(y + 1) % g.oh] for y in range(g.oh)]
@@ -240,7 +242,7 @@ class SparseWindow(Window):
         self.first, self.last = data[kb + ob], data[kb + ob + 1]
         self._yy = self.y_top + self._ky
         self._xc = self.xc0 + off
-        rb = [r * g.w * g.c for r in range(g.rows)]
+        rb = [r * g.w * g.words for r in range(g.rows)]
         slots = Array(
             Array(Const(rb[(t + k) % g.rows]) for k in range(g.kh)) for t in range(g.rows)
         )
@@ -268,4 +270,4 @@ class SparseWindow(Window):
         step(m, self.widx, self._total - 1)
         m.d.sync += self.start.eq(0)
         with m.If(self.last), m.If(step(m, self.gi, g.groups - 1)):
-            self._next_pixel(m, [r * g.w * g.c for r in range(g.rows)])
+            self._next_pixel(m, [r * g.w * g.words for r in range(g.rows)])
