@@ -1,9 +1,11 @@
 """Parallelism allocation against uniform parallelism.
 
 For each model: `cosyn.scheduler.allocate` (the smallest interval that fits the device,
-each node balanced to it), beside uniform parallelism (every dense/conv2d node the same
-P, a conv2d's rounded up to a divisor of its outputs) at the smallest P whose
-multipliers are at least the allocation's. Busy is the multipliers' steady-state use:
+each node balanced to it; a conv2d may take SIMD, (P, S)), beside uniform parallelism
+(every dense/conv2d node the same P, a grouped conv's rounded up to a divisor of its
+outputs) at the smallest P whose multipliers are at least the allocation's (the
+largest where none is); then, for each uniform P, the smallest interval an
+allocation reaches with at most its multipliers. Busy is the multipliers' steady-state use:
 MACs per sample / (multipliers x interval). Intervals are exact (the pipeline's steady
 state, equal to RTL simulation); LUTs are estimates (`cosyn.perfmodel`). The models are
 untrained: random weights (a dense block skips a term only where its P weights are all
@@ -44,16 +46,37 @@ MODELS = {  # name -> (factory, input shape, device)
 }
 
 
-def _uniform(g: cosyn.ir.Graph, least: int) -> tuple[int, dict[str, int]]:
-    """The smallest uniform P, a power of two, whose multipliers are at least `least`
-    (every node's outputs where none is), and the parallelism it gives each node."""
+def _uniforms(g: cosyn.ir.Graph) -> list[tuple[int, dict[str, int]]]:
+    """Uniform parallelism: each power of two P up to the most outputs of a node, and
+    the parallelism it gives each node (its outputs where fewer; a grouped conv's
+    rounded up to a divisor of a group's)."""
     nodes = [n for n in g if folded(n)]
-    u = 1
+    out, u = [], 1
     while True:
-        par = {n.name: resolve_parallelism(n, min(u, int(n.shape[0])), 1)[0] for n in nodes}
-        if sum(par.values()) >= least or u >= max(int(n.shape[0]) for n in nodes):
-            return u, par
+        out.append((u, {n.name: resolve_parallelism(n, min(u, int(n.shape[0])), 1)[0]
+                        for n in nodes}))  # fmt: skip
+        if u >= max(int(n.shape[0]) for n in nodes):
+            return out
         u *= 2
+
+
+def _within(g: cosyn.ir.Graph, dev: str, mults: int, hi: int) -> cosyn.scheduler.Allocation:
+    """The allocation of the smallest interval (at most `hi`) whose multipliers are at
+    most `mults`: bisection over `allocate`'s target interval (fewer cycles, more
+    multipliers)."""
+    lo, best = 1, allocate(g, dev, target_interval=hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            a = allocate(g, dev, target_interval=mid)
+        except cosyn.errors.CosynError:  # below the slowest block's floor, or not reached
+            lo = mid
+            continue
+        if a.multipliers <= mults:
+            hi, best = min(mid, a.interval), a
+        else:
+            lo = mid
+    return best
 
 
 def main() -> None:
@@ -63,6 +86,9 @@ def main() -> None:
     t = Table(title="parallelism: allocated vs uniform with at least as many multipliers")
     cols = ("model", "device", "MACs", "uniform P", "mults", "interval", "busy",
             "allocated mults", "interval", "busy", "LUT", "speedup", "allocate s")  # fmt: skip
+    same = Table(title="at equal multipliers: uniform P vs the allocation of at most as many")
+    for c in ("model", "uniform P", "mults", "interval", "allocated mults", "interval", "speedup"):
+        same.add_column(c, justify="left" if c == "model" else "right")
     for c in cols:
         t.add_column(c, justify="left" if c in ("model", "device") else "right")
     for name in args.models.split(","):
@@ -72,17 +98,32 @@ def main() -> None:
         t0 = time.perf_counter()
         a = allocate(g, dev)
         secs = time.perf_counter() - t0
-        u, par = _uniform(g, a.multipliers)
+        uniforms = [(u, par, sum(par.values())) for u, par in _uniforms(g)]
+        u, par, mults = next((x for x in uniforms if x[2] >= a.multipliers), uniforms[-1])
         e = cosyn.perfmodel.estimate(g, dev, par)
-        mults = sum(par.values())
-        busy = sum(a.macs.values()) / (mults * e.interval)
         macs = sum(a.macs.values())
+        busy = macs / (mults * e.interval)
         uniform = (str(u), str(mults), f"{e.interval:,}", f"{busy:.0%}")
         ours = (str(a.multipliers), f"{a.interval:,}", f"{a.utilization:.0%}")
         ours += (f"{a.estimate.lut:,}",)
         t.add_row(name, dev, f"{macs:,}", *uniform, *ours, f"{e.interval / a.interval:.2f}x",
                   f"{secs:.1f}")  # fmt: skip
+        if name not in SEARCHED:
+            continue
+        for u, par, mults in uniforms:
+            iv = cosyn.perfmodel.estimate(g, dev, par).interval
+            b = _within(g, dev, mults, iv)
+            same.add_row(name, str(u), str(mults), f"{iv:,}", str(b.multipliers),
+                         f"{b.interval:,}", f"{iv / b.interval:.2f}x")  # fmt: skip
     Console(width=180).print(t)
+    same.caption = (
+        "searched for " + ", ".join(SEARCHED) + " (bisection over allocate's target interval; "
+        "an allocation of the others takes a minute)"
+    )
+    Console(width=180).print(same)
+
+
+SEARCHED = ("mlp", "cnn")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from cosyn.hw import fpga, hls, rtl
 from cosyn.ir import Graph, from_qonnx, lower
 from cosyn.ir.builder import node_name
 from cosyn.ir.qonnx import input_shape as qonnx_input_shape
+from cosyn.perfmodel.pipeline import parallelism_pair
 from cosyn.models import (
     Transformer,
     accuracy,
@@ -532,14 +533,14 @@ def _masks(net: nn.Module, x0: torch.Tensor, density: float, method: str, epochs
     parallelism (the allocation's for a budget, else the default design's); drop and
     grow (`method`) from the pruning, a third into training, to three quarters."""
     par = alloc.parallelism if alloc is not None else {
-        s.name: s.parallelism for s in perfmodel.plan(lower(net.eval(), x0)).stages}  # fmt: skip
+        s.name: s.folding for s in perfmodel.plan(lower(net.eval(), x0)).stages}  # fmt: skip
     block = {}
     for name, m in Masks.masked(net).items():
         kind = "conv2d" if isinstance(m, nn.Conv2d) else "dense"
         node = node_name(name, kind)
         if node not in par:
             raise CosynError(f"layer {name}: no {kind} node {node} in the graph to mask for")
-        block[name] = par[node]
+        block[name] = parallelism_pair(par[node])[0]  # its lanes (a SIMD block skips none)
     steps = epochs * -(-n_train // 64)
     return Masks(net, density, block, stop=steps * 3 // 4, **SPARSE[method])
 

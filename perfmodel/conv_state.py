@@ -18,7 +18,7 @@ from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING
 
 import numpy as np
-from cosyn.perfmodel.mac import _END, QUIET, STAGES, MacPipe
+from cosyn.perfmodel.mac import QUIET, MacPipe, mac_stages
 
 if TYPE_CHECKING:
     from cosyn.perfmodel.conv import ConvGeometry
@@ -71,7 +71,8 @@ class State:
         self.fc = self.oy = self.ox = self.gi = self.term = 0  # compute
         self.nt = g.issued[0]  # the terms group gi issues
         self.y_top, self.x_left = -g.ph, -g.pw
-        self.mac = MacPipe(g.p, g.short)  # the pipeline behind the issue, the output register
+        # the pipeline behind the issue, the output register
+        self.mac = MacPipe(g.p, g.short, mac_stages(g.simd))
         self._pixel()
         self._row()
         self._a: tuple | None = None  # (pipeline, cycle, ox, oy, fc, outputs before)
@@ -100,7 +101,7 @@ class State:
             self._oready, self._since = ready, t
         take = offered and self._rdy
         left, term = mac.left, self.term
-        go = self._go() and not (mac.last & _END and left >= 2)
+        go = self._go() and not (mac.last & mac.end and left >= 2)
         valid = left != 0
         stuck = not (take or go or valid or mac.v)
         if go and not term and not self.gi:
@@ -215,7 +216,7 @@ class State:
         """`_count` of `n` cycles, the output ready, inputs taken at `times` only (two
         counts where the terms issued reach the next group, as in `_count`)."""
         mac, t = self.mac, self.t
-        if self.term + n > self.nt and self._go() and not (mac.last & _END and mac.left >= 2):
+        if self.term + n > self.nt and self._go() and not (mac.last & mac.end and mac.left >= 2):
             first = self.nt - self.term
             cut = bisect_left(times, t + first)
             self._count_takes(first, times[:cut])
@@ -223,7 +224,7 @@ class State:
             t = self.t
         if self._oready is not True:  # `_hold`, inline
             self._oready, self._since = True, t
-        go = self._go() and not (mac.last & _END and mac.left >= 2)
+        go = self._go() and not (mac.last & mac.end and mac.left >= 2)
         if go and not self.term and not self.gi:
             self._anchor(t)
         if mac.left:
@@ -266,7 +267,7 @@ class State:
             q = min(q, g.wc - 1 - self.wcol)
         go = self.term or self.gi or self.fw != self.fc  # `_go`, inline
         if go or (not self.last_px and self.wcount > self.need):
-            if not (mac.last & _END and mac.left >= 2):
+            if not (mac.last & mac.end and mac.left >= 2):
                 q = min(q, self._issues() if self.gi + 1 < g.groups else self.nt - 1 - self.term)
         elif take and not self.last_px:
             q = min(q, self.need + 1 - self.wcount)
@@ -277,7 +278,7 @@ class State:
         reach the pixel's next group (`_issues`), as two counts, the first to its first
         term."""
         mac, t = self.mac, self.t
-        if self.term + n > self.nt and self._go() and not (mac.last & _END and mac.left >= 2):
+        if self.term + n > self.nt and self._go() and not (mac.last & mac.end and mac.left >= 2):
             first = self.nt - self.term
             self._count(first, offered, ready)
             n -= first
@@ -285,7 +286,7 @@ class State:
         if ready != self._oready:  # `_hold`, inline
             self._oready, self._since = ready, t
         take = offered and self._rdy
-        go = self._go() and not (mac.last & _END and mac.left >= 2)
+        go = self._go() and not (mac.last & mac.end and mac.left >= 2)
         if go and not self.term and not self.gi:
             self._anchor(t)
         if mac.left and ready:
@@ -319,7 +320,7 @@ class State:
         pixel's first term (an anchor, where `_period` looks)."""
         g = self.g
         r = self.nt - 1 - self.term
-        return r + min(g.issued[self.gi + 1], STAGES) if self.gi + 1 < g.groups else r
+        return r + min(g.issued[self.gi + 1], self.mac.stages) if self.gi + 1 < g.groups else r
 
     def _anchor(self, t: int) -> None:
         """A pixel's first term issues in cycle t: what `_period` compares, kept."""

@@ -52,7 +52,7 @@ class NodeEstimate:
 
     name: str
     kind: str
-    parallelism: int
+    parallelism: int | tuple[int, int]  # P, or (P, S) with SIMD (`Stage.folding`)
     latency: int
     interval: int
     lut: int
@@ -61,6 +61,11 @@ class NodeEstimate:
     dsp: int
     bram: int
     fmax_mhz: float
+
+
+def folding_text(value: int | tuple[int, int]) -> str:
+    """A parallelism for a table: "P", or "PxS" with SIMD."""
+    return "x".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
 
 
 @dataclass
@@ -140,7 +145,7 @@ class Estimate:
             t.add_row(
                 n.name,
                 n.kind,
-                str(n.parallelism),
+                folding_text(n.parallelism),
                 str(n.latency),
                 str(n.interval),
                 *map(str, (n.lut, n.ff, n.carry, n.dsp, n.bram)),
@@ -225,7 +230,7 @@ def estimate_plan(p: Plan, dev: str | Device = "ecp5-85f") -> Estimate:
             NodeEstimate(
                 s.name,
                 s.kind,
-                s.parallelism,
+                s.folding,
                 int(s.timing.latency),
                 int(s.timing.interval),
                 **r.as_dict(),

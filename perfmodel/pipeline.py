@@ -119,9 +119,7 @@ def resolve_parallelism(node: Node, requested: Any, default: int) -> tuple[int, 
     notes = []
     if s != 1:
         if node.kind not in SIMD:
-            raise CosynError(
-                f"{node.name}: a {node.kind} block takes no SIMD (P, S); pass P alone"
-            )
+            raise CosynError(f"{node.name}: a {node.kind} block takes no SIMD (P, S); pass P alone")
         terms = node.lane_inputs
         if _bad(s, terms):
             raise CosynError(
@@ -262,6 +260,11 @@ class Stage:
     note: str = ""
     dtype: IntType | None = None
     simd: int = 1
+
+    @property
+    def folding(self) -> int | tuple[int, int]:
+        """The parallelism as `plan` takes it: P, or (P, S) with SIMD."""
+        return self.parallelism if self.simd == 1 else (self.parallelism, self.simd)
 
     def record(self) -> dict[str, Any]:
         return {

@@ -196,21 +196,26 @@ def issued_rows(rows: np.ndarray, kept: list[np.ndarray], n: int) -> np.ndarray:
     return rows[np.concatenate([g * n + k for g, k in enumerate(kept)])]
 
 
-def _mac(p: int, acc: IntType, w_bits: int, x_bits: int, prims: Primitives) -> None:
+def _mac(p: int, acc: IntType, w_bits: int, x_bits: int, prims: Primitives, simd: int = 1) -> None:
     """The P lanes of `hw/rtl/_mac.py` behind the issue stage (`perfmodel.mac`): the element
-    in copies, weight registers, the multiplies, accumulators and the output register."""
-    xc = copies(p)
-    prims.reg_bits += xc * x_bits + p * w_bits + 5 * 3 + 3 * 8  # copies, weights, flags
-    prims.mux_bits += xc * x_bits  # a stage without a term carries zero
+    (S with SIMD) in copies, weight registers, the multiplies (P*S; with SIMD each lane's
+    S products summed in a stage of their own), accumulators and the output register."""
+    xc, s = copies(p), simd
+    prims.reg_bits += xc * s * x_bits + p * s * w_bits + 5 * 3 + 3 * 8  # copies, weights, flags
+    prims.mux_bits += xc * s * x_bits  # a stage without a term carries zero
     prod = w_bits + x_bits
     if w_bits <= NARROW:  # multiples x, 3x, -x shared; a 4:1 select per pair of weight bits
-        shared = xc * copies(p, 2 * FANOUT)
-        prims.reg_bits += shared * (3 * x_bits + 3) + p * (w_bits + prod)
-        prims.add_bits += shared * 2 * (x_bits + 2) + p * prod * (w_bits > 2)
-        prims.mux_bits += p * -(-w_bits // 2) * 3 * (x_bits + 2)
+        shared = xc * copies(p, 2 * FANOUT) * s
+        prims.reg_bits += shared * (3 * x_bits + 3) + p * s * (w_bits + prod)
+        prims.add_bits += shared * 2 * (x_bits + 2) + p * s * prod * (w_bits > 2)
+        prims.mux_bits += p * s * -(-w_bits // 2) * 3 * (x_bits + 2)
     else:  # a multiplier block, a register on each side
-        prims.mults += [(w_bits, x_bits)] * p
-        prims.reg_bits += 2 * p * prod
+        prims.mults += [(w_bits, x_bits)] * (p * s)
+        prims.reg_bits += 2 * p * s * prod
+    if s > 1:  # the sum stage: a tree of adds a lane, its register, the stage's flags
+        total = prod + (s - 1).bit_length()
+        prims.add_bits += p * (s - 1) * total
+        prims.reg_bits += p * total + 4
     prims.lanes, prims.lane_bits = p, p * acc.bits
     prims.add_bits += p * acc.bits
     prims.mux_bits += p * acc.bits + max(p - 1, 0) * acc.bits + 2 * acc.bits  # bias, load, queue
@@ -310,9 +315,13 @@ def _conv(stage: Any) -> Primitives:
     node, ctx, g = stage.node, stage.ctx, stage.timing.geo
     prims = Primitives()
     wb, bb, xb = _bits(node.weight), _bits(node.bias), ctx.in_type.bits
-    _mac(g.p, node.dtype, wb, xb, prims)
-    _banked(prims, g.rows * g.w * g.c, xb, rom=False)
-    rows, kept = weight_rows(window_weights(node), g.p), stage.timing.kept
+    _mac(g.p, node.dtype, wb, xb, prims, g.simd)
+    line = g.rows * g.w * g.words  # words of S elements
+    _banked(prims, line, xb * g.simd, rom=False)
+    if g.simd > 1:  # the writer's S - 1 held elements and their count
+        prims.reg_bits += (g.simd - 1) * xb + _counter(g.simd)
+        prims.add_bits += _counter(g.simd)
+    rows, kept = weight_rows(window_weights(node), g.p, g.simd), stage.timing.kept
     if kept is None:
         _weights(prims, rows, wb, g.groups, bb)
     else:  # the issued terms' rows, the term ROM read ahead, the address from its word
@@ -322,13 +331,13 @@ def _conv(stage: Any) -> Primitives:
         prims.reg_bits += read + 1 + 2 * _counter(len(words))
         prims.add_bits += 3 * _counter(g.rows * g.w * g.c)  # slot + x_left*C + offset, y
         prims.mux_bits += g.rows * g.kh * _counter(g.rows * g.w * g.c)  # the slot table
-    line = g.rows * g.w * g.c
     # the window's counters and the registers derived from them (`hw/rtl/_window.py`),
     # and the writer's
-    counters = [g.oh, g.ow, g.groups, g.kh, g.kw, g.cin, g.groups * g.terms, g.rows, g.rows,
-                g.rows, g.h + g.kh + g.ph, g.h + g.kh + g.ph, g.w * g.c + g.kw * g.c,
-                g.w * g.c + g.kw * g.c, 2 * line, g.frame_in, g.h + g.rows, g.h + g.rows,
-                g.h, g.w * g.c, g.frame_in, line] + [g.c] * (g.cgroups > 1)  # fmt: skip
+    wc = g.w * g.words + g.kw * g.words
+    counters = [g.oh, g.ow, g.groups, g.kh, g.kw, g.cin_words, g.groups * g.terms, g.rows,
+                g.rows, g.rows, g.h + g.kh + g.ph, g.h + g.kh + g.ph, wc, wc, 2 * line,
+                g.frame_in, g.h + g.rows, g.h + g.rows, g.h, g.w * g.c, g.frame_in,
+                line] + [g.words] * (g.cgroups > 1)  # fmt: skip
     bits = sum(_counter(n) for n in counters)
     prims.reg_bits += bits + 8
     prims.add_bits += 2 * bits

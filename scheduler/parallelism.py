@@ -39,8 +39,22 @@ import numpy as np
 from cosyn.perfmodel.blocks import TIMINGS, sparse_terms
 from cosyn.perfmodel.devices import Device
 from cosyn.perfmodel.devices import device as device_
-from cosyn.perfmodel.estimate import RESOURCES, Estimate, coefficients, estimate_plan
-from cosyn.perfmodel.pipeline import Stage, folded, plan, resolve_parallelism
+from cosyn.perfmodel.estimate import (
+    RESOURCES,
+    Estimate,
+    coefficients,
+    estimate_plan,
+    folding_text,
+)
+from cosyn.perfmodel.pipeline import (
+    SIMD,
+    Stage,
+    folded,
+    multipliers,
+    parallelism_pair,
+    plan,
+    resolve_parallelism,
+)
 from cosyn.perfmodel.resources import Resources, cost, primitives, window_weights
 from rich.table import Table
 
@@ -60,7 +74,7 @@ class Allocation:
     `utilization` is the multipliers' busy fraction in steady state: MACs per sample of
     those nodes / (multipliers x interval)."""
 
-    parallelism: dict[str, int]
+    parallelism: dict[str, int | tuple[int, int]]  # P, or (P, S) with SIMD
     macs: dict[str, int]
     estimate: Estimate
     budget: dict[str, float]
@@ -71,7 +85,7 @@ class Allocation:
 
     @property
     def multipliers(self) -> int:
-        return sum(self.parallelism.values())
+        return sum(map(multipliers, self.parallelism.values()))
 
     @property
     def utilization(self) -> float:
@@ -86,8 +100,8 @@ class Allocation:
         rows = {n.name: n for n in self.estimate.nodes}
         for name, p in self.parallelism.items():
             n = rows[name]
-            busy = self.macs[name] / (p * self.interval)
-            t.add_row(name, n.kind, f"{self.macs[name]:,}", str(p), str(n.interval),
+            busy = self.macs[name] / (multipliers(p) * self.interval)
+            t.add_row(name, n.kind, f"{self.macs[name]:,}", folding_text(p), str(n.interval),
                       f"{busy:.0%}", str(n.lut), str(n.dsp))  # fmt: skip
         e = self.estimate
         t.caption = (
@@ -216,18 +230,22 @@ class _Search:
         rest = [s for s in base.stages if s.name not in self.stages]
         self.fixed = sum((cost(primitives(s), dev, self.co) for s in rest), Resources())
         self.options = {name: _choices(s) for name, s in self.stages.items()}
+        # each choice's place among its node's: a later one has more multipliers, or as
+        # many and fewer cycles
+        self.rank = {n: {p: i for i, p in enumerate(ps)} for n, ps in self.options.items()}
         self._block = cache(self._block_uncached)
         self._estimates: dict[tuple, Estimate] = {}
         slow = [(s.timing.interval, s.name) for s in rest]
         slow += [(self._block(n, ps[-1])[0], n) for n, ps in self.options.items()]
         self.floor, self.slowest = max(slow)
 
-    def _block_uncached(self, name: str, p: int) -> tuple[int, Resources]:
-        """(interval, resources) of node `name`'s block at parallelism p."""
+    def _block_uncached(self, name: str, p: int | tuple[int, int]) -> tuple[int, Resources]:
+        """(interval, resources) of node `name`'s block at parallelism p (P or (P, S))."""
         s = self.stages[name]
-        ctx = dataclasses.replace(s.ctx, parallelism=p)
+        q, k = parallelism_pair(p)
+        ctx = dataclasses.replace(s.ctx, parallelism=q, simd=k)
         t = TIMINGS[s.kind](s.node, ctx)
-        stage = Stage(s.name, s.kind, t, s.inputs, s.node, ctx, p)
+        stage = Stage(s.name, s.kind, t, s.inputs, s.node, ctx, q, simd=k)
         return int(t.interval), cost(primitives(stage), self.dev, self.co)
 
     def choice(self, t: int) -> dict[str, int]:
@@ -237,7 +255,9 @@ class _Search:
         out = {}
         for name, ps in self.options.items():
             least = _work(self.stages[name].node) / t
-            out[name] = next((p for p in ps if p >= least and self._block(name, p)[0] <= t), ps[-1])
+            out[name] = next(
+                (p for p in ps if multipliers(p) >= least and self._block(name, p)[0] <= t), ps[-1]
+            )
         return out
 
     def resources(self, choice: dict[str, int]) -> Resources:
@@ -308,7 +328,7 @@ class _Search:
                 break
             _, _, c, e = min(steps, key=lambda s: s[:2])
         for n in sorted(c, key=lambda n: -self._cost(n, c[n])):
-            for p in (q for q in self.options[n] if q < c[n]):
+            for p in self.options[n][: self.rank[n][c[n]]]:
                 trial = {**c, n: p}
                 et = self._estimate(trial)
                 if et.completion <= latency:
@@ -337,7 +357,8 @@ class _Search:
             if weight >= bound:
                 break
             trial = {n: opts[k][i] for k, (n, i) in enumerate(zip(names, idx, strict=True))}
-            if not any(all(trial[n] <= m[n] for n in names) for m in missed):
+            if not any(all(self.rank[n][trial[n]] <= self.rank[n][m[n]] for n in names)
+                       for m in missed):  # fmt: skip
                 tries -= 1
                 et = self._estimate(trial)
                 if et.completion <= latency and not _over(et, self.limits):
@@ -379,7 +400,7 @@ class _Search:
         goal = max(t, e.interval)
         least = self.choice(goal)
         for n in sorted(c, key=lambda n: -self._block(n, c[n])[1].lut):
-            ps = [p for p in self.options[n] if least[n] <= p < c[n]]
+            ps = self.options[n][self.rank[n][least[n]] : self.rank[n][c[n]]]
             lo, hi = 0, len(ps)  # ps[hi:] keep the interval (ps[len(ps)]: c[n] itself)
             while lo < hi:
                 mid = (lo + hi) // 2
@@ -424,26 +445,48 @@ def _work(node) -> int:
     return int(node.macs) if s is None else int(np.count_nonzero(s[0])) * s[1]
 
 
-def _performed(node, p: int) -> int:
-    """Multiply-accumulates per sample the node's block performs at parallelism p."""
+def _performed(node, p: int | tuple[int, int]) -> int:
+    """Multiply-accumulates per sample the node's block performs at parallelism p (a
+    block with SIMD skips no term)."""
     s = _skipping(node)
-    kept = None if s is None else sparse_terms(s[0], p)
+    q, k = parallelism_pair(p)
+    kept = None if s is None or k > 1 else sparse_terms(s[0], q)
     if kept is None:
         return int(node.macs)
     outputs = int(node.shape[0])  # the last group's lanes beyond them hold no weights
-    return s[1] * sum(len(k) * min(p, outputs - g * p) for g, k in enumerate(kept))
+    return s[1] * sum(len(k) * min(q, outputs - g * q) for g, k in enumerate(kept))
 
 
-def _choices(s: Stage) -> list[int]:
-    """The parallelisms node `s.node` may take, ascending: those `resolve_parallelism`
-    keeps as they are, up to the first it refuses, less those that need as many groups
-    of lanes as one lane fewer (more multipliers, the same cycles)."""
-    outs, ps = int(s.node.shape[0]), []
+def _choices(s: Stage) -> list[int | tuple[int, int]]:
+    """The parallelisms node `s.node` may take, from the fewest multipliers: each P that
+    `resolve_parallelism` keeps as it is, up to the first it refuses, less those that
+    need as many groups of lanes as one lane fewer (more multipliers, the same cycles);
+    for a kind in `SIMD`, also each (P, S) (S dividing `lane_inputs`) that needs fewer
+    cycles than every choice of no more multipliers, all terms issued: a group of P
+    lanes takes max(terms / S, P) cycles (its results leave one a cycle), and there are
+    ceil(outputs / P) groups an output pixel. (A P alone may skip zero weights and take
+    fewer, so each is kept.) Of as many multipliers, the slower comes first."""
+    node = s.node
+    outs, ps = int(node.shape[0]), []
     for p in range(1, outs + 1):
         try:
-            q, _ = resolve_parallelism(s.node, p, p)
+            q, _, _ = resolve_parallelism(node, p, p)
         except CosynError:
             break
         if q == p and p == -(-outs // -(-outs // p)):
             ps.append(p)
-    return ps
+    if node.kind not in SIMD:
+        return ps
+    n, terms = node.lane_inputs, int(node.weight[0].size)  # a window of its channels
+    options = sorted(
+        (p * k, -(-outs // p) * max(terms // k, p), k, p)
+        for k in range(1, n + 1)
+        if n % k == 0
+        for p in ps
+    )
+    kept, best = [], None
+    for mults, cycles, k, p in options:
+        if k == 1 or best is None or cycles < best:
+            kept.append((mults, -cycles, p if k == 1 else (p, k)))
+        best = cycles if best is None else min(best, cycles)
+    return [v for _, _, v in sorted(kept, key=lambda x: x[:2])]

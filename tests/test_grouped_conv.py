@@ -186,7 +186,9 @@ BLOCK_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", BLOCK_CASES, ids=lambda c: "-".join(map(str, c[:9])) + f"-S{c[10]}")
+@pytest.mark.parametrize(
+    "case", BLOCK_CASES, ids=lambda c: "-".join(map(str, c[:9])) + f"-S{c[10]}"
+)
 def test_block_follows_its_control_under_back_pressure(case) -> None:
     """Random input gaps and output back-pressure: every transfer in the cycle the
     control model says, and the outputs exact."""

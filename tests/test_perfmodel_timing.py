@@ -90,8 +90,8 @@ def _conv(c: int, o: int, k: int, s: int, pad: int, oh: int, ow: int) -> Conv2d:
 @st.composite
 def conv_timings(draw) -> tuple[ConvTiming, int, int]:
     """A conv2d's timing (channels, image, outputs, kernel, stride, padding, a parallelism
-    (P need not divide the outputs) and the terms each group issues drawn), its input and
-    output elements."""
+    (P need not divide the outputs) and the terms each group issues, or a SIMD dividing
+    the channels, drawn), its input and output elements."""
     c, h, w, o = (draw(st.integers(lo, hi)) for lo, hi in ((1, 3), (3, 7), (3, 7), (1, 4)))
     k, s, pad = (draw(st.integers(lo, hi)) for lo, hi in ((1, 3), (1, 2), (0, 1)))
     oh, ow = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
@@ -100,9 +100,12 @@ def conv_timings(draw) -> tuple[ConvTiming, int, int]:
     groups, terms = -(-o // p), k * k * c
     # where the block skips zero weights, the terms each group issues (their count times)
     counts = draw(st.none() | st.lists(st.integers(1, terms), min_size=groups, max_size=groups))
+    simd = (
+        draw(st.sampled_from([d for d in range(1, c + 1) if c % d == 0])) if counts is None else 1
+    )
     try:
         geo = ConvGeometry.of(
-            _conv(c, o, k, s, pad, oh, ow), (c, h, w), p, counts and tuple(counts)
+            _conv(c, o, k, s, pad, oh, ow), (c, h, w), p, counts and tuple(counts), simd
         )
     except ValueError:
         assume(False)  # every window in the padding

@@ -116,7 +116,7 @@ class Conv2dBlock(wiring.Component):
         s = Window(g) if self.cycles.kept is None else SparseWindow(m, g, self.cycles.kept)
         ahead = s.fw ^ s.fc  # the writer is in the next frame: all of this one is in
         wcount = self._writer(m, s, ahead)
-        mac = MacLanes(g.p, element_shape(self.node.dtype), self.o, g.short)
+        mac = MacLanes(g.p, element_shape(self.node.dtype), self.o, g.short, g.simd)
         br, ws, bs, block = self._roms(m, s.widx, mac.runs[0])
         pad1 = self._issue(m, s, ahead, wcount, mac)
         data = self._lbuf.read(m, s.address(), ~mac.stall)  # outside the image: any word

@@ -10,8 +10,8 @@ not `stall`) and hands over the term's data as the memories return it.
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, Value
-from cosyn.hw.rtl._mul import copy_init, products
-from cosyn.perfmodel.mac import STAGES
+from cosyn.hw.rtl._mul import copy_init, products, total
+from cosyn.perfmodel.mac import mac_stages
 from cosyn.perfmodel.resources import copies
 
 __all__ = ["MacLanes"]
@@ -35,36 +35,38 @@ class MacLanes:
     enables every register of the lanes.
     """
 
-    def __init__(self, p: int, acc_shape, o, short: int | None = None) -> None:
-        self.p, self.acc_shape, self.o = p, acc_shape, o
+    def __init__(self, p: int, acc_shape, o, short: int | None = None, simd: int = 1) -> None:
+        self.p, self.acc_shape, self.o, self.simd = p, acc_shape, o, simd
         self.short = p if short is None else short
+        self.stages = n = mac_stages(simd)
         self.stall = Signal()
         # the lanes' copies, kept apart from stall (and from each other) by synthesis: a
         # register holding run, and its two factors in registers of their own
         self._run = Signal(init=1, name="run")
         self._done, self._two = Signal(name="stall_done"), Signal(name="stall_two")
         self.runs = [self._run, ~(self._done & self._two)][: copies(p)]
-        self.v = [Signal(name=f"v{k + 1}") for k in range(STAGES)]
-        self.first = [Signal(name=f"first{k + 1}") for k in range(STAGES - 1)]
-        self.last = [Signal(name=f"last{k + 1}") for k in range(STAGES)]
-        self.fin = [Signal(name=f"fin{k + 1}") for k in range(STAGES)] if self.short < p else None
+        self.v = [Signal(name=f"v{k + 1}") for k in range(n)]
+        self.first = [Signal(name=f"first{k + 1}") for k in range(n - 1)]
+        self.last = [Signal(name=f"last{k + 1}") for k in range(n)]
+        self.fin = [Signal(name=f"fin{k + 1}") for k in range(n)] if self.short < p else None
 
     def control(self, m: Module, issue, first, last, group: Signal, final=0) -> None:
         """The flags of each stage (first, last and fin only with a term), and the group
         index (for the bias read) to stage 3."""
         run = ~self.stall
         v, fst, lst, fin = self.v, self.first, self.last, self.fin
-        gs = [Signal.like(group, name=f"group{k + 1}") for k in range(3)]
+        n = self.stages  # the bias is read at stage n - 2, for the accumulate at stage n
+        gs = [Signal.like(group, name=f"group{k + 1}") for k in range(n - 2)]
         self.group3 = gs[-1]
         with m.If(run):
             m.d.sync += [v[0].eq(issue), fst[0].eq(issue & first), lst[0].eq(issue & last)]
-            m.d.sync += [v[k].eq(v[k - 1]) for k in range(1, STAGES)]
-            m.d.sync += [lst[k].eq(lst[k - 1]) for k in range(1, STAGES)]
-            m.d.sync += [fst[k].eq(fst[k - 1]) for k in range(1, STAGES - 1)]
-            m.d.sync += [gs[0].eq(group), gs[1].eq(gs[0]), gs[2].eq(gs[1])]
+            m.d.sync += [v[k].eq(v[k - 1]) for k in range(1, n)]
+            m.d.sync += [lst[k].eq(lst[k - 1]) for k in range(1, n)]
+            m.d.sync += [fst[k].eq(fst[k - 1]) for k in range(1, n - 1)]
+            m.d.sync += [gs[0].eq(group)] + [gs[k].eq(gs[k - 1]) for k in range(1, n - 2)]
             if fin is not None:
                 m.d.sync += fin[0].eq(issue & last & final)
-                m.d.sync += [fin[k].eq(fin[k - 1]) for k in range(1, STAGES)]
+                m.d.sync += [fin[k].eq(fin[k - 1]) for k in range(1, n)]
 
     def datapath(
         self, m: Module, x: Value, ws: list[Value], bias_port, bs: list[Value], block: bool
@@ -91,7 +93,7 @@ class MacLanes:
         for c, run in zip(xs, runs, strict=True):
             with m.If(run):
                 m.d.sync += [r.eq(Mux(self.v[0], e, 0)) for r, e in zip(c, x, strict=True)]
-        prods = products(m, xs, wr, runs)
+        prods = self._sums(m, products(m, xs, wr, runs))
         accs = [Signal(self.acc_shape, name=f"acc{j}") for j in range(p)]
         for j in range(p):
             run = runs[j * len(runs) // p]
@@ -99,8 +101,22 @@ class MacLanes:
             with m.If(runs[0] if block else run):
                 m.d.sync += [wr[j * s + i].eq(ws[j * s + i]) for i in range(s)]
             with m.If(run):  # partial sums wrap modulo 2**bits; the full sum fits
-                m.d.sync += accs[j].eq(Mux(self.first[3], bs[j], accs[j]) + prods[j])
+                m.d.sync += accs[j].eq(Mux(self.first[-1], bs[j], accs[j]) + prods[j])
         self._output(m, accs)
+
+    def _sums(self, m: Module, prods: list[list[Signal]]) -> list[Value]:
+        """Each lane's product (stage 4), or with SIMD its S products summed into a
+        register of their own (stage 5, a tree of adds)."""
+        if self.simd == 1:
+            return [lane[0] for lane in prods]
+        sums = []
+        for j, lane in enumerate(prods):
+            t = total(lane)
+            r = Signal(t.shape(), name=f"sum{j}")
+            with m.If(self.runs[j * len(self.runs) // self.p]):
+                m.d.sync += r.eq(t)
+            sums.append(r)
+        return sums
 
     def _output(self, m: Module, accs: list[Signal]) -> None:
         """A two-entry queue on offer (`q`, `cnt` entries) and the results loaded behind

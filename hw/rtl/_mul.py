@@ -1,7 +1,7 @@
 """The multipliers of the multiply-accumulate lanes: stages 3 and 4 of `perfmodel.mac`.
 
 P lanes multiply their own weight by one shared element (with SIMD S, each lane its S
-weights by S shared elements, the products summed at stage 4). Where the weights have at
+weights by S shared elements; `hw/rtl/_mac.py` sums them in a stage of its own). Where the weights have at
 most `NARROW` bits the products are built in LUTs from multiples of the element that
 all lanes share: stage 3 registers x, 3x and -x (in copies, each feeding a few
 lanes), stage 4 selects one multiple per pair of weight bits (a 4:1 mux) and sums
@@ -11,11 +11,11 @@ each side (stage 3 the product, stage 4 a second register toward the accumulator
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Shape, Signal, Value
+from amaranth.hdl import Module, Mux, Signal, Value
 from cosyn.perfmodel.mac import NARROW
 from cosyn.perfmodel.resources import FANOUT, copies
 
-__all__ = ["copy_init", "multiples", "pair_terms", "products", "sum_pairs"]
+__all__ = ["copy_init", "multiples", "pair_terms", "products", "sum_pairs", "total"]
 
 
 def copy_init(k: int, shape) -> int:
@@ -26,12 +26,12 @@ def copy_init(k: int, shape) -> int:
 
 def products(
     m: Module, xs: list[list[Signal]], ws: list[Signal], runs: list[Value]
-) -> list[Signal]:
-    """sum_s w_js * x_s for each lane j (S = SIMD terms a lane multiplies, 1 without),
-    the elements from stage 2's copies `xs` (each S elements; lane j reads copy
-    j*len/P), the weights `ws` (P*S, lane j's S in a row) from stage 2's registers;
-    each lane's sum registered at stage 4. The registers of copy k and of the lanes
-    reading it are enabled by `runs[k]`."""
+) -> list[list[Signal]]:
+    """w_js * x_s for each lane j and each of its S terms (S = SIMD, 1 without), the
+    elements from stage 2's copies `xs` (each S elements; lane j reads copy j*len/P),
+    the weights `ws` (P*S, lane j's S in a row) from stage 2's registers; each product
+    registered at stage 4 (lane j's S products: element j). The registers of copy k and
+    of the lanes reading it are enabled by `runs[k]`."""
     if Value.cast(ws[0]).shape().width <= NARROW:
         return _lut_products(m, xs, ws, runs)
     s = len(xs[0])
@@ -39,31 +39,21 @@ def products(
     prods = []
     for j in range(p):
         k = j * len(xs) // p
-        fulls = []
+        lane = []
         for i in range(s):
-            w, x = ws[j * s + i], xs[k][i]
-            full = Signal((w * x).shape(), name=f"mul{j}" + (f"_{i}" if s > 1 else ""))
+            w, x, tag = ws[j * s + i], xs[k][i], f"{j}" + (f"_{i}" if s > 1 else "")
+            full = Signal((w * x).shape(), name=f"mul{tag}")
+            prod = Signal.like(full, name=f"prod{tag}")
             with m.If(runs[k]):
-                m.d.sync += full.eq(w * x)
-            fulls.append(full)
-        total = _total(fulls)
-        prod = Signal(total.shape(), name=f"prod{j}")
-        with m.If(runs[k]):
-            m.d.sync += prod.eq(total)
-        prods.append(prod)
+                m.d.sync += [full.eq(w * x), prod.eq(full)]
+            lane.append(prod)
+        prods.append(lane)
     return prods
-
-
-def _total(terms: list[Value]) -> Value:
-    """The terms summed (one carry chain a level of a balanced tree)."""
-    while len(terms) > 1:
-        terms = sum_pairs(terms)
-    return Value.cast(terms[0])
 
 
 def _lut_products(
     m: Module, xs: list[list[Signal]], ws: list[Signal], runs: list[Value]
-) -> list[Signal]:
+) -> list[list[Signal]]:
     s = len(xs[0])
     p = len(ws) // s
     per = copies(p, 2 * FANOUT)  # copies of the multiples per copy of x
@@ -82,22 +72,24 @@ def _lut_products(
             mults.append(ms)
     prods = []
     for j in range(p):
-        ms = mults[j * len(mults) // p]
-        terms = []
-        w3s = []
+        ms, lane = mults[j * len(mults) // p], []
         for i in range(s):
-            w = ws[j * s + i]
-            w3 = Signal.like(w, name=f"w{j}_3" + (f"_{i}" if s > 1 else ""))
-            w3s.append((w3, w))
-            terms.append(sum_pairs(pair_terms(w3, ms[i]))[0])
-        one = (ws[0] * xs[0][0]).shape()  # a product's; S of them need log2(S) bits more
-        shape = Shape(one.width + (s - 1).bit_length(), one.signed)
-        prod = Signal(shape, name=f"prod{j}")
-        with m.If(runs[j * len(runs) // p]):
-            m.d.sync += [w3.eq(w) for w3, w in w3s]
-            m.d.sync += prod.eq(_total(terms))
-        prods.append(prod)
+            w, tag = ws[j * s + i], f"{j}" + (f"_{i}" if s > 1 else "")
+            w3 = Signal.like(w, name=f"w{tag}_3")
+            prod = Signal((w * xs[0][i]).shape(), name=f"prod{tag}")
+            with m.If(runs[j * len(runs) // p]):
+                m.d.sync += w3.eq(w)
+                m.d.sync += prod.eq(sum_pairs(pair_terms(w3, ms[i]))[0])
+            lane.append(prod)
+        prods.append(lane)
     return prods
+
+
+def total(terms: list[Value]) -> Value:
+    """The terms summed, a balanced tree of adds."""
+    while len(terms) > 1:
+        terms = sum_pairs(terms)
+    return Value.cast(terms[0])
 
 
 def multiples(x: Value) -> dict[int, Value]:

@@ -78,7 +78,9 @@ class Window:
         self.xc_span = (-g.pw * g.words, ((g.ow - 1) * g.sw - g.pw + g.kw) * g.words - 1)
         self.y_top = _signal(-g.ph, ytop_hi, -g.ph, "y_top")
         self.yy = _signal(*self.yy_span, -g.ph, "yy")
-        self.xc0 = _signal(-g.pw * g.words, ((g.ow - 1) * g.sw - g.pw) * g.words, -g.pw * g.words, "xc0")
+        self.xc0 = _signal(
+            -g.pw * g.words, ((g.ow - 1) * g.sw - g.pw) * g.words, -g.pw * g.words, "xc0"
+        )
         self.xc = _signal(*self.xc_span, -g.pw * g.words, "xc")
         top0 = (-g.ph % g.rows) * wc - g.pw * g.words
         self.laddr = _signal(self.xc_span[0], (g.rows - 1) * wc + self.xc_span[1], top0, "laddr")
