@@ -29,7 +29,6 @@ from cosyn.hw import fpga, hls, rtl
 from cosyn.ir import Graph, from_qonnx, lower
 from cosyn.ir.builder import node_name
 from cosyn.ir.qonnx import input_shape as qonnx_input_shape
-from cosyn.perfmodel.pipeline import parallelism_pair
 from cosyn.models import (
     Transformer,
     accuracy,
@@ -45,6 +44,7 @@ from cosyn.models import sweep as sweeps
 from cosyn.models.sparsity import METHODS as SPARSE
 from cosyn.models.sparsity import Masks
 from cosyn.models.train import BudgetPenalty, SpanWeight, predict
+from cosyn.perfmodel.pipeline import parallelism_pair
 from cosyn.report import atomic_dir, graph_table, write_text
 from cosyn.scheduler import allocate, compare, plot_timeline, schedule_table, stdlib_lengths
 

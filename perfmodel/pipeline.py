@@ -49,9 +49,9 @@ __all__ = [
     "default_parallelism",
     "fifo_depth",
     "folded",
-    "plan",
     "multipliers",
     "parallelism_pair",
+    "plan",
     "resolve_parallelism",
     "stream_index",
 ]

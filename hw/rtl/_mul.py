@@ -1,12 +1,13 @@
 """The multipliers of the multiply-accumulate lanes: stages 3 and 4 of `perfmodel.mac`.
 
 P lanes multiply their own weight by one shared element (with SIMD S, each lane its S
-weights by S shared elements; `hw/rtl/_mac.py` sums them in a stage of its own). Where the weights have at
-most `NARROW` bits the products are built in LUTs from multiples of the element that
-all lanes share: stage 3 registers x, 3x and -x (in copies, each feeding a few
-lanes), stage 4 selects one multiple per pair of weight bits (a 4:1 mux) and sums
-the pairs (one carry chain). Wider weights use a multiplier block with a register on
-each side (stage 3 the product, stage 4 a second register toward the accumulator).
+weights by S shared elements; `hw/rtl/_mac.py` sums them in a stage of its own). Where
+the weights have at most `NARROW` bits the products are built in LUTs from multiples of
+the element that all lanes share: stage 3 registers x, 3x and -x (in copies, each
+feeding a few lanes), stage 4 selects one multiple per pair of weight bits (a 4:1 mux)
+and sums the pairs (one carry chain). Wider weights use a multiplier block with a
+register on each side (stage 3 the product, stage 4 a second register toward the
+accumulator).
 """
 
 from __future__ import annotations
