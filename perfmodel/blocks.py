@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 from cosyn.perfmodel.conv import ConvGeometry, ConvTiming
-from cosyn.perfmodel.mac import QUIET, STAGES, MacPipe, multiply_stages
+from cosyn.perfmodel.mac import QUIET, MacPipe, mac_stages, multiply_stages
 from cosyn.perfmodel.resources import lane_rows, window_weights
 from cosyn.perfmodel.thresholds import block_levels, threshold_cols, threshold_stages
 
@@ -138,23 +138,30 @@ class DenseTiming(_Timing):
     results are not loaded). Group g's first result leaves max(terms[g], sizes[g-1])
     cycles after group g - 1's (its load waits for the output register, holding the
     pipeline).
-    Latency n + terms[0] + STAGES at full rate; interval the larger of n (the input)
-    and the sum over groups of max(terms[g], sizes[g-1]) (group 0 after the last).
+    With SIMD S (`simd`, dividing n), a term is S consecutive input elements (one buffer
+    word) and each lane sums its S products in a stage of its own (`mac_stages`): n / S
+    terms a group. Latency n + terms[0] + stages at full rate; interval the larger of n
+    (the input) and the sum over groups of max(terms[g], sizes[g-1]) (group 0 after the
+    last).
     """
 
-    STAGES = STAGES
-
-    def __init__(self, n: int, outputs: int, p: int, kept: list[np.ndarray] | None = None) -> None:
-        if not 1 <= p <= outputs:
-            raise ValueError(f"Parallelism must be 1 to {outputs}, not {p!r}")
-        self.n, self.p, self.groups = n, p, -(-outputs // p)
+    def __init__(
+        self, n: int, outputs: int, p: int, kept: list[np.ndarray] | None = None, simd: int = 1
+    ) -> None:
+        if not 1 <= p <= outputs or n % simd:
+            raise ValueError(
+                f"Parallelism must be 1 to {outputs}, not {p!r}, and SIMD divide {n}, not {simd!r}"
+            )
+        assert kept is None or simd == 1
+        self.n, self.p, self.groups, self.simd = n, p, -(-outputs // p), simd
+        self.words, self.stages = n // simd, mac_stages(simd)
         self.sizes = (p,) * (self.groups - 1) + (outputs - (self.groups - 1) * p,)
         self.kept = kept  # the terms each group issues (`sparse_terms`), None: every one
-        self.terms = tuple(map(len, kept)) if kept is not None else (n,) * self.groups
+        self.terms = tuple(map(len, kept)) if kept is not None else (self.words,) * self.groups
         assert len(self.terms) == self.groups and all(1 <= t <= n for t in self.terms)
-        self.latency = n + self.terms[0] + STAGES
+        self.latency = n + self.terms[0] + self.stages
         self.interval = max(n, int(self._steps().sum()))
-        self.key = ("dense", n, outputs, p, STAGES, self.terms)
+        self.key = ("dense", n, outputs, p, self.stages, self.terms)
 
     def _steps(self) -> np.ndarray:
         """Cycles from group g - 1's first result to group g's (g = 0: from the last
@@ -169,7 +176,7 @@ class DenseTiming(_Timing):
     def timing(self, arrivals: np.ndarray) -> np.ndarray:
         start = int(np.max(arrivals)) + 1  # the first issue, a cycle after the last write
         steps = self._steps()
-        firsts = start + self.terms[0] + STAGES + np.cumsum(steps) - steps[0]
+        firsts = start + self.terms[0] + self.stages + np.cumsum(steps) - steps[0]
         lanes = (firsts[:, None] + np.arange(self.p)[None, :]).reshape(-1)
         return lanes[: sum(self.sizes)]  # the last group's first sizes[-1]
 
@@ -206,9 +213,10 @@ def _conv_timing(node: Any, ctx: Any) -> ConvTiming:
 
 
 def _dense_timing(node: Any, ctx: Any) -> DenseTiming:
+    """Without SIMD, the block skips terms whose P weights are all zero (`sparse_terms`)."""
     outputs, p = int(node.shape[0]), ctx.parallelism
-    kept = sparse_terms(node.weight[:, ctx.index()], p)
-    return DenseTiming(ctx.elements, outputs, p, kept)
+    kept = sparse_terms(node.weight[:, ctx.index()], p) if ctx.simd == 1 else None
+    return DenseTiming(ctx.elements, outputs, p, kept, ctx.simd)
 
 
 class _DenseControl:
@@ -216,7 +224,7 @@ class _DenseControl:
         self.n, self.p, self.groups, self.terms = t.n, t.p, t.groups, t.terms
         self.full = [False, False]
         self.wr_bank = self.wr_i = self.rd_bank = self.g = self.i = 0
-        self.mac = MacPipe(t.p, t.sizes[-1])
+        self.mac = MacPipe(t.p, t.sizes[-1], t.stages)
 
     def valid(self) -> list[bool]:
         return [self.mac.left != 0]

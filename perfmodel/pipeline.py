@@ -77,9 +77,10 @@ def default_parallelism(node: Node) -> int:
 RAGGED = frozenset({"dense", "conv2d"})
 
 
-# kinds whose block takes SIMD S: each lane multiplies S window terms (consecutive input
-# channels, `node.lane_inputs`) a cycle and sums them (`conv.ConvGeometry.simd`)
-SIMD = frozenset({"conv2d"})
+# kinds whose block takes SIMD S: each lane multiplies S terms a cycle (consecutive
+# inputs, `node.lane_inputs`: a dense's, a conv's channels at a window position) and sums
+# them (`blocks.DenseTiming`, `conv.ConvGeometry.simd`)
+SIMD = frozenset({"dense", "conv2d"})
 
 
 def parallelism_pair(value: Any) -> tuple[Any, Any]:
@@ -123,12 +124,12 @@ def resolve_parallelism(node: Node, requested: Any, default: int) -> tuple[int, 
         terms = node.lane_inputs
         if _bad(s, terms):
             raise CosynError(
-                f"{node.name}: SIMD must be an integer from 1 to {terms} (the input channels "
-                f"an output reads at a window position), not {s!r}"
+                f"{node.name}: SIMD must be an integer from 1 to {terms} (the inputs an "
+                f"output sums at once: a conv's channels at a window position), not {s!r}"
             )
         t = next(d for d in range(int(s), terms + 1) if terms % d == 0)
         if t != s:
-            notes.append(f"SIMD {s} does not divide {terms} input channels; rounded up to {t}")
+            notes.append(f"SIMD {s} does not divide {terms} inputs; rounded up to {t}")
         s = t
     if node.kind in RAGGED and per == outs:
         return int(p), int(s), "; ".join(notes)

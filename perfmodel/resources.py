@@ -288,17 +288,28 @@ def conv_term_words(kept: list[np.ndarray], kh: int, kw: int, c: int) -> tuple[l
     return words, kb, ob
 
 
+def _packer(simd: int, x_bits: int, prims: Primitives) -> int:
+    """The writer's S - 1 held elements (`hw/rtl/_buffer.pack`), added to `prims`; returns
+    the bits of their count."""
+    if simd == 1:
+        return 0
+    prims.reg_bits += (simd - 1) * x_bits
+    prims.mux_bits += (simd - 1) * x_bits
+    return _counter(simd)
+
+
 def _dense(stage: Any) -> Primitives:
     node, ctx, t = stage.node, stage.ctx, stage.timing
     prims = Primitives()
     wb, bb, xb = _bits(node.weight), _bits(node.bias), ctx.in_type.bits
-    _mac(t.p, node.dtype, wb, xb, prims)
-    _banked(prims, 2 * t.n, xb, rom=False)
-    rows = weight_rows(node.weight[:, ctx.index()], t.p)
-    writer = _counter(t.n) + _counter(2 * t.n)
+    _mac(t.p, node.dtype, wb, xb, prims, t.simd)
+    _banked(prims, 2 * t.words, xb * t.simd, rom=False)
+    rows = weight_rows(node.weight[:, ctx.index()], t.p, t.simd)
+    writer = _counter(t.n) + _counter(2 * t.words) + _packer(t.simd, xb, prims)
     if t.kept is None:
         _weights(prims, rows, wb, t.groups, bb)
-        counters = writer + 2 * _counter(t.n) + _counter(t.groups) + _counter(t.groups * t.n)
+        counters = writer + 2 * _counter(t.words) + _counter(t.groups)
+        counters += _counter(t.groups * t.words)
     else:  # the issued terms' rows, the term ROM, its read-ahead and the term counters
         _weights(prims, issued_rows(rows, t.kept, t.n), wb, t.groups, bb)
         words, bits = term_words(t.kept, t.n)
@@ -318,9 +329,9 @@ def _conv(stage: Any) -> Primitives:
     _mac(g.p, node.dtype, wb, xb, prims, g.simd)
     line = g.rows * g.w * g.words  # words of S elements
     _banked(prims, line, xb * g.simd, rom=False)
-    if g.simd > 1:  # the writer's S - 1 held elements and their count
-        prims.reg_bits += (g.simd - 1) * xb + _counter(g.simd)
-        prims.add_bits += _counter(g.simd)
+    packer = _packer(g.simd, xb, prims)
+    prims.reg_bits += packer
+    prims.add_bits += packer
     rows, kept = weight_rows(window_weights(node), g.p, g.simd), stage.timing.kept
     if kept is None:
         _weights(prims, rows, wb, g.groups, bb)

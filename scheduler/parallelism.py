@@ -1,13 +1,16 @@
 """Parallelism per node under a device budget: FINN's folding, chosen instead of written by hand.
 
-A dense or conv2d node gets P multipliers (`perfmodel.pipeline.resolve_parallelism`: any
-P, a divisor of a group's outputs for a grouped conv); its block then needs about MACs / P
-cycles per sample, and the pipeline's interval is at least its slowest block's.
+A dense or conv2d node gets P lanes, each multiplying S terms a cycle (SIMD; P x S
+multipliers; `perfmodel.pipeline.resolve_parallelism`: any P, a divisor of a group's
+outputs for a grouped conv, S a divisor of an output's inputs at a window position);
+its block then needs about MACs / (P x S) cycles per sample, and the pipeline's
+interval is at least its slowest block's.
 `allocate` balances the blocks:
 
-- for an interval T, each node takes the smallest P whose block's interval (its timing,
-  `perfmodel.blocks`, the one definition the RTL is built from) is at most T, so no
-  multiplier is added that does not shorten the interval (`_Search.choice`);
+- for an interval T, each node takes the choice of the fewest multipliers whose
+  block's interval (its timing, `perfmodel.blocks`, the one definition the RTL is
+  built from) is at most T, so no multiplier is added that does not shorten the
+  interval (`_Search.choice`; a node's choices: `_choices`);
 - with a target interval, T is the target: the fewest resources that meet it;
 - with a target latency (a sample's cycles from its first input to its last output, the
   time its whole answer takes: `Estimate.completion`), the fewest resources that meet
@@ -464,8 +467,9 @@ def _choices(s: Stage) -> list[int | tuple[int, int]]:
     for a kind in `SIMD`, also each (P, S) (S dividing `lane_inputs`) that needs fewer
     cycles than every choice of no more multipliers, all terms issued: a group of P
     lanes takes max(terms / S, P) cycles (its results leave one a cycle), and there are
-    ceil(outputs / P) groups an output pixel. (A P alone may skip zero weights and take
-    fewer, so each is kept.) Of as many multipliers, the slower comes first."""
+    ceil(outputs / P) groups a sample (dense) or an output pixel (conv2d). (A P alone may
+    skip zero weights and take fewer, so each is kept.) Of as many multipliers, the
+    slower comes first."""
     node = s.node
     outs, ps = int(node.shape[0]), []
     for p in range(1, outs + 1):
@@ -477,7 +481,7 @@ def _choices(s: Stage) -> list[int | tuple[int, int]]:
             ps.append(p)
     if node.kind not in SIMD:
         return ps
-    n, terms = node.lane_inputs, int(node.weight[0].size)  # a window of its channels
+    n, terms = node.lane_inputs, int(node.weight[0].size)  # an output's terms
     options = sorted(
         (p * k, -(-outs // p) * max(terms // k, p), k, p)
         for k in range(1, n + 1)

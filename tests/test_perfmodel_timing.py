@@ -63,6 +63,10 @@ def test_dense_closed_forms_equal_its_control(n, outputs, data) -> None:
     # shift against the input's pace for a few samples (up to 14 where n < 10) before
     # they settle to the interval
     _check(DenseTiming(n, outputs, p, kept), n, outputs, data, samples=32)
+    simd = data.draw(st.sampled_from([d for d in range(2, n + 1) if n % d == 0] or [1]))
+    t = DenseTiming(n, outputs, p, simd=simd)  # S inputs a term, one more stage
+    assert t.interval == max(n, (groups - 1) * max(n // simd, p) + max(n // simd, short))
+    _check(t, n, outputs, data, samples=32)
 
 
 @settings(max_examples=30, deadline=None)

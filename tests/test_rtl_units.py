@@ -172,6 +172,47 @@ def test_dense_reads_a_flattened_stream_in_stream_order() -> None:
     assert np.array_equal(y, node.eval(x))
 
 
+@pytest.mark.parametrize(
+    ("n", "o", "p", "simd", "wbits", "t"),
+    [
+        (12, 6, 2, 4, 4, IntType(8, False)),
+        (9, 7, 3, 3, 3, IntType(6, True)),  # S not a power of two; a last group of one
+        (80, 4, 4, 2, 4, IntType(8, True)),  # the input buffer in two banks of words
+        (6, 10, 10, 6, 6, IntType(7, True)),  # multiplier blocks; one word a group
+    ],
+)
+def test_dense_simd_exact_and_timed(n, o, p, simd, wbits, t) -> None:
+    """SIMD S: each lane multiplies S inputs a cycle (a buffer word) and sums them in a
+    stage of its own. Bit-exact, every output on the timing's cycles (latency n + n/S +
+    6, interval the larger of n and the groups' max(n/S, P)), under gaps, and nothing
+    lost under back-pressure."""
+    rng = np.random.default_rng(n + o + simd)
+    node = _dense(rng, n, o, wbits)
+    x = _edges(t, (n,), rng)
+    ctx = Ctx((t,), ((n,),), parallelism=p, simd=simd)
+    y, block, ins, outs = _run(node, ctx, x)
+    assert np.array_equal(y, node.eval(x))
+    assert outs[0, 0] - ins[0, 0] == block.cycles.latency == n + n // simd + 6
+    assert np.array_equal(outs[0], block.cycles.timing(ins[0]))
+    groups, short = -(-o // p), o - (-(-o // p) - 1) * p
+    steps = (groups - 1) * max(n // simd, p) + max(n // simd, short)
+    assert np.diff(outs[:, 0])[-1] == block.cycles.interval == max(n, steps)
+    y, block, ins, outs = _run(node, ctx, x[:1], gaps=0.5, seed=1)
+    assert np.array_equal(outs[0], block.cycles.timing(ins[0]))
+    y, *_ = _run(node, ctx, x, gaps=0.3, stalls=0.6, seed=2)
+    assert np.array_equal(y, node.eval(x))
+
+
+def test_dense_simd_reads_a_flattened_stream_in_stream_order() -> None:
+    """A word holds S consecutive stream elements: the weights are packed in stream order."""
+    rng = np.random.default_rng(4)
+    node, t = _dense(rng, 2 * 3 * 2, 4), IntType(5, True)
+    perm = stream_index((2, 3, 2), "hwc")
+    x = _edges(t, (12,), rng)
+    y, *_ = _run(node, Ctx((t,), ((12,),), "flat", perm, 2, 3), x)
+    assert np.array_equal(y, node.eval(x))
+
+
 def _shift(c: int, rounding: str, rng, in_t: IntType) -> Shift:
     k = rng.integers(-2, 5, c)
     k[:3] = (3, 0, -1)  # a right shift, none, a left shift

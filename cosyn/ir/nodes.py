@@ -203,6 +203,12 @@ class Dense(Node):
     def macs(self) -> int:
         return int(self.weight.size)
 
+    @property
+    def lane_inputs(self) -> int:
+        """The inputs an output sums: the terms a lane may take several of in one cycle
+        (SIMD) divide them."""
+        return int(self.weight.shape[1])
+
 
 @dataclass(eq=False)
 class Conv2d(Node):

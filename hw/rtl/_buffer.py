@@ -10,12 +10,12 @@ register, however deep the buffer.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Shape, Signal, Value
+from amaranth.hdl import Array, Cat, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import memory
 from cosyn.hw.rtl._rom import memory_attrs
 from cosyn.perfmodel.resources import BANK
 
-__all__ = ["Buffer"]
+__all__ = ["Buffer", "pack", "unpack", "word_shape"]
 
 
 class Buffer:
@@ -53,3 +53,35 @@ class Buffer:
         with m.If(en):
             m.d.sync += bank.eq(addr >> self.bits)
         return Array(datas)[bank]
+
+
+def word_shape(shape: Shape, n: int) -> Shape:
+    """A buffer word of n elements of `shape` (SIMD): the element's shape where n = 1."""
+    shape = Shape.cast(shape)
+    return shape if n == 1 else unsigned(n * shape.width)
+
+
+def pack(m: Module, x: Value, n: int, take: Value) -> tuple[Value, Value]:
+    """Elements taken one at a time, n to a word (SIMD): the word to write (the first
+    element lowest: the n - 1 taken before, held in registers, and `x`, taken now)
+    and whether it is complete (the n-th is taken); n = 1: the element, at every take."""
+    if n == 1:
+        return x, take
+    held = [Signal.like(x, name=f"held{k}") for k in range(n - 1)]
+    k = Signal(range(n))
+    with m.If(take):
+        m.d.sync += k.eq(Mux(k == n - 1, 0, k + 1))
+        for j, r in enumerate(held):
+            with m.If(k == j):
+                m.d.sync += r.eq(x)
+    return Cat(*held, x), take & (k == n - 1)
+
+
+def unpack(word: Value, shape: Shape, n: int) -> Value | list[Value]:
+    """A word's n elements of `shape` (the element itself where n = 1)."""
+    shape = Shape.cast(shape)
+    if n == 1:
+        return word
+    w = shape.width
+    parts = [word[i * w : (i + 1) * w] for i in range(n)]
+    return [e.as_signed() if shape.signed else e for e in parts]

@@ -11,10 +11,10 @@ are taken.
 
 from __future__ import annotations
 
-from amaranth.hdl import C, Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import C, Module, Mux, Signal
 from amaranth.lib import wiring
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, ports
-from cosyn.hw.rtl._buffer import Buffer
+from cosyn.hw.rtl._buffer import Buffer, pack, unpack, word_shape
 from cosyn.hw.rtl._mac import MacLanes
 from cosyn.hw.rtl._rom import weight_roms
 from cosyn.hw.rtl._window import SparseWindow, Window, step
@@ -73,7 +73,7 @@ class Conv2dBlock(wiring.Component):
 
     def _writer(self, m: Module, s: Window, ahead) -> Signal:
         """Input side: rows into rotating slots, while the row is below the window's bound
-        (`s.lor`; `s.lora` while the writer is a frame ahead), S elements a word (`_pack`);
+        (`s.lor`; `s.lora` while the writer is a frame ahead), S elements a word (`pack`);
         returns the count of elements in the frame."""
         g = self.geo
         wy, wcol = Signal(range(g.h)), Signal(range(g.w * g.c))
@@ -81,7 +81,7 @@ class Conv2dBlock(wiring.Component):
         drop = (wy > g.y_end) if g.y_end < g.h - 1 else C(0, 1)
         m.d.comb += self.i.ready.eq(drop | Mux(ahead, wy < s.lora, wy < s.lor))
         take = self.i.valid & self.i.ready
-        word, put = self._pack(m, take)
+        word, put = pack(m, self.i.payload, g.simd, take)
         self._lbuf.write(m, waddr, word, put & ~drop)
         with m.If(put & ~drop):
             step(m, waddr, g.rows * g.w * g.words - 1)
@@ -91,28 +91,11 @@ class Conv2dBlock(wiring.Component):
                 m.d.sync += [wcount.eq(0), s.fw.eq(~s.fw)]
         return wcount
 
-    def _pack(self, m: Module, take) -> tuple:
-        """The word to write (S elements, the first lowest: the S - 1 taken before, held
-        in registers, and the one taken now) and whether it is complete (the S-th is
-        taken); S = 1: the element, at every take."""
-        x, n = self.i.payload, self.geo.simd
-        if n == 1:
-            return x, take
-        held = [Signal.like(x, name=f"held{k}") for k in range(n - 1)]
-        k = Signal(range(n))
-        with m.If(take):
-            step(m, k, n - 1)
-            for j, r in enumerate(held):
-                with m.If(k == j):
-                    m.d.sync += r.eq(x)
-        return Cat(*held, x), take & (k == n - 1)
-
     def elaborate(self, platform) -> Module:
         m = Module()
         g = self.geo
         bits = element_shape(self.ctx.in_type)
-        shape = bits if g.simd == 1 else unsigned(g.simd * bits.width)
-        self._lbuf = Buffer(m, "lbuf", shape, g.rows * g.w * g.words)
+        self._lbuf = Buffer(m, "lbuf", word_shape(bits, g.simd), g.rows * g.w * g.words)
         s = Window(g) if self.cycles.kept is None else SparseWindow(m, g, self.cycles.kept)
         ahead = s.fw ^ s.fc  # the writer is in the next frame: all of this one is in
         wcount = self._writer(m, s, ahead)
@@ -121,11 +104,7 @@ class Conv2dBlock(wiring.Component):
         pad1 = self._issue(m, s, ahead, wcount, mac)
         data = self._lbuf.read(m, s.address(), ~mac.stall)  # outside the image: any word
         x = Mux(pad1, 0, data) if pad1 is not None else data
-        if g.simd > 1:  # the word's S elements
-            w = bits.width
-            part = [x[i * w : (i + 1) * w] for i in range(g.simd)]
-            x = [e.as_signed() if bits.signed else e for e in part]
-        mac.datapath(m, x, ws, br, bs, block)
+        mac.datapath(m, unpack(x, bits, g.simd), ws, br, bs, block)
         return m
 
     def _issue(self, m: Module, s: Window, ahead, wcount, mac: MacLanes):

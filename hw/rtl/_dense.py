@@ -6,7 +6,7 @@ import numpy as np
 from amaranth.hdl import Array, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, ports
-from cosyn.hw.rtl._buffer import Buffer
+from cosyn.hw.rtl._buffer import Buffer, pack, unpack, word_shape
 from cosyn.hw.rtl._mac import MacLanes
 from cosyn.hw.rtl._rom import memory_attrs, weight_roms
 from cosyn.perfmodel.blocks import TIMINGS
@@ -33,12 +33,17 @@ class DenseBlock(wiring.Component):
     one per cycle from its output register while the next group computes. Weight columns
     are stored in stream order (`ctx.index()`), so a flatten in front costs nothing.
 
-    Where enough weights are zero (`perfmodel.blocks.sparse_terms`), group g issues only
-    the terms whose P weights are not all zero: the weight ROM holds their rows alone,
-    and a term ROM (`perfmodel.resources.term_words`) gives each term's input element
-    and whether it is its group's first or last. The term ROM's word for the next term
-    is read while a term issues, so the buffer's address is the word plus the bank's
-    base: cycles follow the non-zero weights.
+    With SIMD S (`ctx.simd`, dividing N), a buffer word holds S consecutive input
+    elements (the writer packs them), a term is a word, and each lane multiplies its S
+    weights by the word's S elements and sums the products (`MacLanes`): a group takes
+    N / S cycles, with S times the multipliers.
+
+    Without SIMD, where enough weights are zero (`perfmodel.blocks.sparse_terms`), group
+    g issues only the terms whose P weights are not all zero: the weight ROM holds their
+    rows alone, and a term ROM (`perfmodel.resources.term_words`) gives each term's
+    input element and whether it is its group's first or last. The term ROM's word for
+    the next term is read while a term issues, so the buffer's address is the word plus
+    the bank's base: cycles follow the non-zero weights.
 
     Timing: `cycles` (`perfmodel.blocks.DenseTiming`), the model of this control.
     """
@@ -47,10 +52,11 @@ class DenseBlock(wiring.Component):
         self.cycles = TIMINGS["dense"](node, ctx)
         self.node, self.ctx = node, ctx
         self.p, self.n, self.groups = self.cycles.p, self.cycles.n, self.cycles.groups
+        self.simd, self.words = self.cycles.simd, self.cycles.words
         super().__init__(ports(ctx, node.dtype))
 
     def _roms(self, m: Module, addr, en, kept: list[np.ndarray] | None) -> tuple:
-        rows = weight_rows(self.node.weight[:, self.ctx.index()], self.p)  # stream order
+        rows = weight_rows(self.node.weight[:, self.ctx.index()], self.p, self.simd)  # stream order
         if kept is not None:  # the issued terms' rows alone
             rows = issued_rows(rows, kept, self.n)
         bias = lane_rows(self.node.bias, self.p).reshape(self.groups, self.p)
@@ -58,11 +64,13 @@ class DenseBlock(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        n = self.n
-        buf = Buffer(m, "buf", element_shape(self.ctx.in_type), 2 * n)
+        bits = element_shape(self.ctx.in_type)
+        buf = Buffer(m, "buf", word_shape(bits, self.simd), 2 * self.words)
         full = Array(Signal(name=f"full{k}") for k in range(2))
         self._writer(m, buf, full)
-        mac = MacLanes(self.p, element_shape(self.node.dtype), self.o, self.cycles.sizes[-1])
+        mac = MacLanes(
+            self.p, element_shape(self.node.dtype), self.o, self.cycles.sizes[-1], self.simd
+        )
 
         # the issue stage: a term of group g, while the pipeline does not stall
         rd_bank, g = Signal(), Signal(range(max(self.groups, 2)))
@@ -74,13 +82,14 @@ class DenseBlock(wiring.Component):
             raddr, widx, first, last = self._terms(m, full, rd_bank, g, issue, kept)
         br, ws, bs, block = self._roms(m, widx, mac.runs[0], kept)
         mac.control(m, issue, first, last, g, g == self.groups - 1)
-        mac.datapath(m, buf.read(m, raddr, ~mac.stall), ws, br, bs, block)
+        x = unpack(buf.read(m, raddr, ~mac.stall), bits, self.simd)
+        mac.datapath(m, x, ws, br, bs, block)
         return m
 
     def _counters(self, m: Module, full, rd_bank, g, issue) -> tuple:
-        """Every term: element i of group g; the addresses are counters of their own
-        (bank * n + i, g * n + i)."""
-        n = self.n
+        """Every term: word i of group g; the addresses are counters of their own
+        (bank * words + i, g * words + i)."""
+        n = self.words
         i = Signal(range(max(n, 2)))
         raddr, widx = Signal(range(2 * n)), Signal(range(self.groups * n))
         with m.If(issue):
@@ -117,32 +126,33 @@ class DenseBlock(wiring.Component):
         return raddr, widx, first, last
 
     def _writer(self, m: Module, buf: Buffer, full) -> None:
-        """Input side: fill the buffer that is not full (the write address counts 0 ..
-        2n - 1: bank 0's elements, then bank 1's)."""
+        """Input side: fill the buffer that is not full, S elements a word (`pack`; the
+        write address counts 0 .. 2 * words - 1: bank 0's words, then bank 1's)."""
         n = self.n
         wr_bank, wr_i = Signal(), Signal(range(max(n, 2)))
-        waddr = Signal(range(2 * n))
+        waddr = Signal(range(2 * self.words))
         take = self.i.valid & self.i.ready
         m.d.comb += self.i.ready.eq(~full[wr_bank])
-        buf.write(m, waddr, self.i.payload, take)
+        word, put = pack(m, self.i.payload, self.simd, take)
+        buf.write(m, waddr, word, put)
+        with m.If(put):
+            m.d.sync += waddr.eq(Mux(waddr == 2 * self.words - 1, 0, waddr + 1))
         with m.If(take):
-            m.d.sync += [wr_i.eq(wr_i + 1), waddr.eq(waddr + 1)]
-            with m.If(waddr == 2 * n - 1):
-                m.d.sync += waddr.eq(0)
+            m.d.sync += wr_i.eq(wr_i + 1)
             with m.If(wr_i == n - 1):
                 m.d.sync += [wr_i.eq(0), wr_bank.eq(~wr_bank), full[wr_bank].eq(1)]
 
     def _advance(self, m: Module, full, rd_bank, g, i) -> None:
         """Step the read counters: element, then group, then the next buffer."""
         m.d.sync += i.eq(i + 1)
-        with m.If(i == self.n - 1):
+        with m.If(i == self.words - 1):
             m.d.sync += [i.eq(0), g.eq(g + 1)]
             with m.If(g == self.groups - 1):
                 m.d.sync += [g.eq(0), rd_bank.eq(~rd_bank), full[rd_bank].eq(0)]
 
     def _addresses(self, m: Module, rd_bank, g, i, raddr, widx) -> None:
-        """Step the buffer address (rd_bank * n + i) and the weight row (g * n + i)."""
-        n = self.n
+        """Step the buffer address (rd_bank * words + i) and the weight row (g * words + i)."""
+        n = self.words
         m.d.sync += [raddr.eq(raddr + 1), widx.eq(widx + 1)]
         with m.If(i == n - 1):
             with m.If(g == self.groups - 1):
