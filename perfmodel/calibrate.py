@@ -63,17 +63,21 @@ class Config:
     c: int = 1  # conv2d, pooling: input channels; threshold: channels with thresholds of their own
     k: int = 3  # conv2d: kernel size (stride 1, zero padding k // 2); pooling: kernel = stride
     uniform: bool = False  # threshold: a uniform quantizer's thresholds, not random ones
+    s: int = 1  # dense, conv2d: SIMD (inputs a lane multiplies a cycle)
 
     @property
     def name(self) -> str:
         conv = f"-c{self.c}-k{self.k}" if self.kind in ("conv2d", *POOLS) else ""
         conv = f"-c{self.c}" if self.kind == "threshold" and self.c > 1 else conv
         conv += "-u" if self.uniform else ""
+        conv += f"-s{self.s}" if self.s > 1 else ""
         return f"{self.kind}-n{self.n}-o{self.o}-p{self.p}-x{self.x_bits}-w{self.w_bits}{conv}"
 
     @property
-    def parallelism(self) -> int | None:
-        return self.p if self.kind in ("dense", "conv2d") else None
+    def parallelism(self) -> int | tuple[int, int] | None:
+        if self.kind not in ("dense", "conv2d"):
+            return None
+        return self.p if self.s == 1 else (self.p, self.s)
 
 
 def _input(c: Config) -> Quantize:
@@ -183,6 +187,13 @@ SWEEP: tuple[Config, ...] = (
       for n, c, k, x in [(8, 8, 2, 8), (28, 64, 2, 2), (16, 16, 2, 4), (8, 32, 4, 8),
                          (12, 4, 3, 6), (10, 128, 2, 8), (8, 256, 2, 4), (8, 16, 8, 8),
                          (16, 256, 2, 8)]),
+    *(Config("dense", n, o, p, x, w, s=s)  # SIMD: s inputs a lane a cycle (added last)
+      for n, o, p, x, w, s in [(16, 8, 4, 8, 4, 2), (32, 8, 2, 8, 4, 4), (24, 12, 6, 6, 3, 3),
+                               (64, 16, 8, 8, 2, 8), (48, 8, 4, 8, 6, 2), (64, 10, 5, 8, 4, 4)]),
+    *(Config("conv2d", n, o, p, x, w, c, k, s=s)
+      for n, o, p, x, w, c, k, s in [(8, 16, 4, 8, 4, 8, 3, 2), (6, 16, 2, 8, 4, 8, 3, 4),
+                                     (6, 8, 4, 6, 3, 6, 3, 3), (8, 8, 8, 8, 2, 8, 1, 8),
+                                     (6, 8, 2, 8, 6, 4, 3, 2), (8, 12, 3, 8, 4, 4, 3, 4)]),
 )  # fmt: skip
 
 

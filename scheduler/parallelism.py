@@ -251,6 +251,22 @@ class _Search:
         stage = Stage(s.name, s.kind, t, s.inputs, s.node, ctx, q, simd=k)
         return int(t.interval), cost(primitives(stage), self.dev, self.co)
 
+    def _slower(self, name: str, p, q) -> bool:
+        """Node `name`'s block at parallelism p is no faster than at q: neither its
+        interval nor its first input to last output is shorter."""
+        return self._block(name, p)[0] >= self._block(name, q)[0] and self._finish(
+            name, p
+        ) >= self._finish(name, q)
+
+    @cache  # noqa: B019 (one search: the cache goes with it)
+    def _finish(self, name: str, p: int | tuple[int, int]) -> int:
+        """Cycles from node `name`'s block's first input to its last output, a sample
+        at full rate, at parallelism p."""
+        s = self.stages[name]
+        q, k = parallelism_pair(p)
+        t = TIMINGS[s.kind](s.node, dataclasses.replace(s.ctx, parallelism=q, simd=k))
+        return int(t.timing(*[np.arange(x.elements) for x in s.inputs])[-1])
+
     def choice(self, t: int) -> dict[str, int]:
         """Each node's smallest parallelism whose block takes at most t cycles per sample
         (its largest where none does). A block of P multipliers takes at least `_work` / P
@@ -287,21 +303,25 @@ class _Search:
         """The allocation of the fewest resources (`weight`) whose completion (a sample's
         first input to its last output) is at most `latency`; the refusal's figure where
         even the fastest design within the limits misses it (the least completion is not
-        always at the least interval: the better of that design and every node at its
-        largest parallelism). From every node at its smallest parallelism, the next
-        parallelism up of the node that buys the most cycles per resource is taken until
-        the target is met, each trial estimated exactly (the last step: the cheapest that
-        meets it); where no single step shortens the design, the fastest design instead.
+        always at the least interval: the best of that design, every node at its
+        largest parallelism, and every node at the one whose own last output is
+        soonest). From every node at its smallest parallelism, the next parallelism up
+        of the node that buys the most cycles per resource is taken until the target is
+        met, each trial estimated exactly (the last step: the cheapest that meets it);
+        where no single step shortens the design, the fastest design instead.
         Then each node, the costliest first, is lowered to the smallest that keeps the
         target, and the cheaper choices are searched best-first (`_cheapest`)."""
         fast = self.settle(self.fitting())
-        top = {n: ps[-1] for n, ps in self.options.items()}
-        widest = self._allocation(top, self._estimate(top))
-        if not _over(widest.estimate, self.limits) and (
-            _over(fast.estimate, self.limits)
-            or widest.estimate.completion < fast.estimate.completion
+        for other in (
+            {n: ps[-1] for n, ps in self.options.items()},
+            {n: min(ps, key=lambda p, n=n: self._finish(n, p)) for n, ps in self.options.items()},
         ):
-            fast = widest
+            alt = self._allocation(other, self._estimate(other))
+            if not _over(alt.estimate, self.limits) and (
+                _over(fast.estimate, self.limits)
+                or alt.estimate.completion < fast.estimate.completion
+            ):
+                fast = alt
         over = _over(fast.estimate, self.limits)
         if over:
             raise _unfit(self.dev, over)
@@ -342,15 +362,21 @@ class _Search:
             return fast
         return self._allocation(c, e)
 
-    def _cheapest(self, latency: int, c: dict[str, int], e: Estimate, tries: int = 512):
+    def _cheapest(self, latency: int, c: dict[str, int], e: Estimate, tries: int = 4096):
         """The choice of the fewest blocks' resources whose completion is at most `latency`,
         among those cheaper than `c` (which meets it, estimated `e`): best-first over each
         node's parallelisms in order of their resources, so the first that meets it is the
-        cheapest. A choice no larger at any node than one that missed is taken to miss too
-        (fewer multipliers do not shorten a design) and not estimated; after `tries`
-        estimates, `c`."""
+        cheapest. A node's parallelism whose block alone, a sample at full rate, takes
+        longer than `latency` from its first input to its last output (`_finish`) is not
+        tried: the design's completion is at least that. A choice whose every block is
+        no faster than one that missed (`_slower`) is taken to miss too and not
+        estimated; after `tries` estimates, `c`."""
         names = list(self.options)
-        opts = [sorted(self.options[n], key=lambda p, n=n: self._cost(n, p)) for n in names]
+        opts = [
+            sorted((p for p in self.options[n] if self._finish(n, p) <= latency),
+                   key=lambda p, n=n: self._cost(n, p))
+            for n in names
+        ]  # fmt: skip
         w = [[self._cost(n, p) for p in o] for n, o in zip(names, opts, strict=True)]
         bound = sum(self._cost(n, c[n]) for n in names)
         first = (0,) * len(names)
@@ -360,8 +386,7 @@ class _Search:
             if weight >= bound:
                 break
             trial = {n: opts[k][i] for k, (n, i) in enumerate(zip(names, idx, strict=True))}
-            if not any(all(self.rank[n][trial[n]] <= self.rank[n][m[n]] for n in names)
-                       for m in missed):  # fmt: skip
+            if not any(all(self._slower(n, trial[n], m[n]) for n in names) for m in missed):
                 tries -= 1
                 et = self._estimate(trial)
                 if et.completion <= latency and not _over(et, self.limits):

@@ -421,17 +421,24 @@ def test_gelu_every_input_exact_and_timed(bits, scale, lo) -> None:
 
 def test_parallelism_is_kept_or_rounded_up_with_a_note_and_the_impossible_refused() -> None:
     node = _dense(np.random.default_rng(0), 4, 12)
-    assert resolve_parallelism(node, 5, 12) == (5, "")  # dense: a last group of 2 lanes
+    assert resolve_parallelism(node, 5, 12) == (5, 1, "")  # dense: a last group of 2 lanes
+    assert resolve_parallelism(node, (5, 3), 12) == (  # SIMD: a divisor of the 4 inputs
+        5, 4, "SIMD 3 does not divide 4 inputs; rounded up to 4")  # fmt: skip
     conv = Conv2d("d", ("x",), (12, 3, 3), node.dtype, ONE, weight=np.ones((12, 1, 3, 3)),
                   bias=np.zeros(12), stride=(1, 1), padding=(1, 1), groups=2)  # fmt: skip
     assert resolve_parallelism(conv, 5, 12) == (  # a grouped conv's lanes share one group
         6,
+        1,
         "parallelism 5 does not divide 6 outputs; rounded up to 6",
     )
-    assert resolve_parallelism(node, None, 12) == (12, "")
-    for bad in (0, -1, 13, 2.0, True):
-        with pytest.raises(CosynError, match=r"^d: parallelism must be an integer from 1 to 12"):
+    assert resolve_parallelism(node, None, 12) == (12, 1, "")
+    for bad in (0, -1, 13, 2.0, True, (5, 0), (5, 5), (5, 2, 1)):
+        with pytest.raises(
+            CosynError, match=r"^d: (parallelism|SIMD) must be an integer from 1 to"
+        ):
             resolve_parallelism(node, bad, 12)
+    with pytest.raises(CosynError, match="a shift block takes no SIMD"):
+        resolve_parallelism(Shift("d", ("x",), (4,), node.dtype, ONE, shift=np.zeros(1)), (1, 2), 1)
 
 
 def control_run(ctl, n_in: list[int], n_out: int, offers, readies) -> tuple[list, list]:
