@@ -142,6 +142,7 @@ def resolve_parallelism(node: Node, requested: Any, default: int) -> tuple[int, 
 
 
 def _bad(v: Any, most: int) -> bool:
+    """`v` is not an integer from 1 to `most`."""
     return isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= most
 
 
@@ -387,8 +388,7 @@ def _steady_fifos(g: Graph, parallelism: int | dict | None, p: Plan) -> Plan:
     if interval >= p.interval:
         return p
     first = {key: p.stages[k].timing.depth for key, k in p.fifos.items()}
-    sized = {key: max(2, min(deep.get(key, n + 1), n + 1)) for key, n in
-             ((key, peaks[k]) for key, k in wide.fifos.items())}  # fmt: skip
+    sized = {key: max(2, min(deep[key], peaks[k] + 1)) for key, k in wide.fifos.items()}
     best = None
     for key in sorted(sized, key=lambda k: first.get(k, 0) - sized[k]):
         if first.get(key) == sized[key]:

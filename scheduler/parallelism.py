@@ -237,6 +237,7 @@ class _Search:
         # many and fewer cycles
         self.rank = {n: {p: i for i, p in enumerate(ps)} for n, ps in self.options.items()}
         self._block = cache(self._block_uncached)
+        self._finish = cache(self._finish_uncached)
         self._estimates: dict[tuple, Estimate] = {}
         slow = [(s.timing.interval, s.name) for s in rest]
         slow += [(self._block(n, ps[-1])[0], n) for n, ps in self.options.items()]
@@ -254,12 +255,10 @@ class _Search:
     def _slower(self, name: str, p, q) -> bool:
         """Node `name`'s block at parallelism p is no faster than at q: neither its
         interval nor its first input to last output is shorter."""
-        return self._block(name, p)[0] >= self._block(name, q)[0] and self._finish(
-            name, p
-        ) >= self._finish(name, q)
+        slower = self._block(name, p)[0] >= self._block(name, q)[0]
+        return slower and self._finish(name, p) >= self._finish(name, q)
 
-    @cache  # noqa: B019 (one search: the cache goes with it)
-    def _finish(self, name: str, p: int | tuple[int, int]) -> int:
+    def _finish_uncached(self, name: str, p: int | tuple[int, int]) -> int:
         """Cycles from node `name`'s block's first input to its last output, a sample
         at full rate, at parallelism p."""
         s = self.stages[name]

@@ -162,11 +162,14 @@ def test_dense_gaps_follow_timing_and_back_pressure_loses_nothing() -> None:
         assert np.array_equal(y, node.eval(x))
 
 
-def test_dense_reads_a_flattened_stream_in_stream_order() -> None:
+@pytest.mark.parametrize("simd", [1, 3])
+def test_dense_reads_a_flattened_stream_in_stream_order(simd) -> None:
+    """The weight columns in stream order; with SIMD, a word holds S consecutive stream
+    elements."""
     rng = np.random.default_rng(3)
     node, t = _dense(rng, 2 * 3 * 2, 4), IntType(5, True)
     perm = stream_index((2, 3, 2), "hwc")
-    ctx = Ctx((t,), ((12,),), "flat", perm, 2)
+    ctx = Ctx((t,), ((12,),), "flat", perm, 2, simd)
     x = _edges(t, (12,), rng)
     y, *_ = _run(node, ctx, x)
     assert np.array_equal(y, node.eval(x))
@@ -200,16 +203,6 @@ def test_dense_simd_exact_and_timed(n, o, p, simd, wbits, t) -> None:
     y, block, ins, outs = _run(node, ctx, x[:1], gaps=0.5, seed=1)
     assert np.array_equal(outs[0], block.cycles.timing(ins[0]))
     y, *_ = _run(node, ctx, x, gaps=0.3, stalls=0.6, seed=2)
-    assert np.array_equal(y, node.eval(x))
-
-
-def test_dense_simd_reads_a_flattened_stream_in_stream_order() -> None:
-    """A word holds S consecutive stream elements: the weights are packed in stream order."""
-    rng = np.random.default_rng(4)
-    node, t = _dense(rng, 2 * 3 * 2, 4), IntType(5, True)
-    perm = stream_index((2, 3, 2), "hwc")
-    x = _edges(t, (12,), rng)
-    y, *_ = _run(node, Ctx((t,), ((12,),), "flat", perm, 2, 3), x)
     assert np.array_equal(y, node.eval(x))
 
 
