@@ -178,6 +178,11 @@ class Ctx:
     simd: int = 1
 
     @property
+    def folding(self) -> int | tuple[int, int]:
+        """The parallelism as `plan` takes it: P, or (P, S) with SIMD."""
+        return self.parallelism if self.simd == 1 else (self.parallelism, self.simd)
+
+    @property
     def in_type(self) -> IntType:
         return self.in_types[0]
 
@@ -261,12 +266,16 @@ class Stage:
     requested: Any = None  # P, or (P, S)
     note: str = ""
     dtype: IntType | None = None
-    simd: int = 1
+
+    @property
+    def simd(self) -> int:
+        """The terms a lane multiplies a cycle (its context's; 1 without one)."""
+        return self.ctx.simd if self.ctx is not None else 1
 
     @property
     def folding(self) -> int | tuple[int, int]:
         """The parallelism as `plan` takes it: P, or (P, S) with SIMD."""
-        return self.parallelism if self.simd == 1 else (self.parallelism, self.simd)
+        return self.ctx.folding if self.ctx is not None else self.parallelism
 
     def record(self) -> dict[str, Any]:
         return {
@@ -427,7 +436,7 @@ def _stage(
     except ValueError as e:
         raise UnsupportedLayerError(f"{node.name}: {e}") from e
     ins = _buffer_inputs(p, node, timing, ins, depths)
-    p.stages.append(Stage(node.name, node.kind, timing, ins, node, ctx, par, req, note, simd=simd))
+    p.stages.append(Stage(node.name, node.kind, timing, ins, node, ctx, par, req, note))
     times = np.asarray(timing.timing(*[s.times for s in ins]), dtype=np.int64)
     keep_perm = x.perm if len(node.shape) == 1 and not folded(node) else None
     return Stream(

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
-from cosyn.perfmodel.blocks import TIMINGS, sparse_terms
+from cosyn.perfmodel.blocks import TIMINGS
 from cosyn.perfmodel.devices import Device
 from cosyn.perfmodel.devices import device as device_
 from cosyn.perfmodel.estimate import (
@@ -58,7 +58,7 @@ from cosyn.perfmodel.pipeline import (
     plan,
     resolve_parallelism,
 )
-from cosyn.perfmodel.resources import Resources, cost, primitives, window_weights
+from cosyn.perfmodel.resources import Resources, cost, primitives
 from rich.table import Table
 
 from cosyn.errors import CosynError
@@ -236,6 +236,7 @@ class _Search:
         # each choice's place among its node's: a later one has more multipliers, or as
         # many and fewer cycles
         self.rank = {n: {p: i for i, p in enumerate(ps)} for n, ps in self.options.items()}
+        self._stage = cache(self._stage_uncached)
         self._block = cache(self._block_uncached)
         self._finish = cache(self._finish_uncached)
         self._estimates: dict[tuple, Estimate] = {}
@@ -243,14 +244,17 @@ class _Search:
         slow += [(self._block(n, ps[-1])[0], n) for n, ps in self.options.items()]
         self.floor, self.slowest = max(slow)
 
-    def _block_uncached(self, name: str, p: int | tuple[int, int]) -> tuple[int, Resources]:
-        """(interval, resources) of node `name`'s block at parallelism p (P or (P, S))."""
+    def _stage_uncached(self, name: str, p: int | tuple[int, int]) -> Stage:
+        """Node `name`'s block at parallelism p (P or (P, S)), with its timing."""
         s = self.stages[name]
         q, k = parallelism_pair(p)
         ctx = dataclasses.replace(s.ctx, parallelism=q, simd=k)
-        t = TIMINGS[s.kind](s.node, ctx)
-        stage = Stage(s.name, s.kind, t, s.inputs, s.node, ctx, q, simd=k)
-        return int(t.interval), cost(primitives(stage), self.dev, self.co)
+        return Stage(s.name, s.kind, TIMINGS[s.kind](s.node, ctx), s.inputs, s.node, ctx, q)
+
+    def _block_uncached(self, name: str, p: int | tuple[int, int]) -> tuple[int, Resources]:
+        """(interval, resources) of node `name`'s block at parallelism p."""
+        stage = self._stage(name, p)
+        return int(stage.timing.interval), cost(primitives(stage), self.dev, self.co)
 
     def _slower(self, name: str, p, q) -> bool:
         """Node `name`'s block at parallelism p is no faster than at q: neither its
@@ -261,10 +265,20 @@ class _Search:
     def _finish_uncached(self, name: str, p: int | tuple[int, int]) -> int:
         """Cycles from node `name`'s block's first input to its last output, a sample
         at full rate, at parallelism p."""
-        s = self.stages[name]
-        q, k = parallelism_pair(p)
-        t = TIMINGS[s.kind](s.node, dataclasses.replace(s.ctx, parallelism=q, simd=k))
-        return int(t.timing(*[np.arange(x.elements) for x in s.inputs])[-1])
+        stage = self._stage(name, p)
+        return int(stage.timing.timing(*[np.arange(x.elements) for x in stage.inputs])[-1])
+
+    def _performed(self, name: str, p: int | tuple[int, int]) -> int:
+        """Multiply-accumulates per sample node `name`'s block performs at parallelism p:
+        all, or where it skips zero weights (its timing's `kept`), the terms each group
+        issues on its lanes."""
+        stage = self._stage(name, p)
+        node, kept, q = stage.node, stage.timing.kept, stage.parallelism
+        if kept is None:
+            return int(node.macs)
+        outputs = int(node.shape[0])  # the last group's lanes beyond them hold no weights
+        repeats = int(node.macs) // int(node.weight.size)  # a conv's output pixels
+        return repeats * sum(len(k) * min(q, outputs - g * q) for g, k in enumerate(kept))
 
     def choice(self, t: int) -> dict[str, int]:
         """Each node's smallest parallelism whose block takes at most t cycles per sample
@@ -450,38 +464,14 @@ class _Search:
         return self._estimates[key]
 
     def _allocation(self, choice: dict[str, int], e: Estimate) -> Allocation:
-        macs = {n: _performed(self.stages[n].node, p) for n, p in choice.items()}
+        macs = {n: self._performed(n, p) for n, p in choice.items()}
         return Allocation(dict(choice), macs, e, self.limits)
 
 
-def _skipping(node) -> tuple[np.ndarray, int] | None:
-    """A block that may skip zero weights (dense; conv2d without conv groups): its weights
-    as (outputs, terms) in issue order and the times it issues them per sample (1, or a
-    conv's output pixels); None for others."""
-    if node.kind == "dense":
-        return node.weight, 1
-    if node.kind == "conv2d" and node.groups == 1:
-        return window_weights(node), int(node.shape[1] * node.shape[2])
-    return None
-
-
 def _work(node) -> int:
-    """Multiply-accumulates per sample a block of any parallelism performs at least: a
-    block that skips terms whose weights are all zero never skips a non-zero weight."""
-    s = _skipping(node)
-    return int(node.macs) if s is None else int(np.count_nonzero(s[0])) * s[1]
-
-
-def _performed(node, p: int | tuple[int, int]) -> int:
-    """Multiply-accumulates per sample the node's block performs at parallelism p (a
-    block with SIMD skips no term)."""
-    s = _skipping(node)
-    q, k = parallelism_pair(p)
-    kept = None if s is None or k > 1 else sparse_terms(s[0], q)
-    if kept is None:
-        return int(node.macs)
-    outputs = int(node.shape[0])  # the last group's lanes beyond them hold no weights
-    return s[1] * sum(len(k) * min(q, outputs - g * q) for g, k in enumerate(kept))
+    """Multiply-accumulates per sample a block of any parallelism performs at least: every
+    non-zero weight, once per output pixel (a block that skips terms never skips one)."""
+    return int(np.count_nonzero(node.weight)) * (int(node.macs) // int(node.weight.size))
 
 
 def _choices(s: Stage) -> list[int | tuple[int, int]]:

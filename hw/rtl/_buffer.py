@@ -10,9 +10,10 @@ register, however deep the buffer.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Shape, Signal, Value, unsigned
+from amaranth.hdl import Array, Cat, Module, Shape, Signal, Value, unsigned
 from amaranth.lib import memory
 from cosyn.hw.rtl._rom import memory_attrs
+from cosyn.hw.rtl._window import step
 from cosyn.perfmodel.resources import BANK
 
 __all__ = ["Buffer", "pack", "unpack", "word_shape"]
@@ -70,7 +71,7 @@ def pack(m: Module, x: Value, n: int, take: Value) -> tuple[Value, Value]:
     held = [Signal.like(x, name=f"held{k}") for k in range(n - 1)]
     k = Signal(range(n))
     with m.If(take):
-        m.d.sync += k.eq(Mux(k == n - 1, 0, k + 1))
+        step(m, k, n - 1)
         for j, r in enumerate(held):
             with m.If(k == j):
                 m.d.sync += r.eq(x)

@@ -9,6 +9,7 @@ from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_shape, ports
 from cosyn.hw.rtl._buffer import Buffer, pack, unpack, word_shape
 from cosyn.hw.rtl._mac import MacLanes
 from cosyn.hw.rtl._rom import memory_attrs, weight_roms
+from cosyn.hw.rtl._window import step
 from cosyn.perfmodel.blocks import TIMINGS
 from cosyn.perfmodel.resources import issued_rows, lane_rows, term_words, weight_rows
 
@@ -136,7 +137,7 @@ class DenseBlock(wiring.Component):
         word, put = pack(m, self.i.payload, self.simd, take)
         buf.write(m, waddr, word, put)
         with m.If(put):
-            m.d.sync += waddr.eq(Mux(waddr == 2 * self.words - 1, 0, waddr + 1))
+            step(m, waddr, 2 * self.words - 1)
         with m.If(take):
             m.d.sync += wr_i.eq(wr_i + 1)
             with m.If(wr_i == n - 1):

@@ -97,7 +97,7 @@ def sequence_manifest(top: SequenceTop) -> dict[str, Any]:
                 "name": s.name,
                 "kind": s.kind,
                 "depth": s.depth,
-                "parallelism": _folding(s.ctx),
+                "parallelism": s.ctx.folding if s.ctx else 1,
             }
             for s in p.stages
         ],
@@ -133,10 +133,3 @@ def generate(g: Graph, out_dir: str | Path, parallelism: int | dict | None = Non
         (tmp / "top.v").write_text(text)
         (tmp / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
     return Design(out, man, g)
-
-
-def _folding(ctx: Any) -> int | list[int]:
-    """A block's parallelism as `plan` takes it back: P, or [P, S] with SIMD."""
-    if ctx is None:
-        return 1
-    return ctx.parallelism if ctx.simd == 1 else [ctx.parallelism, ctx.simd]

@@ -52,12 +52,12 @@ class MacLanes:
 
     def control(self, m: Module, issue, first, last, group: Signal, final=0) -> None:
         """The flags of each stage (first, last and fin only with a term), and the group
-        index (for the bias read) to stage 3."""
+        index (for the bias read) to the accumulate's stage less two."""
         run = ~self.stall
         v, fst, lst, fin = self.v, self.first, self.last, self.fin
         n = self.stages  # the bias is read at stage n - 2, for the accumulate at stage n
         gs = [Signal.like(group, name=f"group{k + 1}") for k in range(n - 2)]
-        self.group3 = gs[-1]
+        self.bias_group = gs[-1]
         with m.If(run):
             m.d.sync += [v[0].eq(issue), fst[0].eq(issue & first), lst[0].eq(issue & last)]
             m.d.sync += [v[k].eq(v[k - 1]) for k in range(1, n)]
@@ -71,15 +71,15 @@ class MacLanes:
     def datapath(
         self, m: Module, x: Value, ws: list[Value], bias_port, bs: list[Value], block: bool
     ) -> None:
-        """Stages 2 to 5 and the output register; `x` is the term's element, or with SIMD
-        its S elements (a list), and `ws` P weights, or P*S (lane j's S in a row). Every
-        register of lane j is enabled by
-        its copy of `runs` alone (a register's output); a stage without a term carries a
-        zero element, so its products are zero. With `block` (the weights read from block
+        """Stage 2 to the accumulate, and the output register; `x` is the term's element,
+        or with SIMD its S elements (a list), and `ws` P weights, or P*S (lane j's S in a
+        row). Every register of lane j is enabled by its copy of `runs` alone (a
+        register's output); a stage without a term carries a zero element, so its
+        products are zero. With `block` (the weights read from block
         RAM) the weights' registers have no reset and share the ROMs' enable `runs[0]`,
         so the flow moves them into the blocks' output registers."""
         p, runs = self.p, self.runs
-        m.d.comb += [bias_port.addr.eq(self.group3), bias_port.en.eq(~self.stall)]
+        m.d.comb += [bias_port.addr.eq(self.bias_group), bias_port.en.eq(~self.stall)]
         x = [Value.cast(e) for e in (x if isinstance(x, (list, tuple)) else [x])]
         s = len(x)  # SIMD: lane j multiplies the S elements by its weights ws[j*S : j*S+S]
         xs = [

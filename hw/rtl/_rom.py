@@ -68,16 +68,16 @@ def block_rom(m: Module, name: str, words: list[int], width: int, addr, en) -> V
 
 def weight_roms(m: Module, rows: np.ndarray, bias_rows: np.ndarray, addr, en) -> tuple:
     """Weight and bias ROMs of P lanes as submodules of `m`: row r of `rows` (depth, P, or
-    P*S with SIMD) and
-    of `bias_rows` (groups, P) is one word. The weights are read at `addr` where `en` (the
-    word registered, one cycle later). A ROM of `BANK` to `BLOCK_BANK` words and at
-    least `BLOCK_ROM_BITS` bits is in block RAM (`weights_in_block`, `block_rom`); another
-    is LUT ROM banks of BANK words, each read registered and the bank chosen after
-    (a small mux, in front of the next stage's registers). Returns the bias ROM's read
-    port (its reader addresses it), the P weight fields of the word read, the P bias
-    fields of the bias port's data, each in the narrowest type of its table, and whether
-    the weights are in block RAM (their next register, reset-less, then becomes the
-    block's output register: `hw/fpga/_outreg.py`)."""
+    P*S with SIMD) and of `bias_rows` (groups, P) is one word. The weights are read at
+    `addr` where `en` (the word registered, one cycle later). A ROM of `BANK` to
+    `BLOCK_BANK` words and at least `BLOCK_ROM_BITS` bits is in block RAM
+    (`weights_in_block`, `block_rom`); another is LUT ROM banks of BANK words, each read
+    registered and the bank chosen after (a small mux, in front of the next stage's
+    registers). Returns the bias ROM's read port (its reader addresses it), the weight
+    fields of the word read (P, or P*S), the P bias fields of the bias port's data, each
+    in the narrowest type of its table, and whether the weights are in block RAM (their
+    next register, reset-less, then becomes the block's output register:
+    `hw/fpga/_outreg.py`)."""
     wt, bt = rom_type(rows), rom_type(bias_rows)
     p = rows.shape[1]
     words = pack(rows, wt.bits)
