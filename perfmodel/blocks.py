@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from cosyn.perfmodel.conv import ConvGeometry, ConvTiming
+from cosyn.perfmodel.conv import ConvGeometry, ConvTiming, with_spare_rows
 from cosyn.perfmodel.mac import QUIET, MacPipe, mac_stages, multiply_stages
 from cosyn.perfmodel.resources import lane_rows, window_weights
 from cosyn.perfmodel.thresholds import block_levels, threshold_cols, threshold_stages
@@ -209,7 +209,8 @@ def _conv_timing(node: Any, ctx: Any) -> ConvTiming:
     skips = node.groups == 1 and ctx.simd == 1
     kept = sparse_terms(window_weights(node), p) if skips else None
     counts = None if kept is None else tuple(map(len, kept))
-    return ConvTiming(ConvGeometry.of(node, ctx.in_shape, p, counts, ctx.simd), kept)
+    geo = ConvGeometry.of(node, ctx.in_shape, p, counts, ctx.simd)
+    return ConvTiming(with_spare_rows(geo), kept)
 
 
 def _dense_timing(node: Any, ctx: Any) -> DenseTiming:

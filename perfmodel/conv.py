@@ -12,7 +12,7 @@ to the RTL simulation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 
 import numpy as np
@@ -20,7 +20,7 @@ from cosyn.perfmodel.conv_state import Control, State
 
 from cosyn.ir.nodes import Conv2d
 
-__all__ = ["ConvGeometry", "ConvSchedule", "ConvTiming"]
+__all__ = ["ConvGeometry", "ConvSchedule", "ConvTiming", "with_spare_rows"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class ConvGeometry:
     cgroups: int = 1
     counts: tuple[int, ...] | None = None  # the terms each group issues, None: all
     simd: int = 1  # input channels a term multiplies (SIMD): it divides cin
+    spare: int = 0  # line-buffer rows beyond KH + SH (`ConvTiming.of` chooses them)
 
     @classmethod
     def of(
@@ -54,6 +55,7 @@ class ConvGeometry:
         p: int,
         counts: tuple[int, ...] | None = None,
         simd: int = 1,
+        spare: int = 0,
     ) -> ConvGeometry:
         o, cg, kh, kw = node.weight.shape
         c, per = cg * node.groups, o // node.groups  # P lanes share one group's input
@@ -65,7 +67,7 @@ class ConvGeometry:
             )
         assert counts is None or simd == 1
         geo = cls(c, in_shape[1], in_shape[2], o, kh, kw, *node.stride, *node.padding,
-                  node.shape[1], node.shape[2], p, node.groups, counts, simd)  # fmt: skip
+                  node.shape[1], node.shape[2], p, node.groups, counts, simd, spare)  # fmt: skip
         if geo.y_end < 0:
             raise ValueError(f"{node.name}: every window lies in the padding")
         return geo
@@ -131,8 +133,16 @@ class ConvGeometry:
 
     @cached_property
     def rows(self) -> int:
-        """Rows of the line buffer: a window's KH and the SH the next output row adds."""
-        return min(self.kh + self.sh, self.h_used)
+        """Rows of the line buffer: a window's KH, the SH the next output row adds, and
+        `spare` more that the input may run ahead by (the next sample's first rows
+        while the last windows are read)."""
+        return min(self.kh + self.sh + self.spare, self.h_used)
+
+    @cached_property
+    def least_interval(self) -> int:
+        """No fewer cycles a sample than it has input elements (one taken a cycle), output
+        elements (one leaves a cycle), or terms issued (one a group a cycle)."""
+        return max(self.frame_in, self.frame_out, self.oh * self.ow * sum(self.issued))
 
     @cached_property
     def wc(self) -> int:
@@ -237,9 +247,10 @@ class ConvSchedule:
 class ConvTiming:
     """`Conv2dBlock`'s timing (see `perfmodel.blocks`), from `ConvSchedule`.
 
-    When the multipliers are the bottleneck the interval is OH*OW*ceil(O/P)*KH*KW*C/G
+    When the multipliers are the bottleneck the interval is OH*OW*ceil(O/P)*KH*KW*C/G/S
     (where the block skips zero weights, OH*OW times the terms the groups issue), plus a
-    few cycles per sample where a window waits for its last input row. `kept`: the
+    few cycles per sample where a window waits for its last input row (see
+    `with_spare_rows`, which `blocks` applies to the geometry). `kept`: the
     window terms each group issues (`blocks.sparse_terms`, window order), None: all.
     """
 
@@ -273,6 +284,21 @@ class ConvTiming:
 
     def control(self) -> Control:
         return Control(State(self.geo, np.zeros(0, dtype=np.int64)))
+
+
+def with_spare_rows(geo: ConvGeometry) -> ConvGeometry:
+    """`geo` with the fewest spare line-buffer rows at which its interval is least. With
+    KH + SH rows, a block whose windows take longer than a row's input (or whose output
+    does) keeps the next sample's rows out until its last windows are read, and waits
+    for them at each sample's start; each spare row lets one more arrive in time. Rows
+    are added while the interval exceeds `least_interval` and each lowers it, up to the
+    rows a sample writes."""
+    while _full_rate(geo)[1] > geo.least_interval and geo.rows < geo.h_used:
+        more = replace(geo, spare=geo.spare + 1)
+        if _full_rate(more)[1] >= _full_rate(geo)[1]:
+            break
+        geo = more
+    return geo
 
 
 @lru_cache(maxsize=256)

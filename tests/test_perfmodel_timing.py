@@ -95,7 +95,7 @@ def _conv(c: int, o: int, k: int, s: int, pad: int, oh: int, ow: int) -> Conv2d:
 def conv_timings(draw) -> tuple[ConvTiming, int, int]:
     """A conv2d's timing (channels, image, outputs, kernel, stride, padding, a parallelism
     (P need not divide the outputs) and the terms each group issues, or a SIMD dividing
-    the channels, drawn), its input and output elements."""
+    the channels, and spare line-buffer rows drawn), its input and output elements."""
     c, h, w, o = (draw(st.integers(lo, hi)) for lo, hi in ((1, 3), (3, 7), (3, 7), (1, 4)))
     k, s, pad = (draw(st.integers(lo, hi)) for lo, hi in ((1, 3), (1, 2), (0, 1)))
     oh, ow = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
@@ -107,9 +107,10 @@ def conv_timings(draw) -> tuple[ConvTiming, int, int]:
     simd = (
         draw(st.sampled_from([d for d in range(1, c + 1) if c % d == 0])) if counts is None else 1
     )
+    spare = draw(st.integers(0, 2))
     try:
         geo = ConvGeometry.of(
-            _conv(c, o, k, s, pad, oh, ow), (c, h, w), p, counts and tuple(counts), simd
+            _conv(c, o, k, s, pad, oh, ow), (c, h, w), p, counts and tuple(counts), simd, spare
         )
     except ValueError:
         assume(False)  # every window in the padding

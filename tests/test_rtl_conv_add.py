@@ -8,6 +8,8 @@ the very cycles the simulation shows.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from amaranth.hdl import Module
@@ -19,7 +21,7 @@ from cosyn.hw.rtl._base import COMPONENTS, Ctx, element_stream
 from cosyn.hw.rtl._conv2d import Conv2dBlock
 from cosyn.hw.rtl._verilog import component_verilog, lint
 from cosyn.perfmodel.blocks import ForkTiming
-from cosyn.perfmodel.conv import ConvGeometry, ConvSchedule
+from cosyn.perfmodel.conv import ConvGeometry, ConvSchedule, with_spare_rows
 from cosyn.perfmodel.pipeline import deadlock_depth, fifo_depth, resolve_parallelism
 
 from cosyn.errors import CosynError
@@ -189,6 +191,29 @@ def test_conv_latency_interval_measured(case) -> None:
     firsts = np.array(out[::per])
     assert np.all(np.diff(firsts)[1:] == dut.cycles.interval)
     assert np.array_equal(dut.cycles.timing(taken["i"][:n]), out[:per])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [CASES[3], CASES[6]], ids=["s2", "all-rows"])
+def test_conv_spare_rows_reach_the_least_interval(case) -> None:
+    """Where windows take longer than a row's input, KH + SH rows keep the next sample's
+    rows out until the last windows are read: the block takes the fewest spare rows
+    (`with_spare_rows`) at which its interval is least, and the simulation, at full
+    rate for four samples, shows that interval (bit-exact)."""
+    c, h, w, o, k, s, p, par, it = case
+    node = conv_node(c, h, w, o, k, s, p, it)
+    dut = conv_block(node, it, c, h, w, par)
+    g = dut.geo
+    plain = ConvGeometry.of(node, (c, h, w), par)
+    assert g.spare > 0 and g == with_spare_rows(plain)
+    fewer = [ConvSchedule(dataclasses.replace(g, spare=n)).latency_interval()[1]
+             for n in range(g.spare)]  # fmt: skip
+    assert min(fewer) > dut.cycles.interval
+    x = np.random.default_rng(5).integers(it.lo, it.hi + 1, (4, c, h, w))
+    per = int(np.prod(node.shape))
+    got, _, out = drive(dut, {"i": (dut.i, hwc(x), np.zeros(x.size, np.int64))}, 4 * per)
+    assert np.array_equal(got, hwc(node.eval(x)))
+    assert np.all(np.diff(out[::per])[1:] == dut.cycles.interval)
 
 
 SPARSE = [  # (C, H, W, O, K, stride, padding, P, input type, zero fraction)

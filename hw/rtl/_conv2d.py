@@ -34,10 +34,12 @@ class Conv2dBlock(wiring.Component):
     order), `o` (Out, element stream of `node.dtype`, the (O, OH, OW) output in HWC
     order). Zero padding and stride as in the node.
 
-    The input is written to a line buffer of R = min(KH + SH, H') rows of W*C elements
-    (a dual-port memory; rows rotate through the R slots): the KH rows a window
-    reads plus SH rows that stream in while the current output row computes, so
-    the multipliers rarely wait for a row.
+    The input is written to a line buffer of R = min(KH + SH + spare, H') rows of W*C
+    elements (a dual-port memory; rows rotate through the R slots): the KH rows a
+    window reads, SH rows that stream in while the current output row computes, and
+    the spare rows `perfmodel.conv.with_spare_rows` gives a block whose windows take
+    longer than a row's input (the next sample's first rows then arrive while the last
+    windows are read), so the multipliers rarely wait for a row.
     For each output pixel, once the input up to its window's last element has arrived,
     the window is read one element per cycle (zero outside the image) and broadcast to P
     lanes that take P output channels' weights from one ROM row: a group of P channels
