@@ -1,16 +1,18 @@
 """Training under latency budgets against the uniform-parallelism, all-ReLU baseline.
 
-Part 1, the front: `cosyn sweep` (Ray, two local workers) trains the default CNN with
-GateActs (ReLU or a PolyAct per layer) under each latency budget on digits: the latency
-(a sample's first input to its last output) joins the loss held by a Lagrange
-multiplier, and the LUTs at the budget's parallelism with `--lut-weight` (default 1),
-the gates are hardened within the budget, each layer's parallelism is allocated for it
-(`cosyn.scheduler.allocate`, `target_latency`: the fewest resources that meet it) and
-the design is simulated on Icarus, whose cycles are the table's (equal to the
-estimate, or the point fails). The default budgets are the uniform designs' own
-latencies at P = 8, 4 and 2. The baseline is the same CNN trained with ReLU
-(`cosyn train --act relu`), built with one parallelism P for every layer (a conv2d's
-rounded up to a divisor of its outputs), P = 1 to 16, its cycles and LUTs the performance model's.
+Part 1, the front: `cosyn sweep --acts relu,gate` (Ray, two local workers) trains the
+default CNN under each latency budget on digits, twice: with GateActs (ReLU or a PolyAct
+per layer), where the latency (a sample's first input to its last output) joins the loss
+held by a Lagrange multiplier, and the LUTs at the budget's parallelism with
+`--lut-weight` (default 1), the gates hardened within the budget and fine-tuned; and as
+it is, with ReLU (nothing in it moves the cost: trained as the baseline is). Each
+layer's parallelism is allocated for the budget (`cosyn.scheduler.allocate`,
+`target_latency`: the fewest resources that meet it) and the design is simulated on
+Icarus, whose cycles are the table's (equal to the estimate, or the point fails). The
+default budgets are the uniform designs' own latencies at P = 8, 4 and 2. The baseline
+is the same CNN trained with ReLU (`cosyn train --act relu`), built with one parallelism
+P for every layer (a conv2d's rounded up to a divisor of its outputs), P = 1 to 16, its
+cycles and LUTs the performance model's.
 A design is dominated by another at least as accurate, at most as slow and at most as
 large (LUTs), and better in one of them. With `--seeds 0,1,2` every seed trains the
 baseline and every budget, a table per seed, and a last one compares the designs
@@ -102,7 +104,7 @@ def _baseline(epochs: int, keep: bool, seed: int) -> tuple[list[Point], float | 
         par = _uniform(g, p)
         e = estimate(g, "ecp5-85f", par)
         points.append(Point(f"uniform P={p}", seed, acc, e.completion, e.interval, float(e.lut),
-                            sum(par.values()), {"1": "relu", "2": "relu"}))  # fmt: skip
+                            sum(par.values()), {}, "relu"))  # fmt: skip
     return points, took
 
 
@@ -122,11 +124,11 @@ def _mean(points: list[Point]) -> Point:
 
 def _means(points: list[Point], base: list[Point]) -> tuple[list[Point], list[Point]]:
     """The budgets' points and the baseline's designs, each averaged over its seeds."""
-    by: dict[tuple[bool, str], list[Point]] = {}
+    by: dict[tuple[bool, str, str], list[Point]] = {}
     for p in [*points, *base]:
-        by.setdefault((p in base, p.budget), []).append(p)
+        by.setdefault((p in base, p.budget, p.act), []).append(p)
     means = {k: _mean(v) for k, v in by.items()}
-    return [m for (b, _), m in means.items() if not b], [m for (b, _), m in means.items() if b]
+    return [m for k, m in means.items() if not k[0]], [m for k, m in means.items() if k[0]]
 
 
 def _front_table(points: list[Point], base: list[Point], title: str, took: str) -> Table:
@@ -139,13 +141,13 @@ def _front_table(points: list[Point], base: list[Point], title: str, took: str) 
     def name(p: Point) -> str:
         if p in base:
             return p.budget
-        return f"budget {p.budget}" + (f", seed {p.seed}" if p.seed >= 0 else "")
+        return f"budget {p.budget}, {p.act}" + (f", seed {p.seed}" if p.seed >= 0 else "")
 
     rows = [*sorted(points, key=lambda p: p.completion), *base]
     for p in rows:
         by = [name(q) for q in rows if dominates(q, p)]
         over = [name(q) for q in rows if dominates(p, q)]
-        t.add_row(name(p), ", ".join(p.choices.values()), f"{p.accuracy:.2f}",
+        t.add_row(name(p), p.activations, f"{p.accuracy:.2f}",
                   f"{p.completion:,}", f"{p.interval:,}", str(p.multipliers), f"{p.lut:,.0f}",
                   ", ".join(by), ", ".join(over))  # fmt: skip
     t.caption = (
@@ -281,6 +283,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--budgets", help="default: the uniform designs' latencies at P=8, 4, 2")
     ap.add_argument("--lut-weight", type=float, default=1.0)
+    ap.add_argument("--acts", default="relu,gate", help="the sweep's activations")
     ap.add_argument("--seeds", default="0", help="comma-separated; the baseline too")
     ap.add_argument("--front", action="store_true", help="only the front (part 1)")
     ap.add_argument("--wall-epochs", type=int, default=5)
@@ -308,7 +311,7 @@ def main() -> None:
     if not args.keep:
         shutil.rmtree(out, ignore_errors=True)
     s = sweep(MODEL, budgets, out, seeds=seeds, epochs=args.epochs, workers=2,
-              lut_weight=args.lut_weight)  # fmt: skip
+              lut_weight=args.lut_weight, acts=args.acts.split(","))  # fmt: skip
     for k, tail in s.failed.items():
         console.print(f"{k} failed:\n{tail}")
     relu = f"{took:.0f} s" if took else "kept"

@@ -57,6 +57,7 @@ app = typer.Typer(
 console = Console()
 BACKENDS = ("hls", "rtl", "both")
 SIMULATORS = ("icarus", "verilator")
+FINETUNE, FINETUNE_LR = 3, 2e-3  # `train`: a third as many epochs again after hardening
 
 
 def _is_image(model: nn.Module) -> bool:
@@ -340,7 +341,8 @@ def train(
     hardware cost joins the loss (its GateActs learn the cheaper choice where the budget
     needs it), each layer's parallelism is allocated to meet the budget, and the design is
     estimated and simulated. With --density, the first third of the epochs train dense,
-    then the smallest weight blocks are masked and the mask moves by --sparse."""
+    then the smallest weight blocks are masked and the mask moves by --sparse. Hardened
+    GateActs are fine-tuned for a third as many epochs again, each now one activation."""
     goal = _goal(latency_budget, lut_budget, cost_weight, freq, lut_weight)
     if secure_weight is not None and not secure_weight > 0:
         raise CosynError(f"--secure-weight {secure_weight}: give a positive weight")
@@ -352,6 +354,7 @@ def train(
         raise CosynError(f"--density {density}: give the fraction of weights kept, in (0, 1]")
     if sparse is not None and (density is None or sparse not in SPARSE):
         raise CosynError(f"--sparse {sparse!r}: choose one of {', '.join(SPARSE)}, with --density")
+    torch.manual_seed(seed)  # the initial weights too: a seed makes the training repeatable
     net = load_model(model, **_act_option(act))
     if isinstance(net, Transformer):
         options = {"--latency-budget": latency_budget, "--lut-budget": lut_budget,
@@ -367,18 +370,23 @@ def train(
         return
     d = data.digits(image=_is_image(net))
     x0 = d.x_test[:1]
-    penalty = None
-    if goal is not None or secure_weight is not None:
-        with torch.no_grad():  # the quantizers' statistics, so the model lowers as it will
-            net.train()(d.x_train[:256])
+    penalty = extra = None
     if goal is not None:
-        alloc = _allocate(net, x0, device, goal)  # refuses an unreachable budget now
-        penalty = _penalty(net, x0, device, goal, alloc)
-    extra = penalty
-    if goal is not None and goal.lut_weight is not None:
-        # LUTs at the budget's parallelism over the gates' choices, 0 at the cheapest
-        luts = SpanWeight(x0, device, "lut", goal.lut_weight, alloc.parallelism)
-        extra = _plus(penalty, luts.measure(net))
+        # a copy with the quantizers' statistics lowers as the model will; the model
+        # itself trains as it would without a budget, but for the cost in its loss
+        probe = copy.deepcopy(net)
+        with torch.no_grad():
+            probe.train()(d.x_train[:256])
+        alloc = _allocate(probe, x0, device, goal)  # refuses an unreachable budget now
+        if gates(net):
+            penalty = extra = _penalty(probe, x0, device, goal, alloc)
+            if goal.lut_weight is not None:
+                # LUTs at the budget's parallelism over the gates' choices, 0 at the cheapest
+                luts = SpanWeight(x0, device, "lut", goal.lut_weight, alloc.parallelism)
+                extra = _plus(penalty, luts.measure(probe))
+        else:
+            console.print("no GateAct: nothing in the model moves its hardware cost, so "
+                          "the budget sets the parallelism; the loss is the task's")  # fmt: skip
     if secure_weight is not None:
         mix = {"secure_bytes": 1.0, "secure_rounds": round_bytes}
         extra = _plus(extra, SpanWeight(x0, device, mix, secure_weight))
@@ -402,6 +410,12 @@ def train(
     if choices := within(net):  # GateActs keep the activation they learned to prefer
         acc = accuracy(net, d.x_test, d.y_test)
         console.print("activation per gate: " + ", ".join(f"{k} {v}" for k, v in choices.items()))
+        if tune := epochs // FINETUNE:  # trained as a mix of both, tuned to the one it keeps
+            hard = acc
+            acc = fit(net, d, epochs=tune, lr=FINETUNE_LR, seed=seed,
+                      on_step=None if masks is None else masks.step)  # fmt: skip
+            console.print(f"test accuracy {hard:.2f}% hardened, {acc:.2f}% fine-tuned for "
+                          f"{tune} epoch{'s' * (tune > 1)}")  # fmt: skip
     _save(net, out)
     console.print(f"test accuracy {acc:.2f}%; wrote {out}")
     if secure_weight is not None:
@@ -651,11 +665,17 @@ def sweep(
     lut_weight: Annotated[
         float | None, typer.Option(help="weight of the LUTs in each training's loss")
     ] = None,
+    acts: Annotated[
+        str,
+        typer.Option(
+            help="activations to train each point with, comma-separated: gate, relu, poly"
+        ),
+    ] = "gate",
 ) -> None:
-    """Train MODEL with GateActs under each latency budget and seed (`cosyn train
-    --latency-budget`) as Ray tasks; print the points with their accuracy/latency front
-    and write OUT/sweep.json and OUT/front.png. Points kept in OUT/points from an
-    earlier run are not trained again."""
+    """Train MODEL (with GateActs, or each activation of --acts) under each latency budget
+    and seed (`cosyn train --latency-budget`) as Ray tasks; print the points with their
+    accuracy/latency front and write OUT/sweep.json and OUT/front.png. Points kept in
+    OUT/points from an earlier run are not trained again."""
     names = [b.strip() for b in budgets.split(",") if b.strip()]
     try:
         seed_list = [int(s) for s in seeds.split(",")]
@@ -665,6 +685,7 @@ def sweep(
         raise CosynError("--budgets: give at least one latency budget (4us, 400cycles)")
     if workers is not None and workers < 1:
         raise CosynError(f"--workers {workers}: give 1 or more")
+    act_list = [_choice(a.strip(), zoo.ACTS, "--acts") for a in acts.split(",")]
     net = load_model(model, act="gate")
     d = data.digits(image=_is_image(net))
     with torch.no_grad():  # the quantizers' statistics, as `cosyn train` takes them
@@ -675,7 +696,7 @@ def sweep(
         except CosynError as e:
             raise CosynError(f"--budgets {b}: {e}") from None
     s = sweeps.sweep(model, names, out, device, seed_list, epochs, freq, address, workers,
-                     lut_weight=lut_weight)  # fmt: skip
+                     lut_weight=lut_weight, acts=act_list)  # fmt: skip
     _print_sweep(s)
     console.print(f"wrote {out / 'sweep.json'} and {out / 'front.png'}")
     if s.failed:

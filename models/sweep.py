@@ -1,14 +1,16 @@
 """`sweep`: one model trained per latency budget (and seed) as Ray tasks, and their front.
 
-Each point is `cosyn train MODEL --act gate --latency-budget B --seed S` (with
-`--lut-weight W` where given: the LUTs priced within the budget; the hardware cost in
-the loss, the gates hardened within the budget, the parallelism allocated for it,
-the design simulated on Icarus: `train.json`). A point runs as a Ray task in its own
-process: on a local Ray instance by default (`workers` CPUs), or on an existing cluster
-at `address` whose nodes have cosyn installed. The task sends the checkpoint and the
-report back, so the driver keeps every point under `out/points/<budget>-seed<S>/`,
-each written whole when it finishes: a sweep that is interrupted and run again trains
-only the points it has not kept.
+Each point is `cosyn train MODEL --act A --latency-budget B --seed S` (A `gate` by
+default, with `--lut-weight W` where given: the LUTs priced within the budget; the
+hardware cost in the loss, the gates hardened within the budget and fine-tuned; `relu`:
+the model as it is, trained as without a budget; either way the parallelism allocated
+for the budget and the design simulated on Icarus: `train.json`). A point runs as a Ray
+task in its own process: on a local Ray instance by default (`workers` CPUs), or on an
+existing cluster at `address` whose nodes have cosyn installed. The task sends the
+checkpoint and the report back, so the driver keeps every point under
+`out/points/<budget>-seed<S>/`, each written whole when it finishes
+(`<budget>-<A>-seed<S>` where A is not `gate`): a sweep that is interrupted and run
+again trains only the points it has not kept.
 
 The front: the points no other point dominates (at least as accurate, at most as slow
 to the whole answer, at most as many LUTs, and better in one of them).
@@ -16,6 +18,7 @@ to the whole answer, at most as many LUTs, and better in one of them).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -39,7 +42,8 @@ __all__ = ["Point", "Sweep", "dominates", "front", "sweep"]
 @dataclass(frozen=True)
 class Point:
     """One trained model: its budget and seed, test accuracy (%), simulated cycles to the
-    whole answer (`completion`) and interval, estimated LUTs, multipliers, gate choices."""
+    whole answer (`completion`) and interval, estimated LUTs, multipliers, gate choices,
+    and the activation it was trained with (`cosyn train --act`)."""
 
     budget: str
     seed: int
@@ -49,22 +53,28 @@ class Point:
     lut: float
     multipliers: int
     choices: dict[str, str]
+    act: str = "gate"
 
     @property
     def key(self) -> str:
-        return point_key(self.budget, self.seed)
+        return point_key(self.budget, self.seed, self.act)
+
+    @property
+    def activations(self) -> str:
+        """The hardened gates' choices, else the activation trained with."""
+        return ", ".join(self.choices.values()) or self.act
 
     @classmethod
-    def from_report(cls, budget: str, seed: int, r: dict) -> Point:
+    def from_report(cls, budget: str, seed: int, r: dict, act: str = "gate") -> Point:
         """The point of a `cosyn train` report (train.json)."""
         a = r["allocation"]
         return cls(budget, seed, float(r["accuracy"]), int(r["simulation"]["completion"]),
                    int(a["interval"]), float(a["estimate"]["lut"]), int(a["multipliers"]),
-                   dict(r["choices"]))  # fmt: skip
+                   dict(r["choices"]), act)  # fmt: skip
 
 
-def point_key(budget: str, seed: int) -> str:
-    return f"{budget}-seed{seed}"
+def point_key(budget: str, seed: int, act: str = "gate") -> str:
+    return f"{budget}-seed{seed}" if act == "gate" else f"{budget}-{act}-seed{seed}"
 
 
 def dominates(a: Point, b: Point) -> bool:
@@ -100,7 +110,7 @@ class Sweep:
                   "multipliers", "LUT", "front"):  # fmt: skip
             t.add_column(c, justify="left" if c in ("budget", "activations") else "right")
         for p in sorted(self.points, key=lambda p: (p.completion, p.seed)):
-            t.add_row(p.budget, str(p.seed), ", ".join(p.choices.values()), f"{p.accuracy:.2f}",
+            t.add_row(p.budget, str(p.seed), p.activations, f"{p.accuracy:.2f}",
                       f"{p.completion:,}", f"{p.interval:,}", str(p.multipliers),
                       f"{p.lut:,.0f}", "*" if p.key in on else "")  # fmt: skip
         t.caption = (
@@ -197,10 +207,12 @@ def sweep(
     workers: int | None = None,
     progress: bool = True,
     lut_weight: float | None = None,
+    acts: Sequence[str] = ("gate",),
 ) -> Sweep:
-    """Train `model` (package.module:factory, with GateActs) under each latency budget
-    (as `cosyn train --latency-budget`: `4us`, `400cycles`) and seed as Ray tasks;
-    points already kept under `out/points/` are not trained again. Writes
+    """Train `model` (package.module:factory) with each activation of `acts` (GateActs by
+    default) under each latency budget (as `cosyn train --latency-budget`: `4us`,
+    `400cycles`) and seed as Ray tasks; points already kept under `out/points/` are not
+    trained again. Writes
     `out/sweep.json` and `out/front.png`. A point whose training fails is reported in
     `Sweep.failed` (its last lines) and the others are kept; CosynError if none is left.
     Keep one `out` per model, device, epochs and LUT weight: a point is known by its
@@ -208,23 +220,20 @@ def sweep(
     out = Path(out)
     t0 = time.perf_counter()
     todo, points = {}, []
-    for b in budgets:
-        for s in seeds:
-            folder = out / "points" / point_key(b, s)
-            if (folder / "train.json").is_file():
-                points.append(
-                    Point.from_report(b, s, json.loads((folder / "train.json").read_text()))
-                )
-            else:
-                todo[point_key(b, s)] = (b, s)
+    for b, s, a in itertools.product(budgets, seeds, acts):
+        report = out / "points" / point_key(b, s, a) / "train.json"
+        if report.is_file():
+            points.append(Point.from_report(b, s, json.loads(report.read_text()), a))
+        else:
+            todo[point_key(b, s, a)] = (b, s, a)
     failed: dict[str, str] = {}
     if todo:
         ray = _start_ray(address, workers)
         try:
             task = ray.remote(num_cpus=1)(_train_point)
-            args = {k: ["--act", "gate", "--latency-budget", b, "--seed", str(s), "--epochs",
+            args = {k: ["--act", a, "--latency-budget", b, "--seed", str(s), "--epochs",
                         str(epochs), "--device", device, "--freq", str(freq)]
-                    for k, (b, s) in todo.items()}  # fmt: skip
+                    for k, (b, s, a) in todo.items()}  # fmt: skip
             if lut_weight is not None:
                 args = {k: [*a, "--lut-weight", str(lut_weight)] for k, a in args.items()}
             running = {task.remote(model, a): k for k, a in args.items()}
@@ -240,7 +249,8 @@ def sweep(
                         with atomic_dir(out / "points" / k) as tmp:  # kept whole
                             (tmp / "model.pt").write_bytes(ckpt)
                             (tmp / "train.json").write_text(report)
-                        points.append(Point.from_report(*todo[k], json.loads(report)))
+                        b, s, a = todo[k]
+                        points.append(Point.from_report(b, s, json.loads(report), a))
                     bar.advance(job)
         except KeyboardInterrupt:
             for ref in running:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import subprocess
@@ -41,6 +42,24 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
         os.chdir(here)
         sys.path[:], sys.argv = path, argv
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+@pytest.mark.slow
+def test_train_under_a_budget_without_gates_trains_as_without_one(tmp_path):
+    """`--seed` seeds the initial weights too, and a model with no GateAct trains under a
+    latency budget exactly as without one (the quantizers' statistics for the allocation
+    are a copy's): the same weights, bit for bit. The budget sets the parallelism, and
+    the design, simulated on Icarus, meets it."""
+    plain, budget = tmp_path / "plain" / "m.pt", tmp_path / "budget" / "m.pt"
+    args = ("train", "cosyn.models.zoo:cnn", "--act", "relu", "--epochs", "1", "--seed", "3")
+    assert cli(*args, "--out", str(plain)).returncode == 0
+    r = cli(*args, "--latency-budget", "30us", "--out", str(budget))
+    assert r.returncode == 0, r.stderr
+    a, b = torch.load(plain), torch.load(budget)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    report = json.loads((budget.parent / "train.json").read_text())
+    sim = report["simulation"]
+    assert sim["mismatches"] == 0 and sim["completion"] <= 3000 and report["choices"] == {}
 
 
 def test_help_lists_the_verbs():

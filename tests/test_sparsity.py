@@ -160,8 +160,9 @@ def test_cli_train_with_a_density(tmp_path) -> None:
 
 def test_cli_train_with_a_density_under_a_latency_budget(tmp_path) -> None:
     """Under a budget the blocks span the allocation's parallelism, the cost's table is
-    estimated again after pruning, and the design, estimated and simulated on Icarus
-    (`train.json`), meets the budget with equal cycles."""
+    estimated again after pruning, the hardened gates' fine-tuning keeps the masks, and
+    the design, estimated and simulated on Icarus (`train.json`), meets the budget with
+    equal cycles."""
     out = tmp_path / "m.pt"
     r = cli("train", "--act", "gate", "--latency-budget", "8us", "--density", "0.3",
             "--epochs", "3", "--out", str(out))  # fmt: skip
@@ -170,3 +171,6 @@ def test_cli_train_with_a_density_under_a_latency_budget(tmp_path) -> None:
     sim, est = report["simulation"], report["allocation"]["estimate"]
     assert sim["mismatches"] == 0 and sim["completion"] == est["completion"] <= 800
     assert "weights zero in the masked layers" in r.stdout
+    assert "fine-tuned for 1 epoch\n" in r.stdout
+    w = torch.load(out)["5.weight"]
+    assert float((w != 0).float().mean()) <= 0.3 + 1 / w.shape[1]  # at most 30% of blocks kept

@@ -27,6 +27,14 @@ def test_front_keeps_what_nothing_dominates() -> None:
     assert front([slow_worse, fast, slow_better, same]) == [fast, same, slow_better]
 
 
+def test_points_are_known_by_budget_seed_and_activation() -> None:
+    """A gated point keeps its name; a point of another activation names it, and shows it
+    where it has no gates to show."""
+    gated, relu = _p("4us", 97.0, 400, 5000), Point("4us", 1, 97.0, 400, 64, 5000, 8, {}, "relu")
+    assert gated.key == "4us-seed0" and gated.activations == "relu"
+    assert relu.key == "4us-relu-seed1" and relu.activations == "relu"
+
+
 @pytest.mark.slow
 def test_sweep_trains_each_budget_on_ray_and_keeps_the_points(tmp_path) -> None:
     """One point: `cosyn train --latency-budget 6us --lut-weight 1` in a Ray task (the
@@ -64,6 +72,7 @@ def test_sweep_trains_each_budget_on_ray_and_keeps_the_points(tmp_path) -> None:
         (("--budgets", "8us", "--seeds", "a"), "--seeds 'a': give whole numbers"),
         (("--budgets", "8us", "--address", "127.0.0.1:1"), "--address 127.0.0.1:1: no Ray"),
         (("--budgets", "8us", "--address", "nowhere"), "give the Ray cluster as host:port"),
+        (("--budgets", "8us", "--acts", "relu,tanh"), "--acts 'tanh': choose one of"),
     ],
 )
 def test_sweep_refuses_in_one_line(tmp_path, extra, message: str) -> None:
