@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shutil
 import subprocess
 import sys
@@ -70,14 +71,16 @@ CURVE = ",".join(["0:0", "0.03:0", "0.1:0", "0.3:0", "1:0", "3:0", "10:0", "1:30
 
 
 def _train(args: list[str], out: Path, keep: bool) -> float | None:
-    """Run `cosyn train ARGS --out out/model.pt` in a fresh process; its wall seconds (None:
-    kept from an earlier run)."""
+    """Run `cosyn train ARGS --out out/model.pt` in a fresh process on one torch thread,
+    as the sweep's points train (so a point trained as the baseline is, is the same
+    model); its wall seconds (None: kept from an earlier run)."""
     if keep and (out / "model.pt").is_file():
         return None
     t0 = time.perf_counter()
     cosyn_cli = Path(sys.executable).with_name("cosyn")  # the venv's console script
     cmd = [str(cosyn_cli), "train", *args, "--out", str(out / "model.pt")]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
     return time.perf_counter() - t0
