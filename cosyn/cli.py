@@ -71,20 +71,32 @@ def _choice(value: str, known: tuple[str, ...], what: str) -> str:
 
 
 PARALLELISM_HELP = (
-    "multipliers per dense/conv layer: a number, or auto (balanced to the smallest interval "
+    "multipliers per dense/conv layer: a number, per node as NAME=P or NAME=PxS (S inputs a "
+    "lane multiplies a cycle), comma-separated, or auto (balanced to the smallest interval "
     "that fits the device, ECP5-85F for build: cosyn.scheduler.allocate); default: every "
     "output up to 64"
 )
 
 
-def _parallelism(value: str | None) -> int | str | None:
-    """--parallelism: None (the default rule), a number, or "auto" (`allocate`)."""
+def _parallelism(value: str | None) -> int | str | dict | None:
+    """--parallelism: None (the default rule), a number, "auto" (`allocate`), or per node
+    `name=P` or `name=PxS`, comma-separated (a dict: nodes not named take the default)."""
     if value is None or value == "auto":
         return value
     try:
-        return int(value)
+        if "=" not in value:
+            return int(value)
+        per = {}
+        for item in value.split(","):
+            name, _, folding = item.partition("=")
+            p, _, simd = folding.partition("x")
+            per[name.strip()] = (int(p), int(simd)) if simd else int(p)
+        return per
     except ValueError:
-        raise CosynError(f"--parallelism {value!r}: give a number or auto") from None
+        raise CosynError(
+            f"--parallelism {value!r}: give a number, auto, or NAME=P or NAME=PxS per node, "
+            "comma-separated"
+        ) from None
 
 
 def check_exact(model: nn.Module, g: Graph, x: torch.Tensor) -> int:

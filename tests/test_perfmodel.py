@@ -114,6 +114,25 @@ def test_cli_estimate(tmp_path) -> None:
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_cli_estimate_takes_parallelism_per_node(tmp_path) -> None:
+    """`--parallelism NAME=P,NAME=PxS`: those nodes at P lanes (of S terms), the others at
+    the default rule, as `estimate` with the same dict; a malformed value or an unknown
+    node is one line, exit 2."""
+    out = tmp_path / "e.json"
+    r = cli("estimate", "cosyn.models.zoo:cnn", "--parallelism", "conv2d_3=16x2,dense_6=5",
+            "--json", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    got = {n["name"]: n["parallelism"] for n in json.loads(out.read_text())["nodes"]}
+    g = cosyn.lower(cnn(), torch.zeros(1, 1, 8, 8))
+    want = estimate(g, "ecp5-85f", {"conv2d_3": (16, 2), "dense_6": 5})
+    assert got["conv2d_3"] == [16, 2] and got["dense_6"] == 5
+    assert json.loads(out.read_text())["interval"] == want.interval
+    for bad, says in (("conv2d_3=16y2", "NAME=PxS"), ("conv9=4", "conv9: no such node")):
+        r = cli("estimate", "cosyn.models.zoo:cnn", "--parallelism", bad)
+        assert r.returncode == 2 and says in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_dsp_and_bram_exact_on_every_recorded_design() -> None:
     """Every design the calibration synthesized, both devices: the estimate's DSP and
     block RAM counts are yosys's (a ROM part constant in every word is no memory)."""
