@@ -142,7 +142,8 @@ class Sweep:
         ax.plot([p.completion / freq_mhz for p in f], [p.accuracy for p in f], "k--",
                 marker="o", mfc="none", ms=12, label="front")  # fmt: skip
         for p in self.points:
-            ax.annotate(p.budget, (p.completion / freq_mhz, p.accuracy), fontsize=7)
+            label = p.budget if p.act == "gate" else f"{p.budget} {p.act}"
+            ax.annotate(label, (p.completion / freq_mhz, p.accuracy), fontsize=7)
         ax.set_xlabel(f"latency to the whole answer, us at {freq_mhz:g} MHz")
         ax.set_ylabel("test accuracy %")
         ax.set_title(f"{self.model} on {self.device}")
@@ -211,12 +212,11 @@ def sweep(
 ) -> Sweep:
     """Train `model` (package.module:factory) with each activation of `acts` (GateActs by
     default) under each latency budget (as `cosyn train --latency-budget`: `4us`,
-    `400cycles`) and seed as Ray tasks; points already kept under `out/points/` are not
-    trained again. Writes
-    `out/sweep.json` and `out/front.png`. A point whose training fails is reported in
-    `Sweep.failed` (its last lines) and the others are kept; CosynError if none is left.
-    Keep one `out` per model, device, epochs and LUT weight: a point is known by its
-    budget and seed."""
+    `400cycles`) and seed as Ray tasks; points already kept under `out/points/` are
+    not trained again. Writes `out/sweep.json` and `out/front.png`. A point whose
+    training fails is reported in `Sweep.failed` (its last lines) and the others are
+    kept; CosynError if none is left. Keep one `out` per model, device, epochs and
+    LUT weight: a point is known by its budget, seed and activation."""
     out = Path(out)
     t0 = time.perf_counter()
     todo, points = {}, []
