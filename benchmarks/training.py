@@ -54,7 +54,7 @@ import torch
 from cosyn.models import zoo
 from cosyn.models.data import digits
 from cosyn.models.sweep import Point, dominates, sweep
-from cosyn.models.train import BudgetPenalty
+from cosyn.models.train import BudgetPenalty, take_statistics
 from cosyn.perfmodel import estimate
 from cosyn.perfmodel.pipeline import folded, resolve_parallelism
 from rich.console import Console
@@ -184,8 +184,7 @@ def _overhead(steps: int = 60) -> Table:
     d = digits(image=True)
     torch.manual_seed(0)
     net = zoo.cnn(act="gate")
-    with torch.no_grad():
-        net.train()(d.x_train[:256])
+    take_statistics(net, d.x_train[:256])
     penalty = BudgetPenalty(d.x_test[:1], "ecp5-85f", "completion", 400)
     t0 = time.perf_counter()
     penalty(net)  # the cost table: one estimate per combination of the gates' choices
@@ -226,15 +225,13 @@ def _curve(points: list[tuple[float, float]], epochs: int, seed: int = 0) -> Tab
     x0 = d.x_test[:1]
     torch.manual_seed(seed)
     net = zoo.mlp(act="gate")
-    with torch.no_grad():
-        net.train()(d.x_train[:256])
+    take_statistics(net, d.x_train[:256])
     even = _break_even(cost_table(net, x0))
     rows = []
     for w, per_round in points:
         torch.manual_seed(seed)
         net = zoo.mlp(act="gate")
-        with torch.no_grad():
-            net.train()(d.x_train[:256])
+        take_statistics(net, d.x_train[:256])
         mix = {"secure_bytes": 1.0, "secure_rounds": per_round}
         term = SpanWeight(x0, "ecp5-85f", mix, w) if w > 0 else None
         t0 = time.perf_counter()

@@ -43,7 +43,7 @@ from cosyn.models import (
 from cosyn.models import sweep as sweeps
 from cosyn.models.sparsity import METHODS as SPARSE
 from cosyn.models.sparsity import Masks
-from cosyn.models.train import BudgetPenalty, SpanWeight, predict
+from cosyn.models.train import BudgetPenalty, SpanWeight, predict, take_statistics
 from cosyn.perfmodel.pipeline import parallelism_pair
 from cosyn.report import atomic_dir, graph_table, write_text
 from cosyn.scheduler import allocate, compare, plot_timeline, schedule_table, stdlib_lengths
@@ -384,11 +384,9 @@ def train(
     x0 = d.x_test[:1]
     penalty = extra = None
     if goal is not None:
-        # a copy with the quantizers' statistics lowers as the model will; the model
-        # itself trains as it would without a budget, but for the cost in its loss
-        probe = copy.deepcopy(net)
-        with torch.no_grad():
-            probe.train()(d.x_train[:256])
+        # a copy lowers as the model will; the model itself trains as it would without
+        # a budget, but for the cost in its loss
+        probe = take_statistics(copy.deepcopy(net), d.x_train[:256])
         alloc = _allocate(probe, x0, device, goal)  # refuses an unreachable budget now
         if gates(net):
             penalty = extra = _penalty(probe, x0, device, goal, alloc)
@@ -700,8 +698,7 @@ def sweep(
     act_list = [_choice(a.strip(), zoo.ACTS, "--acts") for a in acts.split(",")]
     net = load_model(model, act="gate")
     d = data.digits(image=_is_image(net))
-    with torch.no_grad():  # the quantizers' statistics, as `cosyn train` takes them
-        net.train()(d.x_train[:256])
+    take_statistics(net, d.x_train[:256])  # as `cosyn train` does for its allocation
     for b in names:  # refused now, not in a task minutes later
         try:
             _allocate(net, d.x_test[:1], device, _goal(b, None, None, freq, lut_weight))

@@ -10,7 +10,16 @@ from cosyn.models.gate import CHOICES, gates
 from rich.progress import Progress
 from torch import nn
 
-__all__ = ["BudgetPenalty", "SpanWeight", "accuracy", "fit", "predict"]
+__all__ = ["BudgetPenalty", "SpanWeight", "accuracy", "fit", "predict", "take_statistics"]
+
+
+def take_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """`model` after one forward pass of `x` in training mode, without gradients: its
+    quantizers' and normalizations' running statistics, so that it lowers as it will
+    once trained (an untrained model's graph, for an allocation or a cost table)."""
+    with torch.no_grad():
+        model.train()(x)
+    return model
 
 
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,7 @@ class ConvGeometry:
     cgroups: int = 1
     counts: tuple[int, ...] | None = None  # the terms each group issues, None: all
     simd: int = 1  # input channels a term multiplies (SIMD): it divides cin
-    spare: int = 0  # line-buffer rows beyond KH + SH (`ConvTiming.of` chooses them)
+    spare: int = 0  # line-buffer rows beyond KH + SH (`with_spare_rows` chooses them)
 
     @classmethod
     def of(
