@@ -71,17 +71,18 @@ def _choice(value: str, known: tuple[str, ...], what: str) -> str:
 
 
 PARALLELISM_HELP = (
-    "multipliers per dense/conv layer: a number, per node as NAME=P or NAME=PxS (S inputs a "
-    "lane multiplies a cycle), comma-separated, or auto (balanced to the smallest interval "
-    "that fits the device, ECP5-85F for build: cosyn.scheduler.allocate); default: every "
-    "output up to 64"
+    "multipliers per dense/conv layer: auto (the default: balanced to the smallest interval "
+    "that fits the device, cosyn.scheduler.allocate; the rule where nothing fits), rule "
+    "(every output up to 64), a number, or per node NAME=P or NAME=PxS (S inputs a lane "
+    "multiplies a cycle), comma-separated"
 )
 
 
 def _parallelism(value: str | None) -> int | str | dict | None:
-    """--parallelism: None (the default rule), a number, "auto" (`allocate`), or per node
-    `name=P` or `name=PxS`, comma-separated (a dict: nodes not named take the default)."""
-    if value is None or value == "auto":
+    """--parallelism: None or "auto" (`scheduler.design_parallelism`: allocated for the
+    device), "rule" (the default rule), a number, or per node `name=P` or `name=PxS`,
+    comma-separated (a dict: nodes not named take the default rule)."""
+    if value is None or value in ("auto", "rule"):
         return value
     try:
         if "=" not in value:
@@ -94,7 +95,7 @@ def _parallelism(value: str | None) -> int | str | dict | None:
         return per
     except ValueError:
         raise CosynError(
-            f"--parallelism {value!r}: give a number, auto, or NAME=P or NAME=PxS per node, "
+            f"--parallelism {value!r}: give auto, rule, a number, or NAME=P or NAME=PxS per node, "
             "comma-separated"
         ) from None
 
@@ -745,6 +746,9 @@ def build(
     board: Annotated[str | None, typer.Option(help="board preset, e.g. pynq-z2")] = None,
     part: Annotated[str | None, typer.Option(help="FPGA part (default xc7z020clg400-1)")] = None,
     parallelism: Annotated[str | None, typer.Option(help=PARALLELISM_HELP)] = None,
+    device: Annotated[
+        str, typer.Option(help="the device the RTL's parallelism is allocated for")
+    ] = "ecp5-85f",
     check: Annotated[
         int, typer.Option(help="with both backends: vectors to check across all four models")
     ] = 32,
@@ -754,6 +758,7 @@ def build(
     with `build.json` (the model it was built from, for `cosyn schedule --design`)."""
     _choice(backend, BACKENDS, "backend")
     par = _parallelism(parallelism)
+    perfmodel.device(device)  # an unknown one lists the known ones
     g, net, shape = _load_graph(model, checkpoint, input_shape, act)
     x = reference_vectors(g)
     with atomic_dir(out) as tmp:
@@ -765,9 +770,7 @@ def build(
         if backend in ("hls", "both"):
             h = hls.generate(g, tmp / "hls", part=part, board=board)
         if backend in ("rtl", "both"):
-            if par == "auto":
-                par = allocate(g, "ecp5-85f").parallelism
-            design = rtl.generate(g, tmp / "rtl", par)
+            design = rtl.generate(g, tmp / "rtl", par, device)
             rtl_sim.write_testbench(design, tmp / "tb", x)
         if h is not None and design is not None and check > 0:
             _check_all(g, (net, shape), h, design, x[:check])
@@ -816,10 +819,10 @@ def estimate(
     ] = None,
     parallelism: Annotated[str | None, typer.Option(help=PARALLELISM_HELP)] = None,
     target_interval: Annotated[
-        int | None, typer.Option(help="with --parallelism auto: cycles per sample to meet")
+        int | None, typer.Option(help="allocate for the fewest resources at this interval")
     ] = None,
     budget: Annotated[
-        float | None, typer.Option(help="with --parallelism auto: fraction of the device")
+        float | None, typer.Option(help="allocate within this fraction of the device")
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the estimate")] = None,
     plot: Annotated[Path | None, typer.Option(help="write a per-node bar chart (PNG)")] = None,
@@ -828,11 +831,12 @@ def estimate(
     cycles (exact), LUT, FF, DSP, BRAM and Fmax, per node and for the design."""
     dev = perfmodel.device(device)
     par = _parallelism(parallelism)
-    if par != "auto" and (target_interval is not None or budget is not None):
+    goal = target_interval is not None or budget is not None
+    if goal and par not in (None, "auto"):
         raise CosynError("--target-interval and --budget go with --parallelism auto")
     g, _, _ = _load_graph(model, checkpoint, input_shape, act)
     t0 = time.perf_counter()
-    if par == "auto":
+    if goal:
         a = allocate(g, dev, target_interval, budget)
         e, what = a.estimate, "allocated and estimated"
         console.print(a.table())

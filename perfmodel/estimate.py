@@ -183,6 +183,9 @@ class Estimate:
     def from_json(cls, text: str) -> Estimate:
         d = json.loads(text)
         d.pop("inferences_per_s", None)
+        for n in d["nodes"]:  # a (P, S) parallelism comes back from JSON as a list
+            if isinstance(n["parallelism"], list):
+                n["parallelism"] = tuple(n["parallelism"])
         d["nodes"] = [NodeEstimate(**n) for n in d["nodes"]]
         return cls(**d)
 
@@ -250,8 +253,12 @@ def estimate_plan(p: Plan, dev: str | Device = "ecp5-85f") -> Estimate:
 
 
 def estimate(
-    g: Graph, device: str | Device = "ecp5-85f", parallelism: int | dict | None = None
+    g: Graph, device: str | Device = "ecp5-85f", parallelism: int | str | dict | None = None
 ) -> Estimate:
     """Latency and interval (cycles, exact), LUT, FF, carry, DSP, BRAM and Fmax of the RTL
-    that `cosyn.rtl.generate(g, parallelism=parallelism)` builds, on `device`."""
-    return estimate_plan(plan(g, parallelism), device)
+    that `cosyn.rtl.generate(g, device=device, parallelism=parallelism)` builds, on
+    `device`: by default each node's parallelism allocated for the device
+    (`scheduler.design_parallelism`)."""
+    from cosyn.scheduler.parallelism import design_parallelism  # the scheduler reads this module
+
+    return estimate_plan(plan(g, design_parallelism(g, device, parallelism)), device)

@@ -476,22 +476,25 @@ def _rom_luts(depth: int, width: int, bits: np.ndarray | None, k: int) -> tuple[
     if bits.shape[1] == 0:
         return 0, 0
     n = 1 << a
+    # row i: bit i as a function of the address (entry e: address e's value)
     t = np.concatenate([bits, np.repeat(bits[-1:], n - len(bits), axis=0)]).T
-    # each bit as a function of the address, one integer (bit e: address e's value):
-    # equal bits are one function
-    rows = np.packbits(t, axis=1, bitorder="little")
-    raw, w = rows.tobytes(), rows.shape[1]
-    funcs = {int.from_bytes(raw[i : i + w], "little") for i in range(0, len(raw), w)}
-    size = n // pieces
-    full = (1 << size) - 1
-    leaves = {f >> (c * size) & full for f in funcs for c in range(pieces)} - {0, full}
+    size = n // pieces  # at most 2**k entries: a leaf is one 64-bit code
+    packed = np.packbits(t.reshape(-1, size), axis=1, bitorder="little")
+    codes = np.zeros((len(packed), 8), np.uint8)
+    codes[:, : packed.shape[1]] = packed
+    distinct, ids = np.unique(codes.view("<u8")[:, 0], return_inverse=True)
+    full = np.uint64((1 << size) - 1)
+    leaves = int(np.count_nonzero((distinct != 0) & (distinct != full)))
+    # a node is its two halves' ids: equal ids, one function (built once); a node whose
+    # halves are one function needs no multiplexer
+    ids = ids.reshape(len(t), pieces)
     muxes = 0
-    for j in range(max(a - k, 0)):  # nodes choosing between halves of 2**(k + j) entries
-        h = 1 << (k + j)
-        half, node = (1 << h) - 1, (1 << 2 * h) - 1
-        nodes = {f >> (c * 2 * h) & node for f in funcs for c in range(n // (2 * h))}
-        muxes += sum(x & half != x >> h for x in nodes)
-    return len(leaves), muxes
+    for _ in range(max(a - k, 0)):
+        m = int(ids.max()) + 1
+        distinct, ids = np.unique(ids[:, 0::2] * m + ids[:, 1::2], return_inverse=True)
+        muxes += int(np.count_nonzero(distinct // m != distinct % m))
+        ids = ids.reshape(len(t), -1)
+    return leaves, muxes
 
 
 def _poly(stage: Any) -> Primitives:

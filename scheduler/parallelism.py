@@ -64,7 +64,7 @@ from rich.table import Table
 from cosyn.errors import CosynError
 from cosyn.ir.graph import Graph
 
-__all__ = ["Allocation", "allocate"]
+__all__ = ["Allocation", "allocate", "design_parallelism"]
 
 
 @dataclass
@@ -145,6 +145,9 @@ def allocate(
     dev = device_(device)
     limits = _limits(dev, budget)
     search = _Search(g, dev, limits)
+    over = search.least_over()
+    if over:
+        raise _unfit(dev, over, "design's dense/conv2d blocks alone need")
     for what, target in (("interval", target_interval), ("latency", target_latency)):
         if target is not None and (isinstance(target, bool) or not isinstance(target, int)
                                    or target < 1):  # fmt: skip
@@ -186,10 +189,39 @@ def allocate(
     return alloc
 
 
-def _unfit(dev: Device, over: str) -> CosynError:
-    """The error where even the smallest design is `over` the budget on `dev`."""
-    return CosynError(
-        f"no parallelism fits the budget on {dev.name}: the smallest design needs {over}; "
+def design_parallelism(
+    g: Graph, device: str | Device = "ecp5-85f", parallelism: int | str | dict | None = None
+) -> int | dict | None:
+    """The parallelism `cosyn.rtl.generate(g, device=device, parallelism=parallelism)`
+    builds `g` with, as `perfmodel.pipeline.plan` takes it (None: the default rule,
+    `default_parallelism` per node).
+
+    `parallelism`: None or "auto" (the default) is `allocate(g, device)`'s: the smallest
+    interval that fits the device, each node balanced to it. Where no parallelism fits
+    the device, or `g` is a graph of sequences or has no dense/conv2d node, it is the
+    default rule's (whose estimate then reports what is over the device). "rule" is the
+    default rule's; a number or a dict is itself."""
+    if parallelism == "rule":
+        return None
+    if parallelism is not None and parallelism != "auto":
+        return parallelism
+    if g.sequence or not any(folded(n) for n in g):
+        return None
+    try:
+        return allocate(g, device).parallelism
+    except Unfit:
+        return None
+
+
+class Unfit(CosynError):
+    """No parallelism fits the budget: even the smallest design is over it."""
+
+
+def _unfit(dev: Device, over: str, what: str = "design needs") -> CosynError:
+    """The error where even the smallest design (`what` of it) is `over` the budget on
+    `dev`."""
+    return Unfit(
+        f"no parallelism fits the budget on {dev.name}: the smallest {what} {over}; "
         "raise the budget"
     )
 
@@ -420,6 +452,13 @@ class _Search:
     def _cost(self, name: str, p: int) -> float:
         """The `weight` of node `name`'s block at parallelism p."""
         return self.weight(self._block(name, p)[1])
+
+    def least_over(self) -> str:
+        """What the dense/conv2d blocks alone, each at its smallest parallelism, need
+        beyond the limits ('' where they fit): then no design fits, its other blocks and
+        FIFOs only add to them."""
+        blocks = (self._block(n, ps[0])[1] for n, ps in self.options.items())
+        return _over(sum(blocks, Resources()), self.limits)
 
     def smallest(self, choice: dict[str, int]) -> bool:
         """Every node at its smallest parallelism."""

@@ -18,7 +18,7 @@ from cosyn.perfmodel.pipeline import (
     resolve_parallelism,
 )
 from cosyn.scheduler import allocate
-from cosyn.scheduler.parallelism import _choices
+from cosyn.scheduler.parallelism import _choices, design_parallelism
 from test_cli import cli
 from test_rtl_models import check
 
@@ -48,12 +48,14 @@ def _smaller(g: cosyn.ir.Graph, name: str, p) -> list:
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_fastest_interval_with_every_node_balanced(graphs, name: str) -> None:
-    """The MLP's default (every output up to 64) is its fastest design, and the
+    """The MLP's default rule (every output up to 64) is its fastest design, and the
     allocation meets it with fewer multipliers; the CNN's allocation is twice as fast as
-    its default (SIMD: its 16-output conv takes two channels a cycle, (16, 2))."""
+    the rule (SIMD: its 16-output conv takes two channels a cycle, (16, 2)). The
+    allocation is what the estimate (and `rtl.generate`) takes by default."""
     g = graphs[name]
     a = allocate(g, "ecp5-85f")
-    default = cosyn.perfmodel.estimate(g, "ecp5-85f")
+    assert cosyn.perfmodel.estimate(g, "ecp5-85f") == a.estimate
+    default = cosyn.perfmodel.estimate(g, "ecp5-85f", "rule")
     if name == "mlp":
         assert a.interval == default.interval
         assert a.multipliers < sum(default_parallelism(n) for n in g if folded(n))
@@ -67,6 +69,27 @@ def test_fastest_interval_with_every_node_balanced(graphs, name: str) -> None:
     assert a.utilization == pytest.approx(
         sum(g[n].macs for n in a.parallelism) / (a.multipliers * a.interval)
     )
+
+
+def test_generate_allocates_for_its_device_by_default(graphs, tmp_path) -> None:
+    """`rtl.generate` builds the allocation for its device, with the estimate's cycles; a
+    design that fits the device at no parallelism keeps the default rule, and its
+    estimate says what is over."""
+    g = graphs["cnn"]
+    a = allocate(g, "ecp5-85f")
+    d = cosyn.rtl.generate(g, tmp_path / "rtl")
+    built = {n["name"]: (n["parallelism"], n["simd"]) for n in d.manifest["nodes"]}
+    assert all(built[n] == parallelism_pair(p) for n, p in a.parallelism.items())
+    assert (d.manifest["latency"], d.manifest["interval"]) == (a.estimate.latency, a.interval)
+    rule = cosyn.rtl.generate(g, tmp_path / "rule", "rule")
+    assert rule.manifest["interval"] == cosyn.perfmodel.estimate(g, parallelism="rule").interval
+    assert rule.manifest["interval"] == 2 * a.interval
+    torch.manual_seed(0)
+    wide = cosyn.lower(mlp(act="poly", hidden=(256,)).eval(), torch.zeros(1, 64))
+    assert design_parallelism(wide, "ice40-up5k") is None
+    over = cosyn.perfmodel.estimate(wide, "ice40-up5k")
+    assert over == cosyn.perfmodel.estimate(wide, "ice40-up5k", "rule")
+    assert over.fit_message().startswith("does not fit ice40-up5k: LUT")
 
 
 def test_target_interval_takes_the_fewest_multipliers_that_meet_it(graphs) -> None:
@@ -97,10 +120,11 @@ def test_budget_trades_interval_for_resources(graphs) -> None:
         ({"target_interval": 0}, "positive integer"),
         (
             {"budget": {"lut": 100}},
-            "no parallelism fits the budget on ecp5-85f: the smallest design needs LUT",
+            "no parallelism fits the budget on ecp5-85f: the smallest design's dense/conv2d "
+            "blocks alone need LUT",
         ),
         ({"budget": {"luts": 100}}, "unknown resource 'luts'"),
-        ({"target_interval": 64, "budget": {"lut": 100}}, "target interval 64 needs LUT"),
+        ({"target_interval": 64, "budget": {"lut": 6000}}, "target interval 64 needs LUT"),
         ({"budget": 1.5}, "fraction of the device"),
         ({"device": "ecp6"}, "unknown device 'ecp6'"),
         ({"target_latency": 200}, "target latency 200 is below 2[0-9][0-9] cycles, the least"),
@@ -197,6 +221,6 @@ def test_cli_estimate_with_allocated_parallelism() -> None:
     r = cli(*model, "--parallelism", "auto", "--budget", "0.5")
     assert r.returncode == 0, r.stderr
     assert "parallelism on ecp5-85f" in r.stdout and "allocated and estimated in" in r.stdout
-    bad = cli(*model, "--budget", "0.5")
+    bad = cli(*model, "--parallelism", "rule", "--budget", "0.5")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "--target-interval and --budget go with --parallelism auto" in bad.stderr

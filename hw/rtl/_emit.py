@@ -11,8 +11,10 @@ from typing import Any
 from cosyn.hw.rtl._sequence import SequenceTop
 from cosyn.hw.rtl._top import Top, tdata_width
 from cosyn.hw.rtl._verilog import component_verilog
+from cosyn.perfmodel.devices import Device
 from cosyn.perfmodel.pipeline import Stream, plan
 from cosyn.perfmodel.sequence import LENGTHS
+from cosyn.scheduler.parallelism import design_parallelism
 
 from cosyn.ir.graph import Graph
 from cosyn.report import atomic_dir
@@ -115,13 +117,22 @@ def verilog_text(top: Top | SequenceTop) -> str:
     return component_verilog(top, TOP)
 
 
-def generate(g: Graph, out_dir: str | Path, parallelism: int | dict | None = None) -> Design:
+def generate(
+    g: Graph,
+    out_dir: str | Path,
+    parallelism: int | str | dict | None = None,
+    device: str | Device = "ecp5-85f",
+) -> Design:
     """Write `out_dir`/top.v and `out_dir`/manifest.json for `g` and return the Design.
 
-    `parallelism`: None (the default rule, `default_parallelism`), an int for every
-    dense/conv node, or a dict node name -> int. A graph of sequences becomes a
+    `parallelism` (`cosyn.scheduler.design_parallelism`): None or "auto" (the default:
+    each dense/conv2d node's allocated for `device` by `cosyn.scheduler.allocate`, the
+    smallest interval that fits it; the default rule where nothing fits), "rule" (one
+    multiplier per output up to 64, `default_parallelism`), an int for every dense/conv
+    node, or a dict node name -> P or (P, S). A graph of sequences becomes a
     `SequenceTop` (`sequence_manifest`). The folder appears whole or not at all.
     """
+    parallelism = design_parallelism(g, device, parallelism)
     if g.sequence:
         seq = SequenceTop(g, parallelism)
         text, man = verilog_text(seq), sequence_manifest(seq)
