@@ -4,10 +4,12 @@ Part 1 reads `perfmodel/calibration.json` (written by `python -m cosyn.perfmodel
 which synthesizes the sweep with yosys and nextpnr): per device and metric, the mean
 absolute percentage error and the worst case of the estimate on the held-out designs
 (those not used for fitting), and how many DSP and BRAM counts are exact. Part 2 times
-`cosyn.perfmodel.estimate` on the zoo's MLP and CNN and a CNN of a million MACs per
-sample, cold (the first call in a fresh process, empty caches) and warm (the same
-architecture again, as in a training loop), beside the synthesis time of the sweep's
-designs (the ratio is synthesis over a cold estimate). Part 3 times the differentiable
+`cosyn.perfmodel.estimate` of the default design (the allocation `cosyn.rtl.generate`
+builds) of the zoo's MLP and CNN and a CNN of a million MACs per sample at its
+parallelism, cold (the first call in a fresh process, empty caches) and warm (the same
+again, as in a training loop or a design-space search), and the allocation itself,
+beside the synthesis time of the sweep's designs (the ratio is synthesis over a cold
+estimate). Part 3 times the differentiable
 cost (`cosyn.perfmodel.cost`) against a training step.
 
     .venv/bin/python benchmarks/perfmodel.py
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from cosyn.models.zoo import cnn, mlp
 from cosyn.perfmodel import calibrate, estimate
+from cosyn.scheduler.parallelism import design_parallelism
 from rich.console import Console
 from rich.table import Table
 
@@ -81,38 +84,57 @@ def _graph(name: str) -> cosyn.ir.Graph:
     return cosyn.lower(factory().eval(), torch.zeros(1, *shape))
 
 
-def time_one(name: str) -> None:
-    """In this (fresh) process: the first estimate of `name` (cold: empty caches), then
-    the mean of ten more (warm, as in a training loop); prints MACs, cold and warm s."""
+def time_one(name: str, parallelism: str) -> None:
+    """In this (fresh) process: with `parallelism` (JSON) the first estimate of `name` at
+    it (cold: empty caches), then the mean of ten more (warm, as in a training loop or a
+    design-space search); prints MACs, cold and warm s. With "null": the first
+    allocation of its default design (`design_parallelism`, cold); prints its s."""
     g = _graph(name)
+    par = json.loads(parallelism)
     t0 = time.perf_counter()
-    estimate(g, "ecp5-85f")
+    if par is None:
+        design_parallelism(g, "ecp5-85f")
+        print(json.dumps(time.perf_counter() - t0))
+        return
+    estimate(g, "ecp5-85f", par)
     cold = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(10):
-        estimate(g, "ecp5-85f")
+        estimate(g, "ecp5-85f", par)
     print(json.dumps([g.macs, cold, (time.perf_counter() - t0) / 10]))
 
 
-def _times(name: str) -> tuple[int, float, float]:
-    """(MACs, median cold s, median warm s) over RUNS fresh processes."""
-    runs = [json.loads(subprocess.run([sys.executable, __file__, "--time", name], check=True,
-                                      capture_output=True, text=True).stdout)
-            for _ in range(RUNS)]  # fmt: skip
+def _child(name: str, parallelism) -> object:
+    args = [sys.executable, __file__, "--time", name, json.dumps(parallelism)]
+    return json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+
+
+def _times(name: str) -> tuple[int, float, float, float]:
+    """(MACs, median cold s, median warm s, median allocation s) over RUNS fresh
+    processes each, the estimate at the default design's parallelism (the allocation)."""
+    par = design_parallelism(_graph(name), "ecp5-85f")
+    runs = [_child(name, par) for _ in range(RUNS)]
     cold, warm = (float(np.median([r[k] for r in runs])) for k in (1, 2))
-    return runs[0][0], cold, warm
+    alloc = float(np.median([_child(name, None) for _ in range(RUNS)]))
+    return runs[0][0], cold, warm, alloc
 
 
 def speed_table(console: Console) -> None:
     median, worst = _synth_seconds()
     t = Table(title=f"estimate time (ecp5-85f), median of {RUNS} fresh processes")
-    for c in ("model", "MACs", "cold ms", "warm ms", "synthesis of one sweep design s", "ratio"):
+    for c in ("model", "MACs", "cold ms", "warm ms", "allocation ms",
+              "synthesis of one sweep design s", "ratio"):  # fmt: skip
         t.add_column(c, justify="left" if c == "model" else "right")
     for name in MODELS:
-        macs, cold, warm = _times(name)
+        macs, cold, warm, alloc = _times(name)
         t.add_row(name, f"{macs:,}", f"{cold * 1e3:.1f}", f"{warm * 1e3:.2f}",
-                  f"{median:.0f} (max {worst:.0f})", f"{median / cold:,.0f}x")  # fmt: skip
-    t.caption = "cold: the first estimate in a fresh process (empty caches); warm: the same again"
+                  f"{alloc * 1e3:.0f}", f"{median:.0f} (max {worst:.0f})",
+                  f"{median / cold:,.0f}x")  # fmt: skip
+    t.caption = (
+        "the default design (the allocation for ecp5-85f) estimated at its parallelism; "
+        "cold: the first estimate in a fresh process (empty caches); warm: the same again; "
+        "allocation: choosing that parallelism, cold"
+    )
     console.print(t)
 
 
@@ -159,6 +181,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--time"]:
-        time_one(sys.argv[2])
+        time_one(sys.argv[2], sys.argv[3])
     else:
         main()

@@ -12,10 +12,12 @@ costs only the training; a first run of all four models takes about an hour on t
 cores (nextpnr dominates).
 
     .venv/bin/python benchmarks/qor.py [--models mlp-poly,cnn-relu] [--device ecp5-85f]
-        [--parallelism default,same,8] [--no-place]
+        [--parallelism rule,same,auto,8] [--no-place]
 
-Parallelism `default` is every output up to 64 per layer; `same` is the allocation
-(`cosyn.scheduler.allocate`) with the fewest resources at the default design's interval.
+Parallelism `rule` is every output up to 64 per layer; `same` is the allocation
+(`cosyn.scheduler.allocate`) with the fewest resources at the rule's interval; `auto` the
+allocation `cosyn.rtl.generate` builds by default (the smallest interval that fits the
+device).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ MODELS = {
 EPOCHS = {"mlp": 30, "cnn": 10}  # the demo's MLP training; the CNN's as the RTL benchmark's
 
 # The same flow on the RTL before the clock-speed pipelining (main at 02d7f7f), ECP5-85F,
-# default parallelism: (LUT, FF, DSP, BRAM, Fmax MHz, interval). Measured for issue 9.
+# parallelism rule: (LUT, FF, DSP, BRAM, Fmax MHz, interval). Measured for issue 9.
 BEFORE = {"mlp-poly": (26496, 5612, 111, 0, 41.6, 64)}
 
 # FINN's published throughput of its example networks (images per second).
@@ -78,12 +80,13 @@ def _row(name: str, p: str, figures: tuple) -> tuple[str, ...]:
     return (name, p, f"{lut:,}", f"{ff:,}", str(dsp), str(bram), fm, str(ival), ips)
 
 
-def _parallelism(g: Graph, p: str, device: str) -> int | dict[str, int] | None:
-    """default: None; same: the cheapest allocation at the default design's interval."""
-    if p == "default":
-        return None
+def _parallelism(g: Graph, p: str, device: str) -> int | str | dict[str, int]:
+    """rule: one multiplier per output up to 64; same: the cheapest allocation at the
+    rule's interval; auto: the allocation `rtl.generate` builds by default."""
+    if p in ("rule", "auto"):
+        return p
     if p == "same":
-        return allocate(g, device, target_interval=estimate(g, device).interval).parallelism
+        return allocate(g, device, target_interval=estimate(g, device, "rule").interval).parallelism
     return int(p)
 
 
@@ -92,7 +95,7 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS), help="comma list of models")
     ap.add_argument("--device", default="ecp5-85f")
     ap.add_argument(
-        "--parallelism", default="default,same", help="comma list: default, same or ints"
+        "--parallelism", default="rule,same", help="comma list: rule, same, auto or ints"
     )
     ap.add_argument("--no-place", action="store_true", help="yosys only (no Fmax)")
     args = ap.parse_args()
@@ -108,11 +111,11 @@ def main() -> None:
             g = trained(name)
             for p in args.parallelism.split(","):
                 par = _parallelism(g, p, args.device)
-                d = generate(g, Path(tmp) / f"{name}-{p}", parallelism=par)
+                d = generate(g, Path(tmp) / f"{name}-{p}", par, args.device)
                 r = synthesize(d, args.device, place=not args.no_place)
                 figures = (r.lut, r.ff, r.dsp, r.bram, r.fmax_mhz, d.manifest["interval"])
                 t.add_row(*_row(name, p, figures))
-                if p == "default" and name in BEFORE and args.device == "ecp5-85f":
+                if p == "rule" and name in BEFORE and args.device == "ecp5-85f":
                     t.add_row(*_row(f"{name} before", p, BEFORE[name]), style="dim")
                 console.print(f"{name} p={p}: {r.fmax_mhz} MHz, {r.lut} LUT", highlight=False)
     console.print(t)

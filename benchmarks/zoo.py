@@ -7,7 +7,9 @@ element against the golden model; wrong, lost and duplicated elements and protoc
 errors), where the simulation fits in minutes, else why not; HLS C-simulation mismatches
 (hls4ml; io_stream for convolutional networks, else io_parallel) likewise; latency and
 interval in cycles (the manifest's, from `cosyn.perfmodel.pipeline.plan`, as
-`cosyn.rtl.generate` writes it; a `*` where a simulation measured otherwise); throughput
+`cosyn.rtl.generate` writes it; a `*` where a simulation measured otherwise), at the
+parallelism rule (one multiplier per output up to 64, `parallelism="rule"`: the figures
+stay those of one design whatever device would take the allocation); throughput
 at 100 MHz (100e6 / interval); and FINN's published figure where there is one, with its
 source.
 
@@ -159,7 +161,7 @@ def golden_mismatches(model: nn.Module, g: Graph, x: torch.Tensor) -> int:
 def simulate_rtl(name: str, g: Graph, x: np.ndarray, tmp: Path) -> tuple[str, tuple | None]:
     """Generate, then Verilator with back-pressure on `x`: a mismatch cell, and the
     simulated (latency, interval) with the manifest's."""
-    d = generate(g, tmp / name / "rtl")
+    d = generate(g, tmp / name / "rtl", "rule")
     build = cache_dir() / name / "verilator"
     tb = write_testbench(d, tmp / name / "tb", x, backpressure=True)
     with contextlib.redirect_stdout(io.StringIO()):

@@ -404,7 +404,8 @@ def train(
     masks = on_epoch = None
     if density is not None:
         budget = alloc if goal is not None else None
-        masks = _masks(net, x0, density, sparse or "rigl", epochs, len(d.x_train), budget)
+        masks = _masks(net, x0, density, sparse or "rigl", epochs, len(d.x_train), budget,
+                       device)  # fmt: skip
         on_epoch = _pruning(masks, epochs // 3, net, x0, device, budget)
     acc = fit(net, d, epochs=epochs, seed=seed, extra_loss=extra, on_epoch=on_epoch,
               on_step=None if masks is None else masks.step)  # fmt: skip
@@ -553,12 +554,12 @@ def _relu_graph(net: nn.Module, x0: torch.Tensor) -> Graph:
 
 
 def _masks(net: nn.Module, x0: torch.Tensor, density: float, method: str, epochs: int,
-           n_train: int, alloc) -> Masks:  # fmt: skip
+           n_train: int, alloc, device: str) -> Masks:  # fmt: skip
     """Block masks for `cosyn train --density`: each masked layer's blocks span its node's
-    parallelism (the allocation's for a budget, else the default design's); drop and
-    grow (`method`) from the pruning, a third into training, to three quarters."""
+    parallelism (the allocation's for a budget, else the default design's on `device`);
+    drop and grow (`method`) from the pruning, a third into training, to three quarters."""
     par = alloc.parallelism if alloc is not None else {
-        s.name: s.folding for s in perfmodel.plan(lower(net.eval(), x0)).stages}  # fmt: skip
+        n.name: n.parallelism for n in perfmodel.estimate(lower(net.eval(), x0), device).nodes}  # fmt: skip
     block = {}
     for name, m in Masks.masked(net).items():
         kind = "conv2d" if isinstance(m, nn.Conv2d) else "dense"

@@ -1,7 +1,7 @@
 """Scheduling: each node's parallelism under a device budget (`allocate`), and the order in
 which variable-length sequences enter a transformer's layer pipeline (`schedule_sequences`)."""
 
-from cosyn.scheduler.parallelism import Allocation, allocate
+from cosyn.scheduler.parallelism import Allocation, allocate, allocate_reuse
 from cosyn.scheduler.sequences import (
     POLICIES,
     Schedule,
@@ -20,6 +20,7 @@ __all__ = [
     "Schedule",
     "SequenceStage",
     "allocate",
+    "allocate_reuse",
     "compare",
     "plot_timeline",
     "schedule_sequences",

@@ -49,6 +49,7 @@ from cosyn.perfmodel.estimate import (
     estimate_plan,
     folding_text,
 )
+from cosyn.perfmodel.hls import HLSLayer, hls_layer, mult_size, valid_reuse_factors
 from cosyn.perfmodel.pipeline import (
     SIMD,
     Stage,
@@ -64,7 +65,7 @@ from rich.table import Table
 from cosyn.errors import CosynError
 from cosyn.ir.graph import Graph
 
-__all__ = ["Allocation", "allocate", "design_parallelism"]
+__all__ = ["Allocation", "allocate", "allocate_reuse", "design_parallelism"]
 
 
 @dataclass
@@ -215,6 +216,29 @@ def design_parallelism(
 
 class Unfit(CosynError):
     """No parallelism fits the budget: even the smallest design is over it."""
+
+
+def allocate_reuse(g: Graph, multipliers: int) -> dict[str, int]:
+    """Each dense/conv node's reuse factor for the smallest interval whose multipliers
+    (hls4ml's count, `estimate_hls`) are at most `multipliers`: for an interval T each
+    layer takes the largest reuse factor hls4ml accepts whose interval is at most T (the
+    fewest multipliers that meet it), and T is the least at which their sum fits. Where
+    none fits, every layer takes its largest (one multiplier each, or as few as hls4ml
+    accepts). The design's interval is its slowest layer's."""
+    nodes = [n for n in g if folded(n)]
+    options = {n.name: [hls_layer(n, r) for r in valid_reuse_factors(*mult_size(n))] for n in nodes}
+
+    def choice(t: int) -> dict[str, HLSLayer]:
+        return {
+            name: next((x for x in reversed(opts) if x.interval <= t), opts[0])
+            for name, opts in options.items()
+        }
+
+    for t in sorted({x.interval for opts in options.values() for x in opts}):
+        c = choice(t)
+        if sum(x.multipliers for x in c.values()) <= multipliers:
+            return {name: x.reuse_factor for name, x in c.items()}
+    return {name: opts[-1].reuse_factor for name, opts in options.items()}
 
 
 def _unfit(dev: Device, over: str, what: str = "design needs") -> CosynError:

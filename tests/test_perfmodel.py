@@ -172,10 +172,51 @@ def test_hls_reuse_factor_divides_the_multipliers(graphs) -> None:
     assert [x.multipliers for x in one] == [n.weight.size for n in dense]
     assert [x.multipliers for x in four] == [-(-n.weight.size // 4) for n in dense]
     assert {x.interval for x in four} == {4} and not any(x.verified for x in four)
-    conv = estimate_hls(graphs["cnn"], 2, "io_stream")[0]
-    assert conv.interval == 2 * 8 * 8
+    conv = estimate_hls(graphs["cnn"], 3, "io_stream")[0]  # a 3x3 conv of 1 channel, 8 out
+    assert (conv.reuse_factor, conv.multipliers, conv.interval) == (3, 24, 3 * 8 * 8)
+    # hls4ml takes R < 9 only where it divides 9; of 1 and 3, as close to 2, the smaller
+    assert estimate_hls(graphs["cnn"], 2, "io_stream")[0].reuse_factor == 1
     with pytest.raises(cosyn.CosynError, match="reuse factor 100000 exceeds"):
         estimate_hls(g, 100000)
+
+
+def test_hls_reuse_factors_are_hls4mls_own() -> None:
+    """The reuse factors hls4ml accepts, and the one it applies for any other request,
+    are hls4ml's own (its backend's rule, called here)."""
+    from cosyn.perfmodel.hls import applied_reuse, valid_reuse_factors
+    from hls4ml.backends import get_backend
+
+    backend = get_backend("Vitis")
+    for n_in, n_out in [(64, 64), (64, 32), (32, 10), (9, 16), (72, 8), (7, 3)]:
+        valid = backend.get_valid_reuse_factors(n_in, n_out)
+        assert list(valid_reuse_factors(n_in, n_out)) == valid
+        node = Dense("d", ("x",), (n_out,), IntType(8, True), np.ones(1, np.float32),
+                     weight=np.ones((n_out, n_in), np.int64))  # fmt: skip
+        for r in range(2, n_in * n_out + 1, 3):
+            assert applied_reuse(node, r) == backend.get_closest_reuse_factor(valid, r), r
+
+
+def test_hls_generate_allocates_reuse_factors_to_the_dsps(graphs, tmp_path) -> None:
+    """By default each dense/conv layer's reuse factor is the least interval whose
+    multipliers fit the part's DSP slices; hls4ml applies exactly the estimated ones,
+    and a layer of R > 1 takes the Resource strategy."""
+    from cosyn.scheduler import allocate_reuse
+
+    g = graphs["mlp"]
+    h = cosyn.hls.generate(g, tmp_path / "p")
+    layers = estimate_hls(g, h.reuse_factors)
+    assert h.reuse_factors == allocate_reuse(g, 220) == {x.name: 32 for x in layers}
+    assert sum(x.multipliers for x in layers) <= 220
+    assert sum(x.multipliers for x in estimate_hls(g, 16)) > 220
+    for x in layers:
+        layer = h.hls_model.graph[x.name]
+        assert layer.get_attr("reuse_factor") == x.reuse_factor
+        assert layer.get_attr("strategy") == "resource"
+    big = cosyn.hls.generate(g, tmp_path / "u250", board="alveo-u250")
+    assert set(big.reuse_factors.values()) == {1}  # 6,464 multipliers of 12,288 DSPs
+    assert cosyn.hls.generate(g, tmp_path / "one", reuse_factor=1).reuse_factors == dict.fromkeys(
+        h.reuse_factors, 1
+    )
 
 
 def test_baseline_has_a_coefficient_per_feature() -> None:

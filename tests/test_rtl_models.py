@@ -16,6 +16,7 @@ from cosyn.models.train import fit
 from cosyn.models.zoo import cnn, mlp
 from cosyn.perfmodel.pipeline import _compose, plan
 from cosyn.perfmodel.steady import first_outputs
+from cosyn.scheduler.parallelism import design_parallelism
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import cnns, inputs, mlps, strided_cnn
@@ -29,9 +30,11 @@ CNN_SETTINGS = settings(SETTINGS, max_examples=2)  # each CNN simulates thousand
 
 
 def check(g: cosyn.ir.Graph, x: np.ndarray, parallelism=None, samples: int = 5) -> Top:
-    """Simulate `samples` vectors at full rate: exact outputs, latency, completion and
-    interval, and every sample's first input and output transfer where the pipeline's
+    """Simulate `samples` vectors at full rate the design `generate(g, parallelism=...)`
+    builds (by default the allocation for ECP5-85F): exact outputs, latency, completion
+    and interval, and every sample's first input and output transfer where the pipeline's
     model has it."""
+    parallelism = design_parallelism(g, "ecp5-85f", parallelism)
     top = Top(plan(g, parallelism))
     xi = g.quantize(x[:samples])
     y, ins, outs = run_top(top, xi)

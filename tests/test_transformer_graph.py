@@ -122,11 +122,12 @@ def test_gelu_and_layernorm_in_rtl_exact_with_manifest_timing(block, tmp_path):
     from cosyn.hw.rtl._tb import run_top
     from cosyn.hw.rtl._verilog import lint
     from cosyn.perfmodel.pipeline import plan
+    from cosyn.scheduler.parallelism import design_parallelism
 
     _, g, x = block
     xi = g.quantize(x[:6].numpy())
     d = cosyn.rtl.generate(g, tmp_path / "rtl")
-    y, ins, outs = run_top(Top(plan(g)), xi)
+    y, ins, outs = run_top(Top(plan(g, design_parallelism(g))), xi)
     assert np.array_equal(y, g.run_int(xi))
     assert outs[0, 0] - ins[0, 0] == d.manifest["latency"]
     assert np.diff(outs[:, 0])[-1] == d.manifest["interval"]

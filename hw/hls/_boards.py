@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from cosyn.errors import CosynError
 
-__all__ = ["BOARDS", "DEFAULT_CLOCK_NS", "DEFAULT_PART", "PARTS", "Board", "resolve"]
+__all__ = ["BOARDS", "DEFAULT_CLOCK_NS", "DEFAULT_PART", "PARTS", "PART_DSPS", "Board", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -23,12 +23,24 @@ BOARDS: dict[str, Board] = {
     "alveo-u280": Board("xcu280-fsvh2892-2L-e", 5.0),
 }
 
-PARTS: tuple[str, ...] = tuple(
-    sorted(
-        {b.part for b in BOARDS.values()}
-        | {"xcvu9p-flga2104-2L-e", "xcvu13p-flga2577-2-e", "xc7a100tcsg324-1", "xc7z010clg400-1"}
-    )
-)
+# DSP slices of each part the HLS backend knows, the budget of its reuse factors
+# (`cosyn.scheduler.allocate_reuse`): 7 series DS190 (Zynq-7000: xc7z010 80, xc7z020 220)
+# and DS180 (Artix-7: xc7a100t 240); UltraScale+ DS891 (Zynq UltraScale+: xczu9eg
+# 2,520) and DS923 (Virtex UltraScale+: xcvu9p 6,840, xcvu13p 12,288); the Alveo data
+# sheets (U50 DS965 5,952, U250 DS962 12,288, U280 DS963 9,024)
+PART_DSPS: dict[str, int] = {
+    "xc7a100tcsg324-1": 240,
+    "xc7z010clg400-1": 80,
+    "xc7z020clg400-1": 220,
+    "xcu250-figd2104-2L-e": 12288,
+    "xcu280-fsvh2892-2L-e": 9024,
+    "xcu50-fsvh2104-2-e": 5952,
+    "xcvu13p-flga2577-2-e": 12288,
+    "xcvu9p-flga2104-2L-e": 6840,
+    "xczu9eg-ffvb1156-2-e": 2520,
+}
+assert {b.part for b in BOARDS.values()} <= set(PART_DSPS)
+PARTS: tuple[str, ...] = tuple(sorted(PART_DSPS))
 
 DEFAULT_PART = "xc7z020clg400-1"
 DEFAULT_CLOCK_NS = 10.0

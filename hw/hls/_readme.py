@@ -14,10 +14,14 @@ _TOOLS = {
 }
 
 
-def readme(g: Graph, part: str, clock_ns: float, io_type: str, backend: str) -> str:
+def readme(
+    g: Graph, part: str, clock_ns: float, io_type: str, backend: str, reuse: dict[str, int]
+) -> str:
     tool, name = _TOOLS[backend]
     rows = "\n".join(
-        f"| {n.name} | {n.kind} | {'x'.join(map(str, n.shape))} | `{ap_type(n.dtype)}` |" for n in g
+        f"| {n.name} | {n.kind} | {'x'.join(map(str, n.shape))} | `{ap_type(n.dtype)}` | "
+        f"{reuse.get(n.name, '')} |"
+        for n in g
     )
     image = len(g.input.shape) == 3
     layout = " (channels last: H x W x C)" if image else ""
@@ -51,9 +55,12 @@ outputs by the output scale (`graph.dequantize(y)`) for the model's float values
 
 ## Layers
 
-| node | kind | shape | output type |
-|---|---|---|---|
+| node | kind | shape | output type | reuse factor |
+|---|---|---|---|---|
 {rows}
+
+A dense or convolution layer of reuse factor R > 1 takes hls4ml's Resource strategy
+(each multiplier used R times), of 1 its Latency strategy.
 
 Requantizers (`shift`, `threshold`) and `add` are cosyn's hls4ml extension layers,
 in `firmware/nnet_utils/cosyn_requant.h`; the polynomial activation (`poly`, Horner's
