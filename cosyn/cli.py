@@ -558,8 +558,11 @@ def _masks(net: nn.Module, x0: torch.Tensor, density: float, method: str, epochs
     """Block masks for `cosyn train --density`: each masked layer's blocks span its node's
     parallelism (the allocation's for a budget, else the default design's on `device`);
     drop and grow (`method`) from the pruning, a third into training, to three quarters."""
-    par = alloc.parallelism if alloc is not None else {
-        n.name: n.parallelism for n in perfmodel.estimate(lower(net.eval(), x0), device).nodes}  # fmt: skip
+    if alloc is not None:
+        par = alloc.parallelism
+    else:
+        e = perfmodel.estimate(lower(net.eval(), x0), device)
+        par = {n.name: n.parallelism for n in e.nodes}
     block = {}
     for name, m in Masks.masked(net).items():
         kind = "conv2d" if isinstance(m, nn.Conv2d) else "dense"
