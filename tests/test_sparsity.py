@@ -144,14 +144,15 @@ def test_allocation_counts_the_terms_a_sparse_block_issues() -> None:
 
 
 def test_cli_train_with_a_density(tmp_path) -> None:
-    """`cosyn train --density`: blocks of the default design's parallelism (dense_5's 10
-    outputs: whole columns), 20% kept; a density out of range or an unknown method is a
-    one-line error, exit 2, before training."""
+    """`cosyn train --density`: blocks of the default design's parallelism (the allocation
+    for ECP5-85F: dense_5's 10 outputs in two groups of P = 5), 20% kept; a density out
+    of range or an unknown method is a one-line error, exit 2, before training."""
     out = tmp_path / "m.pt"
     r = cli("train", "--epochs", "3", "--density", "0.2", "--sparse", "dst-ee", "--out", str(out))
     assert r.returncode == 0, r.stderr
-    w = torch.load(out)["5.weight"]  # 10 outputs by 32 inputs, one block per input
-    assert int((w != 0).any(0).sum()) == round(0.2 * 32) and "weights zero" in r.stdout
+    w = torch.load(out)["5.weight"]  # 10 outputs by 32 inputs: two blocks per input
+    blocks = (w.reshape(2, 5, 32) != 0).any(1)
+    assert int(blocks.sum()) == round(0.2 * blocks.numel()) and "weights zero" in r.stdout
     for bad in (["--density", "0"], ["--density", "0.5", "--sparse", "topk"], ["--sparse", "rigl"]):
         r = cli("train", "--epochs", "1", *bad, "--out", str(tmp_path / "x.pt"))
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
