@@ -28,6 +28,10 @@ largest P and is lowered while the interval holds (`_Search.settle`). Resources 
 block are estimated from its own primitives (`perfmodel.resources`); the FIFOs between
 blocks are counted from the default plan's during the search and exactly in the final
 estimate.
+
+`design_parallelism` is the allocation `cosyn.rtl.generate` and `perfmodel.estimate`
+take by default; `allocate_reuse` chooses the HLS backend's reuse factors the same way,
+by hls4ml's documented multipliers and interval (`perfmodel.hls`).
 """
 
 from __future__ import annotations
@@ -145,14 +149,14 @@ def allocate(
     by resource name ("lut", "ff", "dsp", "bram"; the others the device's)."""
     dev = device_(device)
     limits = _limits(dev, budget)
-    search = _Search(g, dev, limits)
-    over = search.least_over()
-    if over:
-        raise _unfit(dev, over, "design's dense/conv2d blocks alone need")
     for what, target in (("interval", target_interval), ("latency", target_latency)):
         if target is not None and (isinstance(target, bool) or not isinstance(target, int)
                                    or target < 1):  # fmt: skip
             raise CosynError(f"target {what} must be a positive integer, not {target!r}")
+    search = _Search(g, dev, limits)
+    over = search.least_over()
+    if over:
+        raise _unfit(dev, over, "design's dense/conv2d blocks alone need")
     if target_latency is not None:
         if target_interval is not None:
             raise CosynError("give a target interval or a target latency, not both")
