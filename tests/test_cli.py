@@ -117,6 +117,7 @@ def test_build_reads_a_qonnx_file(tmp_path):
         (["build", "cosyn.models.zoo:mlp", "--board", "no-such-board"], "no-such-board"),
         (["build", "cosyn.models.zoo:mlp", "--backend", "vhdl"], "hls, rtl, both"),
         (["build", "cosyn.models.zoo:mlp", "--parallelism", "0"], "parallelism"),
+        (["build", "cosyn.models.zoo:mlp", "--device", "ecp6"], "unknown device 'ecp6'"),
         (["build", "cosyn.models.data:digits", "--act", "poly"], "does not take act"),
         (["build", "missing.onnx"], "missing.onnx"),
     ],
