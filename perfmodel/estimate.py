@@ -258,7 +258,13 @@ def estimate(
     """Latency and interval (cycles, exact), LUT, FF, carry, DSP, BRAM and Fmax of the RTL
     that `cosyn.rtl.generate(g, device=device, parallelism=parallelism)` builds, on
     `device`: by default each node's parallelism allocated for the device
-    (`scheduler.design_parallelism`)."""
-    from cosyn.scheduler.parallelism import design_parallelism  # the scheduler reads this module
+    (`scheduler.design_parallelism`), whose estimate the allocation has made."""
+    # the scheduler reads this module
+    from cosyn.scheduler.parallelism import default_allocation, design_parallelism
 
+    if parallelism in (None, "auto"):
+        a = default_allocation(g, device)
+        if a is not None:
+            return a.estimate
+        parallelism = "rule"
     return estimate_plan(plan(g, design_parallelism(g, device, parallelism)), device)

@@ -111,7 +111,7 @@ def estimate_hls(
     of `cosyn.hls.generate(g, reuse_factor=reuse_factor, io_type=io_type)`, as hls4ml
     documents them (see the module docstring). `reuse_factor`: one for every layer, or
     one per dense/conv node name (the others 1). A larger R than a layer's products is
-    hls4ml's error too."""
+    refused (hls4ml would take its largest valid one instead, with a warning)."""
     if io_type not in IO_TYPES:
         raise CosynError(f"io_type must be one of {', '.join(IO_TYPES)}, not {io_type!r}")
     layers = [n for n in g if folded(n)]

@@ -69,7 +69,7 @@ from rich.table import Table
 from cosyn.errors import CosynError
 from cosyn.ir.graph import Graph
 
-__all__ = ["Allocation", "allocate", "allocate_reuse", "design_parallelism"]
+__all__ = ["Allocation", "allocate", "allocate_reuse", "default_allocation", "design_parallelism"]
 
 
 @dataclass
@@ -210,10 +210,17 @@ def design_parallelism(
         return None
     if parallelism is not None and parallelism != "auto":
         return parallelism
+    a = default_allocation(g, device)
+    return None if a is None else a.parallelism
+
+
+def default_allocation(g: Graph, device: str | Device = "ecp5-85f") -> Allocation | None:
+    """`allocate(g, device)`, the design `cosyn.rtl.generate` builds by default, with its
+    estimate; None where that is the default rule's (`design_parallelism`)."""
     if g.sequence or not any(folded(n) for n in g):
         return None
     try:
-        return allocate(g, device).parallelism
+        return allocate(g, device)
     except Unfit:
         return None
 
