@@ -273,6 +273,7 @@ def test_requantizer_csim_is_exact_on_every_input(tmp_path: Path, kind: str) -> 
 )
 @given(seed=st.integers(0, 2**31 - 1), image=st.booleans(), stream=st.booleans())
 @example(seed=22726324, image=True, stream=False)  # a right shift by more than x's bits
+@example(seed=33554431, image=True, stream=False)  # 1-bit inputs, weights of 0 only
 def test_hypothesis_graphs_csim_is_exact(
     tmp_path: Path, seed: int, image: bool, stream: bool
 ) -> None:

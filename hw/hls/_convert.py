@@ -115,9 +115,13 @@ def _dense(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Conve
 
 
 def _weight_type(w: np.ndarray) -> IntType:
-    """The weights' type; ap_int<2> is widened, as hls4ml treats it as ternary {-1, 0, 1}."""
+    """The weights' type, widened where hls4ml reads a type as more than its integers:
+    ap_int<2> holding -2 (it treats ap_int<2> as ternary {-1, 0, 1}), and ap_uint<1>
+    (with ap_uint<1> inputs it is an XNOR layer, whose sums it maps to 2 * sum - n_in)."""
     t = _int_type(w)
-    return IntType(3, True) if t == IntType(2, True) and w.min() < -1 else t
+    if t == IntType(2, True) and w.min() < -1:
+        return IntType(3, True)
+    return IntType(2, False) if t == IntType(1, False) else t
 
 
 def _conv2d(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> Converted:
@@ -228,9 +232,8 @@ def _avgpool2d(node: N.Node, name: str, ins: list[Tensor], srcs: list[str]) -> C
         depthwise_data=np.ones((kh, kw, c, 1), np.int64),
         bias_data=np.zeros(c, np.int64),
     )
-    # weights of 2 unsigned bits: hls4ml multiplies them (1-bit ones it may read as binary)
-    prec = dict(weight="ap_uint<2>", bias="ap_uint<1>", accum=ap_type(node.dtype),
-                result=ap_type(node.dtype))  # fmt: skip
+    prec = dict(weight=ap_type(_weight_type(layer["depthwise_data"])), bias="ap_uint<1>",
+                accum=ap_type(node.dtype), result=ap_type(node.dtype))  # fmt: skip
     return Converted(layer, prec, Tensor((oh, ow, c), c, None, node.dtype))
 
 
