@@ -25,7 +25,7 @@ from test_ir_exact import user_net
 from torch import nn
 
 import cosyn
-from cosyn.errors import CosynError, ModelFileError, UnsupportedLayerError
+from cosyn.errors import BitWidthError, CosynError, ModelFileError, UnsupportedLayerError
 from cosyn.ir import nodes as N
 from cosyn.ir.intervals import IntType
 from cosyn.ir.qonnx import input_shape
@@ -341,6 +341,19 @@ def corrupted(draw, content: bytes) -> bytes:
             data = m.SerializeToString()
             return data[: draw(st.integers(0, len(data) - 1))]
     return m.SerializeToString()
+
+
+def test_an_error_from_the_graph_names_the_file(tiny_fc_file, tmp_path) -> None:
+    """An input scale of 0 passes the file's checks and fails where the graph sizes a
+    threshold; that error, raised below the reader, still names the file."""
+    m = onnx.load_from_string(tiny_fc_file)
+    scale = "/inp/act_quant/export_handler/Constant_1_output_0"
+    i = next(i for i in m.graph.initializer if i.name == scale)
+    i.CopyFrom(onnx.numpy_helper.from_array(np.zeros((), np.float32), scale))
+    path = tmp_path / "m.onnx"
+    path.write_bytes(m.SerializeToString())
+    with pytest.raises(BitWidthError, match=f"^{path}: act_act_quant_Quant .* more than 62 bits"):
+        cosyn.ir.from_qonnx(path)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))

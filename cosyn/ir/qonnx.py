@@ -121,11 +121,14 @@ def input_shape(path: str | os.PathLike) -> tuple[int, ...]:
 @contextmanager
 def _one_line(path: Path) -> Iterator[None]:
     """Any exception but a CosynError (a file malformed in a way no check foresaw) becomes
-    one ModelFileError line naming the file."""
+    one ModelFileError line naming the file; a CosynError from the graph below (a node's
+    bit width, say) is prefixed with the file where it does not name it."""
     try:
         yield
-    except CosynError:
-        raise
+    except CosynError as e:
+        if str(path) in str(e):
+            raise
+        raise type(e)(f"{path}: {e}") from e
     except Exception as e:
         raise ModelFileError(
             f"{path}: cosyn cannot read this file ({type(e).__name__}: {_first_line(e)}); "
